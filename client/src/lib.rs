@@ -1,0 +1,1 @@
+//! Client library: discovery, routing (writes to the leader, reads spread), retries with sessions.

@@ -1,0 +1,3 @@
+//! placeholder during construction
+pub mod codec;
+pub mod members;

@@ -1,0 +1,1 @@
+//! Helpers for end-to-end tests with real `mokvd` processes.
