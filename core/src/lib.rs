@@ -1,3 +1,46 @@
-//! placeholder during construction
+//! # mokv-core: the sans-io heart of mokv
+//!
+//! One [`Node`] is one replica: raft-rs's `RawNode` driven through the async-persist Ready
+//! protocol, the replicated key-value state machine with client sessions, ReadIndex reads,
+//! snapshots with log compaction, and membership changes on the Raft configuration.
+//!
+//! ## What this crate owns
+//! - every protocol decision: what to persist and when, which messages may leave, when a
+//!   client is answered, what an error means ([`ErrorClass`]: misuse, retryable, indeterminate);
+//! - every replicated and durable format ([`command`], [`snapshot`], [`persist`]);
+//! - input validation and limits, so that no path (gRPC, peer, simulator) can skip them.
+//!
+//! ## What it must never do
+//! - I/O of any kind, read a clock, draw OS randomness, spawn threads or tasks. Time comes in
+//!   as ticks and a caller-supplied `now_ms`; randomness from [`Config::seed`]. No tokio, tonic,
+//!   rocksdb or rustls in its dependency tree.
+//! - Iterate a randomly seeded hash map into an output: same inputs, same outputs, byte for
+//!   byte (the simulator checks it).
+//!
+//! ## Using it
+//! See [`Node`] for the inputs (`handle_*`), the outputs (`poll_*`) and the order in which a
+//! shell must drain them.
+
 pub mod codec;
+pub mod command;
+mod config;
+mod error;
+pub mod kv;
+mod log;
 pub mod members;
+mod node;
+pub mod persist;
+pub mod read;
+mod request;
+mod rng;
+pub mod session;
+pub mod snapshot;
+
+pub use config::{Config, PlantedBugs};
+pub use error::{
+    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
+};
+pub use members::{MemberInfo, NodeId};
+pub use node::{Event, Node, PeerPayload, Role, Status, Transmit};
+pub use request::{Consistency, Reply, Request, RequestId, Response};
+pub use rng::Rng;

@@ -1,0 +1,91 @@
+//! Configuration of one core node. Every duration is in ticks (the shell calls
+//! `Node::handle_tick` once per tick interval) or, for session expiry, in the milliseconds the
+//! shell passes in.
+
+use crate::members::NodeId;
+use crate::session::SessionLimits;
+
+/// Settings of one [`crate::Node`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// This node's Raft id (non-zero, never reused by another incarnation).
+    pub id: NodeId,
+    /// Seeds every random choice of the node (election jitter, read contexts). The shell draws it
+    /// from the OS at start-up; the simulator derives it from the run's seed.
+    pub seed: u64,
+    /// Minimum election timeout. Each term a follower waits this plus a seeded jitter in
+    /// `0..election_ticks` before campaigning.
+    pub election_ticks: usize,
+    /// Leader heartbeat interval; must be below `election_ticks`.
+    pub heartbeat_ticks: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// Upper bound on one append message's entries (raft-rs `max_size_per_msg`).
+    pub max_append_bytes: u64,
+    /// Raft-rs `max_inflight_msgs`: unacknowledged appends per follower.
+    pub max_inflight_appends: usize,
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_threshold_entries: u64,
+    /// Entries kept in the log behind a snapshot so slightly lagging followers catch up from
+    /// the log rather than by snapshot.
+    pub log_keep_entries: u64,
+    /// A write or read not answered within this many ticks fails (writes: indeterminate).
+    pub request_timeout_ticks: u64,
+    /// A ReadIndex round without an answer is retried with a fresh context after this many ticks.
+    pub read_retry_ticks: u64,
+    /// Bound on requests waiting inside the node (writes in flight plus reads waiting);
+    /// beyond it requests are refused as busy.
+    pub max_pending_requests: usize,
+    /// Bound on ReadIndex rounds in flight at once; further reads wait for the next round.
+    pub max_read_rounds_in_flight: usize,
+    /// Page size used when a range request asks for 0, and the cap on any page.
+    pub default_page_size: usize,
+    pub max_page_size: usize,
+    /// A learner marked auto-promote becomes a voter once it is at most this many entries
+    /// behind the leader's last index.
+    pub promote_lag_entries: u64,
+    pub session_limits: SessionLimits,
+    /// Deliberate bugs for the simulator's self-test. Always off outside tests.
+    pub planted_bugs: PlantedBugs,
+}
+
+impl Config {
+    /// Defaults for node `id` with randomness seeded by `seed`.
+    pub fn new(id: NodeId, seed: u64) -> Self {
+        Self {
+            id,
+            seed,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_append_bytes: 1024 * 1024,
+            max_inflight_appends: 256,
+            snapshot_threshold_entries: 10_000,
+            log_keep_entries: 1_000,
+            request_timeout_ticks: 50,
+            read_retry_ticks: 10,
+            max_pending_requests: 10_000,
+            max_read_rounds_in_flight: 4,
+            default_page_size: 100,
+            max_page_size: 1_000,
+            promote_lag_entries: 100,
+            session_limits: SessionLimits::default(),
+            planted_bugs: PlantedBugs::default(),
+        }
+    }
+}
+
+/// Known bugs that can be switched on so the simulator can show that its checkers catch them.
+/// The shell never sets these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlantedBugs {
+    /// Answer linearizable reads on followers from local state, without ReadIndex.
+    pub stale_follower_reads: bool,
+    /// Treat every persist batch as durable the moment it is emitted.
+    pub ack_before_durable: bool,
+    /// Apply retried session writes again instead of answering the first result.
+    pub skip_session_dedup: bool,
+}

@@ -1,0 +1,122 @@
+//! Errors the core reports for client requests, in three classes that decide what a caller may
+//! do next (see [`ErrorClass`]).
+
+use crate::members::NodeId;
+use crate::session::SessionError;
+
+/// What a caller may do after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is wrong; retrying it unchanged fails again.
+    Misuse,
+    /// Nothing was applied; retrying (possibly elsewhere, after a while) is safe.
+    Retryable,
+    /// The write may or may not have been applied; retry only with a session.
+    Indeterminate,
+}
+
+/// A bad request. Messages never contain keys or values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidArgument {
+    #[error("key is empty")]
+    EmptyKey,
+    #[error("key is {len} bytes, the limit is {max}")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error("invalid page token")]
+    BadPageToken,
+    #[error("invalid membership change: {0}")]
+    Membership(&'static str),
+}
+
+/// Where the leader is, when this node knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub id: NodeId,
+    pub name: String,
+    pub rpc_addr: String,
+}
+
+/// Why a request was not (and will not be) applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unavailable {
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("too many requests in flight")]
+    Busy,
+    #[error("the read could not be confirmed by a quorum in time")]
+    ReadTimedOut,
+    #[error("another membership change is in progress")]
+    ConfChangeInProgress,
+    #[error("leadership is being transferred")]
+    LeadershipTransfer,
+    #[error("the proposal was superseded in the log and was not applied")]
+    Dropped,
+    #[error("this node was removed from the cluster")]
+    Removed,
+}
+
+/// The failure of one client request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(#[from] InvalidArgument),
+    /// Writes go to the leader; this node is not it.
+    #[error("not the leader")]
+    NotLeader { leader: Option<LeaderHint> },
+    #[error("unavailable: {0}")]
+    Unavailable(#[from] Unavailable),
+    /// Timed out after the write was handed to Raft: it may still be applied.
+    #[error("timed out; the write may or may not have been applied")]
+    Indeterminate,
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidArgument(_) => ErrorClass::Misuse,
+            Error::NotLeader { .. } | Error::Unavailable(_) => ErrorClass::Retryable,
+            Error::Indeterminate => ErrorClass::Indeterminate,
+            Error::Session(SessionError::Expired) => ErrorClass::Misuse,
+            Error::Session(_) => ErrorClass::Indeterminate,
+        }
+    }
+}
+
+/// Why durable state read back at start-up could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    #[error("snapshot: {0}")]
+    Snapshot(crate::codec::DecodeError),
+    #[error("corrupt {0} record")]
+    Corrupt(&'static str),
+    #[error("log has a gap before index {0}")]
+    Gap(u64),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+/// Why a message from a peer was refused (it is dropped; the sender retries).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerMessageError {
+    #[error("message of {len} bytes is not a raft message")]
+    Malformed { len: usize },
+    #[error("message addressed to node {to}, not to this node")]
+    WrongRecipient { to: NodeId },
+    #[error("message type may not come from a peer")]
+    LocalType,
+    #[error("snapshot payload is invalid: {0}")]
+    BadSnapshot(crate::codec::DecodeError),
+    #[error("raft refused the message: {0}")]
+    Raft(raft::Error),
+}

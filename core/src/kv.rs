@@ -1,0 +1,744 @@
+//! The replicated key-value state machine.
+//!
+//! Every replica applies the same committed proposals in the same order and must end in the
+//! same state, byte for byte: no clock, no randomness, ordered maps only. Revisions are Raft
+//! log indices, so a revision names the write that produced it on every replica.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::command::{Command, Proposal};
+use crate::members::{Conf, MemberInfo, MemberTable};
+use crate::session::{SessionError, SessionLimits, Sessions};
+
+/// A stored value with the log indices that explain it (etcd's `create_revision`,
+/// `mod_revision`, `version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    /// Log index of the write that created the key (since its last delete).
+    pub create_index: u64,
+    /// Log index of the latest write to the key.
+    pub mod_index: u64,
+    /// Writes since creation; 1 on create.
+    pub version: u64,
+}
+
+/// What a write did. Stored in sessions so a retry gets the very same answer.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Set {
+        revision: u64,
+    },
+    /// Deleting a missing key succeeds too (`existed == false`): a retried delete must not
+    /// turn into an error.
+    Deleted {
+        existed: bool,
+        revision: u64,
+    },
+}
+
+const OUTCOME_SET: u8 = 1;
+const OUTCOME_DELETED: u8 = 2;
+
+impl WriteOutcome {
+    pub(crate) fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            WriteOutcome::Set { revision } => {
+                w.put_u8(OUTCOME_SET);
+                w.put_u64(revision);
+            }
+            WriteOutcome::Deleted { existed, revision } => {
+                w.put_u8(OUTCOME_DELETED);
+                w.put_bool(existed);
+                w.put_u64(revision);
+            }
+        }
+    }
+
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.get_u8()? {
+            OUTCOME_SET => Ok(WriteOutcome::Set { revision: r.get_u64()? }),
+            OUTCOME_DELETED => {
+                Ok(WriteOutcome::Deleted { existed: r.get_bool()?, revision: r.get_u64()? })
+            }
+            tag => Err(DecodeError::UnknownTag(tag)),
+        }
+    }
+
+    /// Log index of the write this outcome reports.
+    pub fn revision(&self) -> u64 {
+        match *self {
+            WriteOutcome::Set { revision } | WriteOutcome::Deleted { revision, .. } => revision,
+        }
+    }
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeQuery {
+    /// Only keys starting with this ("" = every key).
+    pub prefix: String,
+    /// Only keys at or after this.
+    pub start_key: String,
+    /// Page size; the caller caps it. 0 is read as 1 so a page always makes progress.
+    pub limit: usize,
+    /// `next_page_token` of the previous page, or "" for the first page.
+    pub page_token: String,
+    /// Leave values out (they may be large; listing keys is common).
+    pub keys_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeItem {
+    pub key: String,
+    /// Empty when the query asked for keys only.
+    pub value: Vec<u8>,
+    pub create_index: u64,
+    pub mod_index: u64,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangePage {
+    pub items: Vec<RangeItem>,
+    /// Pass back as `page_token` for the next page; "" when no more keys match.
+    pub next_page_token: String,
+}
+
+/// A page token that this build did not issue for this prefix. The message never echoes the
+/// token: it may contain key bytes the caller is not allowed to see in logs.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+#[error("invalid page token")]
+pub struct InvalidPageToken;
+
+/// Version prefix of page tokens, so the format can change without misreading old tokens.
+const PAGE_TOKEN_PREFIX: &str = "v1.";
+
+fn encode_page_token(last_key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(PAGE_TOKEN_PREFIX.len() + 2 * last_key.len());
+    s.push_str(PAGE_TOKEN_PREFIX);
+    for b in last_key.bytes() {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn decode_page_token(token: &str) -> Result<String, InvalidPageToken> {
+    fn nibble(c: u8) -> Result<u8, InvalidPageToken> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(InvalidPageToken),
+        }
+    }
+    let hex = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or(InvalidPageToken)?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return Err(InvalidPageToken);
+    }
+    let bytes = hex
+        .chunks_exact(2)
+        .map(|pair| Ok((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect::<Result<Vec<u8>, InvalidPageToken>>()?;
+    String::from_utf8(bytes).map_err(|_| InvalidPageToken)
+}
+
+/// The whole replicated state: data, client sessions, membership and how far the log has been
+/// applied. A snapshot is exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMachine {
+    data: BTreeMap<String, Versioned>,
+    sessions: Sessions,
+    members: MemberTable,
+    conf: Conf,
+    applied_index: u64,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        Self::new(SessionLimits::default())
+    }
+}
+
+impl StateMachine {
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            data: BTreeMap::new(),
+            sessions: Sessions::new(limits),
+            members: MemberTable::new(),
+            conf: Conf::default(),
+            applied_index: 0,
+        }
+    }
+
+    pub fn limits(&self) -> SessionLimits {
+        self.sessions.limits()
+    }
+
+    /// Applies one committed proposal at raft log `index`. Deterministic. Also advances
+    /// applied_index.
+    ///
+    /// A session error is a normal outcome (the entry is still consumed): the client is told,
+    /// and every replica refuses the same way.
+    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, SessionError> {
+        self.advance_applied(index);
+        let data = &mut self.data;
+        self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
+            apply_command(data, index, &proposal.command)
+        })
+    }
+
+    /// Advances applied_index for entries that are not proposals (empty entries, conf
+    /// changes).
+    pub fn skip(&mut self, index: u64) {
+        self.advance_applied(index);
+    }
+
+    fn advance_applied(&mut self, index: u64) {
+        debug_assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Versioned> {
+        self.data.get(key)
+    }
+
+    /// One page of keys in ascending byte order.
+    pub fn range(&self, q: &RangeQuery) -> Result<RangePage, InvalidPageToken> {
+        let first = q.prefix.as_str().max(q.start_key.as_str());
+        let last = if q.page_token.is_empty() {
+            None
+        } else {
+            let last = decode_page_token(&q.page_token)?;
+            if !last.starts_with(&q.prefix) {
+                return Err(InvalidPageToken);
+            }
+            Some(last)
+        };
+        // A token continues strictly after the previous page, unless the caller moved
+        // `start_key` past it.
+        let lower = match &last {
+            Some(last) if last.as_str() >= first => Bound::Excluded(last.as_str()),
+            _ => Bound::Included(first),
+        };
+        let limit = q.limit.max(1);
+        let mut matching = self
+            .data
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&q.prefix));
+        let items: Vec<RangeItem> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(k, v)| RangeItem {
+                key: k.clone(),
+                value: if q.keys_only { Vec::new() } else { v.value.clone() },
+                create_index: v.create_index,
+                mod_index: v.mod_index,
+                version: v.version,
+            })
+            .collect();
+        let next_page_token = match (matching.next(), items.last()) {
+            (Some(_), Some(last)) => encode_page_token(&last.key),
+            _ => String::new(),
+        };
+        Ok(RangePage { items, next_page_token })
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Largest `proposed_at_ms` applied so far: the state machine's only clock.
+    pub fn cluster_time_ms(&self) -> u64 {
+        self.sessions.cluster_time_ms()
+    }
+
+    pub fn members(&self) -> &MemberTable {
+        &self.members
+    }
+
+    pub fn members_mut(&mut self) -> &mut MemberTable {
+        &mut self.members
+    }
+
+    pub fn conf(&self) -> &Conf {
+        &self.conf
+    }
+
+    pub fn set_conf(&mut self, conf: Conf) {
+        self.conf = conf;
+    }
+
+    /// Deterministic digest of the whole state (data, sessions, members, conf, applied
+    /// index) for the simulator's "equal state at equal applied index" check. FNV-1a 64 over
+    /// the snapshot encoding, which is canonical, so equal digests mean equal states (up to
+    /// hash collisions).
+    pub fn digest(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut w = Writer::new();
+        self.encode_to(&mut w);
+        w.finish().iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    }
+
+    /// The canonical encoding used by snapshots and [`StateMachine::digest`].
+    pub(crate) fn encode_to(&self, w: &mut Writer) {
+        w.put_u64(self.applied_index);
+        self.conf.encode_to(w);
+        w.put_u64(self.members.len() as u64);
+        for (id, info) in &self.members {
+            w.put_u64(*id);
+            info.encode_to(w);
+        }
+        self.sessions.encode_to(w);
+        w.put_u64(self.data.len() as u64);
+        for (key, v) in &self.data {
+            w.put_str(key);
+            w.put_bytes(&v.value);
+            w.put_u64(v.create_index);
+            w.put_u64(v.mod_index);
+            w.put_u64(v.version);
+        }
+    }
+
+    /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have
+    /// produced (unsorted keys, impossible versions) so a decoded state upholds the same
+    /// invariants as an applied one.
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let applied_index = r.get_u64()?;
+        let conf = Conf::decode_from(r)?;
+        // id + MemberInfo (id, three length prefixes, bool).
+        let n = r.get_count(8 + 8 + 4 * 3 + 1)?;
+        let mut members = MemberTable::new();
+        for _ in 0..n {
+            let id = r.get_u64()?;
+            if members.last_key_value().is_some_and(|(prev, _)| *prev >= id) {
+                return Err(DecodeError::Invalid("member ids not ascending"));
+            }
+            members.insert(id, MemberInfo::decode_from(r)?);
+        }
+        let sessions = Sessions::decode_from(r)?;
+        // Two length prefixes and three u64s.
+        let n = r.get_count(4 + 4 + 8 * 3)?;
+        let mut data = BTreeMap::new();
+        for _ in 0..n {
+            let key = r.get_str()?;
+            if data.last_key_value().is_some_and(|(prev, _): (&String, _)| prev.as_str() >= key) {
+                return Err(DecodeError::Invalid("keys not ascending"));
+            }
+            let key = key.to_owned();
+            let v = Versioned {
+                value: r.get_bytes()?.to_vec(),
+                create_index: r.get_u64()?,
+                mod_index: r.get_u64()?,
+                version: r.get_u64()?,
+            };
+            if v.version == 0 || v.create_index > v.mod_index || v.mod_index > applied_index {
+                return Err(DecodeError::Invalid("key version"));
+            }
+            data.insert(key, v);
+        }
+        Ok(Self { data, sessions, members, conf, applied_index })
+    }
+}
+
+fn apply_command(
+    data: &mut BTreeMap<String, Versioned>,
+    index: u64,
+    command: &Command,
+) -> WriteOutcome {
+    match command {
+        Command::Set { key, value } => {
+            match data.get_mut(key) {
+                Some(v) => {
+                    v.value.clone_from(value);
+                    v.mod_index = index;
+                    v.version = v.version.saturating_add(1);
+                }
+                None => {
+                    data.insert(
+                        key.clone(),
+                        Versioned {
+                            value: value.clone(),
+                            create_index: index,
+                            mod_index: index,
+                            version: 1,
+                        },
+                    );
+                }
+            }
+            WriteOutcome::Set { revision: index }
+        }
+        Command::Delete { key } => {
+            WriteOutcome::Deleted { existed: data.remove(key).is_some(), revision: index }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::command::SessionRef;
+    use proptest::prelude::*;
+
+    /// One random step against the state machine and the model.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Op {
+        Set(String, Vec<u8>),
+        Delete(String),
+        Get(String),
+        Range {
+            prefix: String,
+            start_key: String,
+            limit: usize,
+            keys_only: bool,
+        },
+        /// A session write: (client, seq, first_unacked) drawn small so retries collide.
+        SessionSet {
+            client: u64,
+            seq: u64,
+            acked: u64,
+            key: String,
+        },
+        /// Moves the clock; odd steps also apply a delete of a key no other op uses (so cluster
+        /// time advances), even steps only skip a log index.
+        Tick(u64),
+    }
+
+    /// Keys over a tiny alphabet (including a multi-byte char) so prefixes and collisions are
+    /// common.
+    pub(crate) fn arb_key() -> impl Strategy<Value = String> {
+        "[ab\u{e9}]{0,3}"
+    }
+
+    pub(crate) fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (arb_key(), proptest::collection::vec(any::<u8>(), 0..4))
+                .prop_map(|(k, v)| Op::Set(k, v)),
+            2 => arb_key().prop_map(Op::Delete),
+            2 => arb_key().prop_map(Op::Get),
+            2 => ("[ab]{0,2}", arb_key(), 0usize..5, any::<bool>()).prop_map(
+                |(prefix, start_key, limit, keys_only)| Op::Range { prefix, start_key, limit, keys_only }
+            ),
+            2 => (1u64..4, 1u64..6, 0u64..4, arb_key())
+                .prop_map(|(client, seq, acked, key)| Op::SessionSet { client, seq, acked, key }),
+            1 => (0u64..300).prop_map(Op::Tick),
+        ]
+    }
+
+    pub(crate) fn small_limits() -> SessionLimits {
+        SessionLimits { session_ttl_ms: 500, max_sessions: 2, max_results_per_session: 3 }
+    }
+
+    /// A state machine after the write ops of `ops` (reads are ignored), with log indices
+    /// from 1 and a clock that moves on `Tick`.
+    pub(crate) fn build(ops: &[Op]) -> StateMachine {
+        let mut sm = StateMachine::new(small_limits());
+        apply_ops(&mut sm, ops);
+        sm
+    }
+
+    /// Applies the write ops of `ops` after what `sm` already holds, the clock continuing
+    /// from its cluster time.
+    pub(crate) fn apply_ops(sm: &mut StateMachine, ops: &[Op]) {
+        let mut now = sm.cluster_time_ms();
+        for op in ops {
+            step(sm, &mut now, op);
+        }
+    }
+
+    fn proposal(now: u64, session: Option<SessionRef>, command: Command) -> Proposal {
+        Proposal { session, proposed_at_ms: now, command }
+    }
+
+    fn step(
+        sm: &mut StateMachine,
+        now: &mut u64,
+        op: &Op,
+    ) -> Option<Result<WriteOutcome, SessionError>> {
+        let index = sm.applied_index() + 1;
+        let p = match op {
+            Op::Set(k, v) => {
+                proposal(*now, None, Command::Set { key: k.clone(), value: v.clone() })
+            }
+            Op::Delete(k) => proposal(*now, None, Command::Delete { key: k.clone() }),
+            Op::SessionSet { client, seq, acked, key } => proposal(
+                *now,
+                Some(SessionRef { client_id: *client, seq: *seq, first_unacked_seq: *acked }),
+                Command::Set { key: key.clone(), value: seq.to_le_bytes().to_vec() },
+            ),
+            Op::Tick(dt) => {
+                *now += dt;
+                if dt % 2 == 0 {
+                    sm.skip(index);
+                    return None;
+                }
+                proposal(*now, None, Command::Delete { key: "unused".into() })
+            }
+            Op::Get(_) | Op::Range { .. } => return None,
+        };
+        Some(sm.apply(index, &p))
+    }
+
+    /// Every key of `sm` under `q`, by following page tokens to the end.
+    fn page_through(sm: &StateMachine, mut q: RangeQuery) -> Vec<RangeItem> {
+        let mut all = Vec::new();
+        for _ in 0..1_000 {
+            let page = sm.range(&q).unwrap();
+            assert!(page.items.len() <= q.limit.max(1));
+            all.extend(page.items);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            q.page_token = page.next_page_token;
+        }
+        panic!("paging did not end");
+    }
+
+    proptest! {
+        #[test]
+        fn matches_btreemap_model(ops in proptest::collection::vec(arb_op(), 0..200)) {
+            let mut sm = StateMachine::new(SessionLimits::default());
+            let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            let mut now = 0;
+            for op in &ops {
+                let index = sm.applied_index() + 1;
+                let out = step(&mut sm, &mut now, op);
+                match op {
+                    Op::Set(k, v) => {
+                        model.insert(k.clone(), v.clone());
+                        prop_assert_eq!(out, Some(Ok(WriteOutcome::Set { revision: index })));
+                    }
+                    Op::Delete(k) => {
+                        let existed = model.remove(k).is_some();
+                        prop_assert_eq!(
+                            out,
+                            Some(Ok(WriteOutcome::Deleted { existed, revision: index }))
+                        );
+                    }
+                    Op::SessionSet { key, seq, .. } => {
+                        // Applied iff the outcome carries this entry's revision.
+                        if out == Some(Ok(WriteOutcome::Set { revision: index })) {
+                            model.insert(key.clone(), seq.to_le_bytes().to_vec());
+                        }
+                    }
+                    Op::Tick(_) => {}
+                    Op::Get(k) => {
+                        prop_assert_eq!(sm.get(k).map(|v| &v.value), model.get(k));
+                    }
+                    Op::Range { prefix, start_key, limit, keys_only } => {
+                        let q = RangeQuery {
+                            prefix: prefix.clone(),
+                            start_key: start_key.clone(),
+                            limit: *limit,
+                            page_token: String::new(),
+                            keys_only: *keys_only,
+                        };
+                        let expected: Vec<(&String, &Vec<u8>)> = model
+                            .iter()
+                            .filter(|(k, _)| k.starts_with(prefix.as_str()) && *k >= start_key)
+                            .collect();
+                        let first = sm.range(&q).unwrap();
+                        let n = (*limit).max(1).min(expected.len());
+                        prop_assert_eq!(first.items.len(), n);
+                        prop_assert_eq!(first.next_page_token.is_empty(), expected.len() <= n);
+                        let all = page_through(&sm, q);
+                        let got: Vec<(&String, &Vec<u8>)> =
+                            all.iter().map(|i| (&i.key, &i.value)).collect();
+                        if *keys_only {
+                            prop_assert!(all.iter().all(|i| i.value.is_empty()));
+                            let keys: Vec<_> = got.iter().map(|(k, _)| *k).collect();
+                            let want: Vec<_> = expected.iter().map(|(k, _)| *k).collect();
+                            prop_assert_eq!(keys, want);
+                        } else {
+                            prop_assert_eq!(got, expected);
+                        }
+                    }
+                }
+                prop_assert_eq!(sm.len(), model.len());
+            }
+        }
+
+        #[test]
+        fn digest_is_deterministic(ops in proptest::collection::vec(arb_op(), 0..100)) {
+            let a = build(&ops);
+            let b = build(&ops);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(a.digest(), b.digest());
+        }
+
+        #[test]
+        fn digest_changes_after_a_differing_op(
+            ops in proptest::collection::vec(arb_op(), 0..100),
+            key in arb_key(),
+        ) {
+            let mut a = build(&ops);
+            let mut b = a.clone();
+            let index = a.applied_index() + 1;
+            let now = a.cluster_time_ms();
+            let set = |value: &[u8]| {
+                proposal(now, None, Command::Set { key: key.clone(), value: value.to_vec() })
+            };
+            a.apply(index, &set(b"x")).unwrap();
+            b.apply(index, &set(b"y")).unwrap();
+            prop_assert_ne!(a.digest(), b.digest());
+        }
+
+        #[test]
+        fn garbage_page_tokens_are_rejected_or_valid(token in ".{0,12}", prefix in "[ab]{0,2}") {
+            let sm = build(&[Op::Set("a".into(), vec![1]), Op::Set("b".into(), vec![2])]);
+            let q = RangeQuery { prefix, limit: 1, page_token: token, ..RangeQuery::default() };
+            let _ = sm.range(&q);
+        }
+    }
+
+    fn set(
+        sm: &mut StateMachine,
+        now: u64,
+        session: Option<SessionRef>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<WriteOutcome, SessionError> {
+        let index = sm.applied_index() + 1;
+        sm.apply(
+            index,
+            &proposal(now, session, Command::Set { key: key.into(), value: value.into() }),
+        )
+    }
+
+    fn sref(client_id: u64, seq: u64, first_unacked_seq: u64) -> Option<SessionRef> {
+        Some(SessionRef { client_id, seq, first_unacked_seq })
+    }
+
+    #[test]
+    fn versions_and_revisions_follow_log_indices() {
+        let mut sm = StateMachine::default();
+        sm.skip(1);
+        assert_eq!(set(&mut sm, 0, None, "k", b"1"), Ok(WriteOutcome::Set { revision: 2 }));
+        sm.skip(3);
+        assert_eq!(set(&mut sm, 0, None, "k", b"2"), Ok(WriteOutcome::Set { revision: 4 }));
+        assert_eq!(
+            sm.get("k"),
+            Some(&Versioned { value: b"2".to_vec(), create_index: 2, mod_index: 4, version: 2 })
+        );
+        let del = |sm: &mut StateMachine, i| {
+            sm.apply(i, &proposal(0, None, Command::Delete { key: "k".into() }))
+        };
+        assert_eq!(del(&mut sm, 5), Ok(WriteOutcome::Deleted { existed: true, revision: 5 }));
+        assert_eq!(del(&mut sm, 6), Ok(WriteOutcome::Deleted { existed: false, revision: 6 }));
+        assert_eq!(set(&mut sm, 0, None, "k", b"3"), Ok(WriteOutcome::Set { revision: 7 }));
+        assert_eq!(
+            sm.get("k"),
+            Some(&Versioned { value: b"3".to_vec(), create_index: 7, mod_index: 7, version: 1 })
+        );
+        assert_eq!(sm.applied_index(), 7);
+    }
+
+    #[test]
+    fn retried_write_applies_once_and_returns_first_result() {
+        let mut sm = StateMachine::default();
+        assert_eq!(
+            set(&mut sm, 0, sref(9, 1, 1), "k", b"first"),
+            Ok(WriteOutcome::Set { revision: 1 })
+        );
+        set(&mut sm, 0, None, "k", b"other").unwrap();
+        set(&mut sm, 0, sref(9, 2, 1), "j", b"x").unwrap();
+        // The retry arrives after other writes: same answer, no effect.
+        assert_eq!(
+            set(&mut sm, 0, sref(9, 1, 1), "k", b"first"),
+            Ok(WriteOutcome::Set { revision: 1 })
+        );
+        assert_eq!(sm.get("k").unwrap().value, b"other");
+        assert_eq!(sm.applied_index(), 4);
+        // Deletes of a missing key are deduplicated too.
+        let del = Proposal {
+            session: sref(9, 3, 1),
+            proposed_at_ms: 0,
+            command: Command::Delete { key: "missing".into() },
+        };
+        let first = sm.apply(5, &del);
+        assert_eq!(first, Ok(WriteOutcome::Deleted { existed: false, revision: 5 }));
+        assert_eq!(sm.apply(6, &del), first);
+    }
+
+    #[test]
+    fn acked_results_give_result_discarded() {
+        let mut sm = StateMachine::default();
+        set(&mut sm, 0, sref(9, 1, 1), "k", b"1").unwrap();
+        set(&mut sm, 0, sref(9, 2, 2), "k", b"2").unwrap();
+        assert_eq!(set(&mut sm, 0, sref(9, 1, 1), "k", b"1"), Err(SessionError::ResultDiscarded));
+        assert_eq!(sm.get("k").unwrap().value, b"2");
+    }
+
+    #[test]
+    fn sessions_expire_by_cluster_time_and_evict() {
+        let mut sm = StateMachine::new(SessionLimits {
+            session_ttl_ms: 1_000,
+            max_sessions: 2,
+            max_results_per_session: 4,
+        });
+        set(&mut sm, 100, sref(1, 1, 1), "a", b"").unwrap();
+        set(&mut sm, 200, sref(2, 1, 1), "b", b"").unwrap();
+        set(&mut sm, 300, sref(3, 1, 1), "c", b"").unwrap();
+        // Client 1 was the least recently active.
+        assert_eq!(set(&mut sm, 300, sref(1, 2, 2), "a", b""), Err(SessionError::Expired));
+        assert!(sm.sessions().get(2).is_some());
+        set(&mut sm, 1_250, None, "z", b"").unwrap();
+        assert_eq!(set(&mut sm, 1_250, sref(2, 2, 2), "b", b""), Err(SessionError::Expired));
+        assert_eq!(
+            set(&mut sm, 0, sref(3, 2, 2), "c", b"x"),
+            Ok(WriteOutcome::Set { revision: 7 })
+        );
+        assert_eq!(sm.cluster_time_ms(), 1_250);
+    }
+
+    #[test]
+    fn unknown_session_with_acked_seqs_is_expired() {
+        let mut sm = StateMachine::default();
+        assert_eq!(set(&mut sm, 0, sref(4, 5, 3), "k", b"v"), Err(SessionError::Expired));
+        assert!(sm.get("k").is_none());
+        assert_eq!(sm.applied_index(), 1);
+    }
+
+    #[test]
+    fn bad_page_tokens() {
+        let sm = build(&[Op::Set("aa".into(), vec![]), Op::Set("ab".into(), vec![])]);
+        let q = |prefix: &str, token: &str| RangeQuery {
+            prefix: prefix.into(),
+            limit: 1,
+            page_token: token.into(),
+            ..RangeQuery::default()
+        };
+        for token in ["x", "v1.6", "v1.zz", "v1.ff", "v2.61", "v1.6A"] {
+            assert_eq!(sm.range(&q("", token)), Err(InvalidPageToken));
+        }
+        // A token from another prefix.
+        assert_eq!(sm.range(&q("a", "v1.62")), Err(InvalidPageToken));
+        let page = sm.range(&q("a", "")).unwrap();
+        assert_eq!(page.next_page_token, encode_page_token("aa"));
+        let page = sm.range(&q("a", &page.next_page_token)).unwrap();
+        assert_eq!(page.items[0].key, "ab");
+        assert_eq!(page.next_page_token, "");
+        assert_eq!(InvalidPageToken.to_string(), "invalid page token");
+    }
+}

@@ -1,0 +1,1079 @@
+//! [`Node`]: one mokv replica as a sans-io state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot,
+};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
+use raft_proto::ConfChangeI as _;
+
+use crate::command::{Command, Proposal};
+use crate::config::Config;
+use crate::error::{
+    Error, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
+};
+use crate::kv::{StateMachine, WriteOutcome};
+use crate::log::MemLog;
+use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
+use crate::persist::{DurableState, LogRecord, PersistBatch, PersistId, SnapshotRecord};
+use crate::read::{ReadKind, ReadQueue, WaitingRead};
+use crate::request::{Consistency, Reply, Request, RequestId, Response};
+use crate::rng::Rng;
+use crate::snapshot::SnapshotImage;
+
+/// Bound on queued events; the oldest are dropped first (they are advisory).
+const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// A Raft message in raft-rs's own encoding, routed by the shell without being looked at.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerPayload(pub Vec<u8>);
+
+impl std::fmt::Debug for PeerPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerPayload({} bytes)", self.0.len())
+    }
+}
+
+/// A message to deliver to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: NodeId,
+    pub payload: PeerPayload,
+    /// Carries a snapshot: the shell must report the outcome with
+    /// [`Node::handle_snapshot_status`].
+    pub is_snapshot: bool,
+}
+
+/// This node's part in the current term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(r: StateRole) -> Self {
+        match r {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// Things the shell may want to react to (metrics, health, address book, shutdown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    RoleChanged {
+        role: Role,
+        term: u64,
+        leader: Option<NodeId>,
+    },
+    /// The Raft configuration or the member address table changed.
+    MembershipChanged,
+    /// This node was removed from the configuration; it should shut down.
+    Removed,
+    SnapshotInstalled {
+        index: u64,
+    },
+}
+
+/// A point-in-time view of the node, for health checks, metrics and `GetServers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub term: u64,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub conf: Conf,
+}
+
+impl Status {
+    /// A node can answer linearizable requests: it knows a leader and has applied everything
+    /// it knows to be committed.
+    pub fn can_serve(&self) -> bool {
+        self.leader.is_some() && self.applied_index >= self.commit_index
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Kv,
+    Membership,
+}
+
+/// A proposal this node made as leader, waiting for its entry to be applied.
+#[derive(Debug)]
+struct PendingWrite {
+    id: RequestId,
+    term: u64,
+    token: u64,
+    deadline_tick: u64,
+    kind: WriteKind,
+}
+
+/// A persist batch handed to the shell and not yet acknowledged, with the messages that may
+/// only leave once it is durable.
+#[derive(Debug)]
+struct Unacked {
+    batch_id: PersistId,
+    ready_number: Option<u64>,
+    held: Vec<Message>,
+}
+
+/// One mokv replica: raft-rs `RawNode` plus the replicated KV state machine, client sessions,
+/// ReadIndex reads, snapshots and membership — with no I/O, clock or OS randomness.
+///
+/// # Contract with the shell
+///
+/// Inputs are the `handle_*` methods. After **every** input the shell drains the outputs,
+/// in this order:
+///
+/// 1. [`poll_persist`](Self::poll_persist) until `None`: write each batch (in order, each
+///    atomically; group commit allowed) and, once durable, call
+///    [`handle_persisted`](Self::handle_persisted) with the highest id written. The ack may come
+///    later, as a separate input; nothing that depends on the batch leaves the node before it.
+/// 2. [`poll_transmit`](Self::poll_transmit) until `None`: send each message to its peer. Only
+///    messages that are safe to send are returned (a follower's replies wait for durability).
+/// 3. [`poll_reply`](Self::poll_reply) until `None`: answer clients. A write is answered only
+///    after its entry is committed and applied; a read after its read index is applied.
+/// 4. [`poll_event`](Self::poll_event) until `None`.
+///
+/// [`handle_tick`](Self::handle_tick) must be called once per tick interval (all timeouts in
+/// [`Config`] are in ticks). The node holds each queue's contents until drained, so draining
+/// after every input keeps them bounded; client requests beyond
+/// [`Config::max_pending_requests`] are refused as busy.
+pub struct Node {
+    config: Config,
+    raw: RawNode<MemLog>,
+    sm: StateMachine,
+    rng: Rng,
+    tick: u64,
+    now_ms: u64,
+    /// Election ticks still to swallow this term (randomised election timeout; see `observe`).
+    jitter_ticks_left: u64,
+    observed: (u64, Role, u64),
+    reads: ReadQueue,
+    writes: BTreeMap<u64, PendingWrite>,
+    next_token: u64,
+    next_persist_id: PersistId,
+    persist_out: VecDeque<PersistBatch>,
+    unacked: VecDeque<Unacked>,
+    transmits: VecDeque<Transmit>,
+    replies: VecDeque<Reply>,
+    events: VecDeque<Event>,
+    removed: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("status", &self.status()).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The durable state of a brand-new single-node cluster whose only voter is `info`:
+    /// a snapshot at index 1 holding that configuration. Write it as the node's first batch,
+    /// then start the node with [`Node::new`] on the resulting [`DurableState`].
+    pub fn bootstrap(info: &MemberInfo, config: &Config) -> PersistBatch {
+        let mut sm = StateMachine::new(config.session_limits);
+        let conf = Conf { voters: [info.id].into_iter().collect(), ..Conf::default() };
+        sm.set_conf(conf);
+        sm.members_mut().insert(info.id, info.clone());
+        sm.skip(1);
+        let image = SnapshotImage { index: 1, term: 1, state: sm };
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 1;
+        PersistBatch {
+            id: 0,
+            snapshot: Some(SnapshotRecord { index: 1, bytes: image.encode() }),
+            hard_state: Some(hs.write_to_bytes().unwrap_or_default()),
+            must_sync: true,
+            ..PersistBatch::default()
+        }
+    }
+
+    /// Starts a node from what the shell read from disk (empty for a node that will join an
+    /// existing cluster). Committed entries in the log are replayed into the state machine
+    /// before this returns.
+    pub fn new(config: Config, durable: DurableState) -> Result<Node, RecoveryError> {
+        if config.id == 0 {
+            return Err(RecoveryError::Config("node id must be non-zero"));
+        }
+        if config.heartbeat_ticks == 0 || config.heartbeat_ticks >= config.election_ticks {
+            return Err(RecoveryError::Config("heartbeat_ticks must be in 1..election_ticks"));
+        }
+        let mut log = MemLog::new();
+        let mut sm = StateMachine::new(config.session_limits);
+        if let Some(bytes) = &durable.snapshot {
+            let image = SnapshotImage::decode(bytes).map_err(RecoveryError::Snapshot)?;
+            log.install_snapshot(raft_snapshot(&image, bytes.clone()));
+            sm = image.state;
+        }
+        if let Some(bytes) = &durable.hard_state {
+            let hs = HardState::parse_from_bytes(bytes)
+                .map_err(|_| RecoveryError::Corrupt("hard state"))?;
+            let commit = hs.commit.max(log.hard_state().commit);
+            let mut merged = hs;
+            merged.commit = commit;
+            log.set_hard_state(merged);
+        }
+        for rec in &durable.entries {
+            let e = Entry::parse_from_bytes(&rec.bytes)
+                .map_err(|_| RecoveryError::Corrupt("log entry"))?;
+            if e.index != rec.index {
+                return Err(RecoveryError::Corrupt("log entry index"));
+            }
+            if e.index <= log.last_index() && e.index < log.first_index() {
+                continue; // covered by the snapshot
+            }
+            if e.index != log.last_index() + 1 {
+                return Err(RecoveryError::Gap(e.index));
+            }
+            log.append(&[e]);
+        }
+        if log.hard_state().commit > log.last_index() {
+            return Err(RecoveryError::Corrupt("commit index beyond the log"));
+        }
+
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            // raft-rs draws its timeout from thread_rng in [min, max): a one-value range makes
+            // that draw constant; the jitter comes from our seeded RNG instead.
+            min_election_tick: config.election_ticks,
+            max_election_tick: config.election_ticks + 1,
+            applied: sm.applied_index(),
+            max_size_per_msg: config.max_append_bytes,
+            max_inflight_msgs: config.max_inflight_appends,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            batch_append: true,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, log, &logger)?;
+
+        let mut rng = Rng::new(config.seed);
+        let first_round = rng.next_u64();
+        let next_token = rng.next_u64();
+        let reads = ReadQueue::new(config.id, first_round);
+        let observed = (raw.raft.term, Role::from(raw.raft.state), raw.raft.leader_id);
+        let mut node = Node {
+            config,
+            raw,
+            sm,
+            rng,
+            tick: 0,
+            now_ms: 0,
+            jitter_ticks_left: 0,
+            observed,
+            reads,
+            writes: BTreeMap::new(),
+            next_token,
+            next_persist_id: 1,
+            persist_out: VecDeque::new(),
+            unacked: VecDeque::new(),
+            transmits: VecDeque::new(),
+            replies: VecDeque::new(),
+            events: VecDeque::new(),
+            removed: false,
+        };
+        node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
+        node.process_ready();
+        // A lone voter need not wait an election timeout to lead itself.
+        let conf = node.sm.conf();
+        if conf.voters.len() == 1 && conf.voters.contains(&node.config.id) {
+            let _ = node.raw.campaign();
+            node.after_input();
+        }
+        Ok(node)
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// One tick of logical time. `now_ms` is the shell's clock, used only to stamp proposals
+    /// (session expiry); it may jump or repeat but the node keeps it monotonic.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.tick += 1;
+        if self.raw.raft.state != StateRole::Leader && self.jitter_ticks_left > 0 {
+            self.jitter_ticks_left -= 1;
+        } else {
+            self.raw.tick();
+        }
+        self.expire_requests();
+        self.maybe_promote_learner();
+        self.after_input();
+    }
+
+    /// A message from a peer, as produced by its [`Transmit::payload`]. The shell must only pass
+    /// messages from authenticated peers (node certificates) and bound their size.
+    pub fn handle_peer_message(&mut self, bytes: &[u8]) -> Result<(), PeerMessageError> {
+        let m = Message::parse_from_bytes(bytes)
+            .map_err(|_| PeerMessageError::Malformed { len: bytes.len() })?;
+        if m.to != self.config.id {
+            return Err(PeerMessageError::WrongRecipient { to: m.to });
+        }
+        if raft::raw_node::is_local_msg(m.get_msg_type()) {
+            return Err(PeerMessageError::LocalType);
+        }
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            // Validate before raft-rs accepts it: once accepted it must be installable.
+            let snap = m.get_snapshot();
+            let image = SnapshotImage::decode(&snap.data).map_err(PeerMessageError::BadSnapshot)?;
+            if image.index != snap.get_metadata().index || image.term != snap.get_metadata().term {
+                return Err(PeerMessageError::BadSnapshot(crate::codec::DecodeError::Invalid(
+                    "snapshot metadata",
+                )));
+            }
+        }
+        let result = self.raw.step(m).map_err(PeerMessageError::Raft);
+        self.after_input();
+        result
+    }
+
+    /// The shell made every batch up to and including `id` durable.
+    pub fn handle_persisted(&mut self, id: PersistId) {
+        self.ack_persisted(id);
+        self.after_input();
+    }
+
+    /// Outcome of sending a [`Transmit`] with `is_snapshot`.
+    pub fn handle_snapshot_status(&mut self, to: NodeId, delivered: bool) {
+        let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw.report_snapshot(to, status);
+        self.after_input();
+    }
+
+    /// A peer could not be reached; replication to it backs off to probing.
+    pub fn handle_unreachable(&mut self, to: NodeId) {
+        self.raw.report_unreachable(to);
+        self.after_input();
+    }
+
+    /// A client request; its answer comes out of [`poll_reply`](Self::poll_reply) with `id`.
+    pub fn handle_request(&mut self, id: RequestId, request: Request) {
+        if self.removed {
+            self.reply(id, Err(Unavailable::Removed.into()));
+            return;
+        }
+        match request {
+            Request::Set { key, value, session } => {
+                let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
+                let proposal = Proposal {
+                    session,
+                    proposed_at_ms: self.now_ms,
+                    command: Command::Set { key, value },
+                };
+                self.propose_write(id, checked.map(|()| proposal));
+            }
+            Request::Delete { key, session } => {
+                let checked = self.check_key(&key);
+                let proposal = Proposal {
+                    session,
+                    proposed_at_ms: self.now_ms,
+                    command: Command::Delete { key },
+                };
+                self.propose_write(id, checked.map(|()| proposal));
+            }
+            Request::Get { key, consistency } => match self.check_key(&key) {
+                Ok(()) => self.read(id, ReadKind::Get { key }, consistency),
+                Err(e) => self.reply(id, Err(e)),
+            },
+            Request::Range { mut query, consistency } => {
+                query.limit = match query.limit {
+                    0 => self.config.default_page_size,
+                    n => n.min(self.config.max_page_size),
+                };
+                self.read(id, ReadKind::Range { query }, consistency);
+            }
+            Request::AddLearner { info } => self.add_learner(id, info),
+            Request::Promote { id: node } => self.promote(id, node),
+            Request::Remove { id: node } => self.remove(id, node),
+            Request::TransferLeader { to } => {
+                if let Err(e) = self.check_leader() {
+                    self.reply(id, Err(e));
+                } else {
+                    self.raw.transfer_leader(to);
+                    self.reply(id, Ok(Response::TransferStarted));
+                }
+            }
+        }
+        self.after_input();
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    /// The next batch to make durable (see the drain order on [`Node`]).
+    #[must_use]
+    pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        self.persist_out.pop_front()
+    }
+
+    /// The next message to send to a peer.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next answer to a client request.
+    #[must_use]
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ------------------------------------------------------------------ queries
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn status(&self) -> Status {
+        let raft = &self.raw.raft;
+        Status {
+            id: self.config.id,
+            term: raft.term,
+            role: raft.state.into(),
+            leader: (raft.leader_id != 0).then_some(raft.leader_id),
+            commit_index: raft.raft_log.committed,
+            applied_index: self.sm.applied_index(),
+            last_index: raft.raft_log.last_index(),
+            conf: self.sm.conf().clone(),
+        }
+    }
+
+    /// Addresses of every member, from the replicated state.
+    pub fn members(&self) -> &MemberTable {
+        self.sm.members()
+    }
+
+    /// The replicated state machine (read-only), e.g. for the simulator's checkers.
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Where the leader is, if known.
+    pub fn leader_hint(&self) -> Option<LeaderHint> {
+        let leader = self.raw.raft.leader_id;
+        if leader == 0 {
+            return None;
+        }
+        let (name, rpc_addr) = match self.sm.members().get(&leader) {
+            Some(m) => (m.name.clone(), m.rpc_addr.clone()),
+            None => (String::new(), String::new()),
+        };
+        Some(LeaderHint { id: leader, name, rpc_addr })
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(InvalidArgument::EmptyKey.into());
+        }
+        if key.len() > self.config.max_key_bytes {
+            return Err(InvalidArgument::KeyTooLarge {
+                len: key.len(),
+                max: self.config.max_key_bytes,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.config.max_value_bytes {
+            return Err(InvalidArgument::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_bytes,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn check_leader(&self) -> Result<(), Error> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader { leader: self.leader_hint() });
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            return Err(Unavailable::LeadershipTransfer.into());
+        }
+        Ok(())
+    }
+
+    fn check_capacity(&self) -> Result<(), Error> {
+        if self.writes.len() + self.reads.len() >= self.config.max_pending_requests {
+            return Err(Unavailable::Busy.into());
+        }
+        Ok(())
+    }
+
+    fn next_token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        t
+    }
+
+    fn propose_write(&mut self, id: RequestId, proposal: Result<Proposal, Error>) {
+        let result = proposal.and_then(|p| {
+            self.check_leader()?;
+            self.check_capacity()?;
+            Ok(p)
+        });
+        match result {
+            Ok(p) => {
+                let data = p.encode();
+                self.propose(Some(id), WriteKind::Kv, |raw, ctx| raw.propose(ctx, data));
+            }
+            Err(e) => self.reply(id, Err(e)),
+        }
+    }
+
+    /// Hands an entry to raft-rs and remembers (term, index, token) to recognise it on apply.
+    /// `id == None` for the node's own proposals (learner promotion), which nobody awaits.
+    fn propose(
+        &mut self,
+        id: Option<RequestId>,
+        kind: WriteKind,
+        f: impl FnOnce(&mut RawNode<MemLog>, Vec<u8>) -> raft::Result<()>,
+    ) {
+        let token = self.next_token();
+        let before = self.raw.raft.raft_log.last_index();
+        let result = f(&mut self.raw, token.to_le_bytes().to_vec());
+        let index = self.raw.raft.raft_log.last_index();
+        let Some(id) = id else { return };
+        match result {
+            Ok(()) if index > before => {
+                let pending = PendingWrite {
+                    id,
+                    term: self.raw.raft.term,
+                    token,
+                    deadline_tick: self.tick + self.config.request_timeout_ticks,
+                    kind,
+                };
+                self.writes.insert(index, pending);
+            }
+            Ok(()) | Err(_) => {
+                let e = if self.raw.raft.lead_transferee.is_some() {
+                    Unavailable::LeadershipTransfer
+                } else {
+                    Unavailable::Busy
+                };
+                self.reply(id, Err(e.into()));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    fn check_conf_change(&self) -> Result<(), Error> {
+        self.check_leader()?;
+        self.check_capacity()?;
+        if self.raw.raft.has_pending_conf() {
+            return Err(Unavailable::ConfChangeInProgress.into());
+        }
+        Ok(())
+    }
+
+    fn propose_conf_change(&mut self, id: Option<RequestId>, cc: ConfChange) {
+        self.propose(id, WriteKind::Membership, |raw, ctx| raw.propose_conf_change(ctx, cc));
+    }
+
+    fn add_learner(&mut self, id: RequestId, info: MemberInfo) {
+        let check = self.check_conf_change().and_then(|()| {
+            if info.id == 0 {
+                return Err(InvalidArgument::Membership("node id must be non-zero").into());
+            }
+            if self.sm.conf().all_ids().contains(&info.id) {
+                return Err(InvalidArgument::Membership("node is already a member").into());
+            }
+            Ok(())
+        });
+        match check {
+            Ok(()) => {
+                let mut cc = ConfChange::default();
+                cc.set_change_type(ConfChangeType::AddLearnerNode);
+                cc.node_id = info.id;
+                cc.context = info.encode().into();
+                self.propose_conf_change(Some(id), cc);
+            }
+            Err(e) => self.reply(id, Err(e)),
+        }
+    }
+
+    fn promote(&mut self, id: RequestId, node: NodeId) {
+        let check = self.check_conf_change().and_then(|()| {
+            if !self.sm.conf().learners.contains(&node) {
+                return Err(InvalidArgument::Membership("node is not a learner").into());
+            }
+            Ok(())
+        });
+        match check {
+            Ok(()) => self.propose_conf_change(Some(id), promote_change(node)),
+            Err(e) => self.reply(id, Err(e)),
+        }
+    }
+
+    fn remove(&mut self, id: RequestId, node: NodeId) {
+        let check = self.check_conf_change().and_then(|()| {
+            let conf = self.sm.conf();
+            if !conf.all_ids().contains(&node) {
+                return Err(InvalidArgument::Membership("node is not a member").into());
+            }
+            if conf.voters.len() == 1 && conf.voters.contains(&node) {
+                return Err(InvalidArgument::Membership("cannot remove the last voter").into());
+            }
+            Ok(())
+        });
+        if let Err(e) = check {
+            self.reply(id, Err(e));
+            return;
+        }
+        if node == self.config.id {
+            // A leader does not remove itself: it hands over first, and the caller retries
+            // the removal on the new leader.
+            if let Some(to) = self.best_transferee() {
+                self.raw.transfer_leader(to);
+            }
+            self.reply(id, Err(Unavailable::LeadershipTransfer.into()));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = node;
+        self.propose_conf_change(Some(id), cc);
+    }
+
+    fn best_transferee(&self) -> Option<NodeId> {
+        let prs = self.raw.raft.prs();
+        self.sm
+            .conf()
+            .voters
+            .iter()
+            .filter(|v| **v != self.config.id)
+            .max_by_key(|v| prs.get(**v).map_or(0, |p| p.matched))
+            .copied()
+    }
+
+    /// The leader promotes one caught-up auto-promote learner at a time.
+    fn maybe_promote_learner(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.has_pending_conf() {
+            return;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let prs = self.raw.raft.prs();
+        let candidate = self.sm.conf().learners.iter().copied().find(|l| {
+            let auto = self.sm.members().get(l).is_some_and(|m| m.auto_promote);
+            let matched = prs.get(*l).map_or(0, |p| p.matched);
+            auto && matched + self.config.promote_lag_entries >= last
+        });
+        if let Some(l) = candidate {
+            self.propose_conf_change(None, promote_change(l));
+        }
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    fn read(&mut self, id: RequestId, kind: ReadKind, consistency: Consistency) {
+        let local = consistency == Consistency::Serializable
+            || (self.config.planted_bugs.stale_follower_reads
+                && self.raw.raft.state != StateRole::Leader);
+        if local {
+            let result = self.serve_read(&kind);
+            self.reply(id, result);
+            return;
+        }
+        if let Err(e) = self.check_capacity() {
+            self.reply(id, Err(e));
+            return;
+        }
+        let deadline_tick = self.tick + self.config.request_timeout_ticks;
+        self.reads.push(WaitingRead { id, kind, deadline_tick });
+    }
+
+    fn serve_read(&self, kind: &ReadKind) -> Result<Response, Error> {
+        match kind {
+            ReadKind::Get { key } => Ok(Response::Get(self.sm.get(key).cloned())),
+            ReadKind::Range { query } => self
+                .sm
+                .range(query)
+                .map(Response::Range)
+                .map_err(|_| InvalidArgument::BadPageToken.into()),
+        }
+    }
+
+    fn start_read_round(&mut self) {
+        let term = self.raw.raft.term;
+        if let Some(ctx) =
+            self.reads.start_round(term, self.tick, self.config.max_read_rounds_in_flight)
+        {
+            self.raw.read_index(ctx);
+        }
+    }
+
+    fn serve_applied_reads(&mut self) {
+        for read in self.reads.take_servable(self.sm.applied_index()) {
+            let result = self.serve_read(&read.kind);
+            self.reply(read.id, result);
+        }
+    }
+
+    // ------------------------------------------------------------------ timeouts
+
+    fn expire_requests(&mut self) {
+        let now = self.tick;
+        let expired: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline_tick <= now)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in expired {
+            if let Some(w) = self.writes.remove(&index) {
+                self.reply(w.id, Err(Error::Indeterminate));
+            }
+        }
+        for id in self.reads.on_tick(now, self.config.read_retry_ticks) {
+            self.reply(id, Err(Unavailable::ReadTimedOut.into()));
+        }
+    }
+
+    // ------------------------------------------------------------------ the Ready loop
+
+    /// Runs after every input: starts read rounds, drains raft-rs, notices role changes.
+    fn after_input(&mut self) {
+        self.start_read_round();
+        self.process_ready();
+        self.observe();
+        // A term change may have re-queued reads; start their round now rather than next tick.
+        self.start_read_round();
+        self.process_ready();
+    }
+
+    fn process_ready(&mut self) {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            let number = rd.number();
+            let mut batch = PersistBatch::default();
+
+            for m in rd.take_messages() {
+                self.push_transmit(m);
+            }
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                self.install_snapshot(snap, &mut batch);
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed);
+            let entries = rd.take_entries();
+            if let Some(first) = entries.first() {
+                batch.truncate_from =
+                    Some(batch.truncate_from.map_or(first.index, |t| t.min(first.index)));
+                batch.entries = entries
+                    .iter()
+                    .map(|e| LogRecord { index: e.index, bytes: encode_pb(e) })
+                    .collect();
+                self.raw.mut_store().append(&entries);
+            }
+            if let Some(hs) = rd.hs() {
+                batch.hard_state = Some(encode_pb(hs));
+                self.raw.mut_store().set_hard_state(hs.clone());
+            }
+            batch.must_sync = rd.must_sync();
+            let term = self.raw.raft.term;
+            for rs in rd.take_read_states() {
+                self.reads.on_read_state(&rs.request_ctx, rs.index, term);
+            }
+            let held = rd.take_persisted_messages();
+            self.raw.advance_append_async(rd);
+            self.enqueue_persist(Some(number), batch, held);
+            self.raw.advance_apply_to(self.sm.applied_index());
+            self.serve_applied_reads();
+            self.maybe_snapshot();
+        }
+    }
+
+    fn push_transmit(&mut self, m: Message) {
+        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        let to = m.to;
+        self.transmits.push_back(Transmit { to, payload: PeerPayload(encode_pb(&m)), is_snapshot });
+    }
+
+    fn enqueue_persist(&mut self, ready: Option<u64>, mut batch: PersistBatch, held: Vec<Message>) {
+        if batch.is_empty() {
+            match self.unacked.back_mut() {
+                Some(last) => {
+                    if ready.is_some() {
+                        last.ready_number = ready;
+                    }
+                    last.held.extend(held);
+                }
+                None => {
+                    for m in held {
+                        self.push_transmit(m);
+                    }
+                    if let Some(n) = ready {
+                        self.raw.on_persist_ready(n);
+                    }
+                }
+            }
+            return;
+        }
+        let id = self.next_persist_id;
+        self.next_persist_id += 1;
+        batch.id = id;
+        self.persist_out.push_back(batch);
+        self.unacked.push_back(Unacked { batch_id: id, ready_number: ready, held });
+        if self.config.planted_bugs.ack_before_durable {
+            self.ack_persisted(id);
+        }
+    }
+
+    fn ack_persisted(&mut self, id: PersistId) {
+        let mut ready = None;
+        while self.unacked.front().is_some_and(|u| u.batch_id <= id) {
+            let Some(u) = self.unacked.pop_front() else { break };
+            ready = u.ready_number.or(ready);
+            for m in u.held {
+                self.push_transmit(m);
+            }
+        }
+        if let Some(n) = ready {
+            self.raw.on_persist_ready(n);
+        }
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot, batch: &mut PersistBatch) {
+        // Validated in handle_peer_message, so decoding cannot fail here.
+        let Ok(image) = SnapshotImage::decode(&snap.data) else { return };
+        let index = image.index;
+        let stale: Vec<u64> = self.writes.range(..=index).map(|(i, _)| *i).collect();
+        for i in stale {
+            if let Some(w) = self.writes.remove(&i) {
+                // The snapshot may or may not contain our entry.
+                self.reply(w.id, Err(Error::Indeterminate));
+            }
+        }
+        batch.snapshot = Some(SnapshotRecord { index, bytes: snap.data.to_vec() });
+        batch.truncate_from = Some(0);
+        self.raw.mut_store().install_snapshot(snap);
+        self.sm = image.state;
+        self.push_event(Event::SnapshotInstalled { index });
+        self.push_event(Event::MembershipChanged);
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            if e.index <= self.sm.applied_index() {
+                continue;
+            }
+            if self.removed {
+                // A removed node keeps no state moving; it only waits to be shut down.
+                break;
+            }
+            let outcome = match e.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&e),
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).ok();
+                    self.apply_conf_change(
+                        e.index,
+                        cc.map(|cc| (cc.context.to_vec(), cc.into_v2())),
+                    )
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).ok();
+                    self.apply_conf_change(e.index, cc.map(|cc| (cc.context.to_vec(), cc)))
+                }
+            };
+            self.finish_write(&e, outcome);
+        }
+    }
+
+    fn apply_normal(&mut self, e: &Entry) -> Result<Response, Error> {
+        if e.data.is_empty() {
+            // A new leader's empty entry: never a client's proposal.
+            self.sm.skip(e.index);
+            return Err(Unavailable::Dropped.into());
+        }
+        let Ok(mut proposal) = Proposal::decode(&e.data) else {
+            // Every node decodes the same bytes the same way, so skipping keeps replicas equal.
+            self.sm.skip(e.index);
+            return Err(Unavailable::Dropped.into());
+        };
+        if self.config.planted_bugs.skip_session_dedup {
+            proposal.session = None;
+        }
+        match self.sm.apply(e.index, &proposal) {
+            Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
+            Ok(WriteOutcome::Deleted { existed, revision }) => {
+                Ok(Response::Delete { existed, revision })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: Option<(Vec<u8>, ConfChangeV2)>,
+    ) -> Result<Response, Error> {
+        self.sm.skip(index);
+        let Some((context, cc)) = cc else {
+            return Err(InvalidArgument::Membership("undecodable change").into());
+        };
+        let Ok(cs) = self.raw.apply_conf_change(&cc) else {
+            return Err(InvalidArgument::Membership("change refused by raft").into());
+        };
+        self.sm.set_conf(Conf::from_raft(&cs));
+        for change in cc.get_changes() {
+            let node = change.node_id;
+            match change.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if let Ok(info) = MemberInfo::decode(&context) {
+                        if info.id == node {
+                            self.sm.members_mut().insert(node, info);
+                        }
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    self.sm.members_mut().remove(&node);
+                    if node == self.config.id {
+                        self.removed = true;
+                        self.push_event(Event::Removed);
+                    }
+                }
+            }
+        }
+        self.push_event(Event::MembershipChanged);
+        if self.removed {
+            self.fail_everything(Unavailable::Removed);
+        }
+        Ok(Response::Membership { index })
+    }
+
+    /// Answers the proposal waiting at this entry's index, if this node made one.
+    fn finish_write(&mut self, e: &Entry, outcome: Result<Response, Error>) {
+        let Some(w) = self.writes.remove(&e.index) else { return };
+        let ours = w.term == e.term && e.context.as_ref() == w.token.to_le_bytes();
+        let result = if !ours {
+            Err(Unavailable::Dropped.into())
+        } else if w.kind == WriteKind::Membership {
+            outcome.map(|_| Response::Membership { index: e.index })
+        } else {
+            outcome
+        };
+        self.reply(w.id, result);
+    }
+
+    fn fail_everything(&mut self, why: Unavailable) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            self.reply(w.id, Err(Error::Indeterminate));
+        }
+        for id in self.reads.drain_all() {
+            self.reply(id, Err(why.into()));
+        }
+    }
+
+    /// Takes a snapshot and compacts the log once enough entries were applied since the last,
+    /// or when raft-rs needed one to catch a follower up.
+    fn maybe_snapshot(&mut self) {
+        let applied = self.sm.applied_index();
+        let store = self.raw.store();
+        let last_snapshot = store.snapshot_index();
+        let wanted = store.take_snapshot_wanted();
+        if applied <= last_snapshot
+            || (applied - last_snapshot < self.config.snapshot_threshold_entries && !wanted)
+        {
+            return;
+        }
+        let Ok(term) = store.term(applied) else { return };
+        let image = SnapshotImage { index: applied, term, state: self.sm.clone() };
+        let bytes = image.encode();
+        let snapshot = raft_snapshot(&image, bytes.clone());
+        let compact_to = applied.saturating_sub(self.config.log_keep_entries);
+        let store = self.raw.mut_store();
+        store.set_snapshot(snapshot);
+        store.compact_to(compact_to);
+        let batch = PersistBatch {
+            snapshot: Some(SnapshotRecord { index: applied, bytes }),
+            compact_to: Some(compact_to),
+            ..PersistBatch::default()
+        };
+        self.enqueue_persist(None, batch, Vec::new());
+    }
+
+    /// Notices term / role / leader changes: emits an event, re-draws the election jitter,
+    /// and retries read rounds of the old term.
+    fn observe(&mut self) {
+        let raft = &self.raw.raft;
+        let now = (raft.term, Role::from(raft.state), raft.leader_id);
+        if now == self.observed {
+            return;
+        }
+        let term_changed = now.0 != self.observed.0;
+        self.observed = now;
+        self.jitter_ticks_left = self.rng.below(self.config.election_ticks as u64);
+        if term_changed {
+            self.reads.on_term_change(now.0);
+        }
+        self.push_event(Event::RoleChanged {
+            role: now.1,
+            term: now.0,
+            leader: (now.2 != 0).then_some(now.2),
+        });
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<Response, Error>) {
+        self.replies.push_back(Reply { id, result });
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+}
+
+fn promote_change(node: NodeId) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(ConfChangeType::AddNode);
+    cc.node_id = node;
+    cc
+}
+
+fn encode_pb(m: &impl protobuf::Message) -> Vec<u8> {
+    // Encoding an in-memory raft-rs message cannot fail (no required fields, sizes < 4 GiB).
+    m.write_to_bytes().unwrap_or_default()
+}
+
+fn raft_snapshot(image: &SnapshotImage, bytes: Vec<u8>) -> Snapshot {
+    let mut snap = Snapshot::default();
+    snap.data = bytes.into();
+    let meta = snap.mut_metadata();
+    meta.index = image.index;
+    meta.term = image.term;
+    meta.set_conf_state(image.state.conf().to_raft());
+    snap
+}

@@ -1,0 +1,85 @@
+//! Client requests the node accepts and the answers it gives.
+
+use crate::command::SessionRef;
+use crate::error::Error;
+use crate::kv::{RangePage, RangeQuery, Versioned};
+use crate::members::{MemberInfo, NodeId};
+
+/// Chosen by the shell, echoed in the [`Reply`]; the core never interprets it.
+pub type RequestId = u64;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (ReadIndex), on any node.
+    #[default]
+    Linearizable,
+    /// This node's local state, possibly stale.
+    Serializable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    Set {
+        key: String,
+        value: Vec<u8>,
+        session: Option<SessionRef>,
+    },
+    Delete {
+        key: String,
+        session: Option<SessionRef>,
+    },
+    Get {
+        key: String,
+        consistency: Consistency,
+    },
+    Range {
+        query: RangeQuery,
+        consistency: Consistency,
+    },
+    /// Adds a node as a learner (promoted later if `info.auto_promote`).
+    AddLearner {
+        info: MemberInfo,
+    },
+    /// Makes a learner a voter.
+    Promote {
+        id: NodeId,
+    },
+    /// Removes a member. If it is this leader, leadership is handed over first and the caller
+    /// is told to retry on the new leader.
+    Remove {
+        id: NodeId,
+    },
+    /// Asks the leader to hand leadership to `to`; answered once the transfer started.
+    TransferLeader {
+        to: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Response {
+    Set {
+        revision: u64,
+    },
+    Delete {
+        existed: bool,
+        revision: u64,
+    },
+    /// `None`: the key does not exist.
+    Get(Option<Versioned>),
+    Range(RangePage),
+    /// A membership change was committed and applied at this index.
+    Membership {
+        index: u64,
+    },
+    TransferStarted,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub id: RequestId,
+    pub result: Result<Response, Error>,
+}
