@@ -158,10 +158,15 @@ impl Storage for MemLog {
         Ok(MemLog::last_index(self))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.get_metadata().index == 0
-            || self.snapshot.get_metadata().index < request_index
-        {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let meta = self.snapshot.get_metadata();
+        let cs = meta.get_conf_state();
+        // raft-rs refuses to restore a snapshot whose configuration does not contain the
+        // receiver (a learner added after it was taken): such a receiver needs a newer one.
+        let includes_receiver = [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
+            .iter()
+            .any(|ids| ids.contains(&to));
+        if meta.index == 0 || meta.index < request_index || !includes_receiver {
             self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
@@ -197,7 +202,16 @@ mod tests {
 
     #[test]
     fn missing_snapshot_is_temporarily_unavailable_and_flags_want() {
-        let log = MemLog::new();
+        let mut log = MemLog::new();
+        assert!(Storage::snapshot(&log, 0, 2).is_err());
+        assert!(log.take_snapshot_wanted());
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().mut_conf_state().voters = vec![1];
+        log.install_snapshot(snap);
+        assert!(Storage::snapshot(&log, 0, 1).is_ok());
+        assert!(!log.take_snapshot_wanted());
+        // Node 2 is not in the snapshot's configuration: it needs a newer snapshot.
         assert!(Storage::snapshot(&log, 0, 2).is_err());
         assert!(log.take_snapshot_wanted());
         assert!(!log.take_snapshot_wanted());

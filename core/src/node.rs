@@ -685,8 +685,14 @@ impl Node {
         let prs = self.raw.raft.prs();
         let candidate = self.sm.conf().learners.iter().copied().find(|l| {
             let auto = self.sm.members().get(l).is_some_and(|m| m.auto_promote);
-            let matched = prs.get(*l).map_or(0, |p| p.matched);
-            auto && matched + self.config.promote_lag_entries >= last
+            // Caught up: replicating normally (not probing, not waiting for a snapshot) and
+            // close enough to the end of the log.
+            let caught_up = prs.get(*l).is_some_and(|p| {
+                p.state == raft::ProgressState::Replicate
+                    && p.matched > 0
+                    && p.matched + self.config.promote_lag_entries >= last
+            });
+            auto && caught_up
         });
         if let Some(l) = candidate {
             self.propose_conf_change(None, promote_change(l));
@@ -808,7 +814,7 @@ impl Node {
             let held = rd.take_persisted_messages();
             self.raw.advance_append_async(rd);
             self.enqueue_persist(Some(number), batch, held);
-            self.raw.advance_apply_to(self.sm.applied_index());
+            self.sync_raft_applied();
             self.serve_applied_reads();
             self.maybe_snapshot();
         }
@@ -835,6 +841,7 @@ impl Node {
                     }
                     if let Some(n) = ready {
                         self.raw.on_persist_ready(n);
+                        self.sync_raft_applied();
                     }
                 }
             }
@@ -861,6 +868,17 @@ impl Node {
         }
         if let Some(n) = ready {
             self.raw.on_persist_ready(n);
+            self.sync_raft_applied();
+        }
+    }
+
+    /// Tells raft-rs how far the state machine has applied. After installing a snapshot the
+    /// state machine is ahead of what raft-rs accepts until the snapshot is durable.
+    fn sync_raft_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let target = self.sm.applied_index().min(log.persisted).min(log.committed);
+        if target > log.applied {
+            self.raw.advance_apply_to(target);
         }
     }
 

@@ -1,0 +1,312 @@
+//! Whole-cluster behaviour of `mokv-core` nodes on the deterministic harness: the scenarios a
+//! Raft KV store must get right, each on a fixed seed.
+
+use mokv_core::command::SessionRef;
+use mokv_core::kv::RangeQuery;
+use mokv_core::{Config, Consistency, Error, Event, Reply, Request, Response, Role, Unavailable};
+use sim::cluster::{get_value, is_ok};
+use sim::Cluster;
+
+fn set(key: &str, value: &str) -> Request {
+    Request::Set { key: key.into(), value: value.as_bytes().to_vec(), session: None }
+}
+
+fn get(key: &str) -> Request {
+    Request::Get { key: key.into(), consistency: Consistency::Linearizable }
+}
+
+fn small_snapshots(c: &mut Config) {
+    c.snapshot_threshold_entries = 20;
+    c.log_keep_entries = 5;
+}
+
+fn three(seed: u64) -> Cluster {
+    Cluster::form(seed, 3, |_| {})
+}
+
+#[test]
+fn single_node_elects_itself_and_serves() {
+    let mut c = Cluster::new(1);
+    assert!(c.run_until(50, |c| c.leader() == Some(1)));
+    assert!(is_ok(&c.call(1, set("a", "1"), 50)));
+    assert_eq!(get_value(&c.call(1, get("a"), 50)), Some(b"1".to_vec()));
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_replicate() {
+    let mut c = three(2);
+    let leader = c.leader().unwrap();
+    let r = c.call(leader, set("k", "v"), 100);
+    let Some(Reply { result: Ok(Response::Set { revision }), .. }) = r else { panic!("{r:?}") };
+    // Every node applies the write.
+    assert!(c.run_until(100, |c| c.ids().iter().all(|id| c
+        .node(*id)
+        .unwrap()
+        .status()
+        .applied_index
+        >= revision)));
+    for id in c.ids() {
+        let v = c.node(id).unwrap().state().get("k").map(|v| v.value.clone());
+        assert_eq!(v, Some(b"v".to_vec()), "node {id}");
+    }
+    let leaders =
+        c.ids().iter().filter(|id| c.node(**id).unwrap().status().role == Role::Leader).count();
+    assert_eq!(leaders, 1);
+}
+
+#[test]
+fn write_on_follower_is_refused_with_leader_hint() {
+    let mut c = three(3);
+    let leader = c.leader().unwrap();
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let r = c.call(follower, set("k", "v"), 10).unwrap();
+    match r.result {
+        Err(Error::NotLeader { leader: Some(hint) }) => {
+            assert_eq!(hint.id, leader);
+            assert_eq!(hint.rpc_addr, format!("sim-rpc:{leader}"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn linearizable_read_on_follower_sees_latest_write_immediately() {
+    let mut c = three(4);
+    let leader = c.leader().unwrap();
+    for follower in c.ids().into_iter().filter(|id| *id != leader) {
+        let value = format!("v{follower}");
+        assert!(is_ok(&c.call(leader, set("k", &value), 100)));
+        // Asked right after the ack, before any extra ticks: ReadIndex makes the follower wait
+        // until it has applied the write.
+        assert_eq!(get_value(&c.call(follower, get("k"), 100)), Some(value.into_bytes()));
+    }
+}
+
+#[test]
+fn serializable_read_is_local_and_may_be_stale() {
+    let mut c = three(5);
+    let leader = c.leader().unwrap();
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.isolate(follower);
+    assert!(is_ok(&c.call(leader, set("k", "new"), 100)));
+    let stale = c.call(
+        follower,
+        Request::Get { key: "k".into(), consistency: Consistency::Serializable },
+        5,
+    );
+    assert!(matches!(stale, Some(Reply { result: Ok(Response::Get(None)), .. })), "{stale:?}");
+    // A linearizable read on the isolated follower cannot be confirmed and times out.
+    let r = c.call(follower, get("k"), 200).unwrap();
+    assert_eq!(r.result, Err(Error::Unavailable(Unavailable::ReadTimedOut)));
+}
+
+#[test]
+fn leader_failover_keeps_acknowledged_writes() {
+    let mut c = three(6);
+    let old = c.leader().unwrap();
+    for i in 0..10 {
+        assert!(is_ok(&c.call(old, set(&format!("k{i}"), "v"), 100)));
+    }
+    c.crash(old);
+    assert!(c.run_until(300, |c| c.leader().is_some_and(|l| l != old)), "no new leader");
+    let new = c.leader().unwrap();
+    for i in 0..10 {
+        assert_eq!(get_value(&c.call(new, get(&format!("k{i}")), 100)), Some(b"v".to_vec()));
+    }
+    assert!(is_ok(&c.call(new, set("after", "x"), 100)));
+    // The old leader restarts from its disk, rejoins as follower and catches up.
+    c.restart(old);
+    assert!(c.run_until(300, |c| c.node(old).unwrap().state().get("after").is_some()));
+    assert_eq!(c.node(old).unwrap().status().role, Role::Follower);
+}
+
+#[test]
+fn retried_write_with_session_is_applied_once() {
+    let mut c = three(7);
+    let leader = c.leader().unwrap();
+    let session = Some(SessionRef { client_id: 42, seq: 1, first_unacked_seq: 1 });
+    let first = c
+        .call(leader, Request::Set { key: "k".into(), value: b"1".to_vec(), session }, 100)
+        .unwrap();
+    let Ok(Response::Set { revision }) = first.result else { panic!("{first:?}") };
+    assert!(is_ok(&c.call(leader, set("other", "x"), 100)));
+    // The client never saw the answer and retries the same (client, seq): same revision back,
+    // and the key did not change version.
+    let again = c
+        .call(leader, Request::Set { key: "k".into(), value: b"1".to_vec(), session }, 100)
+        .unwrap();
+    assert_eq!(again.result, Ok(Response::Set { revision }));
+    assert_eq!(c.node(leader).unwrap().state().get("k").unwrap().version, 1);
+}
+
+#[test]
+fn node_behind_compaction_catches_up_by_snapshot() {
+    let mut c = Cluster::form(8, 3, small_snapshots);
+    let leader = c.leader().unwrap();
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.crash(lagging);
+    for i in 0..100 {
+        assert!(is_ok(&c.call(leader, set(&format!("k{i:03}"), &i.to_string()), 100)));
+    }
+    let first = c.disk(leader).unwrap().entries.first().map(|e| e.index).unwrap();
+    let lagging_last = c.disk(lagging).unwrap().entries.last().map(|e| e.index).unwrap_or(0);
+    assert!(first > lagging_last + 1, "the leader's log must be compacted past the lagging node");
+    c.restart(lagging);
+    assert!(c.run_until(500, |c| c.node(lagging).unwrap().state().len() == 100));
+    assert!(c
+        .events()
+        .iter()
+        .any(|(_, id, e)| *id == lagging && matches!(e, Event::SnapshotInstalled { .. })));
+    // Equal state at equal applied index.
+    let ld = c.node(leader).unwrap();
+    let lg = c.node(lagging).unwrap();
+    assert_eq!(ld.status().applied_index, lg.status().applied_index);
+    assert_eq!(ld.state().digest(), lg.state().digest());
+}
+
+#[test]
+fn learner_is_added_then_promoted_once_caught_up() {
+    let mut c = three(9);
+    let leader = c.leader().unwrap();
+    for i in 0..30 {
+        assert!(is_ok(&c.call(leader, set(&format!("k{i}"), "v"), 100)));
+    }
+    c.add_node(4);
+    let info = c.member_info(4);
+    let r = c.call(leader, Request::AddLearner { info }, 200);
+    assert!(is_ok(&r), "{r:?}");
+    assert!(
+        c.node(leader).unwrap().status().conf.learners.contains(&4)
+            || c.voters_seen_by_all().contains(&4)
+    );
+    assert!(c.run_until(500, |c| c.voters_seen_by_all().contains(&4)), "learner never promoted");
+    assert_eq!(c.node(4).unwrap().state().len(), 30);
+    // Every node knows how to reach the new member.
+    for id in c.ids() {
+        assert_eq!(
+            c.node(id).unwrap().members().get(&4).map(|m| m.rpc_addr.as_str()),
+            Some("sim-rpc:4")
+        );
+    }
+}
+
+#[test]
+fn removed_member_leaves_the_configuration_and_learns_it() {
+    let mut c = three(10);
+    let leader = c.leader().unwrap();
+    let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    assert!(is_ok(&c.call(leader, Request::Remove { id: victim }, 200)));
+    assert!(!c.node(leader).unwrap().status().conf.voters.contains(&victim));
+    assert!(c.run_until(200, |c| c
+        .events()
+        .iter()
+        .any(|(_, id, e)| *id == victim && *e == Event::Removed)));
+    // The two remaining voters still commit.
+    assert!(is_ok(&c.call(leader, set("k", "v"), 100)));
+}
+
+#[test]
+fn leader_asked_to_remove_itself_hands_over_first() {
+    let mut c = three(11);
+    let old = c.leader().unwrap();
+    let r = c.call(old, Request::Remove { id: old }, 10).unwrap();
+    assert_eq!(r.result, Err(Error::Unavailable(Unavailable::LeadershipTransfer)));
+    assert!(c.run_until(200, |c| c.leader().is_some_and(|l| l != old)));
+    let new = c.leader().unwrap();
+    assert!(is_ok(&c.call(new, Request::Remove { id: old }, 200)));
+    assert!(!c.node(new).unwrap().status().conf.voters.contains(&old));
+}
+
+#[test]
+fn leadership_transfer_moves_the_leader() {
+    let mut c = three(12);
+    let old = c.leader().unwrap();
+    let target = c.ids().into_iter().find(|id| *id != old).unwrap();
+    let r = c.call(old, Request::TransferLeader { to: target }, 10);
+    assert!(matches!(r, Some(Reply { result: Ok(Response::TransferStarted), .. })));
+    assert!(c.run_until(100, |c| c.leader() == Some(target)));
+    assert!(is_ok(&c.call(target, set("k", "v"), 100)));
+}
+
+#[test]
+fn invalid_requests_are_refused_without_touching_the_log() {
+    let mut c = three(13);
+    let leader = c.leader().unwrap();
+    let before = c.node(leader).unwrap().status().last_index;
+    let empty = c.call(leader, set("", "v"), 5).unwrap();
+    assert!(matches!(empty.result, Err(Error::InvalidArgument(_))));
+    let big_key = c.call(leader, set(&"k".repeat(4097), "v"), 5).unwrap();
+    assert!(matches!(big_key.result, Err(Error::InvalidArgument(_))));
+    let big_value =
+        Request::Set { key: "k".into(), value: vec![0; 1024 * 1024 + 1], session: None };
+    assert!(matches!(c.call(leader, big_value, 5).unwrap().result, Err(Error::InvalidArgument(_))));
+    let bad_token = Request::Range {
+        query: RangeQuery { page_token: "not-a-token".into(), ..RangeQuery::default() },
+        consistency: Consistency::Linearizable,
+    };
+    assert!(matches!(
+        c.call(leader, bad_token, 50).unwrap().result,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(c.node(leader).unwrap().status().last_index, before);
+    // Garbage from the network is refused, never a panic, and the node keeps serving.
+    for garbage in [&b""[..], b"\xff\xff\xff", &[0x08; 64], b"\x0a\x80\x80\x80\x80\x10"] {
+        for id in c.ids() {
+            let _ = c.inject(id, garbage);
+        }
+    }
+    assert!(c.inject(leader, b"\xff\xff\xff").is_err());
+    assert!(is_ok(&c.call(leader, set("still", "fine"), 100)));
+}
+
+#[test]
+fn range_pages_through_a_prefix_on_a_follower() {
+    let mut c = three(14);
+    let leader = c.leader().unwrap();
+    for i in 0..25 {
+        assert!(is_ok(&c.call(leader, set(&format!("user/{i:02}"), "v"), 100)));
+    }
+    assert!(is_ok(&c.call(leader, set("zzz", "v"), 100)));
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    loop {
+        let q = RangeQuery {
+            prefix: "user/".into(),
+            limit: 10,
+            page_token: token.clone(),
+            ..RangeQuery::default()
+        };
+        let r = c
+            .call(
+                follower,
+                Request::Range { query: q, consistency: Consistency::Linearizable },
+                100,
+            )
+            .unwrap();
+        let Ok(Response::Range(page)) = r.result else { panic!("{r:?}") };
+        assert!(page.items.len() <= 10);
+        keys.extend(page.items.into_iter().map(|i| i.key));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("user/{i:02}")).collect();
+    assert_eq!(keys, expected);
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = |seed| {
+        let mut c = Cluster::form(seed, 3, small_snapshots);
+        let leader = c.leader().unwrap();
+        for i in 0..30 {
+            c.submit(leader, set(&format!("k{i}"), "v"));
+        }
+        c.run_ticks(200);
+        c.trace_hash()
+    };
+    assert_eq!(run(77), run(77));
+    assert_ne!(run(77), run(78));
+}
