@@ -572,7 +572,11 @@ impl Node {
                     deadline_tick: self.tick + self.config.request_timeout_ticks,
                     kind,
                 };
-                self.writes.insert(index, pending);
+                if let Some(old) = self.writes.insert(index, pending) {
+                    // Our own older entry at this index was truncated by another leader and
+                    // this node is appending anew there: the old one can never be applied.
+                    self.reply(old.id, Err(Unavailable::Dropped.into()));
+                }
             }
             Ok(()) | Err(_) => {
                 let e = if self.raw.raft.lead_transferee.is_some() {
