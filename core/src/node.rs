@@ -983,6 +983,16 @@ impl Node {
                     if node == self.config.id {
                         self.removed = true;
                         self.push_event(Event::Removed);
+                        // A node can become leader while its own removal is in its log and
+                        // then apply it as leader. raft-rs keeps it Leader with no progress
+                        // entry for itself (its next commit attempt panics) and, while a
+                        // quorum of the new configuration answers its heartbeats, nobody
+                        // else is elected. Step down; it is not promotable any more, so it
+                        // never campaigns again.
+                        if self.raw.raft.state == StateRole::Leader {
+                            let term = self.raw.raft.term;
+                            self.raw.raft.become_follower(term, raft::INVALID_ID);
+                        }
                     }
                 }
             }

@@ -29,6 +29,14 @@ struct Packet {
     transmit: Transmit,
 }
 
+/// An input held back from a paused node, handed over in order when it resumes.
+#[derive(Debug, Clone)]
+enum Held {
+    Packet(Packet),
+    Request(RequestId, Request),
+    SnapshotStatus(NodeId, bool),
+}
+
 /// One node's process and disk.
 #[derive(Debug)]
 struct Slot {
@@ -60,6 +68,8 @@ pub struct Cluster {
     trace: u64,
     base_config: Config,
     refused: Vec<(u64, NodeId, String)>,
+    /// Paused processes (a long GC or SIGSTOP): not ticked, inputs held until resumed.
+    paused: BTreeMap<NodeId, Vec<Held>>,
 }
 
 /// Per-node config tweaks applied by [`Cluster::with_config`].
@@ -75,6 +85,12 @@ impl Cluster {
     pub fn with_config(seed: u64, tweak: ConfigFn) -> Self {
         let mut base_config = Config::new(1, 0);
         tweak(&mut base_config);
+        Self::with_base_config(seed, base_config)
+    }
+
+    /// Like [`Cluster::new`], with `base_config` (id and seed are overridden per node) for
+    /// every node.
+    pub fn with_base_config(seed: u64, base_config: Config) -> Self {
         let mut c = Cluster {
             tick: 0,
             rng: Rng::new(seed),
@@ -90,6 +106,7 @@ impl Cluster {
             trace: FNV_OFFSET,
             base_config,
             refused: Vec::new(),
+            paused: BTreeMap::new(),
         };
         let info = c.member_info(1);
         let config = c.node_config(1);
@@ -106,7 +123,17 @@ impl Cluster {
     /// # Panics
     /// If the cluster does not form within a generous bound (a bug).
     pub fn form(seed: u64, voters: u64, tweak: ConfigFn) -> Self {
-        let mut c = Self::with_config(seed, tweak);
+        let mut base = Config::new(1, 0);
+        tweak(&mut base);
+        Self::form_with_config(seed, voters, base)
+    }
+
+    /// [`Cluster::form`] with a base [`Config`] given by value (id and seed set per node).
+    ///
+    /// # Panics
+    /// If the cluster does not form within a generous bound (a bug).
+    pub fn form_with_config(seed: u64, voters: u64, base: Config) -> Self {
+        let mut c = Self::with_base_config(seed, base);
         assert!(c.run_until(200, |c| c.leader().is_some()), "node 1 never led");
         for id in 2..=voters {
             c.add_node(id);
@@ -165,6 +192,7 @@ impl Cluster {
 
     /// Kills a node: its process state and every unsynced write are lost.
     pub fn crash(&mut self, id: NodeId) {
+        self.paused.remove(&id);
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.node = None;
             slot.unsynced.clear();
@@ -182,7 +210,42 @@ impl Cluster {
     /// [`Cluster::add_node`] is called again (tests should use a fresh id, as a real wiped node
     /// would).
     pub fn destroy(&mut self, id: NodeId) {
+        self.paused.remove(&id);
         self.slots.remove(&id);
+    }
+
+    /// Freezes a live node's process: it is not ticked and every input to it (packets, client
+    /// requests, snapshot reports) waits until [`Cluster::resume`]. Its disk keeps what was
+    /// already synced; pending syncs wait too.
+    pub fn pause(&mut self, id: NodeId) {
+        if self.is_up(id) {
+            self.paused.entry(id).or_default();
+        }
+    }
+
+    /// Lets a paused node run again: held packets arrive next tick (in order), held requests
+    /// and snapshot reports are handed over now.
+    pub fn resume(&mut self, id: NodeId) {
+        let Some(held) = self.paused.remove(&id) else { return };
+        for h in held {
+            match h {
+                Held::Packet(p) => {
+                    self.packet_seq += 1;
+                    self.in_flight.insert((self.tick + 1, self.packet_seq), p);
+                }
+                Held::Request(rid, request) => {
+                    if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+                        n.handle_request(rid, request);
+                        self.drain(id);
+                    }
+                }
+                Held::SnapshotStatus(to, delivered) => self.report_snapshot(id, to, delivered),
+            }
+        }
+    }
+
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.paused.contains_key(&id)
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
@@ -216,6 +279,10 @@ impl Cluster {
     pub fn submit(&mut self, node: NodeId, request: Request) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
+        if let Some(held) = self.paused.get_mut(&node) {
+            held.push(Held::Request(id, request));
+            return id;
+        }
         if let Some(n) = self.slots.get_mut(&node).and_then(|s| s.node.as_mut()) {
             n.handle_request(id, request);
             self.drain(node);
@@ -261,6 +328,9 @@ impl Cluster {
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         let now_ms = self.tick * 100;
         for id in ids {
+            if self.paused.contains_key(&id) {
+                continue;
+            }
             if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
                 n.handle_tick(now_ms);
                 self.drain(id);
@@ -389,6 +459,9 @@ impl Cluster {
     fn sync_due(&mut self) {
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         for id in ids {
+            if self.paused.contains_key(&id) {
+                continue;
+            }
             let Some(slot) = self.slots.get_mut(&id) else { continue };
             let mut synced = None;
             while slot.unsynced.front().is_some_and(|(due, _)| *due <= self.tick) {
@@ -439,6 +512,12 @@ impl Cluster {
             self.in_flight.range(..=(self.tick, u64::MAX)).map(|(k, _)| *k).collect();
         for key in due_keys {
             let Some(p) = self.in_flight.remove(&key) else { continue };
+            if let Some(held) = self.paused.get_mut(&p.to) {
+                if !self.blocked.contains(&(p.from, p.to)) {
+                    held.push(Held::Packet(p));
+                    continue;
+                }
+            }
             let delivered = !self.blocked.contains(&(p.from, p.to)) && self.is_up(p.to);
             if delivered {
                 self.trace_mix(&[
@@ -460,6 +539,10 @@ impl Cluster {
     }
 
     fn report_snapshot(&mut self, from: NodeId, to: NodeId, delivered: bool) {
+        if let Some(held) = self.paused.get_mut(&from) {
+            held.push(Held::SnapshotStatus(to, delivered));
+            return;
+        }
         if let Some(n) = self.slots.get_mut(&from).and_then(|s| s.node.as_mut()) {
             n.handle_snapshot_status(to, delivered);
             self.drain(from);

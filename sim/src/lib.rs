@@ -4,8 +4,19 @@
 //! simulated disks ([`cluster::Cluster`]). Every random choice comes from the run's seed, so a
 //! seed replays bit for bit.
 //!
+//! A run ([`run::run_seed`]) draws a swarm fault plan ([`faults`]), drives concurrent clients
+//! ([`workload`]) whose operations are recorded ([`history`]), then checks the history and the
+//! cluster ([`checker`], [`linearizability`]).
+//!
 //! This crate never touches real sockets, disks or clocks.
 
+pub mod checker;
 pub mod cluster;
+pub mod faults;
+pub mod history;
+pub mod linearizability;
+pub mod run;
+pub mod workload;
 
 pub use cluster::{Cluster, NetFaults};
+pub use run::{run_seed, RunReport};

@@ -1,0 +1,141 @@
+//! `mokv`: command-line client. Defaults reach the node started by `mokvd --dev`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mokv_client::{default_dev_dir, Client, ClientConfig, ReadMode, TlsFiles};
+
+#[derive(Debug, Parser)]
+#[command(name = "mokv", about = "mokv command-line client", version)]
+struct Cli {
+    /// Comma-separated client addresses of cluster nodes.
+    #[arg(long, env = "MOKV_ENDPOINTS", default_value = "127.0.0.1:8400", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Cluster CA certificate (default: the --dev node's).
+    #[arg(long, env = "MOKV_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate; its CN is your identity (default: the --dev node's `root`).
+    #[arg(long, env = "MOKV_CERT")]
+    cert: Option<PathBuf>,
+    /// Client private key.
+    #[arg(long, env = "MOKV_KEY")]
+    key: Option<PathBuf>,
+    /// Serve reads from the answering node's local state (may be stale).
+    #[arg(long)]
+    serializable: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the value of KEY.
+    Get { key: String },
+    /// Set KEY to VALUE.
+    Set { key: String, value: String },
+    /// Delete KEY.
+    Delete { key: String },
+    /// List keys (and values) under a prefix, page by page.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Keys per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue after this page token.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// Fetch every page, not just one.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Show the cluster's members.
+    Members,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mokv: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mokv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
+    let dev = TlsFiles::dev(&default_dev_dir());
+    let tls = TlsFiles {
+        ca: cli.ca.unwrap_or(dev.ca),
+        cert: cli.cert.unwrap_or(dev.cert),
+        key: cli.key.unwrap_or(dev.key),
+    };
+    let mut client = Client::connect(ClientConfig::new(cli.endpoints, tls))?;
+    let mode = if cli.serializable { ReadMode::Serializable } else { ReadMode::Linearizable };
+    match cli.command {
+        Command::Get { key } => match client.get(&key, mode).await? {
+            Some(e) => println!("{}", String::from_utf8_lossy(&e.value)),
+            None => {
+                eprintln!("mokv: key not found");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        Command::Set { key, value } => {
+            let revision = client.set(&key, value.as_bytes()).await?;
+            println!("OK (revision {revision})");
+        }
+        Command::Delete { key } => {
+            let existed = client.delete(&key).await?;
+            println!("{}", if existed { "deleted" } else { "not found" });
+        }
+        Command::List { prefix, limit, mut page_token, all, keys_only } => loop {
+            let (entries, next) =
+                client.range(&prefix, limit, &page_token, keys_only, mode).await?;
+            for e in entries {
+                if keys_only {
+                    println!("{}", e.key);
+                } else {
+                    println!("{}\t{}", e.key, String::from_utf8_lossy(&e.value));
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            if !all {
+                println!("next page: --page-token {next}");
+                break;
+            }
+            page_token = next;
+        },
+        Command::Members => {
+            let members = client.members().await?;
+            println!(
+                "{:<16} {:<8} {:<24} {:<8} {:<8} HEALTH",
+                "NAME", "ID", "RPC ADDRESS", "LEADER", "ROLE"
+            );
+            for m in members {
+                println!(
+                    "{:<16} {:<8x} {:<24} {:<8} {:<8} {}",
+                    m.name,
+                    m.raft_id,
+                    m.rpc_addr,
+                    if m.is_leader { "yes" } else { "" },
+                    if m.voter { "voter" } else { "learner" },
+                    m.health
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

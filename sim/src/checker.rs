@@ -1,0 +1,227 @@
+//! Checkers over a run: the client history (linearizability per key, the weaker rule for
+//! serializable reads, at-most-once application of each write) and cluster observations
+//! taken every tick (one leader per term, equal state at equal applied index).
+
+use std::collections::BTreeMap;
+
+use mokv_core::{Event, NodeId, Role};
+
+use crate::cluster::Cluster;
+use crate::history::{History, Observed, OpKind, Outcome, ValueId};
+use crate::linearizability::{self, Entry, RegOp, Verdict};
+use crate::workload::KEYS;
+
+/// Step bound of the linearizability search, per key.
+pub const MAX_SEARCH_STEPS: u64 = 2_000_000;
+
+/// Findings of the history checkers.
+#[derive(Debug, Default, Clone)]
+pub struct Findings {
+    pub violations: Vec<String>,
+    pub inconclusive: Vec<String>,
+}
+
+/// Runs every history checker.
+pub fn check_history(h: &History) -> Findings {
+    let mut f = Findings::default();
+    check_linearizable(h, &mut f);
+    check_serializable(h, &mut f);
+    check_at_most_once(h, &mut f);
+    f
+}
+
+/// Per key: Set/Delete and linearizable Get/Range form a linearizable register history.
+pub fn check_linearizable(h: &History, f: &mut Findings) {
+    for key in KEYS {
+        let mut entries = Vec::new();
+        for (i, op) in h.ops.iter().enumerate() {
+            let reg = match (&op.kind, &op.outcome) {
+                (_, Outcome::ReadFailed) => None,
+                (OpKind::Set { key: k, value }, _) if k == key => Some(RegOp::Write(Some(*value))),
+                (OpKind::Delete { key: k }, _) if k == key => Some(RegOp::Write(None)),
+                (OpKind::Get { key: k, linearizable: true }, Outcome::Read(obs)) if k == key => {
+                    Some(RegOp::Read(*obs))
+                }
+                (OpKind::Range { linearizable: true }, Outcome::Ranged(items)) => {
+                    Some(RegOp::Read(items.iter().find(|(k, _)| k == key).map(|(_, o)| *o)))
+                }
+                _ => None,
+            };
+            if let Some(op_reg) = reg {
+                entries.push(Entry {
+                    op: op_reg,
+                    invoke: op.invoke,
+                    complete: op.complete,
+                    history_index: i,
+                });
+            }
+        }
+        // A write that never completed and whose value nobody read can only make a
+        // linearization harder: leave it out (keeps the search small).
+        let read_values: std::collections::BTreeSet<ValueId> = entries
+            .iter()
+            .filter_map(|e| match e.op {
+                RegOp::Read(Some(o)) => Some(o.value),
+                _ => None,
+            })
+            .collect();
+        entries.retain(|e| match e.op {
+            RegOp::Write(Some(v)) => e.complete.is_some() || read_values.contains(&v),
+            _ => true,
+        });
+        match linearizability::check(&entries, MAX_SEARCH_STEPS) {
+            Verdict::Ok => {}
+            Verdict::Inconclusive => f.inconclusive.push(format!(
+                "linearizability of {key} undecided within {MAX_SEARCH_STEPS} steps"
+            )),
+            Verdict::Violation { stuck_at } => {
+                let ops: Vec<String> =
+                    stuck_at.iter().map(|i| format!("#{i} {:?}", h.ops[*i])).collect();
+                f.violations.push(format!(
+                    "history of key {key} is not linearizable; cannot place {}",
+                    ops.join(" / ")
+                ));
+            }
+        }
+    }
+}
+
+/// Where each write is in the history, by value.
+fn writes_by_value(h: &History) -> BTreeMap<ValueId, usize> {
+    h.ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op.kind {
+            OpKind::Set { value, .. } => Some((value, i)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn observations(op: &crate::history::Op) -> Vec<(String, Observed)> {
+    match (&op.kind, &op.outcome) {
+        (OpKind::Get { key, .. }, Outcome::Read(Some(o))) => vec![(key.clone(), *o)],
+        (OpKind::Range { .. }, Outcome::Ranged(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Serializable reads promise less: what they return was written to that key by a write
+/// invoked before the read completed (or the key is absent).
+pub fn check_serializable(h: &History, f: &mut Findings) {
+    let writes = writes_by_value(h);
+    for (i, op) in h.ops.iter().enumerate() {
+        let (OpKind::Get { linearizable, .. } | OpKind::Range { linearizable }) = op.kind else {
+            continue;
+        };
+        for (key, o) in observations(op) {
+            let Some(w) = writes.get(&o.value).map(|w| &h.ops[*w]) else {
+                f.violations.push(format!("read #{i} returned v{} that nobody wrote", o.value));
+                continue;
+            };
+            let OpKind::Set { key: wkey, .. } = &w.kind else { continue };
+            if *wkey != key {
+                f.violations
+                    .push(format!("read #{i} found v{} under {key}, written to {wkey}", o.value));
+            }
+            if !linearizable && op.complete.is_some_and(|c| w.invoke > c) {
+                f.violations.push(format!(
+                    "serializable read #{i} returned v{} before it was written",
+                    o.value
+                ));
+            }
+        }
+    }
+}
+
+/// Each write is applied at most once: every read of a value names the same log index, and
+/// an acknowledged Set's revision is that index.
+pub fn check_at_most_once(h: &History, f: &mut Findings) {
+    let writes = writes_by_value(h);
+    let mut seen: BTreeMap<ValueId, (u64, usize)> = BTreeMap::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        for (_, o) in observations(op) {
+            match seen.get(&o.value) {
+                Some((index, first)) if *index != o.mod_index => f.violations.push(format!(
+                    "write of v{} applied twice: read #{first} saw it at index {index}, read #{i} \
+                     at index {}",
+                    o.value, o.mod_index
+                )),
+                Some(_) => {}
+                None => {
+                    seen.insert(o.value, (o.mod_index, i));
+                }
+            }
+        }
+    }
+    for (value, (index, read)) in &seen {
+        let Some(w) = writes.get(value) else { continue };
+        if let Outcome::Written { revision } = h.ops[*w].outcome {
+            if revision != *index {
+                f.violations.push(format!(
+                    "write #{w} of v{value} acknowledged at revision {revision}, but read #{read} \
+                     saw it applied at index {index}"
+                ));
+            }
+        }
+    }
+}
+
+/// Observations taken while the run goes: at most one leader per term, and equal state
+/// digests at equal applied index.
+#[derive(Debug, Default)]
+pub struct Observer {
+    events_seen: usize,
+    leaders: BTreeMap<u64, NodeId>,
+    last_applied: BTreeMap<NodeId, u64>,
+    digests: BTreeMap<u64, (u64, NodeId)>,
+    pub violations: Vec<String>,
+    /// Print every node event (the readable trace).
+    pub print_events: bool,
+}
+
+impl Observer {
+    pub fn observe(&mut self, c: &Cluster) {
+        let events = c.events();
+        for (tick, node, e) in &events[self.events_seen..] {
+            if self.print_events {
+                println!("t={tick} n{node} {e:?}");
+            }
+            if let Event::RoleChanged { role: Role::Leader, term, .. } = e {
+                match self.leaders.get(term) {
+                    Some(other) if other != node => self.violations.push(format!(
+                        "two leaders in term {term}: n{other} and n{node} (tick {tick})"
+                    )),
+                    _ => {
+                        self.leaders.insert(*term, *node);
+                    }
+                }
+            }
+        }
+        self.events_seen = events.len();
+        for id in c.ids() {
+            let Some(n) = c.node(id) else { continue };
+            let applied = n.state().applied_index();
+            if self.last_applied.get(&id) == Some(&applied) {
+                continue;
+            }
+            self.last_applied.insert(id, applied);
+            let digest = n.state().digest();
+            match self.digests.get(&applied) {
+                Some((d, other)) if *d != digest => {
+                    if self.violations.len() < 20 {
+                        self.violations.push(format!(
+                            "state diverged at applied index {applied}: n{other} and n{id} \
+                             (tick {})",
+                            c.now()
+                        ));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.digests.insert(applied, (digest, id));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Clients and an operator, driving a [`Cluster`] the way real ones would: one request at a
+//! time per client, routed to the leader they know (following `NotLeader` hints), retried
+//! with the same session seq, with client-side timeouts in ticks.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use mokv_core::command::SessionRef;
+use mokv_core::kv::RangeQuery;
+use mokv_core::session::SessionError;
+use mokv_core::{
+    Consistency, Error, NodeId, Reply, Request, RequestId, Response, Rng, Unavailable,
+};
+
+use crate::cluster::Cluster;
+use crate::history::{decode_value, encode_value, History, Observed, OpKind, Outcome};
+
+/// The workload's key space: small, so operations conflict often.
+pub const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
+
+/// Knobs of the workload, drawn per seed.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadKnobs {
+    pub reply_loss_permille: u64,
+    pub follower_read_permille: u64,
+    pub client_timeout_ticks: u64,
+    /// Print every attempt and answer (the readable trace).
+    pub trace: bool,
+}
+
+/// How the run is going, as far as clients are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Faults fire; clients start new operations and may give up on old ones.
+    Faults,
+    /// Faults are over: no new operations, no giving up; every outstanding one must finish.
+    Drain,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    rid: RequestId,
+    node: NodeId,
+    deadline: u64,
+}
+
+#[derive(Debug)]
+struct Current {
+    op: usize,
+    request: Request,
+    attempt: Option<Attempt>,
+    /// Attempts whose outcome the client cannot know (timeouts, lost replies, Indeterminate).
+    unknown: u32,
+}
+
+/// One client with its session.
+#[derive(Debug)]
+pub struct Client {
+    pub id: u64,
+    session_id: u64,
+    seq: u64,
+    current: Option<Current>,
+    leader: Option<NodeId>,
+    next_at: u64,
+}
+
+/// What the workload noticed that is wrong in itself (not a history property).
+pub type Problems = Vec<String>;
+
+impl Client {
+    pub fn new(id: u64) -> Self {
+        Client { id, session_id: id, seq: 0, current: None, leader: None, next_at: 0 }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none()
+    }
+
+    /// The history index of the outstanding operation.
+    pub fn outstanding(&self) -> Option<usize> {
+        self.current.as_ref().map(|c| c.op)
+    }
+
+    /// Starts `kind` now (the caller checked the client is idle).
+    pub fn start(&mut self, kind: OpKind, cluster: &Cluster, history: &mut History) {
+        let request = match &kind {
+            OpKind::Set { key, value } => {
+                self.seq += 1;
+                Request::Set {
+                    key: key.clone(),
+                    value: encode_value(*value),
+                    session: Some(self.session()),
+                }
+            }
+            OpKind::Delete { key } => {
+                self.seq += 1;
+                Request::Delete { key: key.clone(), session: Some(self.session()) }
+            }
+            OpKind::Get { key, linearizable } => {
+                Request::Get { key: key.clone(), consistency: consistency(*linearizable) }
+            }
+            OpKind::Range { linearizable } => Request::Range {
+                query: RangeQuery { prefix: "k".into(), ..RangeQuery::default() },
+                consistency: consistency(*linearizable),
+            },
+        };
+        let op = history.invoke(self.id, kind, cluster.now());
+        self.current = Some(Current { op, request, attempt: None, unknown: 0 });
+    }
+
+    fn session(&self) -> SessionRef {
+        // One request outstanding at a time: everything below `seq` was answered or given up.
+        SessionRef { client_id: self.session_id, seq: self.seq, first_unacked_seq: self.seq }
+    }
+
+    /// One tick of the client: look at its reply, time out, retry, or give up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn poll(
+        &mut self,
+        cluster: &mut Cluster,
+        history: &mut History,
+        rng: &mut Rng,
+        knobs: &WorkloadKnobs,
+        nodes: &[NodeId],
+        phase: Phase,
+        problems: &mut Problems,
+    ) {
+        let now = cluster.now();
+        let Some(cur) = self.current.as_mut() else { return };
+        let is_write = history.ops[cur.op].kind.is_write();
+        if let Some(a) = &cur.attempt {
+            let node = a.node;
+            if let Some(reply) = cluster.reply(a.rid).cloned() {
+                if knobs.trace {
+                    println!("t={now} c{} <- n{node} #{} {:?}", self.id, cur.op, reply.result);
+                }
+                cur.attempt = None;
+                self.on_reply(reply, node, cluster, history, rng, knobs, problems);
+            } else if now >= a.deadline {
+                if knobs.trace {
+                    println!("t={now} c{} x  n{node} #{} client timeout", self.id, cur.op);
+                }
+                cur.attempt = None;
+                if is_write {
+                    cur.unknown += 1;
+                }
+                self.leader = None;
+                self.next_at = now + rng.below(3);
+            }
+            return;
+        }
+        if now < self.next_at {
+            return;
+        }
+        // Give up on a write after a few unknown outcomes (only while faults last).
+        let age = now - history.ops[cur.op].invoke_tick;
+        if phase == Phase::Faults && (cur.unknown >= 4 || age > 500) {
+            let outcome = if is_write { Outcome::MaybeApplied } else { Outcome::ReadFailed };
+            if knobs.trace {
+                println!("t={now} c{} gives up #{}: {outcome:?}", self.id, cur.op);
+            }
+            history.complete(cur.op, outcome, now, None);
+            self.current = None;
+            self.next_at = now + rng.below(10);
+            return;
+        }
+        let node = pick_node(self.leader, &cur.request, rng, knobs, nodes);
+        let rid = cluster.submit(node, cur.request.clone());
+        if knobs.trace {
+            println!("t={now} c{} -> n{node} #{} {:?}", self.id, cur.op, cur.request);
+        }
+        history.ops[cur.op].attempts += 1;
+        cur.attempt = Some(Attempt { rid, node, deadline: now + knobs.client_timeout_ticks });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_reply(
+        &mut self,
+        reply: Reply,
+        node: NodeId,
+        cluster: &Cluster,
+        history: &mut History,
+        rng: &mut Rng,
+        knobs: &WorkloadKnobs,
+        problems: &mut Problems,
+    ) {
+        let now = cluster.now();
+        let Some(cur) = self.current.as_mut() else { return };
+        let op = cur.op;
+        let retry_at = |rng: &mut Rng| now + 1 + rng.below(8);
+        match reply.result {
+            Ok(resp) => {
+                let outcome = match resp {
+                    Response::Set { revision } | Response::Delete { revision, .. } => {
+                        if rng.below(1000) < knobs.reply_loss_permille {
+                            // The answer is lost on the way back: the client retries.
+                            cur.unknown += 1;
+                            self.next_at = retry_at(rng);
+                            return;
+                        }
+                        Outcome::Written { revision }
+                    }
+                    Response::Get(v) => {
+                        Outcome::Read(v.and_then(|v| observe(&v.value, v.mod_index, problems, op)))
+                    }
+                    Response::Range(page) => {
+                        if !page.next_page_token.is_empty() {
+                            problems.push(format!("op {op}: range of 5 keys needs 2 pages"));
+                        }
+                        Outcome::Ranged(
+                            page.items
+                                .into_iter()
+                                .filter_map(|i| {
+                                    observe(&i.value, i.mod_index, problems, op).map(|o| (i.key, o))
+                                })
+                                .collect(),
+                        )
+                    }
+                    other => {
+                        problems.push(format!("op {op}: unexpected response {other:?}"));
+                        Outcome::ReadFailed
+                    }
+                };
+                if matches!(outcome, Outcome::Written { .. }) {
+                    self.leader = Some(node);
+                }
+                history.complete(op, outcome, now, Some(node));
+                self.current = None;
+                self.next_at = now + rng.below(6);
+            }
+            Err(Error::NotLeader { leader }) => {
+                self.leader = leader.map(|h| h.id);
+                self.next_at = now + if self.leader.is_some() { 0 } else { 1 + rng.below(5) };
+            }
+            Err(Error::Unavailable(u)) => {
+                if matches!(
+                    u,
+                    Unavailable::NoLeader | Unavailable::LeadershipTransfer | Unavailable::Removed
+                ) {
+                    self.leader = None;
+                }
+                self.next_at = retry_at(rng);
+            }
+            Err(Error::Indeterminate) => {
+                cur.unknown += 1;
+                self.next_at = retry_at(rng);
+            }
+            Err(Error::Session(SessionError::ResultDiscarded)) => {
+                history.complete(op, Outcome::MaybeApplied, now, Some(node));
+                self.current = None;
+            }
+            Err(Error::Session(SessionError::Expired)) => {
+                // The session is gone: the write was not applied by this attempt, but an
+                // earlier one may have been. Open a fresh session.
+                history.complete(op, Outcome::MaybeApplied, now, Some(node));
+                self.current = None;
+                self.session_id += 1_000_000;
+                self.seq = 0;
+            }
+            Err(e) => {
+                problems.push(format!("op {op}: request refused as misuse: {e}"));
+                let outcome = if history.ops[op].kind.is_write() {
+                    Outcome::MaybeApplied
+                } else {
+                    Outcome::ReadFailed
+                };
+                history.complete(op, outcome, now, Some(node));
+                self.current = None;
+            }
+        }
+    }
+}
+
+fn pick_node(
+    leader: Option<NodeId>,
+    request: &Request,
+    rng: &mut Rng,
+    knobs: &WorkloadKnobs,
+    nodes: &[NodeId],
+) -> NodeId {
+    let random = nodes[rng.below(nodes.len() as u64) as usize];
+    let anywhere = match request {
+        Request::Get { consistency: Consistency::Serializable, .. }
+        | Request::Range { consistency: Consistency::Serializable, .. } => true,
+        Request::Get { .. } | Request::Range { .. } => {
+            rng.below(1000) < knobs.follower_read_permille
+        }
+        _ => false,
+    };
+    if anywhere {
+        return random;
+    }
+    leader.filter(|l| nodes.contains(l)).unwrap_or(random)
+}
+
+fn consistency(linearizable: bool) -> Consistency {
+    if linearizable {
+        Consistency::Linearizable
+    } else {
+        Consistency::Serializable
+    }
+}
+
+fn observe(value: &[u8], mod_index: u64, problems: &mut Problems, op: usize) -> Option<Observed> {
+    match decode_value(value) {
+        Some(value) => Some(Observed { value, mod_index }),
+        None => {
+            problems.push(format!("op {op}: read a value no client wrote: {value:?}"));
+            None
+        }
+    }
+}
+
+/// Draws the next operation of a client.
+pub fn draw_op(rng: &mut Rng, next_value: &mut u64) -> OpKind {
+    let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_string();
+    match rng.below(100) {
+        0..=39 => {
+            *next_value += 1;
+            OpKind::Set { key, value: *next_value }
+        }
+        40..=49 => OpKind::Delete { key },
+        50..=74 => OpKind::Get { key, linearizable: true },
+        75..=84 => OpKind::Get { key, linearizable: false },
+        85..=94 => OpKind::Range { linearizable: true },
+        _ => OpKind::Range { linearizable: false },
+    }
+}
+
+/// A membership change the operator makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Add(NodeId),
+    Remove(NodeId),
+}
+
+#[derive(Debug)]
+struct AdminCurrent {
+    change: Change,
+    started: u64,
+    attempt: Option<Attempt>,
+}
+
+/// The operator: applies membership changes one at a time, retrying like a client, and shuts
+/// a node down once its removal is acknowledged.
+#[derive(Debug, Default)]
+pub struct Admin {
+    queue: VecDeque<Change>,
+    current: Option<AdminCurrent>,
+    leader: Option<NodeId>,
+    next_at: u64,
+    /// Nodes removed from the cluster and shut down.
+    pub retired: BTreeSet<NodeId>,
+    /// (tick, description) of finished changes, for the trace.
+    pub log: Vec<(u64, String)>,
+}
+
+impl Admin {
+    pub fn busy(&self) -> bool {
+        self.current.is_some() || !self.queue.is_empty()
+    }
+
+    pub fn enqueue(&mut self, change: Change) {
+        self.queue.push_back(change);
+    }
+
+    pub fn poll(&mut self, cluster: &mut Cluster, rng: &mut Rng, nodes: &[NodeId]) {
+        let now = cluster.now();
+        if self.current.is_none() {
+            let Some(change) = self.queue.pop_front() else { return };
+            if let Change::Add(id) = change {
+                cluster.add_node(id);
+            }
+            self.current = Some(AdminCurrent { change, started: now, attempt: None });
+        }
+        let Some(cur) = self.current.as_mut() else { return };
+        if let Some(a) = &cur.attempt {
+            let reply = cluster.reply(a.rid).cloned();
+            let timed_out = now >= a.deadline;
+            if reply.is_none() && !timed_out {
+                return;
+            }
+            cur.attempt = None;
+            let change = cur.change;
+            let done = match reply.map(|r| r.result) {
+                Some(Ok(_)) => Some("done"),
+                Some(Err(Error::InvalidArgument(_))) => Some("refused (already done?)"),
+                Some(Err(Error::NotLeader { leader })) => {
+                    self.leader = leader.map(|h| h.id);
+                    None
+                }
+                Some(Err(_)) | None => {
+                    self.leader = None;
+                    self.next_at = now + 1 + rng.below(10);
+                    None
+                }
+            };
+            if let Some(how) = done {
+                self.finish(cluster, change, how);
+            } else if now - cur.started > 1500 {
+                self.log.push((now, format!("{change:?} abandoned")));
+                self.current = None;
+            }
+            return;
+        }
+        if now < self.next_at {
+            return;
+        }
+        let request = match cur.change {
+            Change::Add(id) => Request::AddLearner { info: cluster.member_info(id) },
+            Change::Remove(id) => Request::Remove { id },
+        };
+        let random = nodes[rng.below(nodes.len() as u64) as usize];
+        let node = self.leader.filter(|l| nodes.contains(l)).unwrap_or(random);
+        let rid = cluster.submit(node, request);
+        cur.attempt = Some(Attempt { rid, node, deadline: now + 60 });
+    }
+
+    fn finish(&mut self, cluster: &mut Cluster, change: Change, how: &str) {
+        let now = cluster.now();
+        self.log.push((now, format!("{change:?} {how}")));
+        if let Change::Remove(id) = change {
+            // Whether this ack or an earlier attempt removed it, it is out: shut it down.
+            let gone = how == "done"
+                || cluster
+                    .leader()
+                    .and_then(|l| cluster.node(l))
+                    .is_some_and(|n| !n.status().conf.all_ids().contains(&id));
+            if gone {
+                cluster.crash(id);
+                self.retired.insert(id);
+            }
+        }
+        self.current = None;
+    }
+}
