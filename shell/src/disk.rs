@@ -1,0 +1,484 @@
+//! The durable store of one node: the core's [`PersistBatch`]es in one RocksDB database.
+//!
+//! The shell never interprets what it stores: log records, the hard state and the snapshot are
+//! the core's opaque bytes, read back exactly as written ([`DurableState`]). The semantics of a
+//! batch are the ones documented on [`PersistBatch`] and implemented by
+//! [`DurableState::apply`], which the tests below use as the reference.
+//!
+//! # Key layout (default column family)
+//!
+//! | key                                  | value                        |
+//! |--------------------------------------|------------------------------|
+//! | `h`                                  | hard state                   |
+//! | `l` + index as 8 big-endian bytes    | one log record               |
+//! | `m/` + name                          | shell metadata ([`Disk::put_meta`]) |
+//! | `s`                                  | snapshot (replaced whole)    |
+//!
+//! Big-endian indices make RocksDB's byte order the log's index order, so [`Disk::load`] is one
+//! forward scan over `[l, m)`, and truncation (`[from, ∞)`) and compaction (`[0, to]`) are one
+//! `delete_range` each. No other key starts with `l`, and `m` itself is never a key, so `m` is
+//! an exclusive upper bound for the log.
+//!
+//! # Writes
+//!
+//! [`Disk::write`] is group commit: every batch the driver has queued goes into one RocksDB
+//! `WriteBatch`, applied atomically, synced (WAL fsync) if any of them asks for it. Operations
+//! inside a `WriteBatch` take effect in the order they were added, which gives each
+//! `PersistBatch` its documented order (snapshot, truncate, compact, entries, hard state).
+
+use std::path::{Path, PathBuf};
+
+use mokv_core::persist::{DurableState, LogRecord, PersistBatch};
+use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+
+const HARD_STATE_KEY: &[u8] = b"h";
+const SNAPSHOT_KEY: &[u8] = b"s";
+const LOG_PREFIX: u8 = b'l';
+/// Exclusive upper bound of the log's key range: the byte after [`LOG_PREFIX`].
+const LOG_END: &[u8] = b"m";
+const META_PREFIX: &str = "m/";
+
+/// What can go wrong with the store. Messages name the operation and the RocksDB status, never
+/// a stored value.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// Opening the database failed (missing permissions, another process holds its lock, ...).
+    #[error("opening the raft store at {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A RocksDB read or write failed.
+    #[error("raft store {op}: {source}")]
+    Rocks {
+        op: &'static str,
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A key under the log prefix that is not `l` + 8 bytes: the store was not written by us.
+    #[error("raft store holds a malformed log key of {len} bytes")]
+    MalformedLogKey { len: usize },
+}
+
+fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> DiskError {
+    move |source| DiskError::Rocks { op, source }
+}
+
+fn log_key(index: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = LOG_PREFIX;
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(META_PREFIX.len() + name.len());
+    key.extend_from_slice(META_PREFIX.as_bytes());
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn sync_options() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+/// One node's RocksDB database (see the module documentation for its layout).
+#[derive(Debug)]
+pub struct Disk {
+    db: DB,
+    dir: PathBuf,
+}
+
+impl Disk {
+    /// Opens (creating if missing) the store under `dir` (e.g. `<data-dir>/raft`).
+    pub fn open(dir: &Path) -> Result<Disk, DiskError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        // RocksDB's own info LOG files: keep a few small ones, not one per restart forever.
+        opts.set_keep_log_file_num(4);
+        opts.set_max_log_file_size(8 << 20);
+        let db = DB::open(&opts, dir)
+            .map_err(|source| DiskError::Open { path: dir.to_path_buf(), source })?;
+        tracing::debug!(dir = %dir.display(), "opened raft store");
+        Ok(Disk { db, dir: dir.to_path_buf() })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads back everything, exactly as written: hard state, snapshot, log records ascending.
+    pub fn load(&self) -> Result<DurableState, DiskError> {
+        let hard_state = self.db.get(HARD_STATE_KEY).map_err(rocks("read hard state"))?;
+        let snapshot = self.db.get(SNAPSHOT_KEY).map_err(rocks("read snapshot"))?;
+
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(LOG_END);
+        ro.fill_cache(false);
+        let start = [LOG_PREFIX];
+        let mut entries = Vec::new();
+        for item in self.db.iterator_opt(IteratorMode::From(&start[..], Direction::Forward), ro) {
+            let (key, value) = item.map_err(rocks("read log"))?;
+            let index: [u8; 8] = key
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DiskError::MalformedLogKey { len: key.len() })?;
+            entries.push(LogRecord { index: u64::from_be_bytes(index), bytes: value.into_vec() });
+        }
+        tracing::debug!(
+            entries = entries.len(),
+            first = entries.first().map(|e| e.index),
+            last = entries.last().map(|e| e.index),
+            snapshot = snapshot.is_some(),
+            "loaded raft store"
+        );
+        Ok(DurableState { hard_state, snapshot, entries })
+    }
+
+    /// Applies several batches (already in id order) in ONE RocksDB `WriteBatch`, with the
+    /// semantics documented on [`PersistBatch`], synced if any batch has `must_sync`.
+    ///
+    /// This is group commit: the driver gathers whatever batches are queued and writes them at
+    /// once, then acknowledges the highest id.
+    pub fn write(&self, batches: &[PersistBatch]) -> Result<(), DiskError> {
+        let sync = batches.iter().any(|b| b.must_sync);
+        let mut wb = WriteBatch::default();
+        for b in batches {
+            add_to(&mut wb, b);
+        }
+        if wb.is_empty() {
+            // Nothing to write, but the caller may still count on a sync: make every earlier
+            // (unsynced) write durable.
+            if sync {
+                self.db.flush_wal(true).map_err(rocks("sync wal"))?;
+            }
+            return Ok(());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo).map_err(rocks("write batch"))
+    }
+
+    /// Reads a small metadata value the shell owns (node id, cluster id).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.db.get(meta_key(key)).map_err(rocks("read meta"))
+    }
+
+    /// Writes a small metadata value the shell owns, synced.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DiskError> {
+        self.db.put_opt(meta_key(key), value, &sync_options()).map_err(rocks("write meta"))
+    }
+}
+
+/// Adds one batch's operations to `wb`, in the order [`PersistBatch`] documents.
+fn add_to(wb: &mut WriteBatch, b: &PersistBatch) {
+    if let Some(s) = &b.snapshot {
+        wb.put(SNAPSHOT_KEY, &s.bytes);
+    }
+    if let Some(from) = b.truncate_from {
+        // [from, ∞)
+        wb.delete_range(&log_key(from)[..], LOG_END);
+    }
+    if let Some(to) = b.compact_to {
+        // [0, to]
+        match to.checked_add(1) {
+            Some(end) => wb.delete_range(log_key(0), log_key(end)),
+            None => wb.delete_range(&log_key(0)[..], LOG_END),
+        }
+    }
+    for e in &b.entries {
+        wb.put(log_key(e.index), &e.bytes);
+    }
+    if let Some(hs) = &b.hard_state {
+        wb.put(HARD_STATE_KEY, hs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mokv_core::persist::SnapshotRecord;
+
+    fn rec(index: u64, bytes: &[u8]) -> LogRecord {
+        LogRecord { index, bytes: bytes.to_vec() }
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<LogRecord> {
+        range.map(|i| rec(i, format!("e{i}").as_bytes())).collect()
+    }
+
+    fn reference(batches: &[PersistBatch]) -> DurableState {
+        let mut s = DurableState::default();
+        for b in batches {
+            s.apply(b);
+        }
+        s
+    }
+
+    /// Writes `groups` (each one `write` call), reopens, and checks `load` against the
+    /// reference semantics before and after the reopen.
+    fn check(groups: &[Vec<PersistBatch>]) -> DurableState {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        for g in groups {
+            disk.write(g).unwrap();
+        }
+        let all: Vec<PersistBatch> = groups.iter().flatten().cloned().collect();
+        let want = reference(&all);
+        assert_eq!(disk.load().unwrap(), want);
+        drop(disk);
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(disk.load().unwrap(), want);
+        want
+    }
+
+    #[test]
+    fn fresh_store_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(&dir.path().join("raft")).unwrap();
+        assert!(disk.load().unwrap().is_empty());
+        assert_eq!(disk.get_meta("node-id").unwrap(), None);
+    }
+
+    #[test]
+    fn entries_and_hard_state_survive_reopen() {
+        let got = check(&[vec![PersistBatch {
+            id: 1,
+            entries: entries(1..=5),
+            hard_state: Some(b"hs1".to_vec()),
+            must_sync: true,
+            ..Default::default()
+        }]]);
+        assert_eq!(got.entries.len(), 5);
+        assert_eq!(got.hard_state.as_deref(), Some(&b"hs1"[..]));
+    }
+
+    #[test]
+    fn indices_sort_numerically_not_lexically() {
+        // 255 < 256 numerically; little-endian or decimal keys would misorder these.
+        let got = check(&[vec![PersistBatch {
+            id: 1,
+            entries: entries(250..=260).into_iter().chain(entries(65_530..=65_540)).collect(),
+            ..Default::default()
+        }]]);
+        let idx: Vec<u64> = got.entries.iter().map(|e| e.index).collect();
+        let mut sorted = idx.clone();
+        sorted.sort_unstable();
+        assert_eq!(idx, sorted);
+    }
+
+    #[test]
+    fn truncate_then_append_replaces_the_tail() {
+        let got = check(&[
+            vec![PersistBatch { id: 1, entries: entries(1..=10), ..Default::default() }],
+            vec![PersistBatch {
+                id: 2,
+                truncate_from: Some(6),
+                entries: vec![rec(6, b"new6"), rec(7, b"new7")],
+                must_sync: true,
+                ..Default::default()
+            }],
+        ]);
+        assert_eq!(got.entries.last().unwrap(), &rec(7, b"new7"));
+        assert_eq!(got.entries.len(), 7);
+    }
+
+    #[test]
+    fn compaction_removes_the_head_inclusive() {
+        let got = check(&[
+            vec![PersistBatch { id: 1, entries: entries(1..=10), ..Default::default() }],
+            vec![PersistBatch {
+                id: 2,
+                snapshot: Some(SnapshotRecord { index: 4, bytes: b"snap@4".to_vec() }),
+                compact_to: Some(4),
+                ..Default::default()
+            }],
+        ]);
+        assert_eq!(got.entries.first().unwrap().index, 5);
+        assert_eq!(got.snapshot.as_deref(), Some(&b"snap@4"[..]));
+    }
+
+    #[test]
+    fn snapshot_is_replaced_and_log_cleared_past_it() {
+        // A follower installing a snapshot ahead of its log: everything goes, the log restarts
+        // after the snapshot.
+        let got = check(&[vec![
+            PersistBatch {
+                id: 1,
+                snapshot: Some(SnapshotRecord { index: 3, bytes: b"old".to_vec() }),
+                entries: entries(4..=8),
+                ..Default::default()
+            },
+            PersistBatch {
+                id: 2,
+                snapshot: Some(SnapshotRecord { index: 100, bytes: b"new".to_vec() }),
+                truncate_from: Some(0),
+                compact_to: Some(100),
+                entries: entries(101..=102),
+                hard_state: Some(b"hs".to_vec()),
+                must_sync: true,
+            },
+        ]]);
+        assert_eq!(got.snapshot.as_deref(), Some(&b"new"[..]));
+        assert_eq!(got.entries, entries(101..=102));
+    }
+
+    #[test]
+    fn extreme_bounds() {
+        check(&[vec![
+            PersistBatch {
+                id: 1,
+                entries: vec![rec(0, b"zero"), rec(1, b""), rec(u64::MAX - 1, b"big")],
+                ..Default::default()
+            },
+            PersistBatch { id: 2, truncate_from: Some(u64::MAX), ..Default::default() },
+        ]]);
+        let got = check(&[vec![
+            PersistBatch {
+                id: 1,
+                entries: vec![rec(0, b"zero"), rec(u64::MAX, b"max")],
+                ..Default::default()
+            },
+            PersistBatch {
+                id: 2,
+                compact_to: Some(u64::MAX),
+                hard_state: Some(Vec::new()),
+                ..Default::default()
+            },
+        ]]);
+        assert!(got.entries.is_empty());
+        // An empty hard state is still a hard state.
+        assert_eq!(got.hard_state, Some(Vec::new()));
+    }
+
+    #[test]
+    fn empty_writes_are_fine() {
+        let got = check(&[
+            vec![],
+            vec![PersistBatch { id: 1, must_sync: true, ..Default::default() }],
+            vec![PersistBatch { id: 2, ..Default::default() }],
+        ]);
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn meta_round_trips_and_stays_out_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let disk = Disk::open(dir.path()).unwrap();
+            disk.put_meta("node-id", b"7").unwrap();
+            disk.put_meta("cluster-id", b"c-1").unwrap();
+            disk.put_meta("node-id", b"8").unwrap();
+            disk.write(&[PersistBatch {
+                id: 1,
+                entries: entries(1..=3),
+                truncate_from: Some(0),
+                ..Default::default()
+            }])
+            .unwrap();
+            disk.write(&[PersistBatch { id: 2, truncate_from: Some(2), ..Default::default() }])
+                .unwrap();
+        }
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(disk.get_meta("node-id").unwrap().as_deref(), Some(&b"8"[..]));
+        assert_eq!(disk.get_meta("cluster-id").unwrap().as_deref(), Some(&b"c-1"[..]));
+        assert_eq!(disk.get_meta("other").unwrap(), None);
+        assert_eq!(disk.load().unwrap().entries, entries(1..=1));
+    }
+
+    #[test]
+    fn open_error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Disk::open(&file.join("raft")).unwrap_err();
+        assert!(matches!(err, DiskError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+
+    /// splitmix64: a small deterministic PRNG, so failures replay from the printed seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+        fn bytes(&mut self, tag: u64) -> Vec<u8> {
+            let len = self.below(24) as usize;
+            let mut v = tag.to_be_bytes().to_vec();
+            v.extend((0..len).map(|_| self.next() as u8));
+            v
+        }
+    }
+
+    /// Random well-formed histories (appends continue the log; truncation, compaction and
+    /// snapshots at random points), written in random groups with random reopens; after every
+    /// write the store must equal the reference.
+    #[test]
+    fn randomized_histories_match_the_reference() {
+        for seed in 0..12u64 {
+            let mut rng = Rng(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let mut disk = Disk::open(dir.path()).unwrap();
+            let mut want = DurableState::default();
+            let mut id = 0u64;
+            // Invariant: the log holds (floor, next) — indices above `floor`, below `next`.
+            let mut floor = 0u64;
+            let mut next = 1u64;
+            for step in 0..60 {
+                let mut group = Vec::new();
+                for _ in 0..1 + rng.below(4) {
+                    id += 1;
+                    let mut b =
+                        PersistBatch { id, must_sync: rng.chance(50), ..Default::default() };
+                    if rng.chance(15) {
+                        b.snapshot = Some(SnapshotRecord { index: floor, bytes: rng.bytes(id) });
+                    }
+                    if rng.chance(25) {
+                        let t = floor + 1 + rng.below(next - floor + 2);
+                        b.truncate_from = Some(t);
+                        next = next.min(t);
+                    }
+                    if rng.chance(20) {
+                        let c = floor + rng.below(next - floor + 6);
+                        b.compact_to = Some(c);
+                        floor = floor.max(c);
+                        next = next.max(floor + 1);
+                    }
+                    for _ in 0..rng.below(7) {
+                        b.entries.push(LogRecord { index: next, bytes: rng.bytes(next) });
+                        next += 1;
+                    }
+                    if rng.chance(50) {
+                        b.hard_state = Some(rng.bytes(id));
+                    }
+                    want.apply(&b);
+                    group.push(b);
+                }
+                disk.write(&group).unwrap();
+                if rng.chance(10) {
+                    drop(disk);
+                    disk = Disk::open(dir.path()).unwrap();
+                }
+                assert_eq!(disk.load().unwrap(), want, "seed {seed} step {step}");
+            }
+            drop(disk);
+            let disk = Disk::open(dir.path()).unwrap();
+            assert_eq!(disk.load().unwrap(), want, "seed {seed} after reopen");
+        }
+    }
+}

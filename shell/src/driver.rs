@@ -1,0 +1,476 @@
+//! The driver: ONE tokio task owns the core [`Node`] and moves its inputs and outputs.
+//!
+//! Inputs (one `select!`): the tick timer, client requests, peer messages, disk progress,
+//! feedback of the peer links (unreachable, snapshot outcome), control messages. After every
+//! input the outputs are drained in the order `Node`'s documentation prescribes: persist
+//! batches → the disk writer; transmits → per-peer links; replies → the waiting callers;
+//! events. Every queue is bounded: client calls and peer messages wait for room (backpressure),
+//! a full peer link drops the message and tells the core the peer is unreachable.
+//!
+//! The disk writer is a dedicated thread: it takes every batch queued so far, writes them
+//! with ONE `Disk::write` (one fsync: group commit) and publishes the highest id written;
+//! the driver then calls `handle_persisted`. A failed write stops the node: nothing may be
+//! acknowledged that is not durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mokv_core::persist::PersistBatch;
+use mokv_core::{
+    Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response, Role, Status,
+    Transmit,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::ClientTlsConfig;
+
+use crate::disk::Disk;
+use crate::peer_link::{self, Feedback};
+
+/// Client requests waiting for the driver.
+const CALL_QUEUE: usize = 4096;
+/// Peer messages waiting for the driver.
+const PEER_QUEUE: usize = 4096;
+/// Persist batches waiting for the disk writer.
+const DISK_QUEUE: usize = 4096;
+/// Batches written by one `Disk::write` at most.
+const MAX_GROUP_BATCHES: usize = 1024;
+/// How long a caller waits for room in the call queue before it is told the node is busy.
+const ENQUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// What callers see of the node, refreshed after every driver step.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub status: Status,
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    pub leader_hint: Option<LeaderHint>,
+}
+
+struct Call {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, Error>>,
+}
+
+struct PeerInbound {
+    bytes: Vec<u8>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+enum Control {
+    LearnAddress { id: NodeId, addr: String },
+    Stop,
+}
+
+/// Why a call did not reach the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the node is busy")]
+    Busy,
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+impl From<CallError> for tonic::Status {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Busy => crate::status::busy(),
+            CallError::Stopped => crate::status::shutting_down(),
+        }
+    }
+}
+
+/// A cheap, cloneable way to talk to the driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    calls: mpsc::Sender<Call>,
+    peers: mpsc::Sender<PeerInbound>,
+    control: mpsc::Sender<Control>,
+    view: watch::Receiver<View>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Call")
+    }
+}
+impl std::fmt::Debug for PeerInbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerInbound({} bytes)", self.bytes.len())
+    }
+}
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Control")
+    }
+}
+
+impl DriverHandle {
+    /// Hands a request to the core and waits for its answer.
+    pub async fn call(&self, request: Request) -> Result<Result<Response, Error>, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let permit = tokio::time::timeout(ENQUEUE_WAIT, self.calls.reserve())
+            .await
+            .map_err(|_| CallError::Busy)?
+            .map_err(|_| CallError::Stopped)?;
+        permit.send(Call { request, reply: tx });
+        rx.await.map_err(|_| CallError::Stopped)
+    }
+
+    /// Like [`call`](Self::call), with core errors mapped to a gRPC status (leader hint
+    /// attached) by [`crate::status`].
+    pub async fn call_status(&self, request: Request) -> Result<Response, tonic::Status> {
+        match self.call(request).await? {
+            Ok(r) => Ok(r),
+            Err(e) => Err(crate::status::from_core(&e, self.view().leader_hint.as_ref())),
+        }
+    }
+
+    /// Delivers a peer message; waits for room in the queue (backpressure on the stream).
+    /// With `wait_outcome`, also waits until the core accepted (`true`) or refused it.
+    pub async fn peer_message(
+        &self,
+        bytes: Vec<u8>,
+        wait_outcome: bool,
+    ) -> Result<bool, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let done = wait_outcome.then_some(tx);
+        self.peers.send(PeerInbound { bytes, done }).await.map_err(|_| CallError::Stopped)?;
+        if wait_outcome {
+            rx.await.map_err(|_| CallError::Stopped)
+        } else {
+            Ok(true)
+        }
+    }
+
+    /// Records where a node (not yet in the member table) can be reached, e.g. the leader
+    /// that accepted this node's join.
+    pub async fn learn_address(&self, id: NodeId, addr: String) {
+        let _ = self.control.send(Control::LearnAddress { id, addr }).await;
+    }
+
+    /// The latest view of the node.
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the view does.
+    pub fn watch(&self) -> watch::Receiver<View> {
+        self.view.clone()
+    }
+
+    /// Asks the driver to stop: it finishes writing what is queued, then returns.
+    pub async fn stop(&self) {
+        let _ = self.control.send(Control::Stop).await;
+    }
+}
+
+/// Progress of the disk writer.
+#[derive(Debug, Clone, Default)]
+struct DiskProgress {
+    persisted: u64,
+    failed: Option<String>,
+}
+
+/// Settings of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    pub peer_tls: ClientTlsConfig,
+}
+
+/// Why the driver stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("writing the raft store failed: {0}")]
+    Disk(String),
+    #[error("the disk writer stopped unexpectedly")]
+    DiskWriterGone,
+}
+
+/// The task that owns the core node.
+pub struct Driver {
+    node: Node,
+    config: DriverConfig,
+    calls: mpsc::Receiver<Call>,
+    peers_in: mpsc::Receiver<PeerInbound>,
+    control: mpsc::Receiver<Control>,
+    feedback: mpsc::Receiver<Feedback>,
+    feedback_tx: mpsc::Sender<Feedback>,
+    disk_tx: Option<mpsc::Sender<PersistBatch>>,
+    disk_progress: watch::Receiver<DiskProgress>,
+    disk_thread: Option<std::thread::JoinHandle<()>>,
+    acked: u64,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
+    next_request: RequestId,
+    links: BTreeMap<NodeId, peer_link::Link>,
+    learned: BTreeMap<NodeId, String>,
+    view: watch::Sender<View>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+fn view_of(node: &Node) -> View {
+    View { status: node.status(), members: node.members().clone(), leader_hint: node.leader_hint() }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Driver {
+    /// Builds the driver around a started node and its disk; `run` it on a task.
+    pub fn new(node: Node, disk: Arc<Disk>, config: DriverConfig) -> (Driver, DriverHandle) {
+        let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
+        let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
+        let (control_tx, control) = mpsc::channel(16);
+        let (feedback_tx, feedback) = mpsc::channel(1024);
+        let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
+        let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
+        let disk_thread = std::thread::Builder::new()
+            .name("mokv-disk".into())
+            .spawn(move || disk_writer(&disk, disk_rx, &progress_tx))
+            .ok();
+        let (view, view_rx) = watch::channel(view_of(&node));
+        let handle =
+            DriverHandle { calls: calls_tx, peers: peers_tx, control: control_tx, view: view_rx };
+        let driver = Driver {
+            node,
+            config,
+            calls,
+            peers_in,
+            control,
+            feedback,
+            feedback_tx,
+            disk_tx: Some(disk_tx),
+            disk_progress,
+            disk_thread,
+            acked: 0,
+            waiting: HashMap::new(),
+            next_request: 1,
+            links: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            view,
+        };
+        (driver, handle)
+    }
+
+    /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
+    pub async fn run(mut self) -> Result<(), DriverError> {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Outputs of Node::new (a lone voter campaigns at once).
+        let mut result = self.drain().await;
+        while result.is_ok() {
+            tokio::select! {
+                changed = self.disk_progress.changed() => {
+                    if changed.is_err() {
+                        result = Err(DriverError::DiskWriterGone);
+                        break;
+                    }
+                    let p = self.disk_progress.borrow_and_update().clone();
+                    if let Some(e) = p.failed {
+                        result = Err(DriverError::Disk(e));
+                        break;
+                    }
+                    if p.persisted > self.acked {
+                        self.acked = p.persisted;
+                        self.node.handle_persisted(p.persisted);
+                    }
+                }
+                Some(c) = self.control.recv() => match c {
+                    Control::Stop => break,
+                    Control::LearnAddress { id, addr } => {
+                        self.learned.insert(id, addr);
+                    }
+                },
+                _ = ticker.tick() => self.node.handle_tick(now_ms()),
+                Some(fb) = self.feedback.recv() => match fb {
+                    Feedback::Unreachable(to) => self.node.handle_unreachable(to),
+                    Feedback::Snapshot { to, delivered } => {
+                        self.node.handle_snapshot_status(to, delivered);
+                    }
+                },
+                Some(call) = self.calls.recv() => {
+                    let id = self.next_request;
+                    self.next_request += 1;
+                    self.waiting.insert(id, call.reply);
+                    self.node.handle_request(id, call.request);
+                }
+                Some(msg) = self.peers_in.recv() => {
+                    let outcome = self.node.handle_peer_message(&msg.bytes);
+                    if let Err(e) = &outcome {
+                        tracing::debug!(error = %e, "peer message refused");
+                    }
+                    if let Some(done) = msg.done {
+                        let _ = done.send(outcome.is_ok());
+                    }
+                }
+            }
+            result = self.drain().await;
+        }
+        self.finish().await;
+        result
+    }
+
+    /// Drains the node's outputs in the documented order, until it has nothing more to say.
+    async fn drain(&mut self) -> Result<(), DriverError> {
+        loop {
+            while let Some(batch) = self.node.poll_persist() {
+                let Some(tx) = &self.disk_tx else { return Err(DriverError::DiskWriterGone) };
+                // Waits for room: the disk is the bottleneck and everything should slow down.
+                tx.send(batch).await.map_err(|_| DriverError::DiskWriterGone)?;
+            }
+            let mut failed: Vec<(NodeId, bool)> = Vec::new();
+            while let Some(t) = self.node.poll_transmit() {
+                if let Err(is_snapshot) = self.route(t.clone()) {
+                    failed.push((t.to, is_snapshot));
+                }
+            }
+            while let Some(reply) = self.node.poll_reply() {
+                if let Some(tx) = self.waiting.remove(&reply.id) {
+                    let _ = tx.send(reply.result);
+                }
+            }
+            while let Some(event) = self.node.poll_event() {
+                self.on_event(event);
+            }
+            if failed.is_empty() {
+                break;
+            }
+            // Reported after the drain pass: these are inputs and produce outputs again.
+            for (to, is_snapshot) in failed {
+                if is_snapshot {
+                    self.node.handle_snapshot_status(to, false);
+                } else {
+                    self.node.handle_unreachable(to);
+                }
+            }
+        }
+        let v = view_of(&self.node);
+        crate::metrics::node_status(&v.status);
+        self.view.send_if_modified(|old| {
+            let changed = old.status != v.status
+                || old.members != v.members
+                || old.leader_hint != v.leader_hint;
+            if changed {
+                *old = v;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
+    fn route(&mut self, t: Transmit) -> Result<(), bool> {
+        let is_snapshot = t.is_snapshot;
+        let addr = match self.node.members().get(&t.to) {
+            Some(m) if !m.peer_addr.is_empty() => m.peer_addr.clone(),
+            _ => match self.learned.get(&t.to) {
+                Some(a) => a.clone(),
+                None => {
+                    crate::metrics::peer_dropped();
+                    return Err(is_snapshot);
+                }
+            },
+        };
+        let stale = self.links.get(&t.to).is_some_and(|l| l.addr != addr || l.is_closed());
+        if stale {
+            self.links.remove(&t.to);
+        }
+        let from = self.node.id();
+        let link = self.links.entry(t.to).or_insert_with(|| {
+            peer_link::Link::spawn(
+                from,
+                t.to,
+                addr,
+                self.config.peer_tls.clone(),
+                self.feedback_tx.clone(),
+            )
+        });
+        if link.try_send(t) {
+            Ok(())
+        } else {
+            crate::metrics::peer_dropped();
+            Err(is_snapshot)
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::RoleChanged { role, term, leader } => {
+                tracing::info!(?role, term, ?leader, "raft role changed");
+                if role == Role::Leader {
+                    tracing::info!(term, "this node is the leader");
+                }
+            }
+            Event::MembershipChanged => {
+                let members = self.node.members();
+                // Links to nodes that left; addresses learned at join are superseded.
+                self.links
+                    .retain(|id, _| members.contains_key(id) || self.learned.contains_key(id));
+                self.learned.retain(|id, _| !members.contains_key(id));
+                tracing::info!(conf = ?self.node.status().conf, "membership changed");
+            }
+            Event::Removed => tracing::warn!("this node was removed from the cluster"),
+            Event::SnapshotInstalled { index } => tracing::info!(index, "snapshot installed"),
+            other => tracing::debug!(?other, "event"),
+        }
+    }
+
+    /// Stops the links, fails waiting callers (dropping their senders), and lets the disk
+    /// writer finish what is queued.
+    async fn finish(&mut self) {
+        self.links.clear();
+        self.waiting.clear();
+        self.disk_tx = None;
+        if let Some(t) = self.disk_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        // Whatever the writer finished last is durable; tell the core for completeness.
+        let p = self.disk_progress.borrow().clone();
+        if p.failed.is_none() && p.persisted > self.acked {
+            self.node.handle_persisted(p.persisted);
+        }
+    }
+}
+
+/// The disk writer thread: group commit of everything queued, one `Disk::write` at a time.
+fn disk_writer(
+    disk: &Disk,
+    mut rx: mpsc::Receiver<PersistBatch>,
+    progress: &watch::Sender<DiskProgress>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_BATCHES {
+            match rx.try_recv() {
+                Ok(b) => group.push(b),
+                Err(_) => break,
+            }
+        }
+        let bytes: usize = group
+            .iter()
+            .map(|b| {
+                b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
+                    + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
+            })
+            .sum();
+        let last = group.last().map_or(0, |b| b.id);
+        let started = Instant::now();
+        match disk.write(&group) {
+            Ok(()) => {
+                crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
+                progress.send_modify(|p| p.persisted = p.persisted.max(last));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "raft store write failed; stopping");
+                progress.send_modify(|p| p.failed = Some(e.to_string()));
+                return;
+            }
+        }
+    }
+}

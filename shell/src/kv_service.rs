@@ -1,0 +1,266 @@
+//! The client `KV` gRPC service (package `api`, wire-compatible with the original).
+//!
+//! Each rpc: identity from the verified client certificate → [`authorize`] → one core
+//! [`Request`] through the driver → the answer, or a status from [`crate::status`].
+//!
+//! Writes on a follower are not forwarded: they fail UNAVAILABLE with the leader hint in the
+//! metadata (see `status.rs`), and the client retries on the leader. Reads are served by any
+//! node (linearizable through ReadIndex by default).
+//!
+//! `List` streams every key with its value, paging through the core's range reads (bounded
+//! pages; each page is one linearizable read, like etcd's paginated range).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mokv_core::command::SessionRef;
+use mokv_core::kv::{RangeItem, RangeQuery};
+use mokv_core::{Consistency, Request, Response, Role};
+use mokv_proto::api::kv_server::Kv;
+use mokv_proto::api::{
+    DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse, KeyValue,
+    RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse, Suffrage,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::authz::{authorize, Action};
+use crate::driver::DriverHandle;
+use crate::status;
+use crate::tls::identity_of;
+
+/// Keys per internal page of `List`.
+const LIST_PAGE: u32 = 256;
+/// Items buffered between the paging task and the gRPC stream.
+const LIST_BUFFER: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct KvService {
+    handle: DriverHandle,
+    stopping: Arc<AtomicBool>,
+}
+
+impl KvService {
+    /// `stopping` turns every new request away (UNAVAILABLE) during shutdown.
+    pub fn new(handle: DriverHandle, stopping: Arc<AtomicBool>) -> Self {
+        Self { handle, stopping }
+    }
+
+    fn admit<T>(&self, req: &tonic::Request<T>, action: Action, key: &str) -> Result<(), Status> {
+        authorize(identity_of(req), action, key)?;
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(status::shutting_down());
+        }
+        Ok(())
+    }
+}
+
+fn consistency(c: i32) -> Result<Consistency, Status> {
+    match ReadConsistency::try_from(c) {
+        Ok(ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(ReadConsistency::Serializable) => Ok(Consistency::Serializable),
+        Err(_) => Err(Status::invalid_argument("unknown read consistency")),
+    }
+}
+
+fn session(s: Option<mokv_proto::api::Session>) -> Option<SessionRef> {
+    s.filter(|s| s.client_id != 0).map(|s| SessionRef {
+        client_id: s.client_id,
+        seq: s.seq,
+        first_unacked_seq: s.first_unacked_seq,
+    })
+}
+
+fn unexpected() -> Status {
+    Status::internal("unexpected answer from the core")
+}
+
+/// Counts the outcome of one rpc.
+fn counted<T>(rpc: &'static str, r: Result<T, Status>) -> Result<T, Status> {
+    crate::metrics::request(rpc, r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+    r
+}
+
+fn key_value(i: RangeItem) -> KeyValue {
+    KeyValue {
+        key: i.key,
+        value: i.value,
+        create_revision: i.create_index,
+        mod_revision: i.mod_index,
+        version: i.version,
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(
+        &self,
+        request: tonic::Request<GetRequest>,
+    ) -> Result<tonic::Response<GetResponse>, Status> {
+        let r = async {
+            self.admit(&request, Action::Consume, &request.get_ref().key)?;
+            let GetRequest { key, consistency: c } = request.into_inner();
+            let req = Request::Get { key: key.clone(), consistency: consistency(c)? };
+            match self.handle.call_status(req).await? {
+                Response::Get(Some(v)) => Ok(tonic::Response::new(GetResponse {
+                    key,
+                    value: v.value,
+                    create_revision: v.create_index,
+                    mod_revision: v.mod_index,
+                    version: v.version,
+                })),
+                Response::Get(None) => Err(status::not_found()),
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("get", r)
+    }
+
+    async fn set(
+        &self,
+        request: tonic::Request<SetRequest>,
+    ) -> Result<tonic::Response<SetResponse>, Status> {
+        let r = async {
+            self.admit(&request, Action::Produce, &request.get_ref().key)?;
+            let SetRequest { key, value, session: s } = request.into_inner();
+            let req = Request::Set { key, value, session: session(s) };
+            match self.handle.call_status(req).await? {
+                Response::Set { revision } => {
+                    Ok(tonic::Response::new(SetResponse { ok: true, revision }))
+                }
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("set", r)
+    }
+
+    async fn delete(
+        &self,
+        request: tonic::Request<DeleteRequest>,
+    ) -> Result<tonic::Response<DeleteResponse>, Status> {
+        let r = async {
+            self.admit(&request, Action::Produce, &request.get_ref().key)?;
+            let DeleteRequest { key, session: s } = request.into_inner();
+            match self.handle.call_status(Request::Delete { key, session: session(s) }).await? {
+                Response::Delete { existed, revision } => {
+                    Ok(tonic::Response::new(DeleteResponse { ok: existed, revision }))
+                }
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("delete", r)
+    }
+
+    type ListStream = ReceiverStream<Result<GetResponse, Status>>;
+
+    async fn list(
+        &self,
+        request: tonic::Request<()>,
+    ) -> Result<tonic::Response<Self::ListStream>, Status> {
+        let r = self.admit(&request, Action::Consume, "");
+        let r = counted("list", r);
+        r?;
+        let (tx, rx) = mpsc::channel(LIST_BUFFER);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut token = String::new();
+            loop {
+                let query = RangeQuery {
+                    limit: LIST_PAGE as usize,
+                    page_token: std::mem::take(&mut token),
+                    ..RangeQuery::default()
+                };
+                let req = Request::Range { query, consistency: Consistency::Linearizable };
+                let page = match handle.call_status(req).await {
+                    Ok(Response::Range(p)) => p,
+                    Ok(_) => {
+                        let _ = tx.send(Err(unexpected())).await;
+                        return;
+                    }
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                };
+                for i in page.items {
+                    let item = GetResponse {
+                        key: i.key,
+                        value: i.value,
+                        create_revision: i.create_index,
+                        mod_revision: i.mod_index,
+                        version: i.version,
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                if page.next_page_token.is_empty() {
+                    return;
+                }
+                token = page.next_page_token;
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_servers(
+        &self,
+        request: tonic::Request<()>,
+    ) -> Result<tonic::Response<GetServersResponse>, Status> {
+        let r = self.admit(&request, Action::Consume, "").map(|()| {
+            let view = self.handle.view();
+            let conf = &view.status.conf;
+            let servers = view
+                .members
+                .values()
+                .map(|m| Server {
+                    id: m.name.clone(),
+                    rpc_addr: m.rpc_addr.clone(),
+                    is_leader: view.status.leader == Some(m.id)
+                        && (m.id != view.status.id || view.status.role == Role::Leader),
+                    raft_id: m.id,
+                    suffrage: if conf.is_voter(m.id) {
+                        Suffrage::Voter as i32
+                    } else {
+                        Suffrage::Learner as i32
+                    },
+                    // Health comes with gossip; until then it is unknown.
+                    health: mokv_proto::api::Health::Unknown as i32,
+                })
+                .collect();
+            tonic::Response::new(GetServersResponse { servers })
+        });
+        counted("get_servers", r)
+    }
+
+    async fn range(
+        &self,
+        request: tonic::Request<RangeRequest>,
+    ) -> Result<tonic::Response<RangeResponse>, Status> {
+        let r = async {
+            self.admit(&request, Action::Consume, &request.get_ref().prefix)?;
+            let q = request.into_inner();
+            let query = RangeQuery {
+                prefix: q.prefix,
+                start_key: q.start_key,
+                limit: q.limit as usize,
+                page_token: q.page_token,
+                keys_only: q.keys_only,
+            };
+            let req = Request::Range { query, consistency: consistency(q.consistency)? };
+            match self.handle.call_status(req).await? {
+                Response::Range(p) => Ok(tonic::Response::new(RangeResponse {
+                    kvs: p.items.into_iter().map(key_value).collect(),
+                    next_page_token: p.next_page_token,
+                })),
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("range", r)
+    }
+}

@@ -1,0 +1,114 @@
+//! `mokvd`: one mokv node. `mokvd --config config.yaml`, `mokvd --dev`, `mokvd certs ...`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use mokv_shell::config::{self, Cli, Command, NodeConfig, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Certs(args)) = &cli.command {
+        return match mokv_shell::certs::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mokvd certs: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match resolve(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mokvd: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::new(&cfg.0.log_level);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    mokv_shell::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mokvd: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg.0, cfg.1)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("mokvd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Flags > environment (both via clap) > file > (`--dev` defaults) > built-in defaults.
+fn resolve(cli: Cli) -> Result<(NodeConfig, Option<mokv_shell::certs::DevCerts>), String> {
+    let run = cli.run;
+    let file = match &run.config {
+        Some(p) => Settings::from_file(&config::expand_path(p)).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    let mut settings = run.settings.over(file).expand_paths();
+    let mut dev = None;
+    if run.dev {
+        let dir = settings.data_dir.clone().unwrap_or_else(config::default_dev_dir);
+        let defaults = config::dev_settings(&dir);
+        let name = settings.node_name.clone().unwrap_or_else(|| "dev".to_owned());
+        dev = Some(mokv_shell::certs::ensure_dev_certs(&dir, &name).map_err(|e| e.to_string())?);
+        let mut defaults = defaults;
+        defaults.server_tls_cert_file = Some(dir.join(format!("{name}.pem")));
+        defaults.server_tls_key_file = Some(dir.join(format!("{name}-key.pem")));
+        settings = settings.over(defaults);
+    }
+    let cfg = NodeConfig::resolve(settings).map_err(|e| e.to_string())?;
+    Ok((cfg, dev))
+}
+
+async fn run(
+    cfg: NodeConfig,
+    dev: Option<mokv_shell::certs::DevCerts>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(port) = cfg.metrics_port {
+        let addr = std::net::SocketAddr::new(cfg.listen_host, port);
+        mokv_shell::metrics::install(addr)?;
+    }
+    let mut node = mokv_shell::server::start(&cfg).await?;
+    // One machine-readable line on stdout, for scripts and tests started with port 0.
+    println!(
+        "mokvd listening on {} (advertised {}, raft id {})",
+        node.local_addr, node.rpc_addr, node.id
+    );
+    if let Some(d) = dev {
+        println!(
+            "dev node ready. Connect with:\n  endpoint: {}\n  ca:       {}\n  cert:     {}\n  key:      {}\n\
+             e.g. grpcurl -cacert {} -cert {} -key {} {} list",
+            node.rpc_addr,
+            d.ca.display(),
+            d.client_cert.display(),
+            d.client_key.display(),
+            d.ca.display(),
+            d.client_cert.display(),
+            d.client_key.display(),
+            node.rpc_addr,
+        );
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = node.wait_failed() => {
+            r?;
+            return Err("the node stopped unexpectedly".into());
+        }
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    node.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Prometheus metrics (`/metrics` on `metrics-port`). Without a port nothing is installed and
+//! every recording below is a no-op.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use mokv_core::{Role, Status};
+
+/// Serves `/metrics` on `addr` from the current tokio runtime.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+        )
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("metrics on {addr}: {e}"))
+}
+
+/// Raft progress of this node, after every driver step.
+pub fn node_status(s: &Status) {
+    metrics::gauge!("mokv_raft_term").set(s.term as f64);
+    metrics::gauge!("mokv_raft_commit_index").set(s.commit_index as f64);
+    metrics::gauge!("mokv_raft_applied_index").set(s.applied_index as f64);
+    metrics::gauge!("mokv_raft_last_index").set(s.last_index as f64);
+    metrics::gauge!("mokv_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });
+}
+
+/// One client rpc answered with `code`.
+pub fn request(rpc: &'static str, code: tonic::Code) {
+    metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => crate::status::code_label(code))
+        .increment(1);
+}
+
+/// One group commit: how many batches it held and how long the synced write took.
+pub fn persist_group(batches: usize, bytes: usize, seconds: f64) {
+    metrics::histogram!("mokv_persist_group_batches").record(batches as f64);
+    metrics::histogram!("mokv_persist_group_bytes").record(bytes as f64);
+    metrics::histogram!("mokv_persist_write_seconds").record(seconds);
+}
+
+/// A message to a peer was dropped (queue full or no connection).
+pub fn peer_dropped() {
+    metrics::counter!("mokv_peer_messages_dropped_total").increment(1);
+}

@@ -1,0 +1,216 @@
+//! One outgoing link per peer: a task that delivers the core's transmits to that peer over
+//! mTLS, batching Raft messages on ONE long-lived `Peer.Raft` client stream, and sending
+//! snapshot messages in chunks on `Peer.Snapshot`.
+//!
+//! The link's queue is bounded: when it is full the driver drops the message and tells the
+//! core the peer is unreachable (raft-rs resends). When the stream breaks the link reports the
+//! peer unreachable and opens a new stream for the next messages (at most one attempt per
+//! [`REOPEN_INTERVAL`]; HTTP/2 keepalive notices dead connections).
+
+use std::time::{Duration, Instant};
+
+use mokv_core::{NodeId, Transmit};
+use mokv_proto::peer::peer_client::PeerClient;
+use mokv_proto::peer::{RaftBatch, SnapshotChunk};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Transmits queued per peer.
+const LINK_QUEUE: usize = 1024;
+/// Batches queued on one stream (HTTP/2 flow control pushes back into it).
+const STREAM_QUEUE: usize = 64;
+/// Upper bound on the bytes of one `RaftBatch`.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Snapshot chunk size.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// A broken stream is reopened at most this often.
+const REOPEN_INTERVAL: Duration = Duration::from_millis(200);
+/// Deadline of one snapshot transfer.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Limit on any one peer gRPC message (both directions).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+
+/// What a link tells the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    Unreachable(NodeId),
+    Snapshot { to: NodeId, delivered: bool },
+}
+
+/// The driver's side of a link.
+#[derive(Debug)]
+pub struct Link {
+    pub addr: String,
+    tx: mpsc::Sender<Transmit>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Link {
+    pub fn spawn(
+        from: NodeId,
+        to: NodeId,
+        addr: String,
+        tls: ClientTlsConfig,
+        feedback: mpsc::Sender<Feedback>,
+    ) -> Link {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let task = tokio::spawn(run(from, to, addr.clone(), tls, rx, feedback));
+        Link { addr, tx, task }
+    }
+
+    /// Queues without waiting; `false` when the queue is full (or the task ended).
+    pub fn try_send(&self, t: Transmit) -> bool {
+        self.tx.try_send(t).is_ok()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// An endpoint to a peer's gRPC port with mTLS, keepalive and short connect timeouts.
+pub fn endpoint(addr: &str, tls: ClientTlsConfig) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(4))
+        .keep_alive_while_idle(true))
+}
+
+pub fn client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+}
+
+async fn run(
+    from: NodeId,
+    to: NodeId,
+    addr: String,
+    tls: ClientTlsConfig,
+    mut rx: mpsc::Receiver<Transmit>,
+    feedback: mpsc::Sender<Feedback>,
+) {
+    let client = match endpoint(&addr, tls) {
+        Ok(e) => client(e.connect_lazy()),
+        Err(e) => {
+            tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
+            // Keep reporting until the driver replaces the link (address change).
+            while let Some(t) = rx.recv().await {
+                report_failure(&feedback, to, t.is_snapshot).await;
+            }
+            return;
+        }
+    };
+    let mut stream: Option<mpsc::Sender<RaftBatch>> = None;
+    let mut last_open: Option<Instant> = None;
+    let mut held: Option<Transmit> = None;
+    loop {
+        let first = match held.take() {
+            Some(t) => t,
+            None => match rx.recv().await {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        if first.is_snapshot {
+            let delivered = send_snapshot(client.clone(), from, to, first.payload.0).await;
+            let _ = feedback.send(Feedback::Snapshot { to, delivered }).await;
+            continue;
+        }
+        let mut bytes = first.payload.0.len();
+        let mut messages = vec![first.payload.0];
+        while bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(t) if t.is_snapshot => {
+                    held = Some(t);
+                    break;
+                }
+                Ok(t) => {
+                    bytes += t.payload.0.len();
+                    messages.push(t.payload.0);
+                }
+                Err(_) => break,
+            }
+        }
+        let open = match &stream {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            _ => {
+                stream = None;
+                if last_open.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+                    None
+                } else {
+                    last_open = Some(Instant::now());
+                    let (tx, srx) = mpsc::channel(STREAM_QUEUE);
+                    let mut c = client.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = c.raft(ReceiverStream::new(srx)).await {
+                            tracing::debug!(peer = to, error = %e, "raft stream ended");
+                        }
+                    });
+                    stream = Some(tx.clone());
+                    Some(tx)
+                }
+            }
+        };
+        let sent = match open {
+            Some(s) => s.try_send(RaftBatch { from, to, messages }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            crate::metrics::peer_dropped();
+            let _ = feedback.try_send(Feedback::Unreachable(to));
+        }
+    }
+}
+
+async fn report_failure(feedback: &mpsc::Sender<Feedback>, to: NodeId, is_snapshot: bool) {
+    if is_snapshot {
+        let _ = feedback.send(Feedback::Snapshot { to, delivered: false }).await;
+    } else {
+        let _ = feedback.try_send(Feedback::Unreachable(to));
+    }
+}
+
+async fn send_snapshot(
+    mut client: PeerClient<Channel>,
+    from: NodeId,
+    to: NodeId,
+    bytes: Vec<u8>,
+) -> bool {
+    let total = bytes.len() as u64;
+    let chunks: Vec<SnapshotChunk> = bytes
+        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, c)| SnapshotChunk {
+            from,
+            to,
+            total_bytes: total,
+            offset: (i * SNAPSHOT_CHUNK_BYTES) as u64,
+            data: c.to_vec(),
+        })
+        .collect();
+    let call = client.snapshot(tokio_stream::iter(chunks));
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, call).await {
+        Ok(Ok(r)) => r.into_inner().applied,
+        Ok(Err(e)) => {
+            tracing::warn!(peer = to, error = %e, "snapshot transfer failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(peer = to, "snapshot transfer timed out");
+            false
+        }
+    }
+}

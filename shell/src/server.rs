@@ -1,0 +1,287 @@
+//! Starting and stopping one node: disk → core node → driver → gRPC server (KV, Peer, health,
+//! reflection) on one mTLS port → join, and the graceful shutdown sequence.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mokv_core::{MemberInfo, Node, Request, Role};
+use mokv_proto::api::kv_server::KvServer;
+use mokv_proto::peer::peer_server::PeerServer;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::NodeConfig;
+use crate::disk::Disk;
+use crate::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
+use crate::kv_service::KvService;
+use crate::peer_link::MAX_PEER_MESSAGE_BYTES;
+use crate::peer_service::PeerService;
+
+const META_NODE_ID: &str = "node-id";
+const META_CLUSTER_ID: &str = "cluster-id";
+/// How long a leader waits for its leadership transfer at shutdown.
+const TRANSFER_WAIT: Duration = Duration::from_secs(3);
+/// How long the server gets to finish in-flight requests at shutdown (peer streams never end
+/// on their own, so this is a bound, not an expectation).
+const DRAIN_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Disk(#[from] crate::disk::DiskError),
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("corrupt node metadata: {0}")]
+    Meta(&'static str),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("TLS configuration: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("recovering the raft state: {0}")]
+    Recovery(#[from] mokv_core::RecoveryError),
+    #[error("randomness: {0}")]
+    Random(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    pub id: u64,
+    /// Where the rpc port is bound (port 0 in the config gives a free port).
+    pub local_addr: SocketAddr,
+    /// The address others use (advertise host + bound port).
+    pub rpc_addr: String,
+    pub handle: DriverHandle,
+    stopping: Arc<AtomicBool>,
+    server_stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    driver: JoinHandle<Result<(), DriverError>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+fn random_u64() -> Result<u64, StartError> {
+    getrandom::u64().map_err(|e| StartError::Random(e.to_string()))
+}
+
+/// Starts a node as configured. Returns once the port is bound and the driver runs.
+pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    let disk = Arc::new(Disk::open(&cfg.data_dir.join("raft"))?);
+    let id = match disk.get_meta(META_NODE_ID)? {
+        Some(b) => {
+            let b: [u8; 8] = b.as_slice().try_into().map_err(|_| StartError::Meta("node id"))?;
+            u64::from_be_bytes(b)
+        }
+        None => {
+            let mut id = 0;
+            while id == 0 {
+                id = random_u64()?;
+            }
+            disk.put_meta(META_NODE_ID, &id.to_be_bytes())?;
+            id
+        }
+    };
+
+    // Bind first: with port 0 the advertised address needs the real port.
+    let bind = SocketAddr::new(cfg.listen_host, cfg.rpc_port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| StartError::Bind { addr: bind, source })?;
+    let local_addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+    let rpc_addr = format_addr(&cfg.advertise_host, local_addr.port());
+    let me = MemberInfo {
+        id,
+        name: cfg.node_name.clone(),
+        peer_addr: rpc_addr.clone(),
+        rpc_addr: rpc_addr.clone(),
+        auto_promote: true,
+    };
+
+    let core_config = cfg.core_config(id, random_u64()?);
+    let mut durable = disk.load()?;
+    let mut cluster_id = disk
+        .get_meta(META_CLUSTER_ID)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let fresh = durable.is_empty();
+    if fresh && cfg.bootstrap {
+        tracing::info!(id, name = %cfg.node_name, "bootstrapping a new cluster");
+        disk.write(&[Node::bootstrap(&me, &core_config)])?;
+        cluster_id = format!("{:016x}", random_u64()?);
+        disk.put_meta(META_CLUSTER_ID, cluster_id.as_bytes())?;
+        durable = disk.load()?;
+    }
+    let node = Node::new(core_config, durable)?;
+
+    let peer_tls = crate::tls::client_config(&cfg.peer_tls)?;
+    let server_tls = crate::tls::server_config(&cfg.server_tls)?;
+    let (driver, handle) = Driver::new(
+        node,
+        disk.clone(),
+        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer_tls: peer_tls.clone() },
+    );
+    let driver = tokio::spawn(driver.run());
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mokv_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let request_limit = cfg.max_value_bytes * 2 + cfg.max_key_bytes + (64 << 10);
+    let kv = KvServer::new(KvService::new(handle.clone(), stopping.clone()))
+        .max_decoding_message_size(request_limit)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer =
+        PeerServer::new(PeerService::new(handle.clone(), rpc_addr.clone(), cluster_id.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+
+    let (server_stop, stop_rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .tls_config(server_tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(kv)
+        .add_service(peer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(server);
+
+    let mut background =
+        vec![tokio::spawn(report_health(health, handle.watch(), stopping.clone()))];
+    if fresh && !cfg.bootstrap {
+        if cfg.start_join_addrs.is_empty() {
+            tracing::warn!(
+                "empty data dir, no bootstrap and no start-join-addrs: waiting to be added"
+            );
+        } else {
+            let h = handle.clone();
+            let addrs = cfg.start_join_addrs.clone();
+            let disk = disk.clone();
+            background.push(tokio::spawn(async move {
+                match crate::join::join(h, me, cluster_id, addrs, peer_tls).await {
+                    Ok(j) => {
+                        if !j.cluster_id.is_empty() {
+                            if let Err(e) = disk.put_meta(META_CLUSTER_ID, j.cluster_id.as_bytes())
+                            {
+                                tracing::error!(error = %e, "storing the cluster id");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "joining failed"),
+                }
+            }));
+        }
+    }
+    tracing::info!(id, %local_addr, %rpc_addr, "node started");
+    Ok(RunningNode {
+        id,
+        local_addr,
+        rpc_addr,
+        handle,
+        stopping,
+        server_stop: Some(server_stop),
+        server,
+        driver,
+        background,
+    })
+}
+
+/// `host:port`, bracketing IPv6 literals.
+fn format_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// SERVING only while the node knows a leader, has applied what it knows to be committed,
+/// and is not shutting down.
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    mut view: watch::Receiver<View>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut last = None;
+    loop {
+        let serving =
+            view.borrow_and_update().status.can_serve() && !stopping.load(Ordering::Relaxed);
+        if last != Some(serving) {
+            let s = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status("", s).await;
+            health.set_service_status("api.KV", s).await;
+            last = Some(serving);
+        }
+        // Re-check at least every second (the stopping flag has no channel).
+        let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
+    }
+}
+
+impl RunningNode {
+    /// Resolves when the node stops on its own (a disk failure); the error says why.
+    pub async fn wait_failed(&mut self) -> Result<(), DriverError> {
+        match (&mut self.driver).await {
+            Ok(r) => r,
+            Err(_) => Err(DriverError::DiskWriterGone),
+        }
+    }
+
+    /// Graceful stop: turn clients away, hand leadership over, stop the server, flush the
+    /// disk, stop the driver.
+    pub async fn shutdown(mut self) -> Result<(), DriverError> {
+        self.stopping.store(true, Ordering::Relaxed);
+        let view = self.handle.view();
+        if view.status.role == Role::Leader {
+            let target = view.status.conf.voters.iter().copied().find(|v| *v != self.id);
+            if let Some(to) = target {
+                tracing::info!(to, "transferring leadership before shutdown");
+                let _ = self.handle.call(Request::TransferLeader { to }).await;
+                let mut w = self.handle.watch();
+                let _ = tokio::time::timeout(TRANSFER_WAIT, async {
+                    loop {
+                        let v = w.borrow_and_update().clone();
+                        if v.status.role != Role::Leader {
+                            break;
+                        }
+                        if w.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        if let Some(s) = self.server_stop.take() {
+            let _ = s.send(());
+        }
+        if tokio::time::timeout(DRAIN_WAIT, &mut self.server).await.is_err() {
+            self.server.abort();
+        }
+        for b in &self.background {
+            b.abort();
+        }
+        self.handle.stop().await;
+        match (&mut self.driver).await {
+            Ok(r) => r,
+            Err(_) => Err(DriverError::DiskWriterGone),
+        }
+    }
+}
