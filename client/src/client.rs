@@ -192,7 +192,7 @@ impl Client {
             .map(|s| Member {
                 voter: s.suffrage == mokv_proto::api::Suffrage::Voter as i32,
                 health: mokv_proto::api::Health::try_from(s.health)
-                    .map(|h| h.as_str_name().to_lowercase())
+                    .map(|h| h.as_str_name().trim_start_matches("HEALTH_").to_lowercase())
                     .unwrap_or_else(|_| "unknown".into()),
                 name: s.id,
                 rpc_addr: s.rpc_addr,

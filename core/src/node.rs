@@ -408,8 +408,18 @@ impl Node {
                 if let Err(e) = self.check_leader() {
                     self.reply(id, Err(e));
                 } else {
-                    self.raw.transfer_leader(to);
-                    self.reply(id, Ok(Response::TransferStarted));
+                    let to = if to == 0 { self.best_transferee() } else { Some(to) };
+                    match to {
+                        Some(to) => {
+                            self.raw.transfer_leader(to);
+                            self.reply(id, Ok(Response::TransferStarted));
+                        }
+                        None => self.reply(
+                            id,
+                            Err(InvalidArgument::Membership("no other voter to hand over to")
+                                .into()),
+                        ),
+                    }
                 }
             }
         }
@@ -605,6 +615,15 @@ impl Node {
     }
 
     fn add_learner(&mut self, id: RequestId, info: MemberInfo) {
+        // A retried join of a node that is already in with the same addresses succeeded.
+        if self.raw.raft.state == StateRole::Leader
+            && self.sm.conf().all_ids().contains(&info.id)
+            && self.sm.members().get(&info.id) == Some(&info)
+        {
+            let index = self.sm.applied_index();
+            self.reply(id, Ok(Response::Membership { index }));
+            return;
+        }
         let check = self.check_conf_change().and_then(|()| {
             if info.id == 0 {
                 return Err(InvalidArgument::Membership("node id must be non-zero").into());

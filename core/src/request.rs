@@ -51,7 +51,8 @@ pub enum Request {
     Remove {
         id: NodeId,
     },
-    /// Asks the leader to hand leadership to `to`; answered once the transfer started.
+    /// Asks the leader to hand leadership to `to` (0: the most caught-up other voter);
+    /// answered once the transfer started.
     TransferLeader {
         to: NodeId,
     },

@@ -226,6 +226,23 @@ fn leadership_transfer_moves_the_leader() {
     assert!(matches!(r, Some(Reply { result: Ok(Response::TransferStarted), .. })));
     assert!(c.run_until(100, |c| c.leader() == Some(target)));
     assert!(is_ok(&c.call(target, set("k", "v"), 100)));
+    // `to: 0` lets the leader pick the most caught-up voter.
+    let r = c.call(target, Request::TransferLeader { to: 0 }, 10);
+    assert!(matches!(r, Some(Reply { result: Ok(Response::TransferStarted), .. })));
+    assert!(c.run_until(100, |c| c.leader().is_some_and(|l| l != target)));
+}
+
+#[test]
+fn repeated_add_learner_with_same_info_is_idempotent() {
+    let mut c = three(15);
+    let leader = c.leader().unwrap();
+    let info = c.member_info(2);
+    let r = c.call(leader, Request::AddLearner { info }, 10);
+    assert!(is_ok(&r), "{r:?}");
+    let mut other = c.member_info(2);
+    other.rpc_addr = "elsewhere:1".into();
+    let r = c.call(leader, Request::AddLearner { info: other }, 10).unwrap();
+    assert!(matches!(r.result, Err(Error::InvalidArgument(_))), "{r:?}");
 }
 
 #[test]

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mokv_client::{default_dev_dir, Client, ClientConfig, ReadMode, TlsFiles};
 
+mod bench;
+
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version)]
 struct Cli {
@@ -54,6 +56,8 @@ enum Command {
     },
     /// Show the cluster's members.
     Members,
+    /// Measure write and linearizable-read throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,7 +85,12 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
         cert: cli.cert.unwrap_or(dev.cert),
         key: cli.key.unwrap_or(dev.key),
     };
-    let mut client = Client::connect(ClientConfig::new(cli.endpoints, tls))?;
+    let config = ClientConfig::new(cli.endpoints, tls);
+    if let Command::Bench(args) = &cli.command {
+        bench::run(&config, args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut client = Client::connect(config)?;
     let mode = if cli.serializable { ReadMode::Serializable } else { ReadMode::Linearizable };
     match cli.command {
         Command::Get { key } => match client.get(&key, mode).await? {
@@ -118,6 +127,7 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
             }
             page_token = next;
         },
+        Command::Bench(_) => unreachable!("handled above"),
         Command::Members => {
             let members = client.members().await?;
             println!(
@@ -126,7 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
             );
             for m in members {
                 println!(
-                    "{:<16} {:<8x} {:<24} {:<8} {:<8} {}",
+                    "{:<16} {:<16x} {:<24} {:<8} {:<8} {}",
                     m.name,
                     m.raft_id,
                     m.rpc_addr,
