@@ -87,6 +87,9 @@ pub struct Client {
     next_read: usize,
     client_id: u64,
     next_seq: u64,
+    /// Whether some write of this session has been answered with success (so the server
+    /// knows the session).
+    session_known: bool,
 }
 
 impl Client {
@@ -108,6 +111,7 @@ impl Client {
             next_read: 0,
             client_id: u64::from_le_bytes(id).max(1),
             next_seq: 1,
+            session_known: false,
         };
         for e in &config.endpoints {
             client.conn_index(e)?;
@@ -205,8 +209,20 @@ impl Client {
     fn new_session(&mut self) -> Session {
         let seq = self.next_seq;
         self.next_seq += 1;
-        // One request in flight per client: everything before this seq was answered.
-        Session { client_id: self.client_id, seq, first_unacked_seq: seq }
+        // One request in flight per client: everything before this seq was answered. Until a
+        // write has succeeded, the server may not know the session at all (writes refused
+        // before they reached the log, e.g. INVALID_ARGUMENT, do not open it), and an unknown
+        // session with answered seqs is taken for an expired one: claim none answered yet.
+        let first_unacked_seq = if self.session_known { seq } else { 1 };
+        Session { client_id: self.client_id, seq, first_unacked_seq }
+    }
+
+    /// The server forgot this session (FAILED_PRECONDITION): later writes use a new one.
+    fn restart_session(&mut self) {
+        let next = self.client_id.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        self.client_id = getrandom::u64().unwrap_or(next).max(1);
+        self.next_seq = 1;
+        self.session_known = false;
     }
 
     /// Sends a write to the leader, following hints; retries with the same session on
@@ -223,11 +239,18 @@ impl Client {
             let idx = self.leader.unwrap_or(attempt as usize % self.conns.len());
             let kv = self.conns[idx].kv.clone();
             match self.attempt(call(kv, req.clone())).await {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    self.session_known = true;
+                    return Ok(r);
+                }
                 Err(s) => {
                     last = format!("{}: {}", self.conns[idx].addr, s.message());
                     match s.code() {
                         Code::Unavailable => self.follow_hint(&s)?,
+                        Code::FailedPrecondition => {
+                            self.restart_session();
+                            return Err(ClientError::from_status(&s));
+                        }
                         // Timed out at or on the way to the server: it may have been applied;
                         // the retry carries the same session and seq, so it is applied once.
                         Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {

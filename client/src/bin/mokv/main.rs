@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
         Command::Members => {
             let members = client.members().await?;
             println!(
-                "{:<16} {:<8} {:<24} {:<8} {:<8} HEALTH",
+                "{:<16} {:<16} {:<24} {:<8} {:<8} HEALTH",
                 "NAME", "ID", "RPC ADDRESS", "LEADER", "ROLE"
             );
             for m in members {
