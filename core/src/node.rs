@@ -708,12 +708,19 @@ impl Node {
         let prs = self.raw.raft.prs();
         let candidate = self.sm.conf().learners.iter().copied().find(|l| {
             let auto = self.sm.members().get(l).is_some_and(|m| m.auto_promote);
-            // Caught up: replicating normally (not probing, not waiting for a snapshot) and
-            // close enough to the end of the log.
+            // Caught up: replicating normally (not waiting for a snapshot) and close enough to
+            // the end of the log, or probing with everything acknowledged: raft-rs leaves a
+            // follower whose snapshot reply came before the snapshot report in Probe until the
+            // next entry is appended, which in an idle cluster never comes.
             let caught_up = prs.get(*l).is_some_and(|p| {
-                p.state == raft::ProgressState::Replicate
-                    && p.matched > 0
-                    && p.matched + self.config.promote_lag_entries >= last
+                p.matched > 0
+                    && match p.state {
+                        raft::ProgressState::Replicate => {
+                            p.matched + self.config.promote_lag_entries >= last
+                        }
+                        raft::ProgressState::Probe => p.matched >= last,
+                        raft::ProgressState::Snapshot => false,
+                    }
             });
             auto && caught_up
         });

@@ -79,8 +79,11 @@ pub struct Settings {
     /// Start a new single-node cluster if the data dir is empty.
     #[arg(long, env = "MOKV_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
     pub bootstrap: Option<bool>,
+    /// Casbin model (default: the built-in copy of certs/model.conf); reloaded when it changes.
     #[arg(long, env = "MOKV_ACL_MODEL_FILE")]
     pub acl_model_file: Option<PathBuf>,
+    /// Casbin policy CSV (default: the built-in certs/policy.csv, `root` may do everything);
+    /// reloaded when it changes.
     #[arg(long, env = "MOKV_ACL_POLICY_FILE")]
     pub acl_policy_file: Option<PathBuf>,
     #[arg(long, env = "MOKV_SERVER_TLS_CERT_FILE")]

@@ -9,6 +9,9 @@
 //!
 //! `List` streams every key with its value, paging through the core's range reads (bounded
 //! pages; each page is one linearizable read, like etcd's paginated range).
+//!
+//! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
+//! documented in [`crate::authz`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,10 +28,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::authz::{authorize, Action};
+use crate::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
 use crate::driver::DriverHandle;
 use crate::status;
-use crate::tls::identity_of;
+use crate::tls::{identity_of, Identity};
 
 /// Keys per internal page of `List`.
 const LIST_PAGE: u32 = 256;
@@ -39,20 +42,30 @@ const LIST_BUFFER: usize = 256;
 pub struct KvService {
     handle: DriverHandle,
     stopping: Arc<AtomicBool>,
+    authz: Authorizer,
 }
 
 impl KvService {
-    /// `stopping` turns every new request away (UNAVAILABLE) during shutdown.
-    pub fn new(handle: DriverHandle, stopping: Arc<AtomicBool>) -> Self {
-        Self { handle, stopping }
+    /// `stopping` turns every new request away (UNAVAILABLE) during shutdown; `authz` decides
+    /// who may do what.
+    pub fn new(handle: DriverHandle, stopping: Arc<AtomicBool>, authz: Authorizer) -> Self {
+        Self { handle, stopping, authz }
     }
 
-    fn admit<T>(&self, req: &tonic::Request<T>, action: Action, key: &str) -> Result<(), Status> {
-        authorize(identity_of(req), action, key)?;
+    /// Checks `(caller, obj, action)` against the policy in force; returns the caller and that
+    /// policy (for filtering results with the same policy).
+    fn admit<T>(
+        &self,
+        req: &tonic::Request<T>,
+        action: Action,
+        obj: &str,
+    ) -> Result<(Identity, Policy), Status> {
+        let policy = self.authz.snapshot();
+        let id = policy.check(identity_of(req), action, obj)?;
         if self.stopping.load(Ordering::Relaxed) {
             return Err(status::shutting_down());
         }
-        Ok(())
+        Ok((id, policy))
     }
 }
 
@@ -161,9 +174,8 @@ impl Kv for KvService {
         &self,
         request: tonic::Request<()>,
     ) -> Result<tonic::Response<Self::ListStream>, Status> {
-        let r = self.admit(&request, Action::Consume, "");
-        let r = counted("list", r);
-        r?;
+        let r = self.admit(&request, Action::Consume, &range_object(""));
+        let (caller, policy) = counted("list", r)?;
         let (tx, rx) = mpsc::channel(LIST_BUFFER);
         let handle = self.handle.clone();
         tokio::spawn(async move {
@@ -187,6 +199,9 @@ impl Kv for KvService {
                     }
                 };
                 for i in page.items {
+                    if !policy.allows(&caller.name, &i.key, Action::Consume) {
+                        continue;
+                    }
                     let item = GetResponse {
                         key: i.key,
                         value: i.value,
@@ -211,7 +226,7 @@ impl Kv for KvService {
         &self,
         request: tonic::Request<()>,
     ) -> Result<tonic::Response<GetServersResponse>, Status> {
-        let r = self.admit(&request, Action::Consume, "").map(|()| {
+        let r = self.admit(&request, Action::Admin, CLUSTER_OBJECT).map(|_| {
             let view = self.handle.view();
             let conf = &view.status.conf;
             let servers = view
@@ -242,7 +257,8 @@ impl Kv for KvService {
         request: tonic::Request<RangeRequest>,
     ) -> Result<tonic::Response<RangeResponse>, Status> {
         let r = async {
-            self.admit(&request, Action::Consume, &request.get_ref().prefix)?;
+            let obj = range_object(&request.get_ref().prefix);
+            let (caller, policy) = self.admit(&request, Action::Consume, &obj)?;
             let q = request.into_inner();
             let query = RangeQuery {
                 prefix: q.prefix,
@@ -254,7 +270,12 @@ impl Kv for KvService {
             let req = Request::Range { query, consistency: consistency(q.consistency)? };
             match self.handle.call_status(req).await? {
                 Response::Range(p) => Ok(tonic::Response::new(RangeResponse {
-                    kvs: p.items.into_iter().map(key_value).collect(),
+                    kvs: p
+                        .items
+                        .into_iter()
+                        .filter(|i| policy.allows(&caller.name, &i.key, Action::Consume))
+                        .map(key_value)
+                        .collect(),
                     next_page_token: p.next_page_token,
                 })),
                 _ => Err(unexpected()),

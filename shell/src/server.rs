@@ -49,6 +49,8 @@ pub enum StartError {
     Random(String),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("authorization: {0}")]
+    Authz(#[from] crate::authz::AuthzError),
 }
 
 /// A running node.
@@ -73,6 +75,12 @@ fn random_u64() -> Result<u64, StartError> {
 
 /// Starts a node as configured. Returns once the port is bound and the driver runs.
 pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
+    // Authorization first: a bad model or policy file stops the start before anything is touched.
+    let authz = crate::authz::Authorizer::load(
+        cfg.acl_model_file.as_deref(),
+        cfg.acl_policy_file.as_deref(),
+    )
+    .await?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.display().to_string(),
         source,
@@ -141,7 +149,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let request_limit = cfg.max_value_bytes * 2 + cfg.max_key_bytes + (64 << 10);
-    let kv = KvServer::new(KvService::new(handle.clone(), stopping.clone()))
+    let kv = KvServer::new(KvService::new(handle.clone(), stopping.clone(), authz.clone()))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let peer =
@@ -166,6 +174,14 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 
     let mut background =
         vec![tokio::spawn(report_health(health, handle.watch(), stopping.clone()))];
+    if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
+        background.push(tokio::spawn(crate::authz::watch(
+            authz,
+            cfg.acl_model_file.clone(),
+            cfg.acl_policy_file.clone(),
+            crate::authz::RELOAD_INTERVAL,
+        )));
+    }
     if fresh && !cfg.bootstrap {
         if cfg.start_join_addrs.is_empty() {
             tracing::warn!(
