@@ -1,1 +1,468 @@
 //! Helpers for end-to-end tests with real `mokvd` processes.
+//!
+//! - [`Certs`]: a CA, node and client certificates made by `mokvd certs` in a temp dir.
+//! - [`Mokvd`]: one `mokvd` child process on an ephemeral port (`--rpc-port 0`; the bound
+//!   address is read from the `mokvd listening on ...` line on stdout). Dropping it SIGKILLs
+//!   and reaps the process; [`Mokvd::kill`] / [`Mokvd::restart`] crash and restart it on its
+//!   data dir and port.
+//! - [`Cluster`]: three nodes formed through bootstrap + join.
+//! - [`eventually`]: polling with a deadline (the only waiting the tests do).
+//!
+//! The binaries under test are passed in by path: `CARGO_BIN_EXE_*` exists only in the
+//! integration tests (see [`Bins`] and `tests/Cargo.toml`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mokv_client::{Client, ClientConfig, TlsFiles};
+use mokv_proto::api::kv_client::KvClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// The client from the ORIGINAL mökv proto text (`tests/proto/original_kv.proto`).
+pub mod original {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+    tonic::include_proto!("api");
+}
+
+/// Upper bound of every wait; reaching it fails the test.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between two polls.
+pub const POLL: Duration = Duration::from_millis(20);
+/// Raft tick of the test nodes (election timeout = 10 ticks = 200..400 ms).
+pub const TICK_MS: u64 = 20;
+
+/// Paths of the binaries under test.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub mokvd: PathBuf,
+    pub mokv: PathBuf,
+}
+
+/// `Bins` of the calling integration test (the bins of this package, built fresh by cargo).
+#[macro_export]
+macro_rules! bins {
+    () => {
+        $crate::Bins {
+            mokvd: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-mokvd")),
+            mokv: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-mokv")),
+        }
+    };
+}
+
+/// Retries `f` every [`POLL`] until it returns `Some`; panics after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(what, DEADLINE, f).await
+}
+
+/// [`eventually`] with an explicit bound.
+pub async fn eventually_within<T, F, Fut>(what: &str, bound: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < bound, "timed out after {bound:?} waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A command with no `MOKV_*` variables inherited from the caller's environment.
+fn clean_command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MOKV_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Certificates made by `mokvd certs` in one directory.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    /// Runs `mokvd certs --out DIR --node .. --client ..`.
+    pub fn generate(bins: &Bins, dir: &Path, nodes: &[&str], clients: &[&str]) -> Certs {
+        let mut cmd = clean_command(&bins.mokvd);
+        cmd.arg("certs").arg("--out").arg(dir);
+        for n in nodes {
+            cmd.args(["--node", n]);
+        }
+        for c in clients {
+            cmd.args(["--client", c]);
+        }
+        let out = cmd.output().expect("running mokvd certs");
+        assert!(
+            out.status.success(),
+            "mokvd certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs { dir: dir.to_path_buf() }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn read(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.path(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"))
+    }
+
+    /// The client library's TLS files for identity `who`.
+    pub fn tls(&self, who: &str) -> TlsFiles {
+        TlsFiles {
+            ca: self.path("ca.pem"),
+            cert: self.path(&format!("{who}.pem")),
+            key: self.path(&format!("{who}-key.pem")),
+        }
+    }
+
+    /// A raw (lazy) channel to `addr` trusting this CA, presenting `who`'s certificate if any.
+    pub fn channel(&self, addr: &str, who: Option<&str>) -> Channel {
+        let identity =
+            who.map(|w| (self.read(&format!("{w}.pem")), self.read(&format!("{w}-key.pem"))));
+        channel(addr, self.read("ca.pem"), identity)
+    }
+
+    /// A raw `KV` client (the workspace's proto) as `root`.
+    pub fn kv(&self, addr: &str) -> KvClient<Channel> {
+        KvClient::new(self.channel(addr, Some("root")))
+    }
+
+    /// A library client that knows only `endpoints`.
+    pub fn client(&self, endpoints: &[&str]) -> Client {
+        let endpoints = endpoints.iter().map(|e| (*e).to_owned()).collect();
+        Client::connect(ClientConfig::new(endpoints, self.tls("root"))).expect("client config")
+    }
+}
+
+/// A raw channel: trusts `ca`, presents `identity` (cert, key PEM) if given.
+pub fn channel(addr: &str, ca: Vec<u8>, identity: Option<(Vec<u8>, Vec<u8>)>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((c, k)) = identity {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// What a node was started with (kept for restarts).
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Everything else on the command line except `--rpc-port`.
+    pub args: Vec<OsString>,
+}
+
+impl NodeSpec {
+    /// A cluster node with certificate `<name>.pem` from `certs`, data in `data_root/<name>`.
+    pub fn node(certs: &Certs, data_root: &Path, name: &str) -> NodeSpec {
+        let data_dir = data_root.join(name);
+        let mut args: Vec<OsString> = Vec::new();
+        let mut arg = |k: &str, v: OsString| {
+            args.push(k.into());
+            args.push(v);
+        };
+        arg("--data-dir", data_dir.clone().into());
+        arg("--node-name", name.into());
+        arg("--bind-addr", "127.0.0.1:0".into());
+        arg("--server-tls-cert-file", certs.path(&format!("{name}.pem")).into());
+        arg("--server-tls-key-file", certs.path(&format!("{name}-key.pem")).into());
+        arg("--server-tls-ca-file", certs.path("ca.pem").into());
+        arg("--tick-ms", TICK_MS.to_string().into());
+        // The driver's info lines say when a snapshot was installed; the rest stays quiet.
+        arg("--log-level", "warn,mokv_shell::driver=info".into());
+        NodeSpec { name: name.to_owned(), data_dir, args }
+    }
+
+    /// Adds `--flag value`.
+    pub fn with(mut self, flag: &str, value: impl Into<OsString>) -> NodeSpec {
+        self.args.push(flag.into());
+        self.args.push(value.into());
+        self
+    }
+
+    /// Adds a bare `--flag`.
+    pub fn flag(mut self, flag: &str) -> NodeSpec {
+        self.args.push(flag.into());
+        self
+    }
+}
+
+/// A running (or killed) `mokvd` process. Dropping it SIGKILLs and reaps the process.
+#[derive(Debug)]
+pub struct Mokvd {
+    bin: PathBuf,
+    pub spec: NodeSpec,
+    child: Option<Child>,
+    /// The advertised rpc address (`127.0.0.1:<port>`).
+    pub addr: String,
+    pub port: u16,
+    pub raft_id: u64,
+    /// Every stdout line (after the listening line) and stderr line, of every incarnation.
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mokvd {
+    /// Starts `mokvd` on an ephemeral port and waits for its listening line.
+    pub fn start(bin: &Path, spec: NodeSpec) -> Mokvd {
+        let mut node = Mokvd {
+            bin: bin.to_path_buf(),
+            spec,
+            child: None,
+            addr: String::new(),
+            port: 0,
+            raft_id: 0,
+            output: Arc::new(Mutex::new(Vec::new())),
+        };
+        node.spawn(0);
+        node
+    }
+
+    /// Starts a process with `--rpc-port port` and reads the listening line.
+    fn spawn(&mut self, port: u16) {
+        assert!(self.child.is_none(), "{} is already running", self.spec.name);
+        let mut child = clean_command(&self.bin)
+            .args(&self.spec.args)
+            .args(["--rpc-port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning mokvd");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let out = self.output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("mokvd listening on ") {
+                    let _ = tx.send(line);
+                } else {
+                    out.lock().unwrap().push(line);
+                }
+            }
+        });
+        let out = self.output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        let Ok(line) = rx.recv_timeout(DEADLINE) else {
+            let log = self.log_tail(40);
+            panic!("{} printed no listening line; output:\n{log}", self.spec.name);
+        };
+        // "mokvd listening on 127.0.0.1:PORT (advertised 127.0.0.1:PORT, raft id N)"
+        let advertised = line
+            .split("(advertised ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected listening line: {line}"));
+        let raft_id = line
+            .rsplit("raft id ")
+            .next()
+            .and_then(|r| r.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("unexpected listening line: {line}"));
+        self.addr = advertised.to_owned();
+        self.port = advertised.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.raft_id = raft_id;
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// kill -9, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again on the same data dir, flags and port (its peers know it by its
+    /// address).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (port, id) = (self.port, self.raft_id);
+        self.spawn(port);
+        assert_eq!(self.raft_id, id, "{} came back with another raft id", self.spec.name);
+    }
+
+    /// Whether some output line contains `needle`.
+    pub fn output_contains(&self, needle: &str) -> bool {
+        self.output_count(needle) > 0
+    }
+
+    /// How many output lines contain `needle`.
+    pub fn output_count(&self, needle: &str) -> usize {
+        self.output.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The last `n` output lines.
+    pub fn log_tail(&self, n: usize) -> String {
+        let out = self.output.lock().unwrap();
+        out[out.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Mokvd {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} ({}) output tail ---\n{}",
+                self.spec.name,
+                self.addr,
+                self.log_tail(30)
+            );
+        }
+    }
+}
+
+/// Three nodes: n1 bootstraps, n2 and n3 join through n1's rpc address.
+#[derive(Debug)]
+pub struct Cluster {
+    pub bins: Bins,
+    pub certs: Certs,
+    pub nodes: Vec<Mokvd>,
+    // Dropped last: the processes are killed before their directories go.
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts n1..n3 with `extra` flags each (e.g. `--snapshot-threshold 50`) and waits until
+    /// all three are voters and one is the leader.
+    pub async fn start(bins: Bins, extra: &[(&str, &str)]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let certs = Certs::generate(
+            &bins,
+            &tmp.path().join("certs"),
+            &["n1", "n2", "n3"],
+            &["root", "nobody"],
+        );
+        let spec = |name: &str| {
+            let mut s = NodeSpec::node(&certs, &tmp.path().join("data"), name);
+            for (k, v) in extra {
+                s = s.with(k, *v);
+            }
+            s
+        };
+        let n1 = Mokvd::start(&bins.mokvd, spec("n1").flag("--bootstrap"));
+        let join = n1.addr.clone();
+        let n2 = Mokvd::start(&bins.mokvd, spec("n2").with("--start-join-addrs", &join));
+        let n3 = Mokvd::start(&bins.mokvd, spec("n3").with("--start-join-addrs", &join));
+        let cluster = Cluster { bins, certs, nodes: vec![n1, n2, n3], _tmp: tmp };
+        let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        let certs = cluster.certs.clone();
+        eventually("three voters and a leader", || {
+            let certs = certs.clone();
+            let addrs = addrs.clone();
+            async move {
+                let mut kv = certs.kv(&addrs[0]);
+                let servers = kv.get_servers(()).await.ok()?.into_inner().servers;
+                let voters = servers
+                    .iter()
+                    .filter(|s| s.suffrage == mokv_proto::api::Suffrage::Voter as i32)
+                    .count();
+                let leaders = servers.iter().filter(|s| s.is_leader).count();
+                (voters == 3 && leaders == 1).then_some(())
+            }
+        })
+        .await;
+        cluster
+    }
+
+    pub fn addrs(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.addr.as_str()).collect()
+    }
+
+    /// A library client that knows every node.
+    pub fn client(&self) -> Client {
+        self.certs.client(&self.addrs())
+    }
+
+    /// Index of the leader among the running nodes: the node that reports itself as leader in
+    /// its own `GetServers` answer. Polls until there is one.
+    pub async fn leader(&mut self) -> usize {
+        let live: Vec<(usize, String)> = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| n.is_running().then(|| (i, n.addr.clone())))
+            .collect();
+        let certs = self.certs.clone();
+        eventually("a leader", || {
+            let live = live.clone();
+            let certs = certs.clone();
+            async move { find_leader(&certs, &live).await }
+        })
+        .await
+    }
+}
+
+/// The index of the first node of `live` whose `GetServers` names itself leader.
+pub async fn find_leader(certs: &Certs, live: &[(usize, String)]) -> Option<usize> {
+    for (i, addr) in live {
+        let mut kv = certs.kv(addr);
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(1), kv.get_servers(())).await else {
+            continue;
+        };
+        let Ok(r) = r else { continue };
+        if r.into_inner().servers.iter().any(|s| s.is_leader && &s.rpc_addr == addr) {
+            return Some(*i);
+        }
+    }
+    None
+}
+
+/// Every key under `prefix` with its value, paging through `Range` on `client`.
+pub async fn read_all(
+    client: &mut Client,
+    prefix: &str,
+    mode: mokv_client::ReadMode,
+) -> Result<BTreeMap<String, Vec<u8>>, mokv_client::ClientError> {
+    let mut all = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let (entries, next) = client.range(prefix, 1000, &token, false, mode).await?;
+        for e in entries {
+            all.insert(e.key, e.value);
+        }
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
