@@ -115,6 +115,16 @@ pub enum PeerMessageError {
     WrongRecipient { to: NodeId },
     #[error("message type may not come from a peer")]
     LocalType,
+    #[error("append entries are not consecutive after the message's index")]
+    MalformedAppend,
+    #[error("message claims to come from node {from}")]
+    BadSender { from: NodeId },
+    #[error("read index request without exactly one context entry")]
+    MalformedReadIndex,
+    #[error("message term does not fit its type")]
+    BadTerm,
+    #[error("heartbeat commits index {commit}, beyond this node's log")]
+    CommitBeyondLog { commit: u64 },
     #[error("snapshot payload is invalid: {0}")]
     BadSnapshot(crate::codec::DecodeError),
     #[error("raft refused the message: {0}")]

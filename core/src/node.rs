@@ -37,6 +37,23 @@ impl std::fmt::Debug for PeerPayload {
     }
 }
 
+/// What raft-rs assumes of an append without checking: entries numbered consecutively from
+/// `m.index + 1`, terms non-zero, never decreasing, never above the message's term, and not
+/// below the term of the entry they follow.
+fn append_is_well_formed(m: &Message) -> bool {
+    let mut prev_term = m.log_term;
+    for (i, e) in m.entries.iter().enumerate() {
+        let expected = m.index.checked_add(1 + i as u64);
+        if Some(e.index) != expected || e.term == 0 || e.term < prev_term || e.term > m.term {
+            return false;
+        }
+        prev_term = e.term;
+    }
+    // Every real entry has a term; raft-rs reads the term of an index beyond its log as 0,
+    // so a claimed term 0 at a real index would "match" anything and commit past the log.
+    (m.index == 0) == (m.log_term == 0) && m.log_term <= m.term
+}
+
 /// A message to deliver to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -328,8 +345,37 @@ impl Node {
         if m.to != self.config.id {
             return Err(PeerMessageError::WrongRecipient { to: m.to });
         }
-        if raft::raw_node::is_local_msg(m.get_msg_type()) {
+        // Proposals and leadership transfers are never forwarded between our nodes (only a
+        // leader proposes or starts a transfer), so they are refused like the local types
+        // (raft-rs would also panic forwarding one that carries a term).
+        if raft::raw_node::is_local_msg(m.get_msg_type())
+            || matches!(m.get_msg_type(), MessageType::MsgPropose | MessageType::MsgTransferLeader)
+        {
             return Err(PeerMessageError::LocalType);
+        }
+        // raft-rs reads term 0 as a local message and panics answering a vote that has none;
+        // a follower's forwarded MsgReadIndex, and only it, carries no term (one with a term
+        // would be forwarded again and trip raft-rs's own assertion).
+        if (m.term == 0) != (m.get_msg_type() == MessageType::MsgReadIndex) {
+            return Err(PeerMessageError::BadTerm);
+        }
+        if m.from == 0 || m.from == self.config.id {
+            return Err(PeerMessageError::BadSender { from: m.from });
+        }
+        if m.get_msg_type() == MessageType::MsgReadIndex && m.entries.len() != 1 {
+            // The request context travels as the one entry; raft-rs indexes it unchecked.
+            return Err(PeerMessageError::MalformedReadIndex);
+        }
+        if m.get_msg_type() == MessageType::MsgAppend && !append_is_well_formed(&m) {
+            // raft-rs slices its log assuming consecutive entries right after `m.index`.
+            return Err(PeerMessageError::MalformedAppend);
+        }
+        if m.get_msg_type() == MessageType::MsgHeartbeat
+            && m.commit > self.raw.raft.raft_log.last_index()
+        {
+            // An honest leader never commits past what the follower has (it sends
+            // min(matched, committed)); raft-rs would panic in `commit_to`.
+            return Err(PeerMessageError::CommitBeyondLog { commit: m.commit });
         }
         if m.get_msg_type() == MessageType::MsgSnapshot {
             // Validate before raft-rs accepts it: once accepted it must be installable.

@@ -131,6 +131,22 @@ pub fn write_client_cert(ca: &Ca, dir: &Path, cn: &str) -> Result<(PathBuf, Path
     issue(ca, dir, cn, params, vec![ExtendedKeyUsagePurpose::ClientAuth])
 }
 
+/// Like [`write_client_cert`], valid only from `not_before` to `not_after` (UTC dates as
+/// `(year, month, day)`). For tests of expired and not-yet-valid certificates.
+pub fn write_client_cert_with_validity(
+    ca: &Ca,
+    dir: &Path,
+    cn: &str,
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> Result<(PathBuf, PathBuf), CertsError> {
+    check_name(cn)?;
+    let mut params = CertificateParams::new(Vec::new()).map_err(rc(format!("client {cn}")))?;
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    issue(ca, dir, cn, params, vec![ExtendedKeyUsagePurpose::ClientAuth])
+}
+
 fn issue(
     ca: &Ca,
     dir: &Path,

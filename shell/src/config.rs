@@ -20,6 +20,8 @@ use serde::Deserialize;
 
 /// Default client port, the original's.
 pub const DEFAULT_RPC_PORT: u16 = 8400;
+/// Default `max-concurrent-streams`: in-flight rpcs per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,6 +110,9 @@ pub struct Settings {
     pub max_key_bytes: Option<usize>,
     #[arg(long, env = "MOKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Concurrent HTTP/2 streams (in-flight rpcs) per client or peer connection.
+    #[arg(long, env = "MOKV_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
     /// Length of one Raft tick in milliseconds.
     #[arg(long, env = "MOKV_TICK_MS")]
     pub tick_ms: Option<u64>,
@@ -151,6 +156,7 @@ impl Settings {
             log_level,
             max_key_bytes,
             max_value_bytes,
+            max_concurrent_streams,
             tick_ms,
             election_ticks,
             heartbeat_ticks,
@@ -211,6 +217,7 @@ pub struct NodeConfig {
     pub log_level: String,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    pub max_concurrent_streams: u32,
     pub tick_ms: u64,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -276,6 +283,11 @@ impl NodeConfig {
                 format!("must be at most {}", crate::MAX_VALUE_BYTES_LIMIT),
             ));
         }
+        let max_concurrent_streams =
+            s.max_concurrent_streams.unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
+        if max_concurrent_streams == 0 {
+            return Err(bad("max-concurrent-streams", "must be positive"));
+        }
         let tick_ms = s.tick_ms.unwrap_or(100);
         if !(1..=10_000).contains(&tick_ms) {
             return Err(bad("tick-ms", "must be in 1..=10000"));
@@ -310,6 +322,7 @@ impl NodeConfig {
             log_level,
             max_key_bytes,
             max_value_bytes,
+            max_concurrent_streams,
             tick_ms,
             election_ticks,
             heartbeat_ticks,
@@ -450,9 +463,20 @@ mod tests {
         .unwrap();
         let c = NodeConfig::resolve(s.expand_paths()).unwrap();
         assert_eq!(c.rpc_port, 8400);
+        assert_eq!(c.max_concurrent_streams, DEFAULT_MAX_CONCURRENT_STREAMS);
         assert!(c.bootstrap);
         assert_eq!(c.metrics_port, Some(4000));
         assert!(!c.acl_model_file.unwrap().to_str().unwrap().contains('$'));
+    }
+
+    #[test]
+    fn max_concurrent_streams_is_configurable_and_checked() {
+        let s = Settings::from_yaml("max-concurrent-streams: 8\n").unwrap();
+        let c = NodeConfig::resolve(s.over(minimal())).unwrap();
+        assert_eq!(c.max_concurrent_streams, 8);
+        let s = Settings::from_yaml("max-concurrent-streams: 0\n").unwrap();
+        let e = NodeConfig::resolve(s.over(minimal())).unwrap_err();
+        assert!(e.0.starts_with("max-concurrent-streams"), "{e}");
     }
 
     #[test]

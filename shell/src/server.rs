@@ -11,7 +11,6 @@ use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::NodeConfig;
@@ -134,7 +133,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let node = Node::new(core_config, durable)?;
 
     let peer_tls = crate::tls::client_config(&cfg.peer_tls)?;
-    let server_tls = crate::tls::server_config(&cfg.server_tls)?;
+    let server_tls = crate::tls::ReloadableServerTls::load(&cfg.server_tls)?;
+    let rustls_config = server_tls.server_config()?;
     let (driver, handle) = Driver::new(
         node,
         disk.clone(),
@@ -158,11 +158,13 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
 
     let (server_stop, stop_rx) = oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // TLS is terminated here rather than by tonic so that certificates can be reloaded.
+    let incoming = crate::tls::incoming(listener, rustls_config);
     let server = tonic::transport::Server::builder()
-        .tls_config(server_tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
         .add_service(kv)
         .add_service(peer)
         .add_service(health_service)
@@ -172,8 +174,10 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         });
     let server = tokio::spawn(server);
 
-    let mut background =
-        vec![tokio::spawn(report_health(health, handle.watch(), stopping.clone()))];
+    let mut background = vec![
+        tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
+        tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
+    ];
     if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
         background.push(tokio::spawn(crate::authz::watch(
             authz,
@@ -218,6 +222,34 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         driver,
         background,
     })
+}
+
+/// tonic's decoder refuses a request beyond `max_decoding_message_size` with OUT_OF_RANGE
+/// before any handler runs; mokv reports every over-limit input as INVALID_ARGUMENT (the core
+/// does for keys and values), so this rewrites that one status. It travels in the headers of
+/// a trailers-only response (the request is decoded before anything is sent).
+fn oversized_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &[u8] = b"11";
+    let h = resp.headers();
+    let oversized = h.get("grpc-status").is_some_and(|v| v.as_bytes() == OUT_OF_RANGE)
+        && h.get("grpc-message").is_some_and(|v| {
+            let m = v.as_bytes();
+            contains(m, b"decoded message length too large")
+                || contains(m, b"decoded%20message%20length%20too%20large")
+        });
+    if oversized {
+        let h = resp.headers_mut();
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("request%20exceeds%20the%20message%20size%20limit"),
+        );
+    }
+    resp
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `host:port`, bracketing IPv6 literals.

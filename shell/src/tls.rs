@@ -1,15 +1,26 @@
 //! Mutual TLS for both gRPC directions, and the caller's identity.
 //!
-//! Servers use tonic's rustls integration (ring provider): a server certificate plus the CA
-//! that every client certificate must chain to; a client without a certificate, or with one
-//! that does not verify, fails the handshake. Handlers then read the verified chain with
-//! `Request::peer_certs()`, and [`Identity`] is the subject CN of its end-entity certificate.
+//! The server terminates TLS 1.3 itself (tokio-rustls, ring) and hands tonic the established
+//! streams: a server certificate plus the CA that every client certificate must chain to; a
+//! client without a certificate, or with one that does not verify (other CA, expired, not yet
+//! valid), fails the handshake. Both come from [`ReloadableServerTls`], re-read from disk on
+//! change or SIGHUP ([`watch`]), which tonic's fixed `ServerTlsConfig` could not do. Handlers
+//! read the verified chain with `Request::peer_certs()` (tonic's `Connected` impl for
+//! tokio-rustls streams), and [`Identity`] is the subject CN of its end-entity certificate.
 //!
-//! Peer connections present the node's own certificate (`peer-tls-*`).
+//! Peer connections present the node's own certificate (`peer-tls-*`, read at start).
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
-use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tonic::transport::{Certificate, ClientTlsConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::TlsFiles;
@@ -34,17 +45,6 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.display().to_string(),
         source,
     })
-}
-
-/// Server side: presents `files.cert`, requires a client certificate signed by `files.ca`.
-pub fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
-    let cert = read("reading certificate", &files.cert)?;
-    let key = read("reading private key", &files.key)?;
-    let ca = read("reading CA certificate", &files.ca)?;
-    Ok(ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca))
-        .timeout(std::time::Duration::from_secs(10)))
 }
 
 /// Client side: trusts `files.ca` and presents `files.cert` (the node certificate for peers).
@@ -83,4 +83,250 @@ pub fn identity_from_der(der: &[u8]) -> Option<Identity> {
         _ => false,
     };
     Some(Identity { name, is_node })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server TLS that can be reloaded from disk without a restart.
+
+/// How often the server certificate, key and CA files are checked for changes.
+pub const CERT_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bound on one TLS handshake (a client that stalls it is dropped).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn invalid(what: &'static str, path: &Path, why: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        what,
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()),
+    }
+}
+
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = read("reading certificate", &files.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("parsing certificate", &files.cert, e))?;
+    if chain.is_empty() {
+        return Err(invalid("parsing certificate", &files.cert, "no certificate in the file"));
+    }
+    // The key's parse error is not shown: it could quote key material.
+    let key = read("reading private key", &files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|_| invalid("parsing private key", &files.key, "not a PEM private key"))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|_| invalid("loading private key", &files.key, "unsupported private key"))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| invalid("matching certificate and key", &files.key, e))?;
+    let ca = read("reading CA certificate", &files.ca)?;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        let c = c.map_err(|e| invalid("parsing CA certificate", &files.ca, e))?;
+        roots.add(c).map_err(|e| invalid("adding CA certificate", &files.ca, e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| invalid("CA certificate", &files.ca, e))?;
+    Ok(Loaded { key: Arc::new(certified), verifier })
+}
+
+/// The server's certificate and client-certificate verifier, swappable at runtime: rustls asks
+/// this for both on every handshake, so a reload applies to every new connection (existing
+/// connections keep the certificates they were made with).
+pub struct ReloadableServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for ReloadableServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ReloadableServerTls").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl ReloadableServerTls {
+    /// Loads `files` (presented certificate and key, CA that client certificates must chain to).
+    pub fn load(files: &TlsFiles) -> Result<Arc<ReloadableServerTls>, TlsError> {
+        let loaded = load(files)?;
+        Ok(Arc::new(ReloadableServerTls {
+            files: files.clone(),
+            current: RwLock::new(Arc::new(loaded)),
+        }))
+    }
+
+    /// Re-reads the files; on error the previous certificates stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let loaded = Arc::new(load(&self.files)?);
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A rustls server configuration (TLS 1.3, h2) that uses this for every handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| invalid("TLS configuration", &self.files.cert, e))?
+            .with_client_cert_verifier(self.clone())
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    /// Modification stamp of the three files (changes when any is replaced or rewritten):
+    /// inode (a rename), modification time and length.
+    fn stamp(&self) -> Vec<Option<(u64, std::time::SystemTime, u64)>> {
+        use std::os::unix::fs::MetadataExt as _;
+        [&self.files.cert, &self.files.key, &self.files.ca]
+            .iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.ino(), m.modified().ok()?, m.len()))
+            })
+            .collect()
+    }
+}
+
+impl ResolvesServerCert for ReloadableServerTls {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current().key.clone())
+    }
+}
+
+impl ClientCertVerifier for ReloadableServerTls {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints only (the CA list cannot be borrowed out of the lock); clients send the
+        // certificate they are configured with.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current().verifier.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().verifier.supported_verify_schemes()
+    }
+}
+
+/// Reloads `tls` when its files change (checked every `interval`) or on SIGHUP. A failed
+/// reload is logged and the previous certificates stay in use.
+pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler; certificates reload on file change only");
+            None
+        }
+    };
+    let mut last = tls.stamp();
+    loop {
+        let signalled = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let stamp = tls.stamp();
+        if !signalled && stamp == last {
+            continue;
+        }
+        last = stamp;
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %tls.files.cert.display(), "server certificates reloaded")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate reload failed; keeping the previous ones")
+            }
+        }
+    }
+}
+
+/// TLS connections accepted on `listener`: handshakes run concurrently (each bounded), failed
+/// ones are dropped. Ends when the receiver is dropped (the server stopped).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    config: rustls::ServerConfig,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

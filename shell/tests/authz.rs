@@ -304,3 +304,88 @@ async fn a_bad_policy_file_stops_the_start() {
     let e = mokv_shell::server::start(&NodeConfig::resolve(s).unwrap()).await.unwrap_err();
     assert!(matches!(e, mokv_shell::server::StartError::Authz(_)), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_not_yet_valid_certificates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let node = start(&certs, tmp.path(), None).await;
+    let addr = node.rpc_addr.clone();
+    let root = certs.kv(&addr, "root");
+    first_write(&root).await;
+
+    // Same CA, CN root (allowed everything by the policy), but outside the validity period.
+    let ca = mokv_shell::certs::load_or_create_ca(&certs.dir).unwrap();
+    for (name, from, to) in
+        [("expired", (2020, 1, 1), (2021, 1, 1)), ("future", (2090, 1, 1), (2091, 1, 1))]
+    {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(certs.dir.join("ca.pem"), dir.join("ca.pem")).unwrap();
+        mokv_shell::certs::write_client_cert_with_validity(&ca, &dir, "root", from, to).unwrap();
+        let mut c = Certs { dir }.kv(&addr, "root");
+        let e = set(&mut c, "k", "v").await.expect_err("a certificate outside its validity got in");
+        assert_ne!(e.code(), Code::Ok, "{name}");
+        let e = get(&mut c, "ready").await.expect_err("a certificate outside its validity got in");
+        assert_ne!(e.code(), Code::PermissionDenied, "{name}: refused only after the handshake");
+    }
+
+    // Nothing was written, and the valid root certificate still works.
+    let mut root = root;
+    assert_eq!(get(&mut root, "k").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(get(&mut root, "ready").await.unwrap(), b"1");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_is_invalid_argument_and_the_node_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let node = start(&certs, tmp.path(), None).await;
+    let mut root = certs.kv(&node.rpc_addr, "root");
+    first_write(&root).await;
+
+    // Over max-value-bytes: refused by the core.
+    let e = set(&mut root, "big", &"v".repeat((1 << 20) + 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Far over it (beyond the gRPC decode limit): refused by the decoder, same code.
+    let e = set(&mut root, "huge", &"h".repeat(3 << 20)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!e.message().contains("hhh"), "the error echoes the value: {e:?}");
+
+    assert_eq!(get(&mut root, "huge").await.unwrap_err().code(), Code::NotFound);
+    set(&mut root, "after", "ok").await.unwrap();
+    assert_eq!(get(&mut root, "after").await.unwrap(), b"ok");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_from_disk_without_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let node = start(&certs, tmp.path(), None).await;
+    let addr = node.rpc_addr.clone();
+    first_write(&certs.kv(&addr, "root")).await;
+
+    // Rotate to a new CA: new server certificate and key, new CA for client certificates.
+    let rotated = Certs::new(&tmp.path().join("rotated"));
+    // A broken certificate file first: refused, the old certificates stay.
+    write_atomically(&certs.dir.join("n1.pem"), "not a certificate");
+    tokio::time::sleep(mokv_shell::tls::CERT_RELOAD_INTERVAL * 2).await;
+    assert_eq!(get(&mut certs.kv(&addr, "root"), "ready").await.unwrap(), b"1");
+    for f in ["n1-key.pem", "ca.pem", "n1.pem"] {
+        let text = String::from_utf8(rotated.read(f)).unwrap();
+        write_atomically(&certs.dir.join(f), &text);
+    }
+    // Clients of the new CA get in (new connections), clients of the old one no longer.
+    let v = eventually("the rotated certificates", || {
+        let mut c = rotated.kv(&addr, "root");
+        async move { get(&mut c, "ready").await.ok() }
+    })
+    .await;
+    assert_eq!(v, b"1");
+    // certs.dir now trusts the new CA but still holds the old CA's root client certificate.
+    let e = get(&mut certs.kv(&addr, "root"), "ready").await.unwrap_err();
+    assert_ne!(e.code(), Code::PermissionDenied, "{e:?}");
+    node.shutdown().await.unwrap();
+}

@@ -297,7 +297,7 @@ fn kv_blocking(certs: &Certs, addr: &str) -> KvClient<Channel> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mokvd_dev_runs_and_stops_on_sigterm() {
+async fn mokvd_dev_runs_reloads_on_sighup_and_stops_on_sigterm() {
     use std::io::BufRead as _;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
@@ -329,7 +329,15 @@ async fn mokvd_dev_runs_and_stops_on_sigterm() {
     .await;
     assert_eq!(get(&mut c, "hello").await.unwrap(), b"world");
 
+    // SIGHUP reloads the certificates (here unchanged) instead of killing the process; new
+    // connections are still served.
     let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "mokvd died on SIGHUP");
+    let mut fresh = kv(&certs, &addr, "root").await;
+    assert_eq!(get(&mut fresh, "hello").await.unwrap(), b"world");
+
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let start = Instant::now();
     let status = loop {
