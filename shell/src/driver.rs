@@ -205,6 +205,9 @@ pub struct Driver {
     links: BTreeMap<NodeId, peer_link::Link>,
     learned: BTreeMap<NodeId, String>,
     view: watch::Sender<View>,
+    /// The core reported a membership change (also sent after a snapshot install) since the
+    /// view was last published.
+    members_dirty: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -254,6 +257,7 @@ impl Driver {
             links: BTreeMap::new(),
             learned: BTreeMap::new(),
             view,
+            members_dirty: false,
         };
         (driver, handle)
     }
@@ -326,8 +330,9 @@ impl Driver {
             }
             let mut failed: Vec<(NodeId, bool)> = Vec::new();
             while let Some(t) = self.node.poll_transmit() {
-                if let Err(is_snapshot) = self.route(t.clone()) {
-                    failed.push((t.to, is_snapshot));
+                let to = t.to;
+                if let Err(is_snapshot) = self.route(t) {
+                    failed.push((to, is_snapshot));
                 }
             }
             while let Some(reply) = self.node.poll_reply() {
@@ -350,16 +355,21 @@ impl Driver {
                 }
             }
         }
-        let v = view_of(&self.node);
-        crate::metrics::node_status(&v.status);
+        let status = self.node.status();
+        crate::metrics::node_status(&status);
+        // The member table is copied only when it changed, not after every request.
+        let members_changed = std::mem::take(&mut self.members_dirty);
+        let node = &self.node;
         self.view.send_if_modified(|old| {
-            let changed = old.status != v.status
-                || old.members != v.members
-                || old.leader_hint != v.leader_hint;
-            if changed {
-                *old = v;
+            if old.status == status && !members_changed {
+                return false;
             }
-            changed
+            if members_changed {
+                old.members = node.members().clone();
+            }
+            old.leader_hint = node.leader_hint();
+            old.status = status;
+            true
         });
         Ok(())
     }
@@ -408,6 +418,7 @@ impl Driver {
                 }
             }
             Event::MembershipChanged => {
+                self.members_dirty = true;
                 let members = self.node.members();
                 // Links to nodes that left; addresses learned at join are superseded.
                 self.links
