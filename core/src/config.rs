@@ -2,6 +2,7 @@
 //! `Node::handle_tick` once per tick interval) or, for session expiry, in the milliseconds the
 //! shell passes in.
 
+use crate::gossip::GossipConfig;
 use crate::members::NodeId;
 use crate::session::SessionLimits;
 
@@ -46,6 +47,11 @@ pub struct Config {
     /// behind the leader's last index.
     pub promote_lag_entries: u64,
     pub session_limits: SessionLimits,
+    /// SWIM gossip for discovery and failure detection; `None`: membership only by request.
+    pub gossip: Option<GossipConfig>,
+    /// With gossip: the leader removes a member that has been down this long (ms of the
+    /// `now_ms` the shell passes in). 0: never (a down member stays and is reported).
+    pub dead_member_timeout_ms: u64,
     /// Deliberate bugs for the simulator's self-test. Always off outside tests.
     pub planted_bugs: PlantedBugs,
 }
@@ -72,6 +78,8 @@ impl Config {
             max_page_size: 1_000,
             promote_lag_entries: 100,
             session_limits: SessionLimits::default(),
+            gossip: None,
+            dead_member_timeout_ms: 0,
             planted_bugs: PlantedBugs::default(),
         }
     }

@@ -1,5 +1,7 @@
 //! [`Node`]: one mokv replica as a sans-io state machine.
 
+mod gossip;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use protobuf::Message as _;
@@ -100,6 +102,13 @@ pub enum Event {
     SnapshotInstalled {
         index: u64,
     },
+    /// Gossip membership or health changed (see [`Node::gossip_members`]).
+    GossipChanged,
+    /// A node that started without data was added to a cluster and learned its id: store it,
+    /// and start with it from now on (`GossipConfig::identity.cluster_id`).
+    ClusterIdLearned {
+        cluster_id: u64,
+    },
 }
 
 /// A point-in-time view of the node, for health checks, metrics and `GetServers`.
@@ -165,6 +174,8 @@ struct Unacked {
 /// 3. [`poll_reply`](Self::poll_reply) until `None`: answer clients. A write is answered only
 ///    after its entry is committed and applied; a read after its read index is applied.
 /// 4. [`poll_event`](Self::poll_event) until `None`.
+/// 5. [`poll_datagram`](Self::poll_datagram) until `None`: send each gossip datagram (lossy:
+///    the shell may drop one it cannot send at once).
 ///
 /// [`handle_tick`](Self::handle_tick) must be called once per tick interval (all timeouts in
 /// [`Config`] are in ticks). The node holds each queue's contents until drained, so draining
@@ -190,6 +201,11 @@ pub struct Node {
     replies: VecDeque<Reply>,
     events: VecDeque<Event>,
     removed: bool,
+    gossip: Option<crate::gossip::Gossip>,
+    /// Since when (ms) each configuration member has been down or unseen in gossip.
+    down_since_ms: BTreeMap<NodeId, u64>,
+    /// [`Node::handle_leave`] was called.
+    leaving: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -284,6 +300,17 @@ impl Node {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, log, &logger)?;
 
+        let gossip = match &config.gossip {
+            None => None,
+            Some(g) if g.identity.raft_id != config.id || !g.identity.is_well_formed() => {
+                return Err(RecoveryError::Config(
+                    "gossip identity must carry this node's id, a name and bounded fields",
+                ));
+            }
+            // Its own stream, so that turning gossip on leaves the node's other draws as they
+            // were (recorded simulator seeds keep replaying).
+            Some(g) => Some(crate::gossip::Gossip::new(g, config.seed ^ 0x6f73_7369_705f_6b76)),
+        };
         let mut rng = Rng::new(config.seed);
         let first_round = rng.next_u64();
         let next_token = rng.next_u64();
@@ -308,6 +335,9 @@ impl Node {
             replies: VecDeque::new(),
             events: VecDeque::new(),
             removed: false,
+            gossip,
+            down_since_ms: BTreeMap::new(),
+            leaving: false,
         };
         node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
         node.process_ready();
@@ -334,6 +364,7 @@ impl Node {
         }
         self.expire_requests();
         self.maybe_promote_learner();
+        self.tick_gossip();
         self.after_input();
     }
 

@@ -28,11 +28,11 @@
 //! `GetServers` (cluster membership and addresses) needs the `admin` action on the object
 //! `cluster`; the `admin` action is reserved for cluster operations and never used for keys.
 //!
-//! The peer service (Raft, snapshots, Join) is not subject to the Casbin policy: it accepts
-//! only node identities, i.e. certificates valid for server authentication as `mokvd certs`
-//! issues them to nodes ([`authorize_peer`]); a client certificate is PERMISSION_DENIED there,
-//! whatever the policy grants. `Join` additionally requires the joining node's name to equal
-//! its certificate CN.
+//! The peer service (Raft, snapshots) is not subject to the Casbin policy: it accepts only
+//! node identities, i.e. certificates valid for server authentication as `mokvd certs` issues
+//! them to nodes ([`authorize_peer`]); a client certificate is PERMISSION_DENIED there,
+//! whatever the policy grants. Raft batches from a known member must come with that member's
+//! certificate (CN = its node name). Gossip (UDP) is authenticated by the cluster key.
 //!
 //! ## Model and policy
 //! `acl-model-file` and `acl-policy-file` name the Casbin model and policy (CSV). Each one not

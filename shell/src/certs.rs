@@ -172,6 +172,7 @@ fn issue(
 pub fn run(args: &CertsArgs) -> Result<(), CertsError> {
     let ca = load_or_create_ca(&args.out)?;
     println!("CA: {}", args.out.join("ca.pem").display());
+    println!("cluster key: {}", ensure_cluster_key(&args.out)?.display());
     for n in &args.nodes {
         let (c, _) = write_node_cert(&ca, &args.out, n, &args.hosts)?;
         println!("node {n}: {}", c.display());
@@ -181,6 +182,25 @@ pub fn run(args: &CertsArgs) -> Result<(), CertsError> {
         println!("client {cn}: {}", c.display());
     }
     Ok(())
+}
+
+/// Makes sure `dir/cluster.key` holds a random gossip key (32 random bytes, hex; mode 0600)
+/// and returns its path. An existing key is kept: every node of a cluster needs the same one.
+pub fn ensure_cluster_key(dir: &Path) -> Result<PathBuf, CertsError> {
+    let path = dir.join("cluster.key");
+    if path.exists() {
+        return Ok(path);
+    }
+    create_dir(dir)?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| CertsError::Io {
+        op: "drawing randomness for",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_atomic(&path, format!("{hex}\n").as_bytes(), 0o600)?;
+    Ok(path)
 }
 
 /// Paths of the `--dev` certificates.
@@ -194,6 +214,7 @@ pub struct DevCerts {
 /// Makes sure `dir` holds a CA, a `dev` node certificate and a `root` client certificate.
 pub fn ensure_dev_certs(dir: &Path, node_name: &str) -> Result<DevCerts, CertsError> {
     let ca = load_or_create_ca(dir)?;
+    ensure_cluster_key(dir)?;
     if !(dir.join(format!("{node_name}.pem")).exists()
         && dir.join(format!("{node_name}-key.pem")).exists())
     {

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use mokv_core::gossip::GossipConfig;
 use serde::Deserialize;
 
 /// Default client port, the original's.
@@ -75,7 +76,8 @@ pub struct Settings {
     /// Host (name or IP) other nodes and clients use to reach this node's rpc port.
     #[arg(long, env = "MOKV_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
-    /// Members to join through (their rpc addresses until gossip lands), comma separated.
+    /// Gossip addresses (`bind-addr`) of other nodes to join through, comma separated; tried
+    /// with backoff until one answers.
     #[arg(long, env = "MOKV_START_JOIN_ADDRS", value_delimiter = ',')]
     pub start_join_addrs: Option<Vec<String>>,
     /// Start a new single-node cluster if the data dir is empty.
@@ -123,6 +125,27 @@ pub struct Settings {
     /// Snapshot and compact the log after this many applied entries.
     #[arg(long, env = "MOKV_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
+    /// File holding the cluster's gossip key (any secret text; `mokvd certs` writes one to
+    /// `cluster.key`). Gossip datagrams are encrypted and authenticated with it.
+    #[arg(long, env = "MOKV_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// The cluster's gossip key inline (prefer `cluster-key-file`: flags show in `ps`).
+    #[arg(long, env = "MOKV_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
+    /// Remove a member from the Raft configuration after it has been down this long (ms);
+    /// 0 (default): never, a down member stays and is reported.
+    #[arg(long, env = "MOKV_DEAD_MEMBER_TIMEOUT_MS")]
+    pub dead_member_timeout_ms: Option<u64>,
+    /// On SIGTERM/SIGINT leave the cluster for good (the leader removes this member) instead of
+    /// only stopping (the member stays, reported down, and catches up when it restarts).
+    #[arg(long, env = "MOKV_LEAVE_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
+    pub leave_on_shutdown: Option<bool>,
+    /// Gossip probe interval (ms); failure detection takes about this plus `gossip-suspect-ms`.
+    #[arg(long, env = "MOKV_GOSSIP_PROBE_MS")]
+    pub gossip_probe_ms: Option<u64>,
+    /// How long a suspected member has to refute before it is declared down (ms).
+    #[arg(long, env = "MOKV_GOSSIP_SUSPECT_MS")]
+    pub gossip_suspect_ms: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -161,6 +184,12 @@ impl Settings {
             election_ticks,
             heartbeat_ticks,
             snapshot_threshold,
+            cluster_key_file,
+            cluster_key,
+            dead_member_timeout_ms,
+            leave_on_shutdown,
+            gossip_probe_ms,
+            gossip_suspect_ms,
         )
     }
 
@@ -222,7 +251,26 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     pub snapshot_threshold: u64,
+    /// The secret gossip datagrams are sealed with (never logged).
+    pub cluster_key: ClusterSecret,
+    pub dead_member_timeout_ms: u64,
+    pub leave_on_shutdown: bool,
+    pub gossip_probe_ms: u64,
+    pub gossip_suspect_ms: u64,
 }
+
+/// The cluster key as configured; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+/// Shortest accepted cluster key: a guessable key would let anyone join and spoof members.
+pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
 
 impl NodeConfig {
     /// Applies defaults and checks every value.
@@ -305,6 +353,37 @@ impl NodeConfig {
         if snapshot_threshold == 0 {
             return Err(bad("snapshot-threshold", "must be positive"));
         }
+        let cluster_key = match (s.cluster_key, s.cluster_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("cluster-key", "set cluster-key or cluster-key-file, not both"))
+            }
+            (Some(k), None) => k.trim().as_bytes().to_vec(),
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|e| bad("cluster-key-file", format!("reading {}: {e}", path.display())))?
+                .trim()
+                .as_bytes()
+                .to_vec(),
+            (None, None) => {
+                return Err(bad(
+                    "cluster-key-file",
+                    "is required (gossip is encrypted with it; `mokvd certs` writes cluster.key)",
+                ))
+            }
+        };
+        if cluster_key.len() < MIN_CLUSTER_KEY_BYTES {
+            return Err(bad(
+                "cluster-key",
+                format!("must be at least {MIN_CLUSTER_KEY_BYTES} characters"),
+            ));
+        }
+        let gossip_probe_ms = s.gossip_probe_ms.unwrap_or(1_000);
+        if !(10..=60_000).contains(&gossip_probe_ms) {
+            return Err(bad("gossip-probe-ms", "must be in 10..=60000"));
+        }
+        let gossip_suspect_ms = s.gossip_suspect_ms.unwrap_or(4_000);
+        if !(10..=600_000).contains(&gossip_suspect_ms) {
+            return Err(bad("gossip-suspect-ms", "must be in 10..=600000"));
+        }
         Ok(NodeConfig {
             data_dir,
             node_name,
@@ -327,6 +406,11 @@ impl NodeConfig {
             election_ticks,
             heartbeat_ticks,
             snapshot_threshold,
+            cluster_key: ClusterSecret(cluster_key),
+            dead_member_timeout_ms: s.dead_member_timeout_ms.unwrap_or(0),
+            leave_on_shutdown: s.leave_on_shutdown.unwrap_or(false),
+            gossip_probe_ms,
+            gossip_suspect_ms,
         })
     }
 
@@ -339,7 +423,17 @@ impl NodeConfig {
         c.max_value_bytes = self.max_value_bytes;
         c.snapshot_threshold_entries = self.snapshot_threshold;
         c.log_keep_entries = c.log_keep_entries.min(self.snapshot_threshold);
+        c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c
+    }
+
+    /// Gossip settings for this node's identity (`identity.raft_id` = the node's id).
+    pub fn gossip_config(&self, identity: mokv_core::gossip::GossipId) -> GossipConfig {
+        let mut g = GossipConfig::new(identity, self.start_join_addrs.clone());
+        g.probe_period_ms = self.gossip_probe_ms;
+        g.probe_rtt_ms = (self.gossip_probe_ms / 2).max(5);
+        g.suspect_to_down_ms = self.gossip_suspect_ms;
+        g
     }
 }
 
@@ -391,6 +485,7 @@ impl Settings {
             &mut self.peer_tls_cert_file,
             &mut self.peer_tls_key_file,
             &mut self.peer_tls_ca_file,
+            &mut self.cluster_key_file,
         ] {
             if let Some(path) = p.as_mut() {
                 *path = expand_path(path);
@@ -430,6 +525,7 @@ pub fn dev_settings(dir: &Path) -> Settings {
         server_tls_cert_file: Some(dir.join("dev.pem")),
         server_tls_key_file: Some(dir.join("dev-key.pem")),
         server_tls_ca_file: Some(dir.join("ca.pem")),
+        cluster_key_file: Some(dir.join("cluster.key")),
         ..Settings::default()
     }
 }
@@ -445,8 +541,23 @@ mod tests {
             server_tls_cert_file: Some("c".into()),
             server_tls_key_file: Some("k".into()),
             server_tls_ca_file: Some("ca".into()),
+            cluster_key: Some("a-test-cluster-key-0123".into()),
             ..Settings::default()
         }
+    }
+
+    #[test]
+    fn cluster_key_is_required_and_not_too_short() {
+        let mut s = minimal();
+        s.cluster_key = None;
+        let e = NodeConfig::resolve(s).unwrap_err();
+        assert!(e.0.starts_with("cluster-key-file"), "{e}");
+        let s = Settings { cluster_key: Some("short".into()), ..minimal() };
+        let e = NodeConfig::resolve(s).unwrap_err();
+        assert!(e.0.starts_with("cluster-key"), "{e}");
+        assert!(!e.0.contains("short"), "the key is never echoed: {e}");
+        let c = NodeConfig::resolve(minimal()).unwrap();
+        assert!(!format!("{c:?}").contains("a-test-cluster-key"));
     }
 
     #[test]
@@ -458,7 +569,7 @@ mod tests {
              server-tls-cert-file: /s.pem\nserver-tls-key-file: /s-key.pem\n\
              server-tls-ca-file: /ca.pem\npeer-tls-cert-file: /p.pem\n\
              peer-tls-key-file: /p-key.pem\npeer-tls-ca-file: /ca.pem\nmetrics-port: 4000\n\
-             log-level: debug\n",
+             log-level: debug\ncluster-key: 0123456789abcdef0123\n",
         )
         .unwrap();
         let c = NodeConfig::resolve(s.expand_paths()).unwrap();

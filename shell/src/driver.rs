@@ -1,10 +1,10 @@
 //! The driver: ONE tokio task owns the core [`Node`] and moves its inputs and outputs.
 //!
-//! Inputs (one `select!`): the tick timer, client requests, peer messages, disk progress,
-//! feedback of the peer links (unreachable, snapshot outcome), control messages. After every
-//! input the outputs are drained in the order `Node`'s documentation prescribes: persist
-//! batches → the disk writer; transmits → per-peer links; replies → the waiting callers;
-//! events. Every queue is bounded: client calls and peer messages wait for room (backpressure),
+//! Inputs (one `select!`): the tick timer, client requests, peer messages, gossip datagrams,
+//! disk progress, feedback of the peer links (unreachable, snapshot outcome), control messages.
+//! After every input the outputs are drained in the order `Node`'s documentation prescribes:
+//! persist batches → the disk writer; transmits → per-peer links; replies → the waiting
+//! callers; events; gossip datagrams → the gossip socket (dropped when its queue is full). Every queue is bounded: client calls and peer messages wait for room (backpressure),
 //! a full peer link drops the message and tells the core the peer is unreachable.
 //!
 //! The disk writer is a dedicated thread: it takes every batch queued so far, writes them
@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
     Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response, Role, Status,
@@ -44,6 +45,24 @@ pub struct View {
     pub status: Status,
     pub members: BTreeMap<NodeId, MemberInfo>,
     pub leader_hint: Option<LeaderHint>,
+    /// Every other node gossip knows, with its health in this node's view.
+    pub gossip: Vec<GossipMember>,
+    /// The cluster this node's data belongs to (0: none yet).
+    pub cluster_id: u64,
+}
+
+impl View {
+    /// Health of Raft member `id` in this node's view (`None`: gossip has not seen it).
+    pub fn health(&self, id: NodeId) -> Option<Health> {
+        if id == self.status.id {
+            return Some(Health::Alive);
+        }
+        self.gossip
+            .iter()
+            .filter(|m| m.id.raft_id == id)
+            .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
+            .map(|m| m.health)
+    }
 }
 
 struct Call {
@@ -57,7 +76,8 @@ struct PeerInbound {
 }
 
 enum Control {
-    LearnAddress { id: NodeId, addr: String },
+    Leave,
+    GossipStop,
     Stop,
 }
 
@@ -85,6 +105,7 @@ pub struct DriverHandle {
     calls: mpsc::Sender<Call>,
     peers: mpsc::Sender<PeerInbound>,
     control: mpsc::Sender<Control>,
+    gossip: mpsc::Sender<Vec<u8>>,
     view: watch::Receiver<View>,
 }
 
@@ -142,10 +163,19 @@ impl DriverHandle {
         }
     }
 
-    /// Records where a node (not yet in the member table) can be reached, e.g. the leader
-    /// that accepted this node's join.
-    pub async fn learn_address(&self, id: NodeId, addr: String) {
-        let _ = self.control.send(Control::LearnAddress { id, addr }).await;
+    /// Where the gossip socket hands opened datagrams (the socket drops when it is full).
+    pub fn gossip_inbound(&self) -> mpsc::Sender<Vec<u8>> {
+        self.gossip.clone()
+    }
+
+    /// Starts leaving the cluster for good (see `Node::handle_leave`).
+    pub async fn leave(&self) {
+        let _ = self.control.send(Control::Leave).await;
+    }
+
+    /// Declares this node down in gossip and stops gossiping.
+    pub async fn gossip_stop(&self) {
+        let _ = self.control.send(Control::GossipStop).await;
     }
 
     /// The latest view of the node.
@@ -203,7 +233,12 @@ pub struct Driver {
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     next_request: RequestId,
     links: BTreeMap<NodeId, peer_link::Link>,
-    learned: BTreeMap<NodeId, String>,
+    gossip_in: mpsc::Receiver<Vec<u8>>,
+    gossip_out: Option<mpsc::Sender<Datagram>>,
+    /// rpc addresses gossip announces, preferred over the member table's (a node restarted
+    /// on another port is reachable again without a configuration change).
+    gossip_addrs: BTreeMap<NodeId, String>,
+    gossip_dirty: bool,
     view: watch::Sender<View>,
     /// The core reported a membership change (also sent after a snapshot install) since the
     /// view was last published.
@@ -217,7 +252,13 @@ impl std::fmt::Debug for Driver {
 }
 
 fn view_of(node: &Node) -> View {
-    View { status: node.status(), members: node.members().clone(), leader_hint: node.leader_hint() }
+    View {
+        status: node.status(),
+        members: node.members().clone(),
+        leader_hint: node.leader_hint(),
+        gossip: node.gossip_members(),
+        cluster_id: node.gossip_identity().map_or(0, |g| g.cluster_id),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -230,6 +271,7 @@ impl Driver {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
+        let (gossip_tx, gossip_in) = mpsc::channel(crate::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
@@ -238,8 +280,13 @@ impl Driver {
             .spawn(move || disk_writer(&disk, disk_rx, &progress_tx))
             .ok();
         let (view, view_rx) = watch::channel(view_of(&node));
-        let handle =
-            DriverHandle { calls: calls_tx, peers: peers_tx, control: control_tx, view: view_rx };
+        let handle = DriverHandle {
+            calls: calls_tx,
+            peers: peers_tx,
+            control: control_tx,
+            gossip: gossip_tx,
+            view: view_rx,
+        };
         let driver = Driver {
             node,
             config,
@@ -255,11 +302,19 @@ impl Driver {
             waiting: HashMap::new(),
             next_request: 1,
             links: BTreeMap::new(),
-            learned: BTreeMap::new(),
+            gossip_in,
+            gossip_out: None,
+            gossip_addrs: BTreeMap::new(),
+            gossip_dirty: false,
             view,
             members_dirty: false,
         };
         (driver, handle)
+    }
+
+    /// Where the core's gossip datagrams go (the gossip socket's send queue).
+    pub fn set_gossip_outbound(&mut self, tx: mpsc::Sender<Datagram>) {
+        self.gossip_out = Some(tx);
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -287,10 +342,14 @@ impl Driver {
                 }
                 Some(c) = self.control.recv() => match c {
                     Control::Stop => break,
-                    Control::LearnAddress { id, addr } => {
-                        self.learned.insert(id, addr);
-                    }
+                    Control::Leave => self.node.handle_leave(),
+                    Control::GossipStop => self.node.handle_gossip_stop(),
                 },
+                Some(d) = self.gossip_in.recv() => {
+                    if let Err(e) = self.node.handle_gossip(&d) {
+                        tracing::debug!(error = %e, "gossip datagram refused by the core");
+                    }
+                }
                 _ = ticker.tick() => self.node.handle_tick(now_ms()),
                 Some(fb) = self.feedback.recv() => match fb {
                     Feedback::Unreachable(to) => self.node.handle_unreachable(to),
@@ -343,6 +402,12 @@ impl Driver {
             while let Some(event) = self.node.poll_event() {
                 self.on_event(event);
             }
+            while let Some(d) = self.node.poll_datagram() {
+                let sent = self.gossip_out.as_ref().is_some_and(|tx| tx.try_send(d).is_ok());
+                if !sent {
+                    crate::metrics::gossip_dropped("outbound_full");
+                }
+            }
             if failed.is_empty() {
                 break;
             }
@@ -359,13 +424,18 @@ impl Driver {
         crate::metrics::node_status(&status);
         // The member table is copied only when it changed, not after every request.
         let members_changed = std::mem::take(&mut self.members_dirty);
+        let gossip_changed = std::mem::take(&mut self.gossip_dirty);
         let node = &self.node;
         self.view.send_if_modified(|old| {
-            if old.status == status && !members_changed {
+            if old.status == status && !members_changed && !gossip_changed {
                 return false;
             }
             if members_changed {
                 old.members = node.members().clone();
+            }
+            if gossip_changed {
+                old.gossip = node.gossip_members();
+                old.cluster_id = node.gossip_identity().map_or(0, |g| g.cluster_id);
             }
             old.leader_hint = node.leader_hint();
             old.status = status;
@@ -377,15 +447,13 @@ impl Driver {
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
     fn route(&mut self, t: Transmit) -> Result<(), bool> {
         let is_snapshot = t.is_snapshot;
-        let addr = match self.node.members().get(&t.to) {
-            Some(m) if !m.peer_addr.is_empty() => m.peer_addr.clone(),
-            _ => match self.learned.get(&t.to) {
-                Some(a) => a.clone(),
-                None => {
-                    crate::metrics::peer_dropped();
-                    return Err(is_snapshot);
-                }
-            },
+        let addr = match (self.gossip_addrs.get(&t.to), self.node.members().get(&t.to)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(m)) if !m.peer_addr.is_empty() => m.peer_addr.clone(),
+            _ => {
+                crate::metrics::peer_dropped();
+                return Err(is_snapshot);
+            }
         };
         let stale = self.links.get(&t.to).is_some_and(|l| l.addr != addr || l.is_closed());
         if stale {
@@ -420,14 +488,42 @@ impl Driver {
             Event::MembershipChanged => {
                 self.members_dirty = true;
                 let members = self.node.members();
-                // Links to nodes that left; addresses learned at join are superseded.
-                self.links
-                    .retain(|id, _| members.contains_key(id) || self.learned.contains_key(id));
-                self.learned.retain(|id, _| !members.contains_key(id));
+                // Links to nodes that left.
+                self.links.retain(|id, _| members.contains_key(id));
                 tracing::info!(conf = ?self.node.status().conf, "membership changed");
             }
             Event::Removed => tracing::warn!("this node was removed from the cluster"),
             Event::SnapshotInstalled { index } => tracing::info!(index, "snapshot installed"),
+            Event::GossipChanged => {
+                self.gossip_dirty = true;
+                let view = self.node.gossip_members();
+                let (mut alive, mut suspect, mut down) = (0, 0, 0);
+                self.gossip_addrs.clear();
+                for m in &view {
+                    match m.health {
+                        Health::Alive => alive += 1,
+                        Health::Suspect => suspect += 1,
+                        Health::Down => down += 1,
+                    }
+                    // Latest incarnation of each up node: where its rpc port is now.
+                    if m.health != Health::Down && !m.id.rpc_addr.is_empty() {
+                        let newer = view.iter().any(|o| {
+                            o.id.raft_id == m.id.raft_id
+                                && o.health != Health::Down
+                                && (o.id.started_ms, o.id.bump) > (m.id.started_ms, m.id.bump)
+                        });
+                        if !newer {
+                            self.gossip_addrs.insert(m.id.raft_id, m.id.rpc_addr.clone());
+                        }
+                    }
+                }
+                crate::metrics::gossip_members(alive, suspect, down);
+                tracing::debug!(alive, suspect, down, "gossip membership changed");
+            }
+            Event::ClusterIdLearned { cluster_id } => {
+                self.gossip_dirty = true;
+                tracing::info!(cluster_id = format!("{cluster_id:016x}"), "joined a cluster");
+            }
             other => tracing::debug!(?other, "event"),
         }
     }

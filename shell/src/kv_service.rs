@@ -243,8 +243,7 @@ impl Kv for KvService {
                     } else {
                         Suffrage::Learner as i32
                     },
-                    // Health comes with gossip; until then it is unknown.
-                    health: mokv_proto::api::Health::Unknown as i32,
+                    health: health_of(view.health(m.id)) as i32,
                 })
                 .collect();
             tonic::Response::new(GetServersResponse { servers })
@@ -283,5 +282,16 @@ impl Kv for KvService {
         }
         .await;
         counted("range", r)
+    }
+}
+
+/// A member's health in the answering node's gossip view.
+fn health_of(h: Option<mokv_core::gossip::Health>) -> mokv_proto::api::Health {
+    use mokv_core::gossip::Health;
+    match h {
+        Some(Health::Alive) => mokv_proto::api::Health::Alive,
+        Some(Health::Suspect) => mokv_proto::api::Health::Suspect,
+        Some(Health::Down) => mokv_proto::api::Health::Down,
+        None => mokv_proto::api::Health::Unknown,
     }
 }

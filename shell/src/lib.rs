@@ -11,6 +11,8 @@
 //!   (the peer service only admits node certificates), plus health and reflection;
 //! - the one mapping from core errors to gRPC status codes ([`status`]) and the one
 //!   authorization seam ([`authz`]);
+//! - the gossip socket (UDP on `bind-addr`, datagrams sealed with the cluster key:
+//!   [`gossip_net`], [`gossip_crypto`]); membership decisions stay in the core;
 //! - configuration ([`config`]), certificates ([`certs`], [`tls`]), metrics ([`metrics`]).
 //!
 //! ## What it must never do
@@ -24,7 +26,8 @@ pub mod certs;
 pub mod config;
 pub mod disk;
 pub mod driver;
-pub mod join;
+pub mod gossip_crypto;
+pub mod gossip_net;
 pub mod kv_service;
 pub mod metrics;
 pub mod peer_link;

@@ -82,8 +82,8 @@ async fn run(
     let mut node = mokv_shell::server::start(&cfg).await?;
     // One machine-readable line on stdout, for scripts and tests started with port 0.
     println!(
-        "mokvd listening on {} (advertised {}, raft id {})",
-        node.local_addr, node.rpc_addr, node.id
+        "mokvd listening on {} (advertised {}, gossip {}, raft id {})",
+        node.local_addr, node.rpc_addr, node.gossip_addr, node.id
     );
     if let Some(d) = dev {
         println!(

@@ -45,3 +45,15 @@ pub fn persist_group(batches: usize, bytes: usize, seconds: f64) {
 pub fn peer_dropped() {
     metrics::counter!("mokv_peer_messages_dropped_total").increment(1);
 }
+
+/// A gossip datagram was dropped, and why (`unauthenticated`, `inbound_full`, ...).
+pub fn gossip_dropped(why: &'static str) {
+    metrics::counter!("mokv_gossip_datagrams_dropped_total", "reason" => why).increment(1);
+}
+
+/// Gossip members by health, as this node sees them.
+pub fn gossip_members(alive: usize, suspect: usize, down: usize) {
+    metrics::gauge!("mokv_gossip_members", "health" => "alive").set(alive as f64);
+    metrics::gauge!("mokv_gossip_members", "health" => "suspect").set(suspect as f64);
+    metrics::gauge!("mokv_gossip_members", "health" => "down").set(down as f64);
+}

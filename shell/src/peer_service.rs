@@ -1,11 +1,11 @@
-//! The `Peer` gRPC service (node to node): Raft message streams, snapshot chunks, join.
+//! The `Peer` gRPC service (node to node): Raft message streams and snapshot chunks.
+//! (Members join through gossip; see `mokv_core::gossip`.)
 //!
 //! Only callers with a node certificate get in ([`crate::authz::authorize_peer`]): raft-rs's
 //! decoder must only see bytes from authenticated peers, and every message is size-bounded.
 
-use mokv_core::{Error, MemberInfo, Request, Response};
 use mokv_proto::peer::peer_server::Peer;
-use mokv_proto::peer::{JoinRequest, JoinResponse, RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
+use mokv_proto::peer::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
 use tonic::{Status, Streaming};
 
 use crate::authz::authorize_peer;
@@ -18,14 +18,11 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     handle: DriverHandle,
-    /// This node's advertised rpc (= peer) address, returned to joiners.
-    self_addr: String,
-    cluster_id: String,
 }
 
 impl PeerService {
-    pub fn new(handle: DriverHandle, self_addr: String, cluster_id: String) -> Self {
-        Self { handle, self_addr, cluster_id }
+    pub fn new(handle: DriverHandle) -> Self {
+        Self { handle }
     }
 }
 
@@ -35,12 +32,17 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<Streaming<RaftBatch>>,
     ) -> Result<tonic::Response<RaftAck>, Status> {
-        authorize_peer(identity_of(&request))?;
+        let caller = authorize_peer(identity_of(&request))?;
         let me = self.handle.view().status.id;
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             if batch.to != me {
                 return Err(Status::failed_precondition("raft batch for another node"));
+            }
+            // A known member speaks only with its own certificate (its name is its CN).
+            let claimed = self.handle.view().members.get(&batch.from).map(|m| m.name.clone());
+            if claimed.is_some_and(|name| name != caller.name) {
+                return Err(Status::permission_denied("raft batch from another node's identity"));
             }
             for m in batch.messages {
                 // Waits for room in the driver's queue: backpressure onto the sender.
@@ -88,63 +90,5 @@ impl Peer for PeerService {
         }
         let applied = self.handle.peer_message(buf, true).await?;
         Ok(tonic::Response::new(SnapshotAck { applied }))
-    }
-
-    async fn join(
-        &self,
-        request: tonic::Request<JoinRequest>,
-    ) -> Result<tonic::Response<JoinResponse>, Status> {
-        let caller = authorize_peer(identity_of(&request))?;
-        let r = request.into_inner();
-        // A node joins under the name its certificate proves.
-        if caller.name != r.node_name {
-            return Err(Status::permission_denied("node-name differs from the certificate's CN"));
-        }
-        if r.raft_id == 0 || r.rpc_addr.is_empty() || r.peer_addr.is_empty() {
-            return Err(Status::invalid_argument("join needs a raft id and addresses"));
-        }
-        if !r.cluster_id.is_empty() && r.cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(
-                "the joining node already belongs to another cluster",
-            ));
-        }
-        let view = self.handle.view();
-        let accepted = |view: &crate::driver::View| JoinResponse {
-            accepted: true,
-            leader_id: view.status.leader.unwrap_or(0),
-            leader_rpc_addr: view
-                .leader_hint
-                .as_ref()
-                .map(|h| h.rpc_addr.clone())
-                .unwrap_or_default(),
-            cluster_id: self.cluster_id.clone(),
-        };
-        if view.members.contains_key(&r.raft_id) {
-            // Already added (an earlier answer was lost): joining again is a no-op.
-            return Ok(tonic::Response::new(accepted(&view)));
-        }
-        let info = MemberInfo {
-            id: r.raft_id,
-            name: r.node_name,
-            peer_addr: r.peer_addr,
-            rpc_addr: r.rpc_addr,
-            auto_promote: true,
-        };
-        tracing::info!(id = info.id, name = %info.name, addr = %info.rpc_addr, "join request");
-        match self.handle.call(Request::AddLearner { info }).await? {
-            Ok(Response::Membership { .. }) | Ok(_) => {
-                let mut resp = accepted(&self.handle.view());
-                resp.leader_id = self.handle.view().status.id;
-                resp.leader_rpc_addr = self.self_addr.clone();
-                Ok(tonic::Response::new(resp))
-            }
-            Err(Error::NotLeader { leader: Some(h) }) => Ok(tonic::Response::new(JoinResponse {
-                accepted: false,
-                leader_id: h.id,
-                leader_rpc_addr: h.rpc_addr,
-                cluster_id: self.cluster_id.clone(),
-            })),
-            Err(e) => Err(crate::status::from_core(&e, view.leader_hint.as_ref())),
-        }
     }
 }

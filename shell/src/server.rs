@@ -1,11 +1,13 @@
-//! Starting and stopping one node: disk → core node → driver → gRPC server (KV, Peer, health,
-//! reflection) on one mTLS port → join, and the graceful shutdown sequence.
+//! Starting and stopping one node: disk → core node (with gossip) → driver → gRPC server (KV,
+//! Peer, health, reflection) on one mTLS port + the gossip socket on `bind-addr`, and the
+//! graceful shutdown sequence (optionally leaving the cluster for good).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mokv_core::gossip::GossipId;
 use mokv_core::{MemberInfo, Node, Request, Role};
 use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::peer::peer_server::PeerServer;
@@ -27,6 +29,11 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// How long the server gets to finish in-flight requests at shutdown (peer streams never end
 /// on their own, so this is a bound, not an expectation).
 const DRAIN_WAIT: Duration = Duration::from_secs(3);
+/// How long a leaving node waits to see its removal before it stops gossiping anyway (the
+/// leader removes a leaving member even once it is gone).
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
+/// Time for the last gossip datagrams (our own "down") to leave the socket.
+const GOSSIP_FLUSH: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,6 +67,9 @@ pub struct RunningNode {
     pub local_addr: SocketAddr,
     /// The address others use (advertise host + bound port).
     pub rpc_addr: String,
+    /// The advertised gossip (UDP) address: what other nodes list in `start-join-addrs`.
+    pub gossip_addr: String,
+    leave_on_shutdown: bool,
     pub handle: DriverHandle,
     stopping: Arc<AtomicBool>,
     server_stop: Option<oneshot::Sender<()>>,
@@ -116,30 +126,59 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         auto_promote: true,
     };
 
-    let core_config = cfg.core_config(id, random_u64()?);
+    // Gossip on bind-addr's host and port (port 0: a free one, advertised as bound).
+    let gossip_bind = SocketAddr::new(cfg.listen_host, port_of(&cfg.bind_addr));
+    let udp = tokio::net::UdpSocket::bind(gossip_bind)
+        .await
+        .map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
+    let gossip_port =
+        udp.local_addr().map_err(|source| StartError::Bind { addr: gossip_bind, source })?.port();
+    let gossip_addr = format_addr(&cfg.advertise_host, gossip_port);
+
+    let mut core_config = cfg.core_config(id, random_u64()?);
     let mut durable = disk.load()?;
-    let mut cluster_id = disk
-        .get_meta(META_CLUSTER_ID)?
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let mut cluster_id = match disk.get_meta(META_CLUSTER_ID)? {
+        Some(b) => parse_cluster_id(&b).ok_or(StartError::Meta("cluster id"))?,
+        None => 0,
+    };
     let fresh = durable.is_empty();
     if fresh && cfg.bootstrap {
         tracing::info!(id, name = %cfg.node_name, "bootstrapping a new cluster");
         disk.write(&[Node::bootstrap(&me, &core_config)])?;
-        cluster_id = format!("{:016x}", random_u64()?);
-        disk.put_meta(META_CLUSTER_ID, cluster_id.as_bytes())?;
+        while cluster_id == 0 {
+            cluster_id = random_u64()?;
+        }
+        disk.put_meta(META_CLUSTER_ID, format!("{cluster_id:016x}").as_bytes())?;
         durable = disk.load()?;
+    } else if fresh && cfg.start_join_addrs.is_empty() {
+        tracing::warn!("empty data dir, no bootstrap and no start-join-addrs: waiting to be found");
     }
+    let identity = GossipId {
+        gossip_addr: gossip_addr.clone(),
+        name: cfg.node_name.clone(),
+        raft_id: id,
+        rpc_addr: rpc_addr.clone(),
+        cluster_id,
+        started_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        bump: 0,
+        leaving: false,
+    };
+    core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
 
     let peer_tls = crate::tls::client_config(&cfg.peer_tls)?;
     let server_tls = crate::tls::ReloadableServerTls::load(&cfg.server_tls)?;
     let rustls_config = server_tls.server_config()?;
-    let (driver, handle) = Driver::new(
+    let (mut driver, handle) = Driver::new(
         node,
         disk.clone(),
         DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer_tls: peer_tls.clone() },
     );
+    let key = crate::gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
+    let gossip = crate::gossip_net::spawn(udp, key, handle.gossip_inbound());
+    driver.set_gossip_outbound(gossip.outbound.clone());
     let driver = tokio::spawn(driver.run());
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -152,10 +191,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let kv = KvServer::new(KvService::new(handle.clone(), stopping.clone(), authz.clone()))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let peer =
-        PeerServer::new(PeerService::new(handle.clone(), rpc_addr.clone(), cluster_id.clone()))
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer = PeerServer::new(PeerService::new(handle.clone()))
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
 
     let (server_stop, stop_rx) = oneshot::channel::<()>();
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
@@ -177,7 +215,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let mut background = vec![
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
         tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
+        tokio::spawn(store_cluster_id(handle.watch(), disk.clone(), cluster_id)),
     ];
+    background.extend(gossip.tasks);
     if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
         background.push(tokio::spawn(crate::authz::watch(
             authz,
@@ -186,35 +226,13 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
             crate::authz::RELOAD_INTERVAL,
         )));
     }
-    if fresh && !cfg.bootstrap {
-        if cfg.start_join_addrs.is_empty() {
-            tracing::warn!(
-                "empty data dir, no bootstrap and no start-join-addrs: waiting to be added"
-            );
-        } else {
-            let h = handle.clone();
-            let addrs = cfg.start_join_addrs.clone();
-            let disk = disk.clone();
-            background.push(tokio::spawn(async move {
-                match crate::join::join(h, me, cluster_id, addrs, peer_tls).await {
-                    Ok(j) => {
-                        if !j.cluster_id.is_empty() {
-                            if let Err(e) = disk.put_meta(META_CLUSTER_ID, j.cluster_id.as_bytes())
-                            {
-                                tracing::error!(error = %e, "storing the cluster id");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "joining failed"),
-                }
-            }));
-        }
-    }
-    tracing::info!(id, %local_addr, %rpc_addr, "node started");
+    tracing::info!(id, %local_addr, %rpc_addr, %gossip_addr, "node started");
     Ok(RunningNode {
         id,
         local_addr,
         rpc_addr,
+        gossip_addr,
+        leave_on_shutdown: cfg.leave_on_shutdown,
         handle,
         stopping,
         server_stop: Some(server_stop),
@@ -252,6 +270,34 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The cluster id as stored: 16 hex digits, non-zero.
+fn parse_cluster_id(bytes: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    u64::from_str_radix(s.trim(), 16).ok().filter(|id| *id != 0)
+}
+
+/// The port of `host:port` (0 if it has none: a free port).
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+}
+
+/// Stores the cluster id a fresh node learns once it has been added, so that after a restart
+/// it is only ever added back to this cluster.
+async fn store_cluster_id(mut view: watch::Receiver<View>, disk: Arc<Disk>, mut stored: u64) {
+    loop {
+        let learned = view.borrow_and_update().cluster_id;
+        if learned != 0 && learned != stored {
+            match disk.put_meta(META_CLUSTER_ID, format!("{learned:016x}").as_bytes()) {
+                Ok(()) => stored = learned,
+                Err(e) => tracing::error!(error = %e, "storing the cluster id"),
+            }
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `host:port`, bracketing IPv6 literals.
 fn format_addr(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -284,6 +330,32 @@ async fn report_health(
 }
 
 impl RunningNode {
+    /// Leaves the cluster for good: announces it in gossip (a leader hands over first), waits
+    /// (bounded) until this node's removal is applied here, then declares itself down.
+    async fn leave(&mut self) {
+        tracing::info!("leaving the cluster");
+        self.handle.leave().await;
+        let id = self.id;
+        let mut w = self.handle.watch();
+        let removed = tokio::time::timeout(LEAVE_WAIT, async {
+            loop {
+                if !w.borrow_and_update().status.conf.all_ids().contains(&id) {
+                    return;
+                }
+                if w.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        if !removed {
+            tracing::warn!("removal not seen in time; leaving gossip anyway");
+        }
+        self.handle.gossip_stop().await;
+        tokio::time::sleep(GOSSIP_FLUSH).await;
+    }
+
     /// Resolves when the node stops on its own (a disk failure); the error says why.
     pub async fn wait_failed(&mut self) -> Result<(), DriverError> {
         match (&mut self.driver).await {
@@ -296,6 +368,9 @@ impl RunningNode {
     /// disk, stop the driver.
     pub async fn shutdown(mut self) -> Result<(), DriverError> {
         self.stopping.store(true, Ordering::Relaxed);
+        if self.leave_on_shutdown {
+            self.leave().await;
+        }
         let view = self.handle.view();
         if view.status.role == Role::Leader {
             let target = view.status.conf.voters.iter().copied().find(|v| *v != self.id);

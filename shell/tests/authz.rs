@@ -67,6 +67,7 @@ async fn start(certs: &Certs, data: &Path, acl: Option<(PathBuf, PathBuf)>) -> R
         acl_policy_file,
         tick_ms: Some(20),
         log_level: Some("warn".to_owned()),
+        cluster_key: Some("authz-tests-cluster-key".to_owned()),
         ..Settings::default()
     };
     mokv_shell::server::start(&NodeConfig::resolve(s).unwrap()).await.unwrap()
@@ -299,6 +300,7 @@ async fn a_bad_policy_file_stops_the_start() {
         server_tls_key_file: Some(certs.dir.join("n1-key.pem")),
         server_tls_ca_file: Some(certs.dir.join("ca.pem")),
         acl_policy_file: Some(policy),
+        cluster_key: Some("authz-tests-cluster-key".to_owned()),
         ..Settings::default()
     };
     let e = mokv_shell::server::start(&NodeConfig::resolve(s).unwrap()).await.unwrap_err();

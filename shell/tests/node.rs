@@ -1,5 +1,5 @@
 //! Real nodes on ephemeral ports over mTLS: a single node in-process, `mokvd --dev` as a
-//! process, and a 3-node cluster formed by bootstrap + join. Waits poll with deadlines.
+//! process, and a 3-node cluster formed by bootstrap + gossip join. Waits poll with deadlines.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_proto::peer::peer_client::PeerClient;
-use mokv_proto::peer::JoinRequest;
+use mokv_proto::peer::SnapshotChunk;
 use mokv_shell::config::{NodeConfig, Settings};
 use mokv_shell::server::RunningNode;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -44,6 +44,9 @@ fn settings(certs: &Certs, data: &Path, name: &str) -> Settings {
         server_tls_ca_file: Some(certs.dir.join("ca.pem")),
         tick_ms: Some(20),
         log_level: Some("warn".to_owned()),
+        cluster_key: Some("node-tests-cluster-key".to_owned()),
+        gossip_probe_ms: Some(200),
+        gossip_suspect_ms: Some(1_000),
         ..Settings::default()
     }
 }
@@ -173,16 +176,8 @@ async fn single_node_serves_kv_over_mtls() {
     // A client certificate may not use the peer service.
     let id = (certs.read("root.pem"), certs.read("root-key.pem"));
     let mut peer = PeerClient::new(channel(&addr, certs.read("ca.pem"), Some(id)).await);
-    let e = peer
-        .join(JoinRequest {
-            node_name: "root".into(),
-            rpc_addr: "127.0.0.1:1".into(),
-            peer_addr: "127.0.0.1:1".into(),
-            raft_id: 99,
-            cluster_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let chunk = SnapshotChunk { from: 99, to: node.id, total_bytes: 1, offset: 0, data: vec![0] };
+    let e = peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // The node still serves, then restarts from RocksDB with its data.
@@ -206,14 +201,17 @@ async fn three_nodes_form_through_bootstrap_and_join() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = Certs::new(&tmp.path().join("certs"), &["n1", "n2", "n3"]);
     let n1 = start(Settings { bootstrap: Some(true), ..settings(&certs, tmp.path(), "n1") }).await;
-    let join = vec![n1.rpc_addr.clone()];
+    // Joining through gossip: n2 knows n1's gossip address, n3 knows n2's.
+    let join = vec![n1.gossip_addr.clone()];
     let n2 = start(Settings {
         start_join_addrs: Some(join.clone()),
         ..settings(&certs, tmp.path(), "n2")
     })
     .await;
-    let n3 = start(Settings { start_join_addrs: Some(join), ..settings(&certs, tmp.path(), "n3") })
-        .await;
+    let join3 = vec![n2.gossip_addr.clone()];
+    let n3 =
+        start(Settings { start_join_addrs: Some(join3), ..settings(&certs, tmp.path(), "n3") })
+            .await;
 
     let h = n1.handle.clone();
     eventually("three voters", || {
@@ -249,6 +247,8 @@ async fn three_nodes_form_through_bootstrap_and_join() {
     let servers = c1.get_servers(()).await.unwrap().into_inner().servers;
     assert_eq!(servers.len(), 3);
     assert_eq!(servers.iter().filter(|s| s.is_leader).count(), 1);
+    let alive = mokv_proto::api::Health::Alive as i32;
+    assert!(servers.iter().all(|s| s.health == alive), "{servers:?}");
 
     // Graceful stop of the leader hands leadership over; the others keep serving.
     let (leader_node, rest): (Vec<_>, Vec<_>) =

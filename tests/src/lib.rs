@@ -172,7 +172,7 @@ pub fn channel(addr: &str, ca: Vec<u8>, identity: Option<(Vec<u8>, Vec<u8>)>) ->
 pub struct NodeSpec {
     pub name: String,
     pub data_dir: PathBuf,
-    /// Everything else on the command line except `--rpc-port`.
+    /// Everything else on the command line except `--rpc-port` and `--bind-addr`.
     pub args: Vec<OsString>,
 }
 
@@ -187,7 +187,10 @@ impl NodeSpec {
         };
         arg("--data-dir", data_dir.clone().into());
         arg("--node-name", name.into());
-        arg("--bind-addr", "127.0.0.1:0".into());
+        arg("--cluster-key-file", certs.path("cluster.key").into());
+        // Failure detection in about a second (defaults: 1 s probes, 4 s suspicion).
+        arg("--gossip-probe-ms", "200".into());
+        arg("--gossip-suspect-ms", "1000".into());
         arg("--server-tls-cert-file", certs.path(&format!("{name}.pem")).into());
         arg("--server-tls-key-file", certs.path(&format!("{name}-key.pem")).into());
         arg("--server-tls-ca-file", certs.path("ca.pem").into());
@@ -220,6 +223,9 @@ pub struct Mokvd {
     /// The advertised rpc address (`127.0.0.1:<port>`).
     pub addr: String,
     pub port: u16,
+    /// The advertised gossip address (`127.0.0.1:<udp port>`): what others join through.
+    pub gossip_addr: String,
+    pub gossip_port: u16,
     pub raft_id: u64,
     /// Every stdout line (after the listening line) and stderr line, of every incarnation.
     output: Arc<Mutex<Vec<String>>>,
@@ -234,19 +240,41 @@ impl Mokvd {
             child: None,
             addr: String::new(),
             port: 0,
+            gossip_addr: String::new(),
+            gossip_port: 0,
             raft_id: 0,
             output: Arc::new(Mutex::new(Vec::new())),
         };
-        node.spawn(0);
+        node.spawn(0, 0);
         node
     }
 
-    /// Starts a process with `--rpc-port port` and reads the listening line.
-    fn spawn(&mut self, port: u16) {
+    /// Starts `mokvd` on an ephemeral rpc port and the given gossip port (known before the
+    /// start, so that nodes can list each other in `start-join-addrs` in any start order).
+    pub fn start_with_gossip_port(bin: &Path, spec: NodeSpec, gossip_port: u16) -> Mokvd {
+        let mut node = Mokvd {
+            bin: bin.to_path_buf(),
+            spec,
+            child: None,
+            addr: String::new(),
+            port: 0,
+            gossip_addr: String::new(),
+            gossip_port: 0,
+            raft_id: 0,
+            output: Arc::new(Mutex::new(Vec::new())),
+        };
+        node.spawn(0, gossip_port);
+        node
+    }
+
+    /// Starts a process with `--rpc-port port`, gossip on `gossip_port`, and reads the
+    /// listening line.
+    fn spawn(&mut self, port: u16, gossip_port: u16) {
         assert!(self.child.is_none(), "{} is already running", self.spec.name);
         let mut child = clean_command(&self.bin)
             .args(&self.spec.args)
             .args(["--rpc-port", &port.to_string()])
+            .args(["--bind-addr", &format!("127.0.0.1:{gossip_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -276,7 +304,8 @@ impl Mokvd {
             let log = self.log_tail(40);
             panic!("{} printed no listening line; output:\n{log}", self.spec.name);
         };
-        // "mokvd listening on 127.0.0.1:PORT (advertised 127.0.0.1:PORT, raft id N)"
+        // "mokvd listening on 127.0.0.1:PORT (advertised 127.0.0.1:PORT, gossip
+        // 127.0.0.1:UDP, raft id N)"
         let advertised = line
             .split("(advertised ")
             .nth(1)
@@ -287,6 +316,13 @@ impl Mokvd {
             .next()
             .and_then(|r| r.trim_end_matches(')').parse().ok())
             .unwrap_or_else(|| panic!("unexpected listening line: {line}"));
+        let gossip = line
+            .split("gossip ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected listening line: {line}"));
+        self.gossip_addr = gossip.to_owned();
+        self.gossip_port = gossip.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         self.addr = advertised.to_owned();
         self.port = advertised.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         self.raft_id = raft_id;
@@ -315,8 +351,8 @@ impl Mokvd {
     /// address).
     pub fn restart(&mut self) {
         self.kill();
-        let (port, id) = (self.port, self.raft_id);
-        self.spawn(port);
+        let (port, gossip_port, id) = (self.port, self.gossip_port, self.raft_id);
+        self.spawn(port, gossip_port);
         assert_eq!(self.raft_id, id, "{} came back with another raft id", self.spec.name);
     }
 
@@ -351,7 +387,7 @@ impl Drop for Mokvd {
     }
 }
 
-/// Three nodes: n1 bootstraps, n2 and n3 join through n1's rpc address.
+/// Three nodes: n1 bootstraps, n2 and n3 join through n1's gossip address.
 #[derive(Debug)]
 pub struct Cluster {
     pub bins: Bins,
@@ -380,7 +416,7 @@ impl Cluster {
             s
         };
         let n1 = Mokvd::start(&bins.mokvd, spec("n1").flag("--bootstrap"));
-        let join = n1.addr.clone();
+        let join = n1.gossip_addr.clone();
         let n2 = Mokvd::start(&bins.mokvd, spec("n2").with("--start-join-addrs", &join));
         let n3 = Mokvd::start(&bins.mokvd, spec("n3").with("--start-join-addrs", &join));
         let cluster = Cluster { bins, certs, nodes: vec![n1, n2, n3], _tmp: tmp };

@@ -363,16 +363,14 @@ async fn clients_without_a_valid_certificate_are_refused() {
     // A client certificate on the peer service: PERMISSION_DENIED.
     let mut peer =
         mokv_proto::peer::peer_client::PeerClient::new(certs.channel(&node.addr, Some("root")));
-    let e = peer
-        .join(mokv_proto::peer::JoinRequest {
-            node_name: "root".into(),
-            rpc_addr: "127.0.0.1:1".into(),
-            peer_addr: "127.0.0.1:1".into(),
-            raft_id: 99,
-            cluster_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let chunk = mokv_proto::peer::SnapshotChunk {
+        from: 99,
+        to: node.raft_id,
+        total_bytes: 1,
+        offset: 0,
+        data: vec![0],
+    };
+    let e = peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // Nothing got written; proper clients are still served.
@@ -517,8 +515,6 @@ async fn cli_talks_to_a_dev_node() {
             "--dev".into(),
             "--data-dir".into(),
             dir.clone().into(),
-            "--bind-addr".into(),
-            "127.0.0.1:0".into(),
             "--log-level".into(),
             "warn".into(),
         ],

@@ -1,0 +1,173 @@
+//! The node's gossip side: foca driven from the node's inputs, the down-member clock, the
+//! cluster id a fresh node adopts, and the leader's reconciler turned into conf changes.
+
+use raft::eraftpb::{ConfChange, ConfChangeType};
+use raft::StateRole;
+
+use super::{Event, Node};
+use crate::gossip::{Datagram, GossipError, GossipId, GossipMember, Health};
+use crate::members::NodeId;
+use crate::reconcile::{self, Action};
+
+impl Node {
+    /// A gossip datagram as received (after the shell's decryption).
+    pub fn handle_gossip(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
+        let Some(g) = &mut self.gossip else { return Ok(()) };
+        let r = g.handle_datagram(bytes);
+        self.note_gossip_change();
+        r
+    }
+
+    /// This node leaves the cluster for good: it announces it in gossip, and hands leadership
+    /// over if it leads; the leader then removes it from the configuration. Follow with
+    /// [`handle_gossip_stop`](Self::handle_gossip_stop) once removed (or after a bound).
+    pub fn handle_leave(&mut self) {
+        self.leaving = true;
+        if let Some(g) = &mut self.gossip {
+            let id = GossipId { leaving: true, ..g.identity().bumped() };
+            g.change_identity(id);
+        }
+        self.reconcile();
+        self.note_gossip_change();
+        self.after_input();
+    }
+
+    /// Declares this node down in gossip and stops gossiping (the last step of a shutdown).
+    pub fn handle_gossip_stop(&mut self) {
+        if let Some(g) = &mut self.gossip {
+            g.leave();
+        }
+    }
+
+    /// The next gossip datagram to send; drain after every input, like the other outputs.
+    #[must_use]
+    pub fn poll_datagram(&mut self) -> Option<Datagram> {
+        self.gossip.as_mut()?.poll_datagram()
+    }
+
+    /// Every other member gossip knows, with its health in this node's view (empty without
+    /// gossip).
+    pub fn gossip_members(&self) -> Vec<GossipMember> {
+        self.gossip.as_ref().map(|g| g.members()).unwrap_or_default()
+    }
+
+    /// This node's current gossip identity.
+    pub fn gossip_identity(&self) -> Option<&GossipId> {
+        self.gossip.as_ref().map(|g| g.identity())
+    }
+
+    /// Health of Raft member `id` as this node sees it: `None` if gossip has not seen it.
+    pub fn member_health(&self, id: NodeId) -> Option<Health> {
+        if id == self.config.id {
+            return self.gossip.as_ref().map(|_| Health::Alive);
+        }
+        self.gossip.as_ref()?;
+        latest_health(&self.gossip_members(), id)
+    }
+
+    /// Once per tick: foca's timers, then what the leader does about it.
+    pub(super) fn tick_gossip(&mut self) {
+        let Some(g) = &mut self.gossip else { return };
+        g.handle_time(self.now_ms);
+        self.adopt_cluster_id();
+        self.track_down_members();
+        self.reconcile();
+        self.note_gossip_change();
+    }
+
+    fn note_gossip_change(&mut self) {
+        if self.gossip.as_mut().is_some_and(|g| g.take_changed()) {
+            self.push_event(Event::GossipChanged);
+        }
+    }
+
+    /// A node that started with no data learns its cluster's id from the leader once it is in
+    /// the configuration, so that after a restart it is only ever added back to that cluster.
+    fn adopt_cluster_id(&mut self) {
+        let Some(g) = &self.gossip else { return };
+        if g.identity().cluster_id != 0 || !self.sm.conf().all_ids().contains(&self.config.id) {
+            return;
+        }
+        let leader = self.raw.raft.leader_id;
+        let learned = g
+            .members()
+            .into_iter()
+            .find(|m| m.id.raft_id == leader && leader != 0 && m.id.cluster_id != 0)
+            .map(|m| m.id.cluster_id);
+        if let (Some(cluster_id), Some(g)) = (learned, &mut self.gossip) {
+            let id = GossipId { cluster_id, ..g.identity().bumped() };
+            g.change_identity(id);
+            self.push_event(Event::ClusterIdLearned { cluster_id });
+        }
+    }
+
+    /// Since when each configuration member has been down (or unseen) in this node's view.
+    fn track_down_members(&mut self) {
+        let view = self.gossip_members();
+        let ids = self.sm.conf().all_ids();
+        self.down_since_ms.retain(|id, _| ids.contains(id));
+        for id in ids {
+            if id == self.config.id {
+                continue;
+            }
+            let up = matches!(latest_health(&view, id), Some(Health::Alive | Health::Suspect));
+            if up {
+                self.down_since_ms.remove(&id);
+            } else {
+                self.down_since_ms.entry(id).or_insert(self.now_ms);
+            }
+        }
+    }
+
+    /// The leader takes the reconciler's next step, one configuration change at a time.
+    fn reconcile(&mut self) {
+        let Some(g) = &self.gossip else { return };
+        if self.raw.raft.state != StateRole::Leader
+            || self.removed
+            || self.raw.raft.has_pending_conf()
+            || self.raw.raft.lead_transferee.is_some()
+            || self.check_capacity().is_err()
+        {
+            return;
+        }
+        let view = g.members();
+        let action = reconcile::next_action(&reconcile::Inputs {
+            self_id: self.config.id,
+            self_leaving: self.leaving,
+            cluster_id: g.identity().cluster_id,
+            conf: self.sm.conf(),
+            members: self.sm.members(),
+            gossip: &view,
+            down_since_ms: &self.down_since_ms,
+            now_ms: self.now_ms,
+            dead_member_timeout_ms: self.config.dead_member_timeout_ms,
+        });
+        let mut cc = ConfChange::default();
+        match action {
+            None => return,
+            Some(Action::TransferLeadership) => {
+                if let Some(to) = self.best_transferee() {
+                    self.raw.transfer_leader(to);
+                }
+                return;
+            }
+            Some(Action::Remove(id)) => {
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = id;
+            }
+            Some(Action::AddLearner(info)) => {
+                cc.set_change_type(ConfChangeType::AddLearnerNode);
+                cc.node_id = info.id;
+                cc.context = info.encode().into();
+            }
+        }
+        self.propose_conf_change(None, cc);
+    }
+}
+
+fn latest_health(view: &[GossipMember], id: NodeId) -> Option<Health> {
+    view.iter()
+        .filter(|m| m.id.raft_id == id)
+        .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
+        .map(|m| m.health)
+}

@@ -1,0 +1,245 @@
+//! The leader's reconciler: the one next Raft configuration change that brings the
+//! configuration closer to what gossip says the cluster is. Pure: the same inputs give the same
+//! answer, and it is asked again every tick, so a join seen while there was no leader, or a
+//! change that failed, is picked up on the next pass.
+
+use std::collections::BTreeMap;
+
+use crate::gossip::{GossipMember, Health};
+use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
+
+/// What the leader should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// This leader is leaving: hand leadership over before anything else.
+    TransferLeadership,
+    Remove(NodeId),
+    AddLearner(MemberInfo),
+}
+
+#[derive(Debug)]
+pub(crate) struct Inputs<'a> {
+    pub self_id: NodeId,
+    pub self_leaving: bool,
+    pub cluster_id: u64,
+    pub conf: &'a Conf,
+    pub members: &'a MemberTable,
+    pub gossip: &'a [GossipMember],
+    /// Since when (ms) each configuration member has been down or unseen in gossip.
+    pub down_since_ms: &'a BTreeMap<NodeId, u64>,
+    pub now_ms: u64,
+    /// 0: down members are never removed automatically.
+    pub dead_member_timeout_ms: u64,
+}
+
+/// The newest gossip identity carrying Raft id `id` (a node may briefly appear under an old
+/// and a new incarnation).
+fn latest(gossip: &[GossipMember], id: NodeId) -> Option<&GossipMember> {
+    gossip
+        .iter()
+        .filter(|m| m.id.raft_id == id)
+        .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
+}
+
+fn is_up(m: &GossipMember) -> bool {
+    m.health != Health::Down
+}
+
+pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
+    let ids = i.conf.all_ids();
+    let removable =
+        |id: NodeId| id != i.self_id && !(i.conf.voters.len() == 1 && i.conf.voters.contains(&id));
+
+    if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
+        return Some(Action::TransferLeadership);
+    }
+
+    // A member leaving for good is removed (whether or not it is still up).
+    for id in &ids {
+        if latest(i.gossip, *id).is_some_and(|m| m.id.leaving) && removable(*id) {
+            return Some(Action::Remove(*id));
+        }
+    }
+
+    // Gossip members that could join: up, not leaving, data from no cluster or from ours.
+    let candidates = i.gossip.iter().filter(|m| {
+        m.health == Health::Alive
+            && !m.id.leaving
+            && m.id.raft_id != 0
+            && !ids.contains(&m.id.raft_id)
+            && (m.id.cluster_id == 0 || m.id.cluster_id == i.cluster_id)
+    });
+    for g in candidates {
+        let namesake =
+            ids.iter().copied().find(|id| i.members.get(id).is_some_and(|m| m.name == g.id.name));
+        match namesake {
+            None => return Some(Action::AddLearner(g.id.member_info())),
+            // A wiped node back under its old name: the old Raft id goes first, but only when
+            // it is not up (two live nodes with one name is a misconfiguration, not a
+            // replacement).
+            Some(old) => {
+                let old_up = latest(i.gossip, old).is_some_and(is_up);
+                if !old_up && removable(old) {
+                    return Some(Action::Remove(old));
+                }
+            }
+        }
+    }
+
+    if i.dead_member_timeout_ms > 0 {
+        for id in &ids {
+            let dead = i
+                .down_since_ms
+                .get(id)
+                .is_some_and(|since| i.now_ms.saturating_sub(*since) >= i.dead_member_timeout_ms);
+            if dead && removable(*id) {
+                return Some(Action::Remove(*id));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::GossipId;
+
+    fn gm(name: &str, raft_id: NodeId, health: Health) -> GossipMember {
+        GossipMember {
+            id: GossipId {
+                gossip_addr: format!("{name}:1"),
+                name: name.into(),
+                raft_id,
+                rpc_addr: format!("{name}:2"),
+                cluster_id: 0,
+                started_ms: raft_id,
+                bump: 0,
+                leaving: false,
+            },
+            health,
+        }
+    }
+
+    fn conf(voters: &[NodeId], learners: &[NodeId]) -> Conf {
+        Conf {
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+            ..Conf::default()
+        }
+    }
+
+    fn table(names: &[(NodeId, &str)]) -> MemberTable {
+        names.iter().map(|(id, n)| (*id, gm(n, *id, Health::Alive).id.member_info())).collect()
+    }
+
+    struct Case {
+        conf: Conf,
+        members: MemberTable,
+        gossip: Vec<GossipMember>,
+        down: BTreeMap<NodeId, u64>,
+        leaving: bool,
+        timeout: u64,
+    }
+
+    impl Case {
+        fn new(voters: &[NodeId], names: &[(NodeId, &str)], gossip: Vec<GossipMember>) -> Self {
+            Self {
+                conf: conf(voters, &[]),
+                members: table(names),
+                gossip,
+                down: BTreeMap::new(),
+                leaving: false,
+                timeout: 0,
+            }
+        }
+
+        fn run(&self) -> Option<Action> {
+            next_action(&Inputs {
+                self_id: 1,
+                self_leaving: self.leaving,
+                cluster_id: 42,
+                conf: &self.conf,
+                members: &self.members,
+                gossip: &self.gossip,
+                down_since_ms: &self.down,
+                now_ms: 10_000,
+                dead_member_timeout_ms: self.timeout,
+            })
+        }
+    }
+
+    #[test]
+    fn steady_state_does_nothing() {
+        let c = Case::new(&[1, 2], &[(1, "a"), (2, "b")], vec![gm("b", 2, Health::Alive)]);
+        assert_eq!(c.run(), None);
+    }
+
+    #[test]
+    fn new_alive_member_is_added_as_learner_but_not_a_suspect_or_foreign_one() {
+        let c = Case::new(&[1], &[(1, "a")], vec![gm("b", 2, Health::Alive)]);
+        assert_eq!(c.run(), Some(Action::AddLearner(gm("b", 2, Health::Alive).id.member_info())));
+        let c = Case::new(&[1], &[(1, "a")], vec![gm("b", 2, Health::Suspect)]);
+        assert_eq!(c.run(), None);
+        let mut foreign = gm("b", 2, Health::Alive);
+        foreign.id.cluster_id = 7;
+        let c = Case::new(&[1], &[(1, "a")], vec![foreign]);
+        assert_eq!(c.run(), None);
+    }
+
+    #[test]
+    fn leaving_member_is_removed_even_once_down_and_leader_hands_over_first() {
+        let mut b = gm("b", 2, Health::Down);
+        b.id.leaving = true;
+        let c = Case::new(&[1, 2, 3], &[(1, "a"), (2, "b"), (3, "c")], vec![b]);
+        assert_eq!(c.run(), Some(Action::Remove(2)));
+        let mut c = Case::new(&[1, 2], &[(1, "a"), (2, "b")], vec![gm("b", 2, Health::Alive)]);
+        c.leaving = true;
+        assert_eq!(c.run(), Some(Action::TransferLeadership));
+        // The last voter cannot leave by handing over.
+        let mut c = Case::new(&[1], &[(1, "a")], vec![]);
+        c.leaving = true;
+        assert_eq!(c.run(), None);
+    }
+
+    #[test]
+    fn wiped_node_replaces_its_old_id_only_when_the_old_one_is_not_up() {
+        let names = [(1, "a"), (2, "b"), (3, "c")];
+        let c = Case::new(
+            &[1, 2, 3],
+            &names,
+            vec![gm("b", 2, Health::Down), gm("b", 9, Health::Alive), gm("c", 3, Health::Alive)],
+        );
+        assert_eq!(c.run(), Some(Action::Remove(2)));
+        // Old id gone: the new one joins.
+        let c = Case::new(
+            &[1, 3],
+            &[(1, "a"), (3, "c")],
+            vec![gm("b", 9, Health::Alive), gm("c", 3, Health::Alive)],
+        );
+        assert_eq!(c.run(), Some(Action::AddLearner(gm("b", 9, Health::Alive).id.member_info())));
+        // Both up: a name conflict, left alone.
+        let c = Case::new(
+            &[1, 2, 3],
+            &names,
+            vec![gm("b", 2, Health::Alive), gm("b", 9, Health::Alive), gm("c", 3, Health::Alive)],
+        );
+        assert_eq!(c.run(), None);
+    }
+
+    #[test]
+    fn down_member_is_removed_only_after_the_timeout_when_enabled() {
+        let names = [(1, "a"), (2, "b"), (3, "c")];
+        let mut c = Case::new(
+            &[1, 2, 3],
+            &names,
+            vec![gm("b", 2, Health::Down), gm("c", 3, Health::Alive)],
+        );
+        c.down.insert(2, 1_000);
+        assert_eq!(c.run(), None, "off by default");
+        c.timeout = 60_000;
+        assert_eq!(c.run(), None, "not yet");
+        c.timeout = 9_000;
+        assert_eq!(c.run(), Some(Action::Remove(2)));
+    }
+}

@@ -1,0 +1,102 @@
+//! The gossip socket: UDP on `bind-addr`. One task receives, opens (cluster key) and hands
+//! datagrams to the driver; one task seals and sends what the core emits. Gossip is lossy by
+//! design, so both directions drop rather than wait when a queue is full.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mokv_core::gossip::{Datagram, MAX_DATAGRAM_BYTES};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::gossip_crypto::{ClusterKey, OVERHEAD};
+
+/// Datagrams waiting for the driver, and for the socket.
+pub const GOSSIP_QUEUE: usize = 1024;
+/// Resolved gossip addresses kept (a member's address rarely changes; names are re-resolved
+/// when the cache is full).
+const MAX_RESOLVED: usize = 4096;
+
+/// The running gossip socket tasks.
+#[derive(Debug)]
+pub struct GossipNet {
+    pub outbound: mpsc::Sender<Datagram>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the receive and send tasks on `socket`; opened datagrams go to `inbound`.
+pub fn spawn(socket: UdpSocket, key: ClusterKey, inbound: mpsc::Sender<Vec<u8>>) -> GossipNet {
+    let socket = Arc::new(socket);
+    let key = Arc::new(key);
+    let (outbound, out_rx) = mpsc::channel(GOSSIP_QUEUE);
+    let recv = tokio::spawn(receive(socket.clone(), key.clone(), inbound));
+    let send = tokio::spawn(send(socket, key, out_rx));
+    GossipNet { outbound, tasks: vec![recv, send] }
+}
+
+async fn receive(socket: Arc<UdpSocket>, key: Arc<ClusterKey>, inbound: mpsc::Sender<Vec<u8>>) {
+    // Room for one sealed datagram of the largest size foca sends, plus slack to notice
+    // oversized ones (they fail to open).
+    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + OVERHEAD + 512];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here on some systems; keep receiving.
+                tracing::debug!(error = %e, "gossip receive error");
+                continue;
+            }
+        };
+        match key.open(&buf[..n]) {
+            Ok(plain) => {
+                if inbound.try_send(plain).is_err() {
+                    crate::metrics::gossip_dropped("inbound_full");
+                }
+            }
+            Err(e) => {
+                crate::metrics::gossip_dropped("unauthenticated");
+                tracing::debug!(%from, error = %e, "gossip datagram refused");
+            }
+        }
+    }
+}
+
+async fn send(socket: Arc<UdpSocket>, key: Arc<ClusterKey>, mut out: mpsc::Receiver<Datagram>) {
+    let mut resolved: BTreeMap<String, SocketAddr> = BTreeMap::new();
+    while let Some(d) = out.recv().await {
+        let addr = match resolved.get(&d.to) {
+            Some(a) => *a,
+            None => match resolve(&d.to).await {
+                Some(a) => {
+                    if resolved.len() >= MAX_RESOLVED {
+                        resolved.clear();
+                    }
+                    resolved.insert(d.to.clone(), a);
+                    a
+                }
+                None => {
+                    crate::metrics::gossip_dropped("unresolved");
+                    tracing::debug!(to = %d.to, "gossip address does not resolve");
+                    continue;
+                }
+            },
+        };
+        let Some(sealed) = key.seal(&d.payload) else {
+            crate::metrics::gossip_dropped("no_randomness");
+            continue;
+        };
+        if let Err(e) = socket.send_to(&sealed, addr).await {
+            crate::metrics::gossip_dropped("send_failed");
+            tracing::debug!(%addr, error = %e, "gossip send failed");
+        }
+    }
+}
+
+async fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Some(a);
+    }
+    tokio::net::lookup_host(addr).await.ok()?.next()
+}
