@@ -1,0 +1,328 @@
+//! The Ready loop: raft-rs's async-persist protocol, persist batches and the messages they
+//! hold back, applying committed entries (KV commands and conf changes), snapshots and log
+//! compaction, and noticing role changes.
+
+use super::*;
+
+impl Node {
+    /// Runs after every input: starts read rounds, drains raft-rs, notices role changes.
+    pub(super) fn after_input(&mut self) {
+        self.start_read_round();
+        self.process_ready();
+        self.observe();
+        // A term change may have re-queued reads; start their round now rather than next tick.
+        self.start_read_round();
+        self.process_ready();
+    }
+
+    pub(super) fn process_ready(&mut self) {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            let number = rd.number();
+            let mut batch = PersistBatch::default();
+
+            for m in rd.take_messages() {
+                self.push_transmit(m);
+            }
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                self.install_snapshot(snap, &mut batch);
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed);
+            let entries = rd.take_entries();
+            if let Some(first) = entries.first() {
+                batch.truncate_from =
+                    Some(batch.truncate_from.map_or(first.index, |t| t.min(first.index)));
+                batch.entries = entries
+                    .iter()
+                    .map(|e| LogRecord { index: e.index, bytes: encode_pb(e) })
+                    .collect();
+                self.raw.mut_store().append(&entries);
+            }
+            if let Some(hs) = rd.hs() {
+                batch.hard_state = Some(encode_pb(hs));
+                self.raw.mut_store().set_hard_state(hs.clone());
+            }
+            batch.must_sync = rd.must_sync();
+            let term = self.raw.raft.term;
+            for rs in rd.take_read_states() {
+                self.reads.on_read_state(&rs.request_ctx, rs.index, term);
+            }
+            let held = rd.take_persisted_messages();
+            self.raw.advance_append_async(rd);
+            self.enqueue_persist(Some(number), batch, held);
+            self.sync_raft_applied();
+            self.serve_applied_reads();
+            self.maybe_snapshot();
+        }
+    }
+
+    pub(super) fn push_transmit(&mut self, m: Message) {
+        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        let to = m.to;
+        self.transmits.push_back(Transmit { to, payload: PeerPayload(encode_pb(&m)), is_snapshot });
+    }
+
+    pub(super) fn enqueue_persist(
+        &mut self,
+        ready: Option<u64>,
+        mut batch: PersistBatch,
+        held: Vec<Message>,
+    ) {
+        if batch.is_empty() {
+            match self.unacked.back_mut() {
+                Some(last) => {
+                    if ready.is_some() {
+                        last.ready_number = ready;
+                    }
+                    last.held.extend(held);
+                }
+                None => {
+                    for m in held {
+                        self.push_transmit(m);
+                    }
+                    if let Some(n) = ready {
+                        self.raw.on_persist_ready(n);
+                        self.sync_raft_applied();
+                    }
+                }
+            }
+            return;
+        }
+        let id = self.next_persist_id;
+        self.next_persist_id += 1;
+        batch.id = id;
+        self.persist_out.push_back(batch);
+        self.unacked.push_back(Unacked { batch_id: id, ready_number: ready, held });
+        if self.config.planted_bugs.ack_before_durable {
+            self.ack_persisted(id);
+        }
+    }
+
+    pub(super) fn ack_persisted(&mut self, id: PersistId) {
+        let mut ready = None;
+        while self.unacked.front().is_some_and(|u| u.batch_id <= id) {
+            let Some(u) = self.unacked.pop_front() else { break };
+            ready = u.ready_number.or(ready);
+            for m in u.held {
+                self.push_transmit(m);
+            }
+        }
+        if let Some(n) = ready {
+            self.raw.on_persist_ready(n);
+            self.sync_raft_applied();
+        }
+    }
+
+    /// Tells raft-rs how far the state machine has applied. After installing a snapshot the
+    /// state machine is ahead of what raft-rs accepts until the snapshot is durable.
+    pub(super) fn sync_raft_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let target = self.sm.applied_index().min(log.persisted).min(log.committed);
+        if target > log.applied {
+            self.raw.advance_apply_to(target);
+        }
+    }
+
+    pub(super) fn install_snapshot(&mut self, snap: Snapshot, batch: &mut PersistBatch) {
+        // Validated in handle_peer_message, so decoding cannot fail here.
+        let Ok(image) = SnapshotImage::decode(&snap.data) else { return };
+        let index = image.index;
+        let stale: Vec<u64> = self.writes.range(..=index).map(|(i, _)| *i).collect();
+        for i in stale {
+            if let Some(w) = self.writes.remove(&i) {
+                // The snapshot may or may not contain our entry.
+                self.reply(w.id, Err(Error::Indeterminate));
+            }
+        }
+        batch.snapshot = Some(SnapshotRecord { index, bytes: snap.data.to_vec() });
+        batch.truncate_from = Some(0);
+        self.raw.mut_store().install_snapshot(snap);
+        self.sm = image.state;
+        self.push_event(Event::SnapshotInstalled { index });
+        self.push_event(Event::MembershipChanged);
+    }
+
+    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            if e.index <= self.sm.applied_index() {
+                continue;
+            }
+            if self.removed {
+                // A removed node keeps no state moving; it only waits to be shut down.
+                break;
+            }
+            let outcome = match e.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&e),
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).ok();
+                    self.apply_conf_change(
+                        e.index,
+                        cc.map(|cc| (cc.context.to_vec(), cc.into_v2())),
+                    )
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).ok();
+                    self.apply_conf_change(e.index, cc.map(|cc| (cc.context.to_vec(), cc)))
+                }
+            };
+            self.finish_write(&e, outcome);
+        }
+    }
+
+    pub(super) fn apply_normal(&mut self, e: &Entry) -> Result<Response, Error> {
+        if e.data.is_empty() {
+            // A new leader's empty entry: never a client's proposal.
+            self.sm.skip(e.index);
+            return Err(Unavailable::Dropped.into());
+        }
+        let Ok(mut proposal) = Proposal::decode(&e.data) else {
+            // Every node decodes the same bytes the same way, so skipping keeps replicas equal.
+            self.sm.skip(e.index);
+            return Err(Unavailable::Dropped.into());
+        };
+        if self.config.planted_bugs.skip_session_dedup {
+            proposal.session = None;
+        }
+        match self.sm.apply(e.index, &proposal) {
+            Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
+            Ok(WriteOutcome::Deleted { existed, revision }) => {
+                Ok(Response::Delete { existed, revision })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: Option<(Vec<u8>, ConfChangeV2)>,
+    ) -> Result<Response, Error> {
+        self.sm.skip(index);
+        let Some((context, cc)) = cc else {
+            return Err(InvalidArgument::Membership("undecodable change").into());
+        };
+        let Ok(cs) = self.raw.apply_conf_change(&cc) else {
+            return Err(InvalidArgument::Membership("change refused by raft").into());
+        };
+        self.sm.set_conf(Conf::from_raft(&cs));
+        for change in cc.get_changes() {
+            let node = change.node_id;
+            match change.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if let Ok(info) = MemberInfo::decode(&context) {
+                        if info.id == node {
+                            self.sm.members_mut().insert(node, info);
+                        }
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    self.sm.members_mut().remove(&node);
+                    if node == self.config.id {
+                        self.removed = true;
+                        self.push_event(Event::Removed);
+                        // A node can become leader while its own removal is in its log and
+                        // then apply it as leader. raft-rs keeps it Leader with no progress
+                        // entry for itself (its next commit attempt panics) and, while a
+                        // quorum of the new configuration answers its heartbeats, nobody
+                        // else is elected. Step down; it is not promotable any more, so it
+                        // never campaigns again.
+                        if self.raw.raft.state == StateRole::Leader {
+                            let term = self.raw.raft.term;
+                            self.raw.raft.become_follower(term, raft::INVALID_ID);
+                        }
+                    }
+                }
+            }
+        }
+        self.push_event(Event::MembershipChanged);
+        if self.removed {
+            self.fail_everything(Unavailable::Removed);
+        }
+        Ok(Response::Membership { index })
+    }
+
+    /// Answers the proposal waiting at this entry's index, if this node made one.
+    pub(super) fn finish_write(&mut self, e: &Entry, outcome: Result<Response, Error>) {
+        let Some(w) = self.writes.remove(&e.index) else { return };
+        let ours = w.term == e.term && e.context.as_ref() == w.token.to_le_bytes();
+        let result = if !ours {
+            Err(Unavailable::Dropped.into())
+        } else if w.kind == WriteKind::Membership {
+            outcome.map(|_| Response::Membership { index: e.index })
+        } else {
+            outcome
+        };
+        self.reply(w.id, result);
+    }
+
+    pub(super) fn fail_everything(&mut self, why: Unavailable) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            self.reply(w.id, Err(Error::Indeterminate));
+        }
+        for id in self.reads.drain_all() {
+            self.reply(id, Err(why.into()));
+        }
+    }
+
+    /// Takes a snapshot and compacts the log once enough entries were applied since the last,
+    /// or when raft-rs needed one to catch a follower up.
+    pub(super) fn maybe_snapshot(&mut self) {
+        let applied = self.sm.applied_index();
+        let store = self.raw.store();
+        let last_snapshot = store.snapshot_index();
+        let wanted = store.take_snapshot_wanted();
+        if applied <= last_snapshot
+            || (applied - last_snapshot < self.config.snapshot_threshold_entries && !wanted)
+        {
+            return;
+        }
+        let Ok(term) = store.term(applied) else { return };
+        let image = SnapshotImage { index: applied, term, state: self.sm.clone() };
+        let bytes = image.encode();
+        let snapshot = raft_snapshot(&image, bytes.clone());
+        let compact_to = applied.saturating_sub(self.config.log_keep_entries);
+        let store = self.raw.mut_store();
+        store.set_snapshot(snapshot);
+        store.compact_to(compact_to);
+        let batch = PersistBatch {
+            snapshot: Some(SnapshotRecord { index: applied, bytes }),
+            compact_to: Some(compact_to),
+            ..PersistBatch::default()
+        };
+        self.enqueue_persist(None, batch, Vec::new());
+    }
+
+    /// Notices term / role / leader changes: emits an event, re-draws the election jitter,
+    /// and retries read rounds of the old term.
+    pub(super) fn observe(&mut self) {
+        let raft = &self.raw.raft;
+        let now = (raft.term, Role::from(raft.state), raft.leader_id);
+        if now == self.observed {
+            return;
+        }
+        let term_changed = now.0 != self.observed.0;
+        self.observed = now;
+        self.jitter_ticks_left = self.rng.below(self.config.election_ticks as u64);
+        if term_changed {
+            self.reads.on_term_change(now.0);
+        }
+        self.push_event(Event::RoleChanged {
+            role: now.1,
+            term: now.0,
+            leader: (now.2 != 0).then_some(now.2),
+        });
+    }
+
+    pub(super) fn reply(&mut self, id: RequestId, result: Result<Response, Error>) {
+        self.replies.push_back(Reply { id, result });
+    }
+
+    pub(super) fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+}
