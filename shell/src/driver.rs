@@ -49,9 +49,26 @@ pub struct View {
     pub gossip: Vec<GossipMember>,
     /// The cluster this node's data belongs to (0: none yet).
     pub cluster_id: u64,
+    /// This process's own rpc address as it gossips it (empty without gossip).
+    pub self_rpc_addr: String,
 }
 
 impl View {
+    /// Where member `id`'s rpc port is now: its newest live gossip incarnation's address, else
+    /// the replicated member table's (see `Node::rpc_addr_of`).
+    pub fn rpc_addr_of(&self, id: NodeId) -> Option<String> {
+        if id == self.status.id && !self.self_rpc_addr.is_empty() {
+            return Some(self.self_rpc_addr.clone());
+        }
+        self.gossip
+            .iter()
+            .filter(|m| m.id.raft_id == id && m.health != Health::Down)
+            .max_by_key(|m| (m.id.started_ms, m.id.bump))
+            .map(|m| m.id.rpc_addr.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| self.members.get(&id).map(|m| m.rpc_addr.clone()))
+    }
+
     /// Health of Raft member `id` in this node's view (`None`: gossip has not seen it).
     pub fn health(&self, id: NodeId) -> Option<Health> {
         if id == self.status.id {
@@ -258,6 +275,7 @@ fn view_of(node: &Node) -> View {
         leader_hint: node.leader_hint(),
         gossip: node.gossip_members(),
         cluster_id: node.gossip_identity().map_or(0, |g| g.cluster_id),
+        self_rpc_addr: node.gossip_identity().map(|g| g.rpc_addr.clone()).unwrap_or_default(),
     }
 }
 

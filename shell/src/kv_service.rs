@@ -234,7 +234,7 @@ impl Kv for KvService {
                 .values()
                 .map(|m| Server {
                     id: m.name.clone(),
-                    rpc_addr: m.rpc_addr.clone(),
+                    rpc_addr: view.rpc_addr_of(m.id).unwrap_or_else(|| m.rpc_addr.clone()),
                     is_leader: view.status.leader == Some(m.id)
                         && (m.id != view.status.id || view.status.role == Role::Leader),
                     raft_id: m.id,

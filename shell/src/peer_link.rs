@@ -13,7 +13,6 @@ use mokv_core::{NodeId, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -41,18 +40,16 @@ pub enum Feedback {
 }
 
 /// The driver's side of a link.
+///
+/// Dropping a link closes its queue; the task still sends what is queued, then ends. Aborting
+/// it instead lost the last messages to a member that was just removed — among them the
+/// commit that tells it of its own removal.
 #[derive(Debug)]
 pub struct Link {
     pub addr: String,
     tx: mpsc::Sender<Transmit>,
-    task: JoinHandle<()>,
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 impl Link {
     pub fn spawn(
@@ -63,8 +60,8 @@ impl Link {
         feedback: mpsc::Sender<Feedback>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let task = tokio::spawn(run(from, to, addr.clone(), tls, rx, feedback));
-        Link { addr, tx, task }
+        tokio::spawn(run(from, to, addr.clone(), tls, rx, feedback));
+        Link { addr, tx }
     }
 
     /// Queues without waiting; `false` when the queue is full (or the task ended).

@@ -7,6 +7,11 @@
 //!   data dir and port.
 //! - [`Cluster`]: three nodes formed through bootstrap + join.
 //! - [`eventually`]: polling with a deadline (the only waiting the tests do).
+//! - [`servers`] / [`Certs::servers`]: one node's `GetServers` answer; [`free_udp_ports`]:
+//!   gossip ports known before the nodes start ([`free_tcp_ports`] for metrics ports, read with
+//!   [`metric`]); [`Mokvd::terminate`]: SIGTERM and wait for the exit;
+//!   [`Mokvd::wipe_and_start`] / [`Mokvd::restart_on_new_rpc_port`]: a node back with an empty
+//!   data dir / on another rpc port.
 //!
 //! The binaries under test are passed in by path: `CARGO_BIN_EXE_*` exists only in the
 //! integration tests (see [`Bins`] and `tests/Cargo.toml`).
@@ -15,12 +20,13 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mokv_client::{Client, ClientConfig, TlsFiles};
 use mokv_proto::api::kv_client::KvClient;
+use mokv_proto::api::Server;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The client from the ORIGINAL mökv proto text (`tests/proto/original_kv.proto`).
@@ -145,6 +151,11 @@ impl Certs {
         KvClient::new(self.channel(addr, Some("root")))
     }
 
+    /// `GetServers` of the node at `addr` (a fresh connection; `None`: no answer in a second).
+    pub async fn servers(&self, addr: &str) -> Option<Vec<Server>> {
+        servers(&self.kv(addr)).await
+    }
+
     /// A library client that knows only `endpoints`.
     pub fn client(&self, endpoints: &[&str]) -> Client {
         let endpoints = endpoints.iter().map(|e| (*e).to_owned()).collect();
@@ -165,6 +176,45 @@ pub fn channel(addr: &str, ca: Vec<u8>, identity: Option<(Vec<u8>, Vec<u8>)>) ->
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .connect_lazy()
+}
+
+/// `GetServers` through `kv` (as answered by that one node, from its own view); `None` when
+/// it does not answer within a second.
+pub async fn servers(kv: &KvClient<Channel>) -> Option<Vec<Server>> {
+    let mut kv = kv.clone();
+    let r = tokio::time::timeout(Duration::from_secs(1), kv.get_servers(())).await.ok()?;
+    r.ok().map(|r| r.into_inner().servers)
+}
+
+/// `n` distinct UDP ports that were free a moment ago on 127.0.0.1 (bound together, then
+/// released), for gossip addresses that must be known before the nodes start.
+pub fn free_udp_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a free UDP port"))
+        .collect();
+    sockets.iter().map(|s| s.local_addr().expect("local addr").port()).collect()
+}
+
+/// `n` distinct TCP ports that were free a moment ago on 127.0.0.1 (e.g. for `--metrics-port`).
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free TCP port"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+}
+
+/// The value of one Prometheus sample (`name{labels}` exactly as exported) from the plain HTTP
+/// metrics endpoint on 127.0.0.1:`port`; `None` if absent or unreachable within a second.
+pub async fn metric(port: u16, sample: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+    };
+    tokio::time::timeout(Duration::from_secs(1), scrape).await.ok()?
 }
 
 /// What a node was started with (kept for restarts).
@@ -345,6 +395,67 @@ impl Mokvd {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM (a graceful stop) without waiting.
+    pub fn signal_term(&self) {
+        let pid = self.pid().unwrap_or_else(|| panic!("{} is not running", self.spec.name));
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("running kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} ({}) failed", self.spec.name);
+    }
+
+    /// Waits (polling, at most `bound`) for the process to exit and reaps it.
+    pub async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            let child =
+                self.child.as_mut().unwrap_or_else(|| panic!("{} has no process", self.spec.name));
+            if let Some(status) = child.try_wait().expect("waiting for mokvd") {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() >= bound {
+                let log = self.log_tail(40);
+                panic!("{} did not exit within {bound:?}; output:\n{log}", self.spec.name);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, then waits (at most `bound`) for the exit.
+    pub async fn terminate(&mut self, bound: Duration) -> ExitStatus {
+        self.signal_term();
+        self.wait_exit(bound).await
+    }
+
+    /// kill -9, deletes the data dir and starts the node again with the same flags and ports:
+    /// the same name under a new raft id.
+    pub fn wipe_and_start(&mut self) {
+        self.kill();
+        match std::fs::remove_dir_all(&self.spec.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("wiping {}: {e}", self.spec.data_dir.display()),
+        }
+        let (port, gossip_port) = (self.port, self.gossip_port);
+        self.spawn(port, gossip_port);
+    }
+
+    /// kill -9, then starts the node again on the same data dir, flags and gossip port but a
+    /// new (ephemeral) rpc port: peers find its new address through gossip.
+    pub fn restart_on_new_rpc_port(&mut self) {
+        self.kill();
+        let (gossip_port, id) = (self.gossip_port, self.raft_id);
+        self.spawn(0, gossip_port);
+        assert_eq!(self.raft_id, id, "{} came back with another raft id", self.spec.name);
     }
 
     /// Starts the node again on the same data dir, flags and port (its peers know it by its
