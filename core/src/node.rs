@@ -562,16 +562,25 @@ impl Node {
         &self.sm
     }
 
+    /// Where member `id`'s rpc port is now: what its newest live incarnation announces in
+    /// gossip (a node restarted on another port is found again without a configuration
+    /// change), else the replicated member table.
+    pub fn rpc_addr_of(&self, id: NodeId) -> Option<String> {
+        let gossiped = self.gossip.as_ref().and_then(|g| g.rpc_addr_of(id));
+        gossiped
+            .map(str::to_owned)
+            .or_else(|| self.sm.members().get(&id).map(|m| m.rpc_addr.clone()))
+            .filter(|a| !a.is_empty())
+    }
+
     /// Where the leader is, if known.
     pub fn leader_hint(&self) -> Option<LeaderHint> {
         let leader = self.raw.raft.leader_id;
         if leader == 0 {
             return None;
         }
-        let (name, rpc_addr) = match self.sm.members().get(&leader) {
-            Some(m) => (m.name.clone(), m.rpc_addr.clone()),
-            None => (String::new(), String::new()),
-        };
+        let name = self.sm.members().get(&leader).map(|m| m.name.clone()).unwrap_or_default();
+        let rpc_addr = self.rpc_addr_of(leader).unwrap_or_default();
         Some(LeaderHint { id: leader, name, rpc_addr })
     }
 

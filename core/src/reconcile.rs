@@ -25,7 +25,8 @@ pub(crate) struct Inputs<'a> {
     pub conf: &'a Conf,
     pub members: &'a MemberTable,
     pub gossip: &'a [GossipMember],
-    /// Since when (ms) each configuration member has been down or unseen in gossip.
+    /// Since when (ms) each configuration member has been down (in gossip and over Raft):
+    /// members not listed are live.
     pub down_since_ms: &'a BTreeMap<NodeId, u64>,
     pub now_ms: u64,
     /// 0: down members are never removed automatically.
@@ -45,10 +46,27 @@ fn is_up(m: &GossipMember) -> bool {
     m.health != Health::Down
 }
 
+/// Removing `id` leaves a configuration whose live voters (this leader, and every voter not
+/// down in its view) are a majority of it. Otherwise the removal, once committed, could leave
+/// the cluster without a quorum for good: say voters {1, 2, 3} with 1 down and 3 lost (a
+/// wiped disk): removing 1 leaves {2, 3}, which needs the lost 3, while {1, 2, 3} could still
+/// remove 3 once 1 is back (etcd's strict reconfiguration check).
+fn keeps_live_quorum(i: &Inputs<'_>, id: NodeId) -> bool {
+    if !i.conf.voters.contains(&id) {
+        return true;
+    }
+    let rest: Vec<NodeId> = i.conf.voters.iter().copied().filter(|v| *v != id).collect();
+    let live = rest.iter().filter(|v| **v == i.self_id || !i.down_since_ms.contains_key(v)).count();
+    !rest.is_empty() && live > rest.len() / 2
+}
+
 pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
     let ids = i.conf.all_ids();
-    let removable =
-        |id: NodeId| id != i.self_id && !(i.conf.voters.len() == 1 && i.conf.voters.contains(&id));
+    let removable = |id: NodeId| {
+        id != i.self_id
+            && !(i.conf.voters.len() == 1 && i.conf.voters.contains(&id))
+            && keeps_live_quorum(i, id)
+    };
 
     if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
         return Some(Action::TransferLeadership);
@@ -225,6 +243,34 @@ mod tests {
             vec![gm("b", 2, Health::Alive), gm("b", 9, Health::Alive), gm("c", 3, Health::Alive)],
         );
         assert_eq!(c.run(), None);
+    }
+
+    #[test]
+    fn no_removal_leaves_a_configuration_without_a_live_quorum() {
+        let names = [(1, "a"), (2, "b"), (3, "c")];
+        // b down past the timeout, c's disk wiped (back under a new id, 9): removing b would
+        // leave {a, c} with c gone for good; removing c would leave {a, b} with b down.
+        let mut c = Case::new(
+            &[1, 2, 3],
+            &names,
+            vec![gm("b", 2, Health::Down), gm("c", 9, Health::Alive)],
+        );
+        c.down.insert(2, 1_000);
+        c.down.insert(3, 1_000);
+        c.timeout = 5_000;
+        assert_eq!(c.run(), None);
+        // b back: c's old id goes first, then c joins under its new one.
+        c.down.remove(&2);
+        c.gossip[0].health = Health::Alive;
+        assert_eq!(c.run(), Some(Action::Remove(3)));
+        // A leaving voter waits too while its removal would leave no live quorum.
+        let mut b = gm("b", 2, Health::Alive);
+        b.id.leaving = true;
+        let mut c = Case::new(&[1, 2, 3], &names, vec![b, gm("c", 3, Health::Down)]);
+        c.down.insert(3, 9_000);
+        assert_eq!(c.run(), None);
+        c.down.clear();
+        assert_eq!(c.run(), Some(Action::Remove(2)));
     }
 
     #[test]

@@ -50,7 +50,6 @@ pub struct Link {
     tx: mpsc::Sender<Transmit>,
 }
 
-
 impl Link {
     pub fn spawn(
         from: NodeId,

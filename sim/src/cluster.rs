@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use mokv_core::gossip::{GossipConfig, GossipId, GossipMember, Health};
 use mokv_core::persist::{DurableState, PersistBatch};
 use mokv_core::{
     Config, Event, MemberInfo, Node, NodeId, Reply, Request, RequestId, Response, Rng, Role,
@@ -21,12 +22,84 @@ pub struct NetFaults {
     pub delay_ticks_max: u64,
 }
 
+/// Which traffic a cut applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Traffic {
+    /// Raft (peer) messages and gossip datagrams.
+    All,
+    /// Raft peer messages only: gossip still flows.
+    Raft,
+    /// Gossip datagrams only: Raft still flows.
+    Gossip,
+}
+
+/// Gossip timing of every gossiping node of a cluster (see `GossipConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GossipParams {
+    pub probe_period_ms: u64,
+    pub probe_rtt_ms: u64,
+    pub suspect_to_down_ms: u64,
+    pub cluster_size_hint: u32,
+}
+
+impl Default for GossipParams {
+    /// The LAN defaults of `GossipConfig::new`.
+    fn default() -> Self {
+        Self {
+            probe_period_ms: 1_000,
+            probe_rtt_ms: 500,
+            suspect_to_down_ms: 4_000,
+            cluster_size_hint: 5,
+        }
+    }
+}
+
+/// Virtual milliseconds per tick: the `now_ms` a node gets is `tick * MS_PER_TICK`.
+pub const MS_PER_TICK: u64 = 100;
+
+/// The cluster id the bootstrapped node of a gossiping cluster carries.
+pub const SIM_CLUSTER_ID: u64 = 0x6d6f_6b76;
+
+/// What a packet carries.
+#[derive(Debug, Clone)]
+enum Payload {
+    Raft(Transmit),
+    /// A gossip datagram for whoever owns `addr` when it arrives.
+    Gossip {
+        addr: String,
+        bytes: Vec<u8>,
+    },
+}
+
 /// A packet on the wire.
 #[derive(Debug, Clone)]
 struct Packet {
     from: NodeId,
     to: NodeId,
-    transmit: Transmit,
+    payload: Payload,
+}
+
+impl Packet {
+    fn traffic(&self) -> Traffic {
+        match self.payload {
+            Payload::Raft(_) => Traffic::Raft,
+            Payload::Gossip { .. } => Traffic::Gossip,
+        }
+    }
+}
+
+/// A node's gossip identity as its "disk" and command line keep it.
+#[derive(Debug, Clone)]
+pub struct GossipSlot {
+    pub name: String,
+    pub addr: String,
+    /// 0 until the node learns its cluster's id (or after a wipe).
+    pub cluster_id: u64,
+    pub seeds: Vec<String>,
+    /// Gossip addresses of every member it has known, kept on its disk the way serf's snapshot
+    /// file is: a restart rejoins through them as well as through `seeds` (with
+    /// [`Cluster::remember_gossip_peers`]).
+    pub known: Vec<String>,
 }
 
 /// An input held back from a paused node, handed over in order when it resumes.
@@ -47,6 +120,8 @@ struct Slot {
     disk: DurableState,
     /// Batches written but not yet synced: lost by a crash. Synced after `persist_delay_ticks`.
     unsynced: VecDeque<(u64, PersistBatch)>,
+    /// `Some` when the node gossips.
+    gossip: Option<GossipSlot>,
 }
 
 /// A simulated cluster.
@@ -57,8 +132,8 @@ pub struct Cluster {
     slots: BTreeMap<NodeId, Slot>,
     in_flight: BTreeMap<(u64, u64), Packet>,
     packet_seq: u64,
-    /// Directed links that drop everything.
-    blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Directed links that drop the given traffic.
+    blocked: BTreeSet<(NodeId, NodeId, Traffic)>,
     pub net: NetFaults,
     /// Ticks between a batch being written and being durable (0 = at once).
     pub persist_delay_ticks: u64,
@@ -70,6 +145,16 @@ pub struct Cluster {
     refused: Vec<(u64, NodeId, String)>,
     /// Paused processes (a long GC or SIGSTOP): not ticked, inputs held until resumed.
     paused: BTreeMap<NodeId, Vec<Held>>,
+    /// Gossip timing when nodes gossip.
+    gossip: Option<GossipParams>,
+    /// Which node currently owns each gossip address.
+    gossip_owner: BTreeMap<String, NodeId>,
+    /// Gossip datagrams a node refused (stale or for another incarnation): counted, not bugs.
+    pub gossip_refused: u64,
+    /// A restarted node rejoins gossip through the members it knew before too (see
+    /// [`GossipSlot::known`]); without it only through its configured seeds, which may all be
+    /// gone. On by default.
+    pub remember_gossip_peers: bool,
 }
 
 /// Per-node config tweaks applied by [`Cluster::with_config`].
@@ -91,6 +176,16 @@ impl Cluster {
     /// Like [`Cluster::new`], with `base_config` (id and seed are overridden per node) for
     /// every node.
     pub fn with_base_config(seed: u64, base_config: Config) -> Self {
+        Self::build(seed, base_config, None)
+    }
+
+    /// Node 1 bootstrapped with gossip on (cluster id [`SIM_CLUSTER_ID`]); others join with
+    /// [`Cluster::join`].
+    pub fn with_gossip(seed: u64, base_config: Config, params: GossipParams) -> Self {
+        Self::build(seed, base_config, Some(params))
+    }
+
+    fn build(seed: u64, base_config: Config, gossip: Option<GossipParams>) -> Self {
         let mut c = Cluster {
             tick: 0,
             rng: Rng::new(seed),
@@ -107,12 +202,23 @@ impl Cluster {
             base_config,
             refused: Vec::new(),
             paused: BTreeMap::new(),
+            gossip,
+            gossip_owner: BTreeMap::new(),
+            gossip_refused: 0,
+            remember_gossip_peers: true,
         };
         let info = c.member_info(1);
         let config = c.node_config(1);
         let mut disk = DurableState::default();
         disk.apply(&Node::bootstrap(&info, &config));
-        c.slots.insert(1, Slot { node: None, config, disk, unsynced: VecDeque::new() });
+        let gossip = c.gossip.map(|_| GossipSlot {
+            name: "n1".into(),
+            addr: gossip_addr(1),
+            cluster_id: SIM_CLUSTER_ID,
+            seeds: Vec::new(),
+            known: Vec::new(),
+        });
+        c.slots.insert(1, Slot { node: None, config, disk, unsynced: VecDeque::new(), gossip });
         c.start(1);
         c
     }
@@ -157,15 +263,119 @@ impl Cluster {
         let config = self.node_config(id);
         self.slots.insert(
             id,
-            Slot { node: None, config, disk: DurableState::default(), unsynced: VecDeque::new() },
+            Slot {
+                node: None,
+                config,
+                disk: DurableState::default(),
+                unsynced: VecDeque::new(),
+                gossip: None,
+            },
         );
         self.start(id);
     }
 
+    /// Starts an empty gossiping node `id` (name `n<id>`, address [`gossip_addr`]) that knows
+    /// only `seeds` (gossip addresses, possibly of nodes not started yet): the leader adds it.
+    ///
+    /// # Panics
+    /// If the cluster does not gossip, or `id` exists.
+    pub fn join(&mut self, id: NodeId, seeds: Vec<String>) {
+        let name = format!("n{id}");
+        self.join_as(id, name, gossip_addr(id), seeds);
+    }
+
+    fn join_as(&mut self, id: NodeId, name: String, addr: String, seeds: Vec<String>) {
+        assert!(self.gossip.is_some(), "join needs a gossiping cluster");
+        assert!(!self.slots.contains_key(&id), "node id {id} is taken");
+        let config = self.node_config(id);
+        let gossip = Some(GossipSlot { name, addr, cluster_id: 0, seeds, known: Vec::new() });
+        self.slots.insert(
+            id,
+            Slot {
+                node: None,
+                config,
+                disk: DurableState::default(),
+                unsynced: VecDeque::new(),
+                gossip,
+            },
+        );
+        self.start(id);
+    }
+
+    /// A disk failure: node `old` is gone with its data and comes back empty as `new` under
+    /// the same name and gossip address (cluster id 0), as a real wiped node would.
+    ///
+    /// # Panics
+    /// If `old` does not gossip or `new` exists.
+    pub fn wipe(&mut self, old: NodeId, new: NodeId) {
+        let g = self.slots.get(&old).and_then(|s| s.gossip.clone()).expect("a gossiping node");
+        self.destroy(old);
+        self.join_as(new, g.name, g.addr, g.seeds);
+    }
+
+    /// The node leaves for good (`Node::handle_leave`).
+    pub fn leave(&mut self, id: NodeId) {
+        if self.paused.contains_key(&id) {
+            return;
+        }
+        if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+            n.handle_leave();
+            self.drain(id);
+        }
+    }
+
+    /// The last step of a graceful shutdown (`Node::handle_gossip_stop`).
+    pub fn gossip_stop(&mut self, id: NodeId) {
+        if self.paused.contains_key(&id) {
+            return;
+        }
+        if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+            n.handle_gossip_stop();
+            self.drain(id);
+        }
+    }
+
+    /// The operator fixes a node's gossip seeds (all it knew were gone) and restarts it.
+    pub fn reseed(&mut self, id: NodeId, seeds: Vec<String>) {
+        let Some(g) = self.slots.get_mut(&id).and_then(|s| s.gossip.as_mut()) else { return };
+        g.seeds = seeds;
+        self.crash(id);
+        self.restart(id);
+    }
+
+    /// The node's gossip identity as kept across restarts.
+    pub fn gossip_slot(&self, id: NodeId) -> Option<&GossipSlot> {
+        self.slots.get(&id).and_then(|s| s.gossip.as_ref())
+    }
+
+    /// The node that owns gossip address `addr` now.
+    pub fn gossip_owner(&self, addr: &str) -> Option<NodeId> {
+        self.gossip_owner.get(addr).copied()
+    }
+
+    /// `id`'s view of every other gossip member.
+    pub fn gossip_members(&self, id: NodeId) -> Vec<GossipMember> {
+        self.node(id).map(Node::gossip_members).unwrap_or_default()
+    }
+
+    /// Health of the newest incarnation of `name` in `viewer`'s gossip view.
+    pub fn health_of(&self, viewer: NodeId, name: &str) -> Option<(NodeId, Health)> {
+        self.gossip_members(viewer)
+            .into_iter()
+            .filter(|m| m.id.name == name)
+            .max_by_key(|m| (m.id.started_ms, m.id.bump))
+            .map(|m| (m.id.raft_id, m.health))
+    }
+
     pub fn member_info(&self, id: NodeId) -> MemberInfo {
+        let name = self
+            .slots
+            .get(&id)
+            .and_then(|s| s.gossip.as_ref())
+            .map_or_else(|| format!("n{id}"), |g| g.name.clone());
         MemberInfo {
             id,
-            name: format!("n{id}"),
+            name,
             peer_addr: format!("sim-peer:{id}"),
             rpc_addr: format!("sim-rpc:{id}"),
             auto_promote: true,
@@ -180,9 +390,37 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId) {
         let seed = self.rng.next_u64();
+        let now_ms = self.tick * MS_PER_TICK;
         let slot = self.slots.get_mut(&id).expect("slot");
         let mut config = slot.config.clone();
         config.seed = seed;
+        if let (Some(p), Some(g)) = (self.gossip, &slot.gossip) {
+            let identity = GossipId {
+                gossip_addr: g.addr.clone(),
+                name: g.name.clone(),
+                raft_id: id,
+                rpc_addr: format!("sim-rpc:{id}"),
+                cluster_id: g.cluster_id,
+                started_ms: now_ms,
+                bump: 0,
+                leaving: false,
+            };
+            let mut seeds = g.seeds.clone();
+            if self.remember_gossip_peers {
+                for a in &g.known {
+                    if !seeds.contains(a) && *a != g.addr {
+                        seeds.push(a.clone());
+                    }
+                }
+            }
+            let mut gc = GossipConfig::new(identity, seeds);
+            gc.probe_period_ms = p.probe_period_ms;
+            gc.probe_rtt_ms = p.probe_rtt_ms;
+            gc.suspect_to_down_ms = p.suspect_to_down_ms;
+            gc.cluster_size_hint = p.cluster_size_hint;
+            config.gossip = Some(gc);
+            self.gossip_owner.insert(g.addr.clone(), id);
+        }
         let node = Node::new(config, slot.disk.clone()).expect("node starts from its own disk");
         slot.node = Some(node);
         self.drain(id);
@@ -211,7 +449,11 @@ impl Cluster {
     /// would).
     pub fn destroy(&mut self, id: NodeId) {
         self.paused.remove(&id);
-        self.slots.remove(&id);
+        if let Some(g) = self.slots.remove(&id).and_then(|s| s.gossip) {
+            if self.gossip_owner.get(&g.addr) == Some(&id) {
+                self.gossip_owner.remove(&g.addr);
+            }
+        }
     }
 
     /// Freezes a live node's process: it is not ticked and every input to it (packets, client
@@ -254,18 +496,43 @@ impl Cluster {
 
     /// Cuts every link to and from `id`.
     pub fn isolate(&mut self, id: NodeId) {
+        self.isolate_traffic(id, Traffic::All);
+    }
+
+    /// Cuts `traffic` on every link to and from `id`.
+    pub fn isolate_traffic(&mut self, id: NodeId, traffic: Traffic) {
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         for other in ids {
             if other != id {
-                self.blocked.insert((id, other));
-                self.blocked.insert((other, id));
+                self.blocked.insert((id, other, traffic));
+                self.blocked.insert((other, id, traffic));
             }
         }
     }
 
     /// Cuts the directed link `from -> to` only.
     pub fn block(&mut self, from: NodeId, to: NodeId) {
-        self.blocked.insert((from, to));
+        self.block_traffic(from, to, Traffic::All);
+    }
+
+    /// Cuts `traffic` on the directed link `from -> to` only.
+    pub fn block_traffic(&mut self, from: NodeId, to: NodeId, traffic: Traffic) {
+        self.blocked.insert((from, to, traffic));
+    }
+
+    /// Splits the cluster: `traffic` between the two sides is cut both ways.
+    pub fn split(&mut self, side_a: &[NodeId], side_b: &[NodeId], traffic: Traffic) {
+        for a in side_a {
+            for b in side_b {
+                self.block_traffic(*a, *b, traffic);
+                self.block_traffic(*b, *a, traffic);
+            }
+        }
+    }
+
+    fn is_blocked(&self, from: NodeId, to: NodeId, traffic: Traffic) -> bool {
+        self.blocked.contains(&(from, to, Traffic::All))
+            || self.blocked.contains(&(from, to, traffic))
     }
 
     /// Restores every link.
@@ -326,7 +593,7 @@ impl Cluster {
         self.deliver_due();
         self.sync_due();
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
-        let now_ms = self.tick * 100;
+        let now_ms = self.tick * MS_PER_TICK;
         for id in ids {
             if self.paused.contains_key(&id) {
                 continue;
@@ -430,8 +697,28 @@ impl Cluster {
             while let Some(e) = node.poll_event() {
                 events.push(e);
             }
+            let mut datagrams = Vec::new();
+            while let Some(d) = node.poll_datagram() {
+                datagrams.push(d);
+            }
+            for e in &events {
+                if let (Event::ClusterIdLearned { cluster_id }, Some(g)) = (e, &mut slot.gossip) {
+                    g.cluster_id = *cluster_id;
+                }
+            }
+            if let (true, Some(g)) = (events.contains(&Event::GossipChanged), &mut slot.gossip) {
+                // Accumulated, not replaced: right after a restart the node knows nobody yet.
+                for m in node.gossip_members() {
+                    if !g.known.contains(&m.id.gossip_addr) {
+                        g.known.push(m.id.gossip_addr);
+                    }
+                }
+            }
             for t in transmits {
                 self.send(id, t);
+            }
+            for d in datagrams {
+                self.send_gossip(id, d.to, d.payload);
             }
             for r in replies {
                 self.trace_mix(&[
@@ -478,7 +765,7 @@ impl Cluster {
 
     fn send(&mut self, from: NodeId, transmit: Transmit) {
         let to = transmit.to;
-        let lost = self.blocked.contains(&(from, to))
+        let lost = self.is_blocked(from, to, Traffic::Raft)
             || (self.net.loss_percent > 0 && self.rng.below(100) < self.net.loss_percent);
         if lost {
             if transmit.is_snapshot {
@@ -486,6 +773,21 @@ impl Cluster {
             }
             return;
         }
+        self.put_on_wire(Packet { from, to, payload: Payload::Raft(transmit) });
+    }
+
+    /// A gossip datagram to whoever owns `addr` (cut, lost, duplicated, delayed like Raft).
+    fn send_gossip(&mut self, from: NodeId, addr: String, bytes: Vec<u8>) {
+        let Some(&to) = self.gossip_owner.get(&addr) else { return };
+        let lost = self.is_blocked(from, to, Traffic::Gossip)
+            || (self.net.loss_percent > 0 && self.rng.below(100) < self.net.loss_percent);
+        if lost {
+            return;
+        }
+        self.put_on_wire(Packet { from, to, payload: Payload::Gossip { addr, bytes } });
+    }
+
+    fn put_on_wire(&mut self, packet: Packet) {
         let copies =
             if self.net.duplicate_percent > 0 && self.rng.below(100) < self.net.duplicate_percent {
                 2
@@ -501,8 +803,7 @@ impl Cluster {
             // Delay 0 still waits for the next tick's delivery: a tick is the network's unit.
             let at = self.tick + delay.max(1);
             self.packet_seq += 1;
-            self.in_flight
-                .insert((at, self.packet_seq), Packet { from, to, transmit: transmit.clone() });
+            self.in_flight.insert((at, self.packet_seq), packet.clone());
         }
     }
 
@@ -511,29 +812,52 @@ impl Cluster {
         let due_keys: Vec<(u64, u64)> =
             self.in_flight.range(..=(self.tick, u64::MAX)).map(|(k, _)| *k).collect();
         for key in due_keys {
-            let Some(p) = self.in_flight.remove(&key) else { continue };
+            let Some(mut p) = self.in_flight.remove(&key) else { continue };
+            if let Payload::Gossip { addr, .. } = &p.payload {
+                // Whoever owns the address now gets it (a wiped node took it over).
+                match self.gossip_owner.get(addr) {
+                    Some(owner) => p.to = *owner,
+                    None => continue,
+                }
+            }
+            let blocked = self.is_blocked(p.from, p.to, p.traffic());
             if let Some(held) = self.paused.get_mut(&p.to) {
-                if !self.blocked.contains(&(p.from, p.to)) {
+                if !blocked {
                     held.push(Held::Packet(p));
                     continue;
                 }
             }
-            let delivered = !self.blocked.contains(&(p.from, p.to)) && self.is_up(p.to);
-            if delivered {
-                self.trace_mix(&[
-                    &p.from.to_le_bytes(),
-                    &p.to.to_le_bytes(),
-                    &p.transmit.payload.0,
-                ]);
-                if let Some(n) = self.slots.get_mut(&p.to).and_then(|s| s.node.as_mut()) {
-                    if let Err(e) = n.handle_peer_message(&p.transmit.payload.0) {
-                        self.refused.push((self.tick, p.to, e.to_string()));
+            let delivered = !blocked && self.is_up(p.to);
+            match &p.payload {
+                Payload::Raft(transmit) => {
+                    if delivered {
+                        self.trace_mix(&[
+                            &p.from.to_le_bytes(),
+                            &p.to.to_le_bytes(),
+                            &transmit.payload.0,
+                        ]);
+                        if let Some(n) = self.slots.get_mut(&p.to).and_then(|s| s.node.as_mut()) {
+                            if let Err(e) = n.handle_peer_message(&transmit.payload.0) {
+                                self.refused.push((self.tick, p.to, e.to_string()));
+                            }
+                        }
+                        self.drain(p.to);
+                    }
+                    if transmit.is_snapshot {
+                        self.report_snapshot(p.from, p.to, delivered);
                     }
                 }
-                self.drain(p.to);
-            }
-            if p.transmit.is_snapshot {
-                self.report_snapshot(p.from, p.to, delivered);
+                Payload::Gossip { bytes, .. } => {
+                    if delivered {
+                        self.trace_mix(&[b"g", &p.from.to_le_bytes(), &p.to.to_le_bytes(), bytes]);
+                        if let Some(n) = self.slots.get_mut(&p.to).and_then(|s| s.node.as_mut()) {
+                            if n.handle_gossip(bytes).is_err() {
+                                self.gossip_refused += 1;
+                            }
+                        }
+                        self.drain(p.to);
+                    }
+                }
             }
         }
     }
@@ -560,6 +884,11 @@ impl Cluster {
         }
         self.trace ^= self.tick;
     }
+}
+
+/// The gossip address node `id` is started with by [`Cluster::join`] (and node 1).
+pub fn gossip_addr(id: NodeId) -> String {
+    format!("sim-gossip:n{id}")
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

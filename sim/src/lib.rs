@@ -8,11 +8,17 @@
 //! ([`workload`]) whose operations are recorded ([`history`]), then checks the history and the
 //! cluster ([`checker`], [`linearizability`]).
 //!
+//! Gossip runs ([`gossip_run::run_gossip_seed`]) let the cluster form and change through SWIM
+//! gossip and the leader's reconciler instead (joins by seed address, graceful leaves, crashes,
+//! wiped disks, partitions of gossip or Raft traffic only) and check that the Raft
+//! configuration converges after the heal, besides every history checker.
+//!
 //! This crate never touches real sockets, disks or clocks.
 
 pub mod checker;
 pub mod cluster;
 pub mod faults;
+pub mod gossip_run;
 pub mod history;
 pub mod linearizability;
 pub mod run;

@@ -27,6 +27,8 @@ pub struct RunReport {
     pub ops: usize,
     pub plan: String,
     pub history: History,
+    /// What happened, by kind (gossip runs: joins, leaves, wipes, ...), for swarm summaries.
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 impl RunReport {
@@ -121,6 +123,7 @@ pub fn run_seed(seed: u64, bugs: PlantedBugs, print_trace: bool) -> RunReport {
             ops: 0,
             plan: String::new(),
             history: History::default(),
+            counters: BTreeMap::new(),
         }
     })
 }
@@ -192,6 +195,7 @@ fn run_inner(seed: u64, bugs: PlantedBugs, keep_trace: bool) -> RunReport {
         ops: r.history.ops.len(),
         plan: plan_line,
         history: r.history,
+        counters: BTreeMap::new(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod identity;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -19,11 +19,16 @@ pub const MAX_DATAGRAM_BYTES: usize = 1400;
 /// Bound on datagrams waiting for the shell: gossip is lossy by design, so the oldest go first.
 const MAX_QUEUED_DATAGRAMS: usize = 1024;
 /// Bound on pending foca timers (each timer only schedules a bounded number of successors;
-/// this guards against a storm of stale ones after identity changes).
+/// this guards against a storm of stale ones after identity changes). Beyond it the furthest
+/// timer is dropped.
 const MAX_PENDING_TIMERS: usize = 4096;
-/// Announce retries to the seeds while this node knows no other member.
+/// Announce retries to the seeds (and every member ever seen) while this node is not connected
+/// to the cluster, with exponential backoff.
 const FIRST_ANNOUNCE_BACKOFF_MS: u64 = 250;
 const MAX_ANNOUNCE_BACKOFF_MS: u64 = 8_000;
+/// While connected: how often seeds that are not active members are announced to again, so
+/// that groups which formed apart (their seeds started late) merge.
+const SEED_RECHECK_MS: u64 = 8_000;
 
 /// Gossip settings of one node.
 #[derive(Debug, Clone)]
@@ -141,6 +146,15 @@ pub(crate) struct Gossip {
     changed: bool,
     /// `leave_cluster` was called: this node gossips no more.
     left: bool,
+    /// foca is connected (probing, periodic timers armed), as its notifications tell. foca 2.0
+    /// leaves an instance disconnected after an identity change (its own rejoin included) until
+    /// some member talks to it, so two members that rejoin at once would wait on each other
+    /// forever: a disconnected node announces until it is connected again.
+    connected: bool,
+    /// Suspects in this node's view (identity, incarnation) and since when (ms, connected).
+    suspects: Vec<(GossipId, foca::Incarnation, u64)>,
+    /// A suspect this long is declared down here (see [`Gossip::expire_stale_suspects`]).
+    stale_suspect_ms: u64,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -172,6 +186,12 @@ impl Gossip {
             announce_backoff_ms: FIRST_ANNOUNCE_BACKOFF_MS,
             changed: true,
             left: false,
+            connected: false,
+            suspects: Vec::new(),
+            stale_suspect_ms: config
+                .suspect_to_down_ms
+                .max(1)
+                .saturating_add(config.probe_period_ms.max(2).saturating_mul(2)),
         }
     }
 
@@ -193,35 +213,90 @@ impl Gossip {
             // Errors here are foca refusing a stale timer; nothing to undo.
             let _ = self.foca.handle_timer(timer, &mut self.runtime);
         }
-        if self.foca.num_members() == 0 && !self.seeds.is_empty() {
-            if self.now_ms >= self.next_announce_ms {
-                let me = self.foca.identity().gossip_addr.clone();
-                for seed in self.seeds.clone() {
-                    if seed == me {
-                        continue;
-                    }
-                    // Only the address matters: foca accepts an announce addressed to any
-                    // identity on its address.
-                    let dst = GossipId {
-                        gossip_addr: seed,
-                        name: String::new(),
-                        raft_id: 0,
-                        rpc_addr: String::new(),
-                        cluster_id: 0,
-                        started_ms: 0,
-                        bump: 0,
-                        leaving: false,
-                    };
-                    let _ = self.foca.announce(dst, &mut self.runtime);
-                }
-                self.next_announce_ms = self.now_ms + self.announce_backoff_ms;
-                self.announce_backoff_ms =
-                    (self.announce_backoff_ms * 2).min(MAX_ANNOUNCE_BACKOFF_MS);
+        self.collect();
+        self.expire_stale_suspects();
+        self.maybe_announce();
+        self.collect();
+    }
+
+    /// foca declares a suspect down by a timer tagged with its current timer token, and every
+    /// identity change or loss of connection replaces the token: the suspicions of that moment
+    /// then never time out, and a suspect that did not hear of its suspicion (dissemination is
+    /// bounded) stays suspect in this view forever. So a suspect this node has seen for longer
+    /// than the suspicion timeout (plus two probe periods) while connected is declared down
+    /// here, which is what the lost timer would have done; if it is alive it hears it is down
+    /// and rejoins under a renewed identity.
+    fn expire_stale_suspects(&mut self) {
+        if !self.connected {
+            self.suspects.clear();
+            return;
+        }
+        let current: Vec<(GossipId, foca::Incarnation)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        self.suspects.retain(|(id, inc, _)| current.iter().any(|(i, n)| i == id && n == inc));
+        for (id, inc) in current {
+            if !self.suspects.iter().any(|(i, n, _)| *i == id && *n == inc) {
+                self.suspects.push((id, inc, self.now_ms));
             }
-        } else {
+        }
+        let now = self.now_ms;
+        let stale: Vec<foca::Member<GossipId>> = self
+            .suspects
+            .iter()
+            .filter(|(_, _, since)| now.saturating_sub(*since) >= self.stale_suspect_ms)
+            .map(|(id, inc, _)| foca::Member::new(id.clone(), *inc, foca::State::Down))
+            .collect();
+        if !stale.is_empty() {
+            let _ = self.foca.apply_many(stale.into_iter(), true, &mut self.runtime);
+        }
+    }
+
+    /// Announces to the seeds and to every member ever seen (by address) while not connected,
+    /// with backoff; while connected, every [`SEED_RECHECK_MS`] to the seeds that are not
+    /// active members. An announce is accepted by whichever incarnation owns the address.
+    fn maybe_announce(&mut self) {
+        let alone = !self.connected || self.foca.num_members() == 0;
+        if !alone {
             self.announce_backoff_ms = FIRST_ANNOUNCE_BACKOFF_MS;
         }
-        self.collect();
+        if self.now_ms < self.next_announce_ms {
+            return;
+        }
+        let me = self.foca.identity().gossip_addr.clone();
+        let active: BTreeSet<String> =
+            self.foca.iter_members().map(|m| m.id().gossip_addr.clone()).collect();
+        let mut targets: BTreeSet<String> =
+            self.seeds.iter().filter(|s| !active.contains(*s)).cloned().collect();
+        if alone {
+            targets.extend(self.foca.iter_membership_state().map(|m| m.id().gossip_addr.clone()));
+        }
+        targets.remove(&me);
+        if targets.is_empty() {
+            return;
+        }
+        for addr in targets {
+            let dst = GossipId {
+                gossip_addr: addr,
+                name: String::new(),
+                raft_id: 0,
+                rpc_addr: String::new(),
+                cluster_id: 0,
+                started_ms: 0,
+                bump: 0,
+                leaving: false,
+            };
+            let _ = self.foca.announce(dst, &mut self.runtime);
+        }
+        if alone {
+            self.next_announce_ms = self.now_ms + self.announce_backoff_ms;
+            self.announce_backoff_ms = (self.announce_backoff_ms * 2).min(MAX_ANNOUNCE_BACKOFF_MS);
+        } else {
+            self.next_announce_ms = self.now_ms + SEED_RECHECK_MS;
+        }
     }
 
     pub(crate) fn handle_datagram(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
@@ -239,6 +314,9 @@ impl Gossip {
             return;
         }
         let _ = self.foca.change_identity(new_id, &mut self.runtime);
+        // foca is disconnected now until a member talks to it (see `connected`).
+        self.connected = false;
+        self.next_announce_ms = self.now_ms;
         // foca forgets the announce target set on a change; make sure members hear the new
         // identity even before the next periodic gossip.
         let known: Vec<GossipId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
@@ -268,6 +346,20 @@ impl Gossip {
         std::mem::take(&mut self.changed)
     }
 
+    /// The rpc address Raft member `id` announces in its newest incarnation that is not down
+    /// (no allocation: asked for every leader hint).
+    pub(crate) fn rpc_addr_of(&self, id: crate::members::NodeId) -> Option<&str> {
+        if self.foca.identity().raft_id == id {
+            return Some(&self.foca.identity().rpc_addr);
+        }
+        self.foca
+            .iter_membership_state()
+            .filter(|m| m.id().raft_id == id && m.state() != foca::State::Down)
+            .max_by_key(|m| (m.id().started_ms, m.id().bump))
+            .map(|m| m.id().rpc_addr.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
     /// Every member foca knows (not this node), sorted by name then Raft id.
     pub(crate) fn members(&self) -> Vec<GossipMember> {
         let mut out: Vec<GossipMember> = self
@@ -294,26 +386,29 @@ impl Gossip {
             self.outbox.push_back(Datagram { to: to.gossip_addr, payload: data.to_vec() });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            if self.timers.len() >= MAX_PENDING_TIMERS {
-                self.timers.pop_first();
-            }
             let due =
                 self.now_ms.saturating_add(after.as_millis().min(u128::from(u64::MAX)) as u64);
             self.timers.insert((due, self.next_timer_seq), timer);
             self.next_timer_seq += 1;
+            if self.timers.len() > MAX_PENDING_TIMERS {
+                // The furthest goes: the near ones run the protocol (probes, suspicion,
+                // periodic gossip), the far ones are cleanup (forgetting down members a day
+                // later). Dropping the nearest once stopped the probe cycle for good.
+                self.timers.pop_last();
+            }
         }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::MemberUp(_)
-                | OwnedNotification::MemberDown(_)
-                | OwnedNotification::Rename(_, _)
-                | OwnedNotification::Rejoin(_)
-                | OwnedNotification::Active
-                | OwnedNotification::Idle
-                | OwnedNotification::Defunct => self.changed = true,
-                #[allow(unreachable_patterns)]
-                _ => self.changed = true,
+                OwnedNotification::Active => self.connected = true,
+                OwnedNotification::Idle
+                | OwnedNotification::Defunct
+                | OwnedNotification::Rejoin(_) => {
+                    self.connected = false;
+                    self.next_announce_ms = self.now_ms;
+                }
+                _ => {}
             }
+            self.changed = true;
         }
     }
 }
@@ -376,6 +471,25 @@ mod tests {
             let m = n.members();
             assert_eq!(m.len(), 2, "{:?}", n.identity().name);
             assert!(m.iter().all(|m| m.health == Health::Alive));
+        }
+        run(&mut nodes, 20_000, 5_000, &[2]);
+        let view = nodes[0].members();
+        let n3 = view.iter().find(|m| m.id.raft_id == 3).unwrap();
+        assert_eq!(n3.health, Health::Down);
+    }
+
+    /// The timer bound must not cost the protocol its own timers: with the table full of
+    /// far-off ones (each member declared down schedules its removal a day later; a flapping
+    /// cluster piles them up), probing and suspicion still run and a crash is still seen.
+    #[test]
+    fn a_full_timer_table_drops_far_off_timers_not_the_probe_cycle() {
+        let mut nodes: Vec<Gossip> = (1..=3).map(|i| Gossip::new(&config(i), i)).collect();
+        run(&mut nodes, 5_000, 0, &[]);
+        for n in &mut nodes {
+            for k in 0..MAX_PENDING_TIMERS as u64 {
+                let id = GossipId { gossip_addr: format!("gone:{k}"), ..n.identity().clone() };
+                n.timers.insert((86_400_000 + k, u64::MAX - k), Timer::RemoveDown(id));
+            }
         }
         run(&mut nodes, 20_000, 5_000, &[2]);
         let view = nodes[0].members();

@@ -22,14 +22,21 @@ impl Node {
     /// over if it leads; the leader then removes it from the configuration. Follow with
     /// [`handle_gossip_stop`](Self::handle_gossip_stop) once removed (or after a bound).
     pub fn handle_leave(&mut self) {
-        self.leaving = true;
-        if let Some(g) = &mut self.gossip {
-            let id = GossipId { leaving: true, ..g.identity().bumped() };
-            g.change_identity(id);
-        }
+        self.announce_leaving();
         self.reconcile();
         self.note_gossip_change();
         self.after_input();
+    }
+
+    /// Marks this node as leaving for good, in gossip too.
+    fn announce_leaving(&mut self) {
+        self.leaving = true;
+        if let Some(g) = &mut self.gossip {
+            if !g.identity().leaving {
+                let id = GossipId { leaving: true, ..g.identity().bumped() };
+                g.change_identity(id);
+            }
+        }
     }
 
     /// Declares this node down in gossip and stops gossiping (the last step of a shutdown).
@@ -69,6 +76,14 @@ impl Node {
     pub(super) fn tick_gossip(&mut self) {
         let Some(g) = &mut self.gossip else { return };
         g.handle_time(self.now_ms);
+        if self.removed && !self.leaving {
+            // Removed (by an operator, or as a dead member while it was down, then restarted
+            // with its disk): it applied its own removal and keeps no state moving any more.
+            // Gossiping it as an ordinary live member would have the leader add it again
+            // under the same id and promote a voter that never applies; it is leaving
+            // instead, and comes back only wiped (new Raft id).
+            self.announce_leaving();
+        }
         self.adopt_cluster_id();
         self.track_down_members();
         self.reconcile();
@@ -101,8 +116,16 @@ impl Node {
         }
     }
 
-    /// Since when each configuration member has been down (or unseen) in this node's view.
+    /// Since when each configuration member has been down (or unseen) in this node's view,
+    /// kept by the leader only (the only one that acts on it) and counted from its election.
+    /// A member the leader hears from over Raft (its progress is recently active) is not down,
+    /// whatever gossip says: with only the leader's gossip cut off, every follower looks down
+    /// to it, and the dead-member timeout would otherwise have it remove every healthy voter.
     fn track_down_members(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.down_since_ms.clear();
+            return;
+        }
         let view = self.gossip_members();
         let ids = self.sm.conf().all_ids();
         self.down_since_ms.retain(|id, _| ids.contains(id));
@@ -110,8 +133,10 @@ impl Node {
             if id == self.config.id {
                 continue;
             }
-            let up = matches!(latest_health(&view, id), Some(Health::Alive | Health::Suspect));
-            if up {
+            let raft_active = self.raw.raft.prs().get(id).is_some_and(|p| p.recent_active);
+            let gossip_up =
+                matches!(latest_health(&view, id), Some(Health::Alive | Health::Suspect));
+            if raft_active || gossip_up {
                 self.down_since_ms.remove(&id);
             } else {
                 self.down_since_ms.entry(id).or_insert(self.now_ms);
