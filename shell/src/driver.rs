@@ -10,7 +10,8 @@
 //! The disk writer is a dedicated thread: it takes every batch queued so far, writes them
 //! with ONE `Disk::write` (one fsync: group commit) and publishes the highest id written;
 //! the driver then calls `handle_persisted`. A failed write stops the node: nothing may be
-//! acknowledged that is not durable.
+//! acknowledged that is not durable. (A [`Storage`] that does not block, the simulator's
+//! memory store, gets the same writer as a task instead of a thread.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,10 +23,10 @@ use mokv_core::{
     Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::ClientTlsConfig;
 
-use crate::disk::Disk;
 use crate::peer_link::{self, Feedback};
+use crate::storage::Storage;
+use crate::transport::PeerConnector;
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
@@ -175,7 +176,8 @@ struct DiskProgress {
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub tick: Duration,
-    pub peer_tls: ClientTlsConfig,
+    /// How peer links connect (mTLS in mokvd).
+    pub peer: PeerConnector,
 }
 
 /// Why the driver stopped abnormally.
@@ -198,7 +200,9 @@ pub struct Driver {
     feedback_tx: mpsc::Sender<Feedback>,
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
-    disk_thread: Option<std::thread::JoinHandle<()>>,
+    disk_writer: Option<DiskWriter>,
+    /// The wall clock in milliseconds, for the core's session expiry.
+    now_ms: fn() -> u64,
     acked: u64,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     next_request: RequestId,
@@ -226,17 +230,23 @@ fn now_ms() -> u64 {
 
 impl Driver {
     /// Builds the driver around a started node and its disk; `run` it on a task.
-    pub fn new(node: Node, disk: Arc<Disk>, config: DriverConfig) -> (Driver, DriverHandle) {
+    pub fn new(node: Node, disk: Arc<dyn Storage>, config: DriverConfig) -> (Driver, DriverHandle) {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
-        let disk_thread = std::thread::Builder::new()
-            .name("mokv-disk".into())
-            .spawn(move || disk_writer(&disk, disk_rx, &progress_tx))
-            .ok();
+        let disk_writer = if disk.blocks() {
+            std::thread::Builder::new()
+                .name("mokv-disk".into())
+                .spawn(move || disk_writer(&*disk, disk_rx, &progress_tx))
+                .ok()
+                .map(DiskWriter::Thread)
+        } else {
+            let task = async move { disk_writer_task(&*disk, disk_rx, &progress_tx).await };
+            Some(DiskWriter::Task(tokio::spawn(task)))
+        };
         let (view, view_rx) = watch::channel(view_of(&node));
         let handle =
             DriverHandle { calls: calls_tx, peers: peers_tx, control: control_tx, view: view_rx };
@@ -250,7 +260,8 @@ impl Driver {
             feedback_tx,
             disk_tx: Some(disk_tx),
             disk_progress,
-            disk_thread,
+            disk_writer,
+            now_ms,
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
@@ -260,6 +271,12 @@ impl Driver {
             members_dirty: false,
         };
         (driver, handle)
+    }
+
+    /// Replaces the wall clock the core's session expiry reads (a simulator passes its own).
+    pub fn with_clock(mut self, now_ms: fn() -> u64) -> Self {
+        self.now_ms = now_ms;
+        self
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -291,7 +308,7 @@ impl Driver {
                         self.learned.insert(id, addr);
                     }
                 },
-                _ = ticker.tick() => self.node.handle_tick(now_ms()),
+                _ = ticker.tick() => self.node.handle_tick((self.now_ms)()),
                 Some(fb) = self.feedback.recv() => match fb {
                     Feedback::Unreachable(to) => self.node.handle_unreachable(to),
                     Feedback::Snapshot { to, delivered } => {
@@ -397,7 +414,7 @@ impl Driver {
                 from,
                 t.to,
                 addr,
-                self.config.peer_tls.clone(),
+                self.config.peer.clone(),
                 self.feedback_tx.clone(),
             )
         });
@@ -438,8 +455,14 @@ impl Driver {
         self.links.clear();
         self.waiting.clear();
         self.disk_tx = None;
-        if let Some(t) = self.disk_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        match self.disk_writer.take() {
+            Some(DiskWriter::Thread(t)) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Some(DiskWriter::Task(t)) => {
+                let _ = t.await;
+            }
+            None => {}
         }
         // Whatever the writer finished last is durable; tell the core for completeness.
         let p = self.disk_progress.borrow().clone();
@@ -449,39 +472,72 @@ impl Driver {
     }
 }
 
+/// The disk writer, on its thread or task.
+#[derive(Debug)]
+enum DiskWriter {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
 /// The disk writer thread: group commit of everything queued, one `Disk::write` at a time.
 fn disk_writer(
-    disk: &Disk,
+    disk: &dyn Storage,
     mut rx: mpsc::Receiver<PersistBatch>,
     progress: &watch::Sender<DiskProgress>,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_BATCHES {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
-        }
-        let bytes: usize = group
-            .iter()
-            .map(|b| {
-                b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
-                    + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
-            })
-            .sum();
-        let last = group.last().map_or(0, |b| b.id);
-        let started = Instant::now();
-        match disk.write(&group) {
-            Ok(()) => {
-                crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
-                progress.send_modify(|p| p.persisted = p.persisted.max(last));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "raft store write failed; stopping");
-                progress.send_modify(|p| p.failed = Some(e.to_string()));
-                return;
-            }
+        if !write_group(disk, first, &mut rx, progress) {
+            return;
         }
     }
+}
+
+/// The same writer as a task, for a store that does not block.
+async fn disk_writer_task(
+    disk: &dyn Storage,
+    mut rx: mpsc::Receiver<PersistBatch>,
+    progress: &watch::Sender<DiskProgress>,
+) {
+    while let Some(first) = rx.recv().await {
+        if !write_group(disk, first, &mut rx, progress) {
+            return;
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued with one `write`; `false` once it failed.
+fn write_group(
+    disk: &dyn Storage,
+    first: PersistBatch,
+    rx: &mut mpsc::Receiver<PersistBatch>,
+    progress: &watch::Sender<DiskProgress>,
+) -> bool {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_BATCHES {
+        match rx.try_recv() {
+            Ok(b) => group.push(b),
+            Err(_) => break,
+        }
+    }
+    let bytes: usize = group
+        .iter()
+        .map(|b| {
+            b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
+                + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
+        })
+        .sum();
+    let last = group.last().map_or(0, |b| b.id);
+    let started = Instant::now();
+    match disk.write(&group) {
+        Ok(()) => {
+            crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
+            progress.send_modify(|p| p.persisted = p.persisted.max(last));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "raft store write failed; stopping");
+            progress.send_modify(|p| p.failed = Some(e.to_string()));
+            return false;
+        }
+    }
+    true
 }

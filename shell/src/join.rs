@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use mokv_core::MemberInfo;
 use mokv_proto::peer::JoinRequest;
-use tonic::transport::ClientTlsConfig;
 
 use crate::driver::DriverHandle;
+use crate::transport::PeerConnector;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub async fn join(
     me: MemberInfo,
     cluster_id: String,
     addrs: Vec<String>,
-    tls: ClientTlsConfig,
+    peer: PeerConnector,
 ) -> Result<Joined, JoinError> {
     let mut backoff = BACKOFF_MIN;
     let mut next = 0usize;
@@ -58,7 +58,7 @@ pub async fn join(
             raft_id: me.id,
             cluster_id: cluster_id.clone(),
         };
-        match try_join(&addr, tls.clone(), req).await {
+        match try_join(&addr, &peer, req).await {
             Ok(r) if r.accepted => {
                 tracing::info!(%addr, leader = r.leader_id, "joined the cluster");
                 if r.leader_id != 0 && !r.leader_rpc_addr.is_empty() {
@@ -102,14 +102,14 @@ pub async fn join(
 
 async fn try_join(
     addr: &str,
-    tls: ClientTlsConfig,
+    peer: &PeerConnector,
     req: JoinRequest,
 ) -> Result<mokv_proto::peer::JoinResponse, tonic::Status> {
-    let endpoint = crate::peer_link::endpoint(addr, tls)
+    let endpoint = crate::peer_link::endpoint(addr, peer)
         .map_err(|e| tonic::Status::invalid_argument(format!("join address {addr}: {e}")))?
         .timeout(JOIN_TIMEOUT);
-    let channel = endpoint
-        .connect()
+    let channel = peer
+        .connect(endpoint)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {e}")))?;
     let mut client = crate::peer_link::client(channel);

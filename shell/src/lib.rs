@@ -11,7 +11,10 @@
 //!   (the peer service only admits node certificates), plus health and reflection;
 //! - the one mapping from core errors to gRPC status codes ([`status`]) and the one
 //!   authorization seam ([`authz`]);
-//! - configuration ([`config`]), certificates ([`certs`], [`tls`]), metrics ([`metrics`]).
+//! - configuration ([`config`]), certificates ([`certs`], [`tls`]), metrics ([`metrics`]);
+//! - the seams a simulator uses to run the same node in one process ([`embedded`]): storage
+//!   ([`storage`]: RocksDB or memory) and transport ([`transport`]: mTLS or the embedding
+//!   program's plaintext connections, never selectable from `mokvd`'s configuration).
 //!
 //! ## What it must never do
 //! - decide anything the core decides (what to persist, when to answer, what an error means);
@@ -24,6 +27,7 @@ pub mod certs;
 pub mod config;
 pub mod disk;
 pub mod driver;
+pub mod embedded;
 pub mod join;
 pub mod kv_service;
 pub mod metrics;
@@ -31,7 +35,9 @@ pub mod peer_link;
 pub mod peer_service;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod tls;
+pub mod transport;
 
 /// Upper bound for `max-value-bytes` (a value travels in one Raft message).
 pub const MAX_VALUE_BYTES_LIMIT: usize = 16 << 20;

@@ -1,0 +1,118 @@
+//! The node hosts: three (or more) turmoil hosts `n1`, `n2`, ... each running the real shell
+//! (driver, core, KV and Peer services) through `mokv_shell::embedded`, with in-memory storage.
+//! `n1` bootstraps the cluster; the others join through it with the real join path (Join rpc,
+//! learner, promotion), as mokvd nodes with `start-join-addrs` do.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mokv_core::{PlantedBugs, Rng, Role};
+use mokv_shell::driver::DriverHandle;
+use mokv_shell::embedded::{self, EmbeddedConfig};
+use mokv_shell::storage::MemoryStorage;
+use turmoil::Sim;
+
+use super::net::{self, RPC_PORT};
+
+/// Wall-clock milliseconds at simulated time zero (any fixed value: session expiry only
+/// compares differences).
+const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// The shell's default tick (mokvd's `tick-ms`): election and request timeouts keep their
+/// real proportions to the gRPC timeouts (connect, keepalive) compiled into the shell.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The nodes' clock: simulated time, so session expiry follows the simulation.
+fn sim_now_ms() -> u64 {
+    EPOCH_MS + turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Driver handles of the running nodes, by host name: how the test observes the nodes (roles,
+/// terms, applied index) without going through the network. Replaced when a node restarts.
+pub type Registry = Rc<RefCell<BTreeMap<String, DriverHandle>>>;
+
+/// Names of `count` node hosts.
+pub fn node_names(count: usize) -> Vec<String> {
+    (1..=count).map(|i| format!("n{i}")).collect()
+}
+
+/// `host:port` of a node's gRPC services.
+pub fn addr(host: &str) -> String {
+    format!("{host}:{RPC_PORT}")
+}
+
+/// Adds `count` node hosts to `sim`. Node ids are 1..=count; each core's seed derives from
+/// `seed`. `bugs` switches planted core bugs on (tests that show a checker catches them).
+pub fn add_nodes(sim: &mut Sim<'_>, count: usize, seed: u64, bugs: PlantedBugs) -> Registry {
+    let registry: Registry = Rc::new(RefCell::new(BTreeMap::new()));
+    let mut rng = Rng::new(seed ^ 0x6e6f_6465);
+    for (i, name) in node_names(count).into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let mut core = mokv_core::Config::new(id, rng.next_u64());
+        core.planted_bugs = bugs;
+        let cfg = EmbeddedConfig {
+            name: name.clone(),
+            core,
+            rpc_addr: addr(&name),
+            local_addr: std::net::SocketAddr::from(([0, 0, 0, 0], RPC_PORT)),
+            bootstrap: (id == 1).then(|| format!("{seed:016x}")),
+            start_join_addrs: if id == 1 { Vec::new() } else { vec![addr("n1")] },
+            tick: TICK,
+            max_concurrent_streams: mokv_shell::config::DEFAULT_MAX_CONCURRENT_STREAMS,
+            now_ms: sim_now_ms,
+        };
+        // Outlives restarts of the host (turmoil `bounce`): what was written stays written.
+        let storage = Arc::new(MemoryStorage::new());
+        let registry = registry.clone();
+        sim.host(name.as_str(), move || {
+            let (cfg, storage, registry) = (cfg.clone(), storage.clone(), registry.clone());
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", RPC_PORT)).await?;
+                let name = cfg.name.clone();
+                let mut node =
+                    embedded::start(cfg, storage, net::channel_factory(), net::incoming(listener))
+                        .await?;
+                registry.borrow_mut().insert(name, node.handle.clone());
+                node.wait_failed().await?;
+                Err("the node's driver stopped".into())
+            }
+        });
+    }
+    registry
+}
+
+/// The node that is leader in the highest term any node knows, if any.
+pub fn leader(registry: &Registry) -> Option<String> {
+    let nodes = registry.borrow();
+    nodes
+        .iter()
+        .map(|(name, h)| (name, h.view().status))
+        .filter(|(_, s)| s.role == Role::Leader)
+        .max_by_key(|(_, s)| s.term)
+        .map(|(name, _)| name.clone())
+}
+
+/// Every node is running, one of them leads, and the configuration has `count` voters that
+/// all know that leader.
+pub fn formed(registry: &Registry, count: usize) -> bool {
+    let Some(l) = leader(registry) else { return false };
+    let nodes = registry.borrow();
+    let Some(status) = nodes.get(&l).map(|h| h.view().status) else { return false };
+    nodes.len() == count
+        && status.conf.voters.len() == count
+        && nodes.values().all(|h| h.view().status.leader == Some(status.id))
+}
+
+/// Every node has applied everything the leader committed (and the leader applied it too).
+pub fn converged(registry: &Registry) -> bool {
+    let Some(l) = leader(registry) else { return false };
+    let nodes = registry.borrow();
+    let Some(commit) = nodes.get(&l).map(|h| h.view().status.commit_index) else { return false };
+    nodes.values().all(|h| {
+        let s = h.view().status;
+        s.applied_index == commit && s.commit_index == commit
+    })
+}

@@ -1,0 +1,68 @@
+//! The swarm's fault schedule, drawn from the seed: a few rounds of one fault each (the leader
+//! cut off, one node cut off, a one-way cut between nodes, a client cut off from a node, a
+//! held link between a client and a node), each healed after a drawn time.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use mokv_core::Rng;
+
+use super::cluster::{self, Registry};
+use super::workload::Shared;
+
+/// Every host of a swarm run, for healing.
+pub const HOSTS: [&str; 6] = ["n1", "n2", "n3", "c1", "c2", "c3"];
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const CLIENTS: [&str; 3] = ["c1", "c2", "c3"];
+
+fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
+    from[rng.below(from.len() as u64) as usize]
+}
+
+fn others<'a>(of: &str) -> Vec<&'a str> {
+    NODES.iter().copied().filter(|n| *n != of).collect()
+}
+
+/// Runs `rounds` fault rounds; every fault is healed before the next one starts.
+pub async fn rounds(rng: &mut Rng, rounds: u64, registry: &Registry, shared: &Rc<Shared>) {
+    for _ in 0..rounds {
+        // Quiet time between faults: the cluster should settle and serve.
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
+        let hold_ms = 500 + rng.below(5_000);
+        match rng.below(5) {
+            0 => {
+                let Some(leader) = cluster::leader(registry) else { continue };
+                shared.note(format!("partition the leader {leader} from the other nodes"));
+                for o in others(&leader) {
+                    turmoil::partition(leader.as_str(), o);
+                }
+            }
+            1 => {
+                let n = pick(rng, &NODES);
+                shared.note(format!("partition {n} from the other nodes"));
+                for o in others(n) {
+                    turmoil::partition(n, o);
+                }
+            }
+            2 => {
+                let a = pick(rng, &NODES);
+                let b = pick(rng, &others(a));
+                shared.note(format!("partition one way {a} -> {b}"));
+                turmoil::partition_oneway(a, b);
+            }
+            3 => {
+                let (c, n) = (pick(rng, &CLIENTS), pick(rng, &NODES));
+                shared.note(format!("partition {c} from {n}"));
+                turmoil::partition(c, n);
+            }
+            _ => {
+                let (c, n) = (pick(rng, &CLIENTS), pick(rng, &NODES));
+                shared.note(format!("hold {c} <-> {n}"));
+                turmoil::hold(c, n);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        shared.note("heal");
+        super::run::heal_all(&HOSTS);
+    }
+}
