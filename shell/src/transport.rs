@@ -76,9 +76,9 @@ impl PeerConnector {
 /// type, which tonic puts into every request's extensions. `mokvd`'s TLS connections never carry
 /// it, and request extensions cannot be set from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VouchedIdentity(pub Option<Identity>);
+pub struct VouchedIdentity(pub Identity);
 
 /// The vouched-for identity of a request's caller, if its connection carries one.
 pub(crate) fn vouched_identity<T>(req: &tonic::Request<T>) -> Option<Identity> {
-    req.extensions().get::<VouchedIdentity>().and_then(|v| v.0.clone())
+    req.extensions().get::<VouchedIdentity>().map(|v| v.0.clone())
 }

@@ -15,7 +15,8 @@
 //! - `swarm`: seeds with random partitions, one-way cuts and held links
 //!   (`MOKV_SIM_L2_SEEDS=<n>` seeds instead of the default).
 //! - `replay`: `MOKV_SIM_SEED=<n>` reruns one swarm seed (`MOKV_SIM_TRACE=1` prints its
-//!   notes and history). The scenario tests take `MOKV_SIM_SEED` too.
+//!   notes and history, `MOKV_SIM_LOG=mokv_shell=info` the nodes' logs). The scenario tests
+//!   take `MOKV_SIM_SEED` too.
 //!
 //! Replay is not bit for bit: each turmoil host is a tokio runtime whose `select!` draws its
 //! branch order from an RNG seeded by the OS unless tokio is built with `--cfg tokio_unstable`
@@ -27,7 +28,7 @@ mod level2;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use level2::cluster::{self, Registry};
+use level2::cluster::{self, others, Registry, NODE_HOSTS};
 use level2::run::{control, finish, formed, heal_all, run, seed_or, wait_until, Verdict};
 use level2::workload::{add_workload_client, now_ms, Recorder, Shared, CLIENT_TIMEOUT};
 use mokv_client::ReadMode;
@@ -35,14 +36,8 @@ use mokv_core::{PlantedBugs, Rng, Role};
 use sim::history::{Observed, Outcome};
 use turmoil::Sim;
 
-const NODE_HOSTS: [&str; 3] = ["n1", "n2", "n3"];
-
 fn term_of(registry: &Registry, node: &str) -> u64 {
     registry.borrow().get(node).map_or(0, |h| h.view().status.term)
-}
-
-fn others(node: &str) -> Vec<&'static str> {
-    NODE_HOSTS.iter().copied().filter(|n| *n != node).collect()
 }
 
 fn cut_off(node: &str) {
@@ -319,7 +314,7 @@ fn planted_skip_session_dedup_is_caught() {
 // The swarm.
 
 /// Seeds `cargo test -p sim` runs by default.
-const DEFAULT_SWARM_SEEDS: u64 = 8;
+const DEFAULT_SWARM_SEEDS: u64 = 30;
 
 fn swarm_run(seed: u64, bugs: PlantedBugs) -> Verdict {
     run(seed, "swarm", bugs, |sim, registry, shared| {

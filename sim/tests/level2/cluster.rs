@@ -25,6 +25,9 @@ const EPOCH_MS: u64 = 1_800_000_000_000;
 /// real proportions to the gRPC timeouts (connect, keepalive) compiled into the shell.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// Applied entries between snapshots in level-2 runs.
+pub const SNAPSHOT_THRESHOLD_ENTRIES: u64 = 64;
+
 /// The nodes' clock: simulated time, so session expiry follows the simulation.
 fn sim_now_ms() -> u64 {
     EPOCH_MS + turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
@@ -34,9 +37,12 @@ fn sim_now_ms() -> u64 {
 /// terms, applied index) without going through the network. Replaced when a node restarts.
 pub type Registry = Rc<RefCell<BTreeMap<String, DriverHandle>>>;
 
-/// Names of `count` node hosts.
-pub fn node_names(count: usize) -> Vec<String> {
-    (1..=count).map(|i| format!("n{i}")).collect()
+/// The node hosts of every level-2 cluster.
+pub const NODE_HOSTS: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The node hosts other than `node`.
+pub fn others(node: &str) -> Vec<&'static str> {
+    NODE_HOSTS.iter().copied().filter(|n| *n != node).collect()
 }
 
 /// `host:port` of a node's gRPC services.
@@ -44,15 +50,19 @@ pub fn addr(host: &str) -> String {
     format!("{host}:{RPC_PORT}")
 }
 
-/// Adds `count` node hosts to `sim`. Node ids are 1..=count; each core's seed derives from
-/// `seed`. `bugs` switches planted core bugs on (tests that show a checker catches them).
-pub fn add_nodes(sim: &mut Sim<'_>, count: usize, seed: u64, bugs: PlantedBugs) -> Registry {
+/// Adds the node hosts to `sim`. Node ids are 1, 2, ...; each core's seed derives from `seed`.
+/// `bugs` switches planted core bugs on (tests that show a checker catches them).
+pub fn add_nodes(sim: &mut Sim<'_>, seed: u64, bugs: PlantedBugs) -> Registry {
     let registry: Registry = Rc::new(RefCell::new(BTreeMap::new()));
     let mut rng = Rng::new(seed ^ 0x6e6f_6465);
-    for (i, name) in node_names(count).into_iter().enumerate() {
+    for (i, name) in NODE_HOSTS.iter().map(|n| n.to_string()).enumerate() {
         let id = i as u64 + 1;
         let mut core = mokv_core::Config::new(id, rng.next_u64());
         core.planted_bugs = bugs;
+        // Snapshots every few dozen entries (mokvd: 10 000): a node that was cut off or crashed
+        // for a while catches up through the real snapshot transfer (Peer.Snapshot chunks).
+        core.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
+        core.log_keep_entries = SNAPSHOT_THRESHOLD_ENTRIES / 4;
         let cfg = EmbeddedConfig {
             name: name.clone(),
             core,
@@ -95,9 +105,9 @@ pub fn leader(registry: &Registry) -> Option<String> {
         .map(|(name, _)| name.clone())
 }
 
-/// Every node is running, one of them leads, and the configuration has `count` voters that
-/// all know that leader.
-pub fn formed(registry: &Registry, count: usize) -> bool {
+/// Every node is running, one of them leads, and every node is a voter that knows that leader.
+pub fn formed(registry: &Registry) -> bool {
+    let count = NODE_HOSTS.len();
     let Some(l) = leader(registry) else { return false };
     let nodes = registry.borrow();
     let Some(status) = nodes.get(&l).map(|h| h.view().status) else { return false };

@@ -1,26 +1,23 @@
 //! The swarm's fault schedule, drawn from the seed: a few rounds of one fault each (the leader
 //! cut off, one node cut off, a one-way cut between nodes, a client cut off from a node, a
-//! held link between a client and a node), each healed after a drawn time.
+//! held link between a client and a node, links between nodes held (delayed, then delivered:
+//! what TCP retransmission makes of a short outage), a node crashed), each healed (restarted)
+//! after a drawn time.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use mokv_core::Rng;
 
-use super::cluster::{self, Registry};
-use super::workload::Shared;
+use super::cluster::{self, others, Registry, NODE_HOSTS as NODES};
+use super::workload::{HostAction, Shared};
 
 /// Every host of a swarm run, for healing.
 pub const HOSTS: [&str; 6] = ["n1", "n2", "n3", "c1", "c2", "c3"];
-const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const CLIENTS: [&str; 3] = ["c1", "c2", "c3"];
 
 fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
     from[rng.below(from.len() as u64) as usize]
-}
-
-fn others<'a>(of: &str) -> Vec<&'a str> {
-    NODES.iter().copied().filter(|n| *n != of).collect()
 }
 
 /// Runs `rounds` fault rounds; every fault is healed before the next one starts.
@@ -29,7 +26,8 @@ pub async fn rounds(rng: &mut Rng, rounds: u64, registry: &Registry, shared: &Rc
         // Quiet time between faults: the cluster should settle and serve.
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
         let hold_ms = 500 + rng.below(5_000);
-        match rng.below(5) {
+        let mut crashed = None;
+        match rng.below(7) {
             0 => {
                 let Some(leader) = cluster::leader(registry) else { continue };
                 shared.note(format!("partition the leader {leader} from the other nodes"));
@@ -55,14 +53,34 @@ pub async fn rounds(rng: &mut Rng, rounds: u64, registry: &Registry, shared: &Rc
                 shared.note(format!("partition {c} from {n}"));
                 turmoil::partition(c, n);
             }
-            _ => {
+            4 => {
                 let (c, n) = (pick(rng, &CLIENTS), pick(rng, &NODES));
                 shared.note(format!("hold {c} <-> {n}"));
                 turmoil::hold(c, n);
+            }
+            5 => {
+                let n = pick(rng, &NODES);
+                shared.note(format!("hold the links of {n} to the other nodes"));
+                for o in others(n) {
+                    turmoil::hold(n, o);
+                }
+            }
+            _ => {
+                let n = match (rng.below(2), cluster::leader(registry)) {
+                    (0, Some(leader)) => leader,
+                    _ => pick(rng, &NODES).to_owned(),
+                };
+                shared.note(format!("crash {n}"));
+                shared.host_actions.borrow_mut().push(HostAction::Crash(n.clone()));
+                crashed = Some(n);
             }
         }
         tokio::time::sleep(Duration::from_millis(hold_ms)).await;
         shared.note("heal");
         super::run::heal_all(&HOSTS);
+        if let Some(n) = crashed {
+            shared.note(format!("restart {n}"));
+            shared.host_actions.borrow_mut().push(HostAction::Restart(n));
+        }
     }
 }

@@ -86,7 +86,7 @@ pub fn incoming(
             };
             let item = accepted.map(|(stream, peer)| {
                 let host = turmoil::reverse_lookup(peer.ip()).unwrap_or_default();
-                SimConn { stream, caller: VouchedIdentity(Some(identity_of_host(&host))) }
+                SimConn { stream, caller: VouchedIdentity(identity_of_host(&host)) }
             });
             if tx.send(item).await.is_err() {
                 return;

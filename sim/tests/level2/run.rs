@@ -12,11 +12,9 @@ use sim::history::Outcome;
 use sim::workload::KEYS;
 use turmoil::Sim;
 
-use super::cluster::{self, Registry};
-use super::workload::{Recorder, Shared};
+use super::cluster::{self, Registry, NODE_HOSTS};
+use super::workload::{HostAction, Recorder, Shared};
 
-/// Nodes of every level-2 cluster.
-pub const NODES: usize = 3;
 /// Bound on forming the cluster (bootstrap, two joins, promotions).
 const FORM_WITHIN: Duration = Duration::from_secs(30);
 /// Bound on the workload clients finishing their last operation after `stop`.
@@ -88,11 +86,35 @@ pub fn run(
     bugs: PlantedBugs,
     setup: impl FnOnce(&mut Sim<'_>, &Registry, &Rc<Shared>),
 ) -> Verdict {
+    if let Ok(filter) = std::env::var("MOKV_SIM_LOG") {
+        // The shell's own logs, e.g. MOKV_SIM_LOG=mokv_shell=info (turmoil names the host).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let mut sim = sim(seed);
-    let registry = cluster::add_nodes(&mut sim, NODES, seed, bugs);
+    let registry = cluster::add_nodes(&mut sim, seed, bugs);
     let shared = Shared::new();
     setup(&mut sim, &registry, &shared);
-    let result = sim.run();
+    let result = loop {
+        match sim.step() {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e),
+        }
+        let actions: Vec<HostAction> = shared.host_actions.borrow_mut().drain(..).collect();
+        for a in actions {
+            match a {
+                HostAction::Crash(host) => {
+                    // Its last view must not pass for a live node's.
+                    registry.borrow_mut().remove(&host);
+                    sim.crash(host.as_str());
+                }
+                HostAction::Restart(host) => sim.bounce(host.as_str()),
+            }
+        }
+    };
     let sim_ms = sim.elapsed().as_millis() as u64;
     let mut violations = Vec::new();
     if let Err(e) = result {
@@ -137,7 +159,7 @@ pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> boo
 
 /// Waits for the cluster to form (all nodes voters, one leader); a problem if it does not.
 pub async fn formed(registry: &Registry, shared: &Shared) -> bool {
-    let ok = wait_until(FORM_WITHIN, || cluster::formed(registry, NODES)).await;
+    let ok = wait_until(FORM_WITHIN, || cluster::formed(registry)).await;
     if ok {
         shared.note(format!("cluster formed, leader {:?}", cluster::leader(registry)));
     } else {
@@ -170,16 +192,16 @@ pub async fn finish(registry: &Registry, shared: &Rc<Shared>, seed: u64) {
         return;
     }
     shared.note("converged");
-    let mut r = Recorder::new(shared, 0, &["n1", "n2", "n3"], seed ^ 0xf1);
+    let mut r = Recorder::new(shared, 0, &NODE_HOSTS, seed ^ 0xf1);
     for key in KEYS {
         if let Outcome::ReadFailed = r.get(key, ReadMode::Linearizable).await {
             shared.problem(format!("liveness: the final read of {key} failed after the heal"));
         }
     }
     let mut views = Vec::new();
-    for (i, node) in cluster::node_names(NODES).iter().enumerate() {
-        let mut local = Recorder::new(shared, 100 + i as u64, &[node.as_str()], seed ^ i as u64);
-        views.push((node.clone(), local.range(ReadMode::Serializable).await));
+    for (i, node) in NODE_HOSTS.iter().enumerate() {
+        let mut local = Recorder::new(shared, 100 + i as u64, &[node], seed ^ i as u64);
+        views.push((node, local.range(ReadMode::Serializable).await));
     }
     if let Some((first, view)) = views.first() {
         for (node, other) in &views[1..] {

@@ -15,7 +15,7 @@ use sim::history::{decode_value, encode_value, History, Observed, OpKind, Outcom
 use sim::workload::KEYS;
 use turmoil::Sim;
 
-use super::cluster::addr;
+use super::cluster::{addr, NODE_HOSTS};
 use super::net;
 
 /// Deadline of one client attempt (the client's `request_timeout`).
@@ -39,6 +39,18 @@ pub struct Shared {
     pub problems: RefCell<Vec<String>>,
     /// Text of the notable moments (faults, heals), for the failure report.
     pub trace: RefCell<Vec<String>>,
+    /// Crashes and restarts the control host asks for: only the test's loop around
+    /// `Sim::step` can do them (turmoil has no crash from inside a host).
+    pub host_actions: RefCell<Vec<HostAction>>,
+}
+
+/// A crash or restart of a node host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAction {
+    /// The node's process dies: its tasks and connections are gone, its storage stays.
+    Crash(String),
+    /// The node starts again on its storage.
+    Restart(String),
 }
 
 impl Shared {
@@ -187,7 +199,7 @@ pub fn add_workload_client(sim: &mut Sim<'_>, shared: &Rc<Shared>, number: u64, 
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut rng = Rng::new(seed);
-        let mut r = Recorder::new(&shared, number, &["n1", "n2", "n3"], rng.next_u64());
+        let mut r = Recorder::new(&shared, number, &NODE_HOSTS, rng.next_u64());
         while !shared.stop.get() {
             let key = KEYS[rng.below(KEYS.len() as u64) as usize];
             match rng.below(100) {
