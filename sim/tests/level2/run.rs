@@ -97,12 +97,14 @@ pub fn run(
     let registry = cluster::add_nodes(&mut sim, seed, bugs);
     let shared = Shared::new();
     setup(&mut sim, &registry, &shared);
+    let mut leaders = LeadersPerTerm::default();
     let result = loop {
         match sim.step() {
             Ok(true) => break Ok(()),
             Ok(false) => {}
             Err(e) => break Err(e),
         }
+        leaders.observe(&registry, &shared, sim.elapsed().as_millis() as u64);
         let actions: Vec<HostAction> = shared.host_actions.borrow_mut().drain(..).collect();
         for a in actions {
             match a {
@@ -142,6 +144,37 @@ pub fn run(
         history_hash: history.hash(),
         sim_ms,
         trace,
+    }
+}
+
+/// At most one leader per term, from the nodes' views after every simulation step (1 ms of
+/// simulated time), as level 1 checks it from the core's events.
+#[derive(Debug, Default)]
+struct LeadersPerTerm {
+    seen: std::collections::BTreeMap<u64, String>,
+    reported: std::collections::BTreeSet<u64>,
+}
+
+impl LeadersPerTerm {
+    fn observe(&mut self, registry: &Registry, shared: &Shared, now_ms: u64) {
+        for (node, h) in registry.borrow().iter() {
+            let s = h.view().status;
+            if s.role != mokv_core::Role::Leader {
+                continue;
+            }
+            match self.seen.get(&s.term) {
+                Some(other) if other != node && self.reported.insert(s.term) => {
+                    shared.problem(format!(
+                        "two leaders in term {}: {other} and {node} (t={now_ms}ms)",
+                        s.term
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.seen.insert(s.term, node.clone());
+                }
+            }
+        }
     }
 }
 
