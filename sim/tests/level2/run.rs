@@ -27,14 +27,17 @@ pub fn seed_or(default: u64) -> u64 {
     std::env::var("MOKV_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-/// A simulation seeded by `seed`: turmoil's RNG (message latencies) and a fixed epoch.
+/// A simulation seeded by `seed`: turmoil's RNG (message latencies, the order in which hosts
+/// run within a step), the latency bound, and a fixed epoch.
 pub fn sim<'a>(seed: u64) -> Sim<'a> {
+    let max_latency_ms = 2 + mokv_core::Rng::new(seed ^ 0x6c61_7465).below(40);
     turmoil::Builder::new()
         .rng_seed(seed)
+        .enable_random_order()
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .simulation_duration(Duration::from_secs(900))
         .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(20))
+        .max_message_latency(Duration::from_millis(max_latency_ms))
         // Room for HTTP/2 bursts; a full buffer would reset connections that are healthy.
         .tcp_capacity(4096)
         .build()
