@@ -82,3 +82,18 @@ pub struct VouchedIdentity(pub Identity);
 pub(crate) fn vouched_identity<T>(req: &tonic::Request<T>) -> Option<Identity> {
     req.extensions().get::<VouchedIdentity>().map(|v| v.0.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vouched_connection_names_a_plaintext_caller() {
+        let bare = tonic::Request::new(());
+        assert_eq!(crate::tls::identity_of(&bare), None);
+        let mut vouched = tonic::Request::new(());
+        let root = Identity { name: "root".into(), is_node: false };
+        vouched.extensions_mut().insert(VouchedIdentity(root.clone()));
+        assert_eq!(crate::tls::identity_of(&vouched), Some(root));
+    }
+}
