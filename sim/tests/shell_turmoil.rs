@@ -284,7 +284,7 @@ fn planted_stale_follower_reads_is_caught() {
     let mut bugs = PlantedBugs::default();
     bugs.stale_follower_reads = true;
     let v = follower_read_during_partition_run(seed_or(3), bugs);
-    println!("{}", v.failure_line().unwrap_or_default());
+    println!("caught, as it must be: {}", v.violations.join(" / "));
     assert!(
         v.violations.iter().any(|x| x.contains("not linearizable")),
         "the history checker missed stale follower reads: {:?}",
@@ -297,7 +297,7 @@ fn planted_skip_session_dedup_is_caught() {
     let mut bugs = PlantedBugs::default();
     bugs.skip_session_dedup = true;
     let v = client_retry_after_timeout_run(seed_or(2), bugs);
-    println!("{}", v.violations.join("\n"));
+    println!("caught, as it must be: {}", v.violations.join(" / "));
     // The level-1 at-most-once checker (the poller saw the value at two log indices), and the
     // scenario's own check of the key's version.
     assert!(
