@@ -6,10 +6,11 @@ use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{
     DeleteRequest, GetRequest, RangeRequest, ReadConsistency, Session, SetRequest,
 };
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::{ClientError, TlsFiles};
+use crate::transport::{Ids, Transport};
+use crate::{ClientError, Plaintext, TlsFiles};
 
 /// How a client reaches a cluster.
 #[derive(Debug, Clone)]
@@ -79,7 +80,8 @@ struct Conn {
 /// which is what keeps its session sequence simple; use several clients for concurrency.
 #[derive(Debug)]
 pub struct Client {
-    tls: ClientTlsConfig,
+    transport: Transport,
+    ids: Ids,
     timeout: Duration,
     max_attempts: u32,
     conns: Vec<Conn>,
@@ -100,16 +102,37 @@ impl Client {
             return Err(ClientError::Config("no endpoints".into()));
         }
         let tls = config.tls.load()?;
-        let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::with_transport(&config, Transport::Tls(tls), Ids::Os)
+    }
+
+    /// Like [`connect`](Self::connect), over plaintext connections the program makes itself
+    /// (see [`Plaintext`]); `config.tls` is not read.
+    pub fn connect_plaintext(
+        config: ClientConfig,
+        plaintext: Plaintext,
+    ) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError::Config("no endpoints".into()));
+        }
+        let transport = Transport::Plaintext(plaintext.connect);
+        Self::with_transport(&config, transport, Ids::Seeded(plaintext.id_seed))
+    }
+
+    fn with_transport(
+        config: &ClientConfig,
+        transport: Transport,
+        mut ids: Ids,
+    ) -> Result<Client, ClientError> {
+        let client_id = ids.draw()?;
         let mut client = Client {
-            tls,
+            transport,
+            ids,
             timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
             conns: Vec::new(),
             leader: None,
             next_read: 0,
-            client_id: u64::from_le_bytes(id).max(1),
+            client_id,
             next_seq: 1,
             session_known: false,
         };
@@ -220,7 +243,7 @@ impl Client {
     /// The server forgot this session (FAILED_PRECONDITION): later writes use a new one.
     fn restart_session(&mut self) {
         let next = self.client_id.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        self.client_id = getrandom::u64().unwrap_or(next).max(1);
+        self.client_id = self.ids.draw().unwrap_or(next).max(1);
         self.next_seq = 1;
         self.session_known = false;
     }
@@ -238,7 +261,7 @@ impl Client {
         for attempt in 0..self.max_attempts {
             let idx = self.leader.unwrap_or(attempt as usize % self.conns.len());
             let kv = self.conns[idx].kv.clone();
-            match self.attempt(call(kv, req.clone())).await {
+            match self.attempt(idx, call(kv, req.clone())).await {
                 Ok(r) => {
                     self.session_known = true;
                     return Ok(r);
@@ -281,7 +304,7 @@ impl Client {
             let idx = self.next_read % self.conns.len();
             self.next_read = self.next_read.wrapping_add(1);
             let kv = self.conns[idx].kv.clone();
-            match self.attempt(call(kv, req.clone())).await {
+            match self.attempt(idx, call(kv, req.clone())).await {
                 Ok(r) => return Ok(r),
                 Err(s) => match s.code() {
                     Code::Unavailable
@@ -300,13 +323,27 @@ impl Client {
         Err(ClientError::Unavailable { attempts: self.max_attempts, last })
     }
 
+    /// One attempt on connection `idx`, bounded by the client's deadline.
+    ///
+    /// A missed deadline may mean the connection is dead without either side being told (a
+    /// black-holed TCP connection: every later request on it hangs too, until HTTP/2 keepalive
+    /// gives up on it many seconds later). The connection is therefore replaced, so the next
+    /// attempt on that node dials afresh. (Found by the level-2 simulator: a client whose
+    /// answers from the leader were lost kept retrying on the hung connection until its retry
+    /// budget ran out, long after the network had healed.)
     async fn attempt<Resp>(
-        &self,
+        &mut self,
+        idx: usize,
         fut: impl std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
     ) -> Result<Resp, Status> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("client deadline")),
+            Err(_) => {
+                if let Ok(kv) = self.dial(&self.conns[idx].addr) {
+                    self.conns[idx].kv = kv;
+                }
+                Err(Status::deadline_exceeded("client deadline"))
+            }
         }
     }
 
@@ -328,20 +365,27 @@ impl Client {
 
     /// Index of the connection to `addr`, creating it if new.
     fn conn_index(&mut self, addr: &str) -> Result<usize, ClientError> {
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("https://{addr}") };
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("{}://{addr}", self.transport.scheme())
+        };
         if let Some(i) = self.conns.iter().position(|c| c.addr == uri) {
             return Ok(i);
         }
-        let endpoint = Endpoint::from_shared(uri.clone())
+        let kv = self.dial(&uri)?;
+        self.conns.push(Conn { addr: uri, kv });
+        Ok(self.conns.len() - 1)
+    }
+
+    /// A new (lazily connecting) channel to `uri`.
+    fn dial(&self, uri: &str) -> Result<KvClient<Channel>, ClientError> {
+        let endpoint = Endpoint::from_shared(uri.to_owned())
             .map_err(|_| ClientError::Config("invalid endpoint address".into()))?
-            .tls_config(self.tls.clone())
-            .map_err(|e| ClientError::Config(e.to_string()))?
             .connect_timeout(self.timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let kv = KvClient::new(endpoint.connect_lazy());
-        self.conns.push(Conn { addr: uri, kv });
-        Ok(self.conns.len() - 1)
+        Ok(KvClient::new(self.transport.channel(endpoint)?))
     }
 }
 

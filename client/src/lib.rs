@@ -11,7 +11,9 @@
 mod client;
 mod error;
 mod tls;
+mod transport;
 
 pub use client::{Client, ClientConfig, Entry, Member, ReadMode};
 pub use error::ClientError;
 pub use tls::{default_dev_dir, TlsFiles};
+pub use transport::{ChannelFactory, Plaintext};

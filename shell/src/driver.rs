@@ -10,7 +10,8 @@
 //! The disk writer is a dedicated thread: it takes every batch queued so far, writes them
 //! with ONE `Disk::write` (one fsync: group commit) and publishes the highest id written;
 //! the driver then calls `handle_persisted`. A failed write stops the node: nothing may be
-//! acknowledged that is not durable.
+//! acknowledged that is not durable. (A [`Storage`] that does not block, the simulator's
+//! memory store, gets the same writer as a task instead of a thread.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,10 +24,10 @@ use mokv_core::{
     Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::ClientTlsConfig;
 
-use crate::disk::Disk;
 use crate::peer_link::{self, Feedback};
+use crate::storage::Storage;
+use crate::transport::PeerConnector;
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
@@ -93,6 +94,7 @@ struct PeerInbound {
 }
 
 enum Control {
+    LearnAddress { id: NodeId, addr: String },
     Leave,
     GossipStop,
     Stop,
@@ -185,6 +187,12 @@ impl DriverHandle {
         self.gossip.clone()
     }
 
+    /// Records where a node that is not in the member table yet can be reached (an embedding
+    /// program without gossip tells a new learner where its leader is).
+    pub async fn learn_address(&self, id: NodeId, addr: String) {
+        let _ = self.control.send(Control::LearnAddress { id, addr }).await;
+    }
+
     /// Starts leaving the cluster for good (see `Node::handle_leave`).
     pub async fn leave(&self) {
         let _ = self.control.send(Control::Leave).await;
@@ -222,7 +230,8 @@ struct DiskProgress {
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub tick: Duration,
-    pub peer_tls: ClientTlsConfig,
+    /// How peer links connect (mTLS in mokvd).
+    pub peer: PeerConnector,
 }
 
 /// Why the driver stopped abnormally.
@@ -245,7 +254,9 @@ pub struct Driver {
     feedback_tx: mpsc::Sender<Feedback>,
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
-    disk_thread: Option<std::thread::JoinHandle<()>>,
+    disk_writer: Option<DiskWriter>,
+    /// The wall clock in milliseconds, for the core's session expiry.
+    now_ms: fn() -> u64,
     acked: u64,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     next_request: RequestId,
@@ -255,6 +266,9 @@ pub struct Driver {
     /// rpc addresses gossip announces, preferred over the member table's (a node restarted
     /// on another port is reachable again without a configuration change).
     gossip_addrs: BTreeMap<NodeId, String>,
+    /// Addresses told by the embedding program ([`DriverHandle::learn_address`]); the member
+    /// table supersedes them.
+    learned: BTreeMap<NodeId, String>,
     gossip_dirty: bool,
     view: watch::Sender<View>,
     /// The core reported a membership change (also sent after a snapshot install) since the
@@ -285,7 +299,7 @@ fn now_ms() -> u64 {
 
 impl Driver {
     /// Builds the driver around a started node and its disk; `run` it on a task.
-    pub fn new(node: Node, disk: Arc<Disk>, config: DriverConfig) -> (Driver, DriverHandle) {
+    pub fn new(node: Node, disk: Arc<dyn Storage>, config: DriverConfig) -> (Driver, DriverHandle) {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
@@ -293,10 +307,16 @@ impl Driver {
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
-        let disk_thread = std::thread::Builder::new()
-            .name("mokv-disk".into())
-            .spawn(move || disk_writer(&disk, disk_rx, &progress_tx))
-            .ok();
+        let disk_writer = if disk.blocks() {
+            std::thread::Builder::new()
+                .name("mokv-disk".into())
+                .spawn(move || disk_writer(&*disk, disk_rx, &progress_tx))
+                .ok()
+                .map(DiskWriter::Thread)
+        } else {
+            let task = async move { disk_writer_task(&*disk, disk_rx, &progress_tx).await };
+            Some(DiskWriter::Task(tokio::spawn(task)))
+        };
         let (view, view_rx) = watch::channel(view_of(&node));
         let handle = DriverHandle {
             calls: calls_tx,
@@ -315,7 +335,8 @@ impl Driver {
             feedback_tx,
             disk_tx: Some(disk_tx),
             disk_progress,
-            disk_thread,
+            disk_writer,
+            now_ms,
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
@@ -323,6 +344,7 @@ impl Driver {
             gossip_in,
             gossip_out: None,
             gossip_addrs: BTreeMap::new(),
+            learned: BTreeMap::new(),
             gossip_dirty: false,
             view,
             members_dirty: false,
@@ -333,6 +355,12 @@ impl Driver {
     /// Where the core's gossip datagrams go (the gossip socket's send queue).
     pub fn set_gossip_outbound(&mut self, tx: mpsc::Sender<Datagram>) {
         self.gossip_out = Some(tx);
+    }
+
+    /// Replaces the wall clock the core's session expiry reads (a simulator passes its own).
+    pub fn with_clock(mut self, now_ms: fn() -> u64) -> Self {
+        self.now_ms = now_ms;
+        self
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -360,6 +388,9 @@ impl Driver {
                 }
                 Some(c) = self.control.recv() => match c {
                     Control::Stop => break,
+                    Control::LearnAddress { id, addr } => {
+                        self.learned.insert(id, addr);
+                    }
                     Control::Leave => self.node.handle_leave(),
                     Control::GossipStop => self.node.handle_gossip_stop(),
                 },
@@ -368,7 +399,7 @@ impl Driver {
                         tracing::debug!(error = %e, "gossip datagram refused by the core");
                     }
                 }
-                _ = ticker.tick() => self.node.handle_tick(now_ms()),
+                _ = ticker.tick() => self.node.handle_tick((self.now_ms)()),
                 Some(fb) = self.feedback.recv() => match fb {
                     Feedback::Unreachable(to) => self.node.handle_unreachable(to),
                     Feedback::Snapshot { to, delivered } => {
@@ -468,10 +499,13 @@ impl Driver {
         let addr = match (self.gossip_addrs.get(&t.to), self.node.members().get(&t.to)) {
             (Some(a), _) => a.clone(),
             (None, Some(m)) if !m.peer_addr.is_empty() => m.peer_addr.clone(),
-            _ => {
-                crate::metrics::peer_dropped();
-                return Err(is_snapshot);
-            }
+            _ => match self.learned.get(&t.to) {
+                Some(a) => a.clone(),
+                None => {
+                    crate::metrics::peer_dropped();
+                    return Err(is_snapshot);
+                }
+            },
         };
         let stale = self.links.get(&t.to).is_some_and(|l| l.addr != addr || l.is_closed());
         if stale {
@@ -483,7 +517,7 @@ impl Driver {
                 from,
                 t.to,
                 addr,
-                self.config.peer_tls.clone(),
+                self.config.peer.clone(),
                 self.feedback_tx.clone(),
             )
         });
@@ -506,8 +540,10 @@ impl Driver {
             Event::MembershipChanged => {
                 self.members_dirty = true;
                 let members = self.node.members();
-                // Links to nodes that left.
-                self.links.retain(|id, _| members.contains_key(id));
+                // Links to nodes that left; learned addresses are superseded.
+                self.links
+                    .retain(|id, _| members.contains_key(id) || self.learned.contains_key(id));
+                self.learned.retain(|id, _| !members.contains_key(id));
                 tracing::info!(conf = ?self.node.status().conf, "membership changed");
             }
             Event::Removed => tracing::warn!("this node was removed from the cluster"),
@@ -552,8 +588,14 @@ impl Driver {
         self.links.clear();
         self.waiting.clear();
         self.disk_tx = None;
-        if let Some(t) = self.disk_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        match self.disk_writer.take() {
+            Some(DiskWriter::Thread(t)) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Some(DiskWriter::Task(t)) => {
+                let _ = t.await;
+            }
+            None => {}
         }
         // Whatever the writer finished last is durable; tell the core for completeness.
         let p = self.disk_progress.borrow().clone();
@@ -563,39 +605,72 @@ impl Driver {
     }
 }
 
+/// The disk writer, on its thread or task.
+#[derive(Debug)]
+enum DiskWriter {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
 /// The disk writer thread: group commit of everything queued, one `Disk::write` at a time.
 fn disk_writer(
-    disk: &Disk,
+    disk: &dyn Storage,
     mut rx: mpsc::Receiver<PersistBatch>,
     progress: &watch::Sender<DiskProgress>,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_BATCHES {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
-        }
-        let bytes: usize = group
-            .iter()
-            .map(|b| {
-                b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
-                    + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
-            })
-            .sum();
-        let last = group.last().map_or(0, |b| b.id);
-        let started = Instant::now();
-        match disk.write(&group) {
-            Ok(()) => {
-                crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
-                progress.send_modify(|p| p.persisted = p.persisted.max(last));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "raft store write failed; stopping");
-                progress.send_modify(|p| p.failed = Some(e.to_string()));
-                return;
-            }
+        if !write_group(disk, first, &mut rx, progress) {
+            return;
         }
     }
+}
+
+/// The same writer as a task, for a store that does not block.
+async fn disk_writer_task(
+    disk: &dyn Storage,
+    mut rx: mpsc::Receiver<PersistBatch>,
+    progress: &watch::Sender<DiskProgress>,
+) {
+    while let Some(first) = rx.recv().await {
+        if !write_group(disk, first, &mut rx, progress) {
+            return;
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued with one `write`; `false` once it failed.
+fn write_group(
+    disk: &dyn Storage,
+    first: PersistBatch,
+    rx: &mut mpsc::Receiver<PersistBatch>,
+    progress: &watch::Sender<DiskProgress>,
+) -> bool {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_BATCHES {
+        match rx.try_recv() {
+            Ok(b) => group.push(b),
+            Err(_) => break,
+        }
+    }
+    let bytes: usize = group
+        .iter()
+        .map(|b| {
+            b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
+                + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
+        })
+        .sum();
+    let last = group.last().map_or(0, |b| b.id);
+    let started = Instant::now();
+    match disk.write(&group) {
+        Ok(()) => {
+            crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
+            progress.send_modify(|p| p.persisted = p.persisted.max(last));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "raft store write failed; stopping");
+            progress.send_modify(|p| p.failed = Some(e.to_string()));
+            return false;
+        }
+    }
+    true
 }

@@ -13,7 +13,10 @@
 //!   authorization seam ([`authz`]);
 //! - the gossip socket (UDP on `bind-addr`, datagrams sealed with the cluster key:
 //!   [`gossip_net`], [`gossip_crypto`]); membership decisions stay in the core;
-//! - configuration ([`config`]), certificates ([`certs`], [`tls`]), metrics ([`metrics`]).
+//! - configuration ([`config`]), certificates ([`certs`], [`tls`]), metrics ([`metrics`]);
+//! - the seams a simulator uses to run the same node in one process ([`embedded`]): storage
+//!   ([`storage`]: RocksDB or memory) and transport ([`transport`]: mTLS or the embedding
+//!   program's plaintext connections, never selectable from `mokvd`'s configuration).
 //!
 //! ## What it must never do
 //! - decide anything the core decides (what to persist, when to answer, what an error means);
@@ -26,6 +29,7 @@ pub mod certs;
 pub mod config;
 pub mod disk;
 pub mod driver;
+pub mod embedded;
 pub mod gossip_crypto;
 pub mod gossip_net;
 pub mod kv_service;
@@ -34,7 +38,9 @@ pub mod peer_link;
 pub mod peer_service;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod tls;
+pub mod transport;
 
 /// Upper bound for `max-value-bytes` (a value travels in one Raft message).
 pub const MAX_VALUE_BYTES_LIMIT: usize = 16 << 20;

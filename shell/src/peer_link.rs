@@ -7,14 +7,18 @@
 //! peer unreachable and opens a new stream for the next messages (at most one attempt per
 //! [`REOPEN_INTERVAL`]; HTTP/2 keepalive notices dead connections).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mokv_core::{NodeId, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
 use tokio::sync::mpsc;
+// tokio's clock, not std's: the same in mokvd, and simulated time under a simulator.
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::transport::PeerConnector;
 
 /// Transmits queued per peer.
 const LINK_QUEUE: usize = 1024;
@@ -55,11 +59,11 @@ impl Link {
         from: NodeId,
         to: NodeId,
         addr: String,
-        tls: ClientTlsConfig,
+        peer: PeerConnector,
         feedback: mpsc::Sender<Feedback>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run(from, to, addr.clone(), tls, rx, feedback));
+        tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback));
         Link { addr, tx }
     }
 
@@ -73,10 +77,11 @@ impl Link {
     }
 }
 
-/// An endpoint to a peer's gRPC port with mTLS, keepalive and short connect timeouts.
-pub fn endpoint(addr: &str, tls: ClientTlsConfig) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("https://{addr}"))?
-        .tls_config(tls)?
+/// An endpoint to a peer's gRPC port with mTLS (or the embedding program's connector),
+/// keepalive and short connect timeouts.
+pub fn endpoint(addr: &str, peer: &PeerConnector) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(peer
+        .secure(Endpoint::from_shared(format!("{}://{addr}", peer.scheme()))?)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(2))
@@ -94,12 +99,12 @@ async fn run(
     from: NodeId,
     to: NodeId,
     addr: String,
-    tls: ClientTlsConfig,
+    peer: PeerConnector,
     mut rx: mpsc::Receiver<Transmit>,
     feedback: mpsc::Sender<Feedback>,
 ) {
-    let client = match endpoint(&addr, tls) {
-        Ok(e) => client(e.connect_lazy()),
+    let client = match endpoint(&addr, &peer) {
+        Ok(e) => client(peer.connect_lazy(e)),
         Err(e) => {
             tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
             // Keep reporting until the driver replaces the link (address change).

@@ -21,9 +21,10 @@ use crate::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
 use crate::kv_service::KvService;
 use crate::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::peer_service::PeerService;
+use crate::transport::PeerConnector;
 
 const META_NODE_ID: &str = "node-id";
-const META_CLUSTER_ID: &str = "cluster-id";
+pub(crate) const META_CLUSTER_ID: &str = "cluster-id";
 /// How long a leader waits for its leadership transfer at shutdown.
 const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// How long the server gets to finish in-flight requests at shutdown (peer streams never end
@@ -69,13 +70,13 @@ pub struct RunningNode {
     pub rpc_addr: String,
     /// The advertised gossip (UDP) address: what other nodes list in `start-join-addrs`.
     pub gossip_addr: String,
-    leave_on_shutdown: bool,
+    pub(crate) leave_on_shutdown: bool,
     pub handle: DriverHandle,
-    stopping: Arc<AtomicBool>,
-    server_stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
-    driver: JoinHandle<Result<(), DriverError>>,
-    background: Vec<JoinHandle<()>>,
+    pub(crate) stopping: Arc<AtomicBool>,
+    pub(crate) server_stop: Option<oneshot::Sender<()>>,
+    pub(crate) server: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub(crate) driver: JoinHandle<Result<(), DriverError>>,
+    pub(crate) background: Vec<JoinHandle<()>>,
 }
 
 fn random_u64() -> Result<u64, StartError> {
@@ -168,13 +169,13 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
 
-    let peer_tls = crate::tls::client_config(&cfg.peer_tls)?;
+    let peer_tls = PeerConnector::Tls(crate::tls::client_config(&cfg.peer_tls)?);
     let server_tls = crate::tls::ReloadableServerTls::load(&cfg.server_tls)?;
     let rustls_config = server_tls.server_config()?;
     let (mut driver, handle) = Driver::new(
         node,
         disk.clone(),
-        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer_tls: peer_tls.clone() },
+        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer: peer_tls.clone() },
     );
     let key = crate::gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
     let gossip = crate::gossip_net::spawn(udp, key, handle.gossip_inbound());
@@ -182,35 +183,17 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let driver = tokio::spawn(driver.run());
 
     let stopping = Arc::new(AtomicBool::new(false));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mokv_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
-    let request_limit = cfg.max_value_bytes * 2 + cfg.max_key_bytes + (64 << 10);
-    let kv = KvServer::new(KvService::new(handle.clone(), stopping.clone(), authz.clone()))
-        .max_decoding_message_size(request_limit)
-        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let peer = PeerServer::new(PeerService::new(handle.clone()))
-        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-
-    let (server_stop, stop_rx) = oneshot::channel::<()>();
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
     let incoming = crate::tls::incoming(listener, rustls_config);
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
-        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
-        .add_service(kv)
-        .add_service(peer)
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    let server = tokio::spawn(server);
+    let services = Services {
+        handle: handle.clone(),
+        stopping: stopping.clone(),
+        authz: authz.clone(),
+        max_key_bytes: cfg.max_key_bytes,
+        max_value_bytes: cfg.max_value_bytes,
+        max_concurrent_streams: cfg.max_concurrent_streams,
+    };
+    let (server_stop, server, health) = serve(incoming, services)?;
 
     let mut background = vec![
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
@@ -240,6 +223,64 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         driver,
         background,
     })
+}
+
+/// What the gRPC server of a node serves, and its limits.
+pub(crate) struct Services {
+    pub handle: DriverHandle,
+    pub stopping: Arc<AtomicBool>,
+    pub authz: crate::authz::Authorizer,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_concurrent_streams: u32,
+}
+
+type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Spawns the gRPC server (KV, Peer, health, reflection) on `incoming`: mokvd's TLS
+/// connections, or an embedding program's plaintext ones ([`crate::embedded`]). Returns the
+/// stop signal, the server task and the health reporter.
+pub(crate) fn serve<I, IO, IE>(
+    incoming: I,
+    s: Services,
+) -> Result<(oneshot::Sender<()>, ServerTask, tonic_health::server::HealthReporter), StartError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mokv_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
+    let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz))
+        .max_decoding_message_size(request_limit)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer = PeerServer::new(PeerService::new(s.handle))
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+
+    let (server_stop, stop_rx) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(s.max_concurrent_streams))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .add_service(kv)
+        .add_service(peer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    Ok((server_stop, tokio::spawn(server), health))
 }
 
 /// tonic's decoder refuses a request beyond `max_decoding_message_size` with OUT_OF_RANGE
@@ -309,7 +350,7 @@ fn format_addr(host: &str, port: u16) -> String {
 
 /// SERVING only while the node knows a leader, has applied what it knows to be committed,
 /// and is not shutting down.
-async fn report_health(
+pub(crate) async fn report_health(
     health: tonic_health::server::HealthReporter,
     mut view: watch::Receiver<View>,
     stopping: Arc<AtomicBool>,

@@ -68,9 +68,12 @@ pub struct Identity {
     pub is_node: bool,
 }
 
-/// The identity of a request's caller; `None` without a verified certificate.
+/// The identity of a request's caller; `None` without a verified certificate (or, on the
+/// plaintext connections of an embedding program, without its vouching: [`crate::transport`]).
 pub fn identity_of<T>(req: &tonic::Request<T>) -> Option<Identity> {
-    let certs = req.peer_certs()?;
+    let Some(certs) = req.peer_certs() else {
+        return crate::transport::vouched_identity(req);
+    };
     identity_from_der(certs.first()?.as_ref())
 }
 

@@ -14,6 +14,9 @@
 //! configuration converges after the heal, besides every history checker.
 //!
 //! This crate never touches real sockets, disks or clocks.
+//!
+//! Level 2 (`tests/shell_turmoil.rs` with `tests/level2/`) runs the real shell and client over
+//! turmoil's simulated network and checks its histories with the same [`checker`].
 
 pub mod checker;
 pub mod cluster;

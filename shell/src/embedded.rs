@@ -1,0 +1,109 @@
+//! Starting a node inside another program, over that program's network: the simulator's entry
+//! point (level 2: the real services, driver and core over turmoil's simulated TCP).
+//!
+//! Compared with [`crate::server::start`], the embedding program supplies what `mokvd` takes
+//! from the operating system and its configuration: the accepted connections (plaintext; the
+//! program vouches for each caller with [`crate::transport::VouchedIdentity`]), the outgoing
+//! connector ([`ChannelFactory`]), the storage, the node id, the seed of the core's randomness
+//! and the wall clock. Everything else is the same code: the driver, the `KV` and `Peer`
+//! services, health, the status mapping. No TLS, no files, no OS threads, no OS randomness,
+//! no gossip: members are added by the embedding program (an `AddLearner` request to the
+//! leader's driver, as the gossip reconciler would). Authorization uses the built-in default
+//! policy (`root` may do everything).
+//!
+//! `mokvd` never calls this: no configuration key or flag leads here.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mokv_core::{MemberInfo, Node};
+
+use crate::driver::{Driver, DriverConfig};
+use crate::server::{RunningNode, Services, StartError, META_CLUSTER_ID};
+use crate::storage::Storage;
+use crate::transport::{ChannelFactory, PeerConnector};
+
+/// What the embedding program decides about one node.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub name: String,
+    /// The core's settings; `core.id` is the node id, `core.seed` seeds its randomness.
+    pub core: mokv_core::Config,
+    /// The address other nodes and clients reach this node at (`host:port`).
+    pub rpc_addr: String,
+    /// Where the incoming connections arrive.
+    pub local_addr: SocketAddr,
+    /// `Some(cluster id)`: start a new one-node cluster if the storage is empty.
+    pub bootstrap: Option<u64>,
+    pub tick: Duration,
+    pub max_concurrent_streams: u32,
+    /// The wall clock in milliseconds (session expiry).
+    pub now_ms: fn() -> u64,
+}
+
+/// Starts a node serving on `incoming` and dialing peers through `connect`.
+pub async fn start<I, IO, IE>(
+    cfg: EmbeddedConfig,
+    storage: Arc<dyn Storage>,
+    connect: ChannelFactory,
+    incoming: I,
+) -> Result<RunningNode, StartError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let authz = crate::authz::Authorizer::defaults().await?;
+    let id = cfg.core.id;
+    let me = MemberInfo {
+        id,
+        name: cfg.name.clone(),
+        peer_addr: cfg.rpc_addr.clone(),
+        rpc_addr: cfg.rpc_addr.clone(),
+        auto_promote: true,
+    };
+    let mut durable = storage.load()?;
+    if let (true, Some(cluster_id)) = (durable.is_empty(), cfg.bootstrap) {
+        storage.write(&[Node::bootstrap(&me, &cfg.core)])?;
+        storage.put_meta(META_CLUSTER_ID, format!("{cluster_id:016x}").as_bytes())?;
+        durable = storage.load()?;
+    }
+    let node = Node::new(cfg.core.clone(), durable)?;
+    let peer = PeerConnector::Plaintext(connect);
+    let (driver, handle) =
+        Driver::new(node, storage.clone(), DriverConfig { tick: cfg.tick, peer: peer.clone() });
+    let driver = tokio::spawn(driver.with_clock(cfg.now_ms).run());
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let services = Services {
+        handle: handle.clone(),
+        stopping: stopping.clone(),
+        authz,
+        max_key_bytes: cfg.core.max_key_bytes,
+        max_value_bytes: cfg.core.max_value_bytes,
+        max_concurrent_streams: cfg.max_concurrent_streams,
+    };
+    let (server_stop, server, health) = crate::server::serve(incoming, services)?;
+    let background =
+        vec![tokio::spawn(crate::server::report_health(health, handle.watch(), stopping.clone()))];
+    Ok(RunningNode {
+        id,
+        local_addr: cfg.local_addr,
+        rpc_addr: cfg.rpc_addr,
+        gossip_addr: String::new(),
+        leave_on_shutdown: false,
+        handle,
+        stopping,
+        server_stop: Some(server_stop),
+        server,
+        driver,
+        background,
+    })
+}

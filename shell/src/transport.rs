@@ -1,0 +1,99 @@
+//! How a node dials its peers, and who a plaintext caller is.
+//!
+//! `mokvd` dials peers over mutual TLS with its node certificate ([`PeerConnector::Tls`]) and
+//! accepts only TLS connections ([`crate::server::start`]). A program that runs nodes itself
+//! over a network of its own (the simulator, over turmoil's simulated TCP) instead supplies a
+//! [`ChannelFactory`] that opens plaintext connections, and vouches for the caller of every
+//! connection it accepts ([`VouchedIdentity`]). Neither can be selected from `mokvd`'s
+//! configuration file, flags or environment: they exist only as this library API, used by
+//! [`crate::embedded`].
+
+use std::sync::Arc;
+
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::tls::Identity;
+
+/// Turns a configured endpoint (keepalive, timeouts; scheme `http`) into a lazily connecting
+/// channel, typically with `Endpoint::connect_with_connector_lazy`.
+pub type ChannelFactory = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
+/// How outgoing peer connections (Raft links, join) are made.
+#[derive(Clone)]
+pub enum PeerConnector {
+    /// Mutual TLS, presenting the node certificate: what `mokvd` uses.
+    Tls(ClientTlsConfig),
+    /// Plaintext through the embedding program's connector (see the module documentation).
+    Plaintext(ChannelFactory),
+}
+
+impl std::fmt::Debug for PeerConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerConnector::Tls(_) => f.write_str("PeerConnector::Tls"),
+            PeerConnector::Plaintext(_) => f.write_str("PeerConnector::Plaintext"),
+        }
+    }
+}
+
+impl PeerConnector {
+    /// The URI scheme of a peer address.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            PeerConnector::Tls(_) => "https",
+            PeerConnector::Plaintext(_) => "http",
+        }
+    }
+
+    /// Adds what the connector needs to a configured endpoint (TLS settings).
+    pub fn secure(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
+        match self {
+            PeerConnector::Tls(tls) => endpoint.tls_config(tls.clone()),
+            PeerConnector::Plaintext(_) => Ok(endpoint),
+        }
+    }
+
+    /// A channel that connects on first use (and reconnects after a failure).
+    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        match self {
+            PeerConnector::Tls(_) => endpoint.connect_lazy(),
+            PeerConnector::Plaintext(factory) => factory(endpoint),
+        }
+    }
+
+    /// A channel connected now (TLS), or at first use (plaintext: a failure then shows as the
+    /// status of the first call, as UNAVAILABLE either way).
+    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
+        match self {
+            PeerConnector::Tls(_) => endpoint.connect().await,
+            PeerConnector::Plaintext(factory) => Ok(factory(endpoint)),
+        }
+    }
+}
+
+/// The caller of a plaintext connection as the program that accepted it vouches for it: the
+/// `tonic::transport::server::Connected::ConnectInfo` of the embedding program's connection
+/// type, which tonic puts into every request's extensions. `mokvd`'s TLS connections never carry
+/// it, and request extensions cannot be set from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VouchedIdentity(pub Identity);
+
+/// The vouched-for identity of a request's caller, if its connection carries one.
+pub(crate) fn vouched_identity<T>(req: &tonic::Request<T>) -> Option<Identity> {
+    req.extensions().get::<VouchedIdentity>().map(|v| v.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vouched_connection_names_a_plaintext_caller() {
+        let bare = tonic::Request::new(());
+        assert_eq!(crate::tls::identity_of(&bare), None);
+        let mut vouched = tonic::Request::new(());
+        let root = Identity { name: "root".into(), is_node: false };
+        vouched.extensions_mut().insert(VouchedIdentity(root.clone()));
+        assert_eq!(crate::tls::identity_of(&vouched), Some(root));
+    }
+}
