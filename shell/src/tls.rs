@@ -134,7 +134,12 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         let c = c.map_err(|e| invalid("parsing CA certificate", &files.ca, e))?;
         roots.add(c).map_err(|e| invalid("adding CA certificate", &files.ca, e))?;
     }
+    // A client without a certificate completes the handshake and gets UNAUTHENTICATED from
+    // every KV and Peer rpc (a clear status instead of a closed connection its library would
+    // retry); only health and reflection answer it. A certificate that does not verify is still
+    // refused in the handshake.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
         .build()
         .map_err(|e| invalid("CA certificate", &files.ca, e))?;
     Ok(Loaded { key: Arc::new(certified), verifier })
@@ -214,7 +219,9 @@ impl ClientCertVerifier for ReloadableServerTls {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        // See `load`: no certificate → UNAUTHENTICATED from the services, not a handshake
+        // failure. A presented certificate is still verified here.
+        false
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

@@ -165,7 +165,13 @@ async fn single_node_serves_kv_over_mtls() {
 
     // No client certificate: refused.
     let mut anon = KvClient::new(channel(&addr, certs.read("ca.pem"), None).await);
-    assert!(get(&mut anon, "b/1").await.is_err(), "a client without a certificate got in");
+    let e = get(&mut anon, "b/1").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "a client without a certificate: {e:?}");
+    // ... on the peer service too.
+    let mut anon_peer = PeerClient::new(channel(&addr, certs.read("ca.pem"), None).await);
+    let chunk = SnapshotChunk { from: 99, to: node.id, total_bytes: 1, offset: 0, data: vec![0] };
+    let e = anon_peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 
     // A certificate of another CA: refused.
     let other = Certs::new(&tmp.path().join("other"), &[]);
