@@ -2,13 +2,14 @@
 //! Peer, health, reflection) on one mTLS port + the gossip socket on `bind-addr`, and the
 //! graceful shutdown sequence (optionally leaving the cluster for good).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mokv_core::gossip::GossipId;
-use mokv_core::{MemberInfo, Node, Request, Role};
+use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
@@ -25,6 +26,12 @@ use crate::transport::PeerConnector;
 
 const META_NODE_ID: &str = "node-id";
 pub(crate) const META_CLUSTER_ID: &str = "cluster-id";
+/// Gossip addresses of the configuration's members, as last seen: extra seeds after a restart
+/// (so a cluster re-forms even when every `start-join-addrs` node is gone), like serf's
+/// snapshot file. Lines of `<raft id> <gossip address>`.
+const META_GOSSIP_PEERS: &str = "gossip-peers";
+/// Bound on remembered gossip peers.
+const MAX_GOSSIP_PEERS: usize = 64;
 /// How long a leader waits for its leadership transfer at shutdown.
 const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// How long the server gets to finish in-flight requests at shutdown (peer streams never end
@@ -166,7 +173,17 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         bump: 0,
         leaving: false,
     };
-    core_config.gossip = Some(cfg.gossip_config(identity));
+    let remembered = match disk.get_meta(META_GOSSIP_PEERS)? {
+        Some(b) => parse_gossip_peers(&b),
+        None => BTreeMap::new(),
+    };
+    let mut gossip_config = cfg.gossip_config(identity);
+    for addr in remembered.values() {
+        if !gossip_config.seeds.contains(addr) && *addr != gossip_addr {
+            gossip_config.seeds.push(addr.clone());
+        }
+    }
+    core_config.gossip = Some(gossip_config);
     let node = Node::new(core_config, durable)?;
 
     let peer_tls = PeerConnector::Tls(crate::tls::client_config(&cfg.peer_tls)?);
@@ -199,6 +216,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
         tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
         tokio::spawn(store_cluster_id(handle.watch(), disk.clone(), cluster_id)),
+        tokio::spawn(store_gossip_peers(handle.watch(), disk.clone(), remembered)),
     ];
     background.extend(gossip.tasks);
     if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
@@ -331,6 +349,68 @@ async fn store_cluster_id(mut view: watch::Receiver<View>, disk: Arc<Disk>, mut 
             match disk.put_meta(META_CLUSTER_ID, format!("{learned:016x}").as_bytes()) {
                 Ok(()) => stored = learned,
                 Err(e) => tracing::error!(error = %e, "storing the cluster id"),
+            }
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn parse_gossip_peers(bytes: &[u8]) -> BTreeMap<NodeId, String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|l| {
+            let (id, addr) = l.split_once(' ')?;
+            Some((id.parse().ok()?, addr.to_owned()))
+        })
+        .take(MAX_GOSSIP_PEERS)
+        .collect()
+}
+
+/// Keeps the gossip address of every other configuration member on disk (its newest gossip
+/// identity's, or the one remembered before), rewritten only when it changes.
+async fn store_gossip_peers(
+    mut view: watch::Receiver<View>,
+    disk: Arc<Disk>,
+    mut stored: BTreeMap<NodeId, String>,
+) {
+    // The view changes with every commit; look again only when membership or gossip did.
+    let mut seen: Option<(mokv_core::members::Conf, Vec<mokv_core::gossip::GossipMember>)> = None;
+    loop {
+        let next: Option<BTreeMap<NodeId, String>> = {
+            let v = view.borrow_and_update();
+            let same = seen.as_ref().is_some_and(|(c, g)| *c == v.status.conf && *g == v.gossip);
+            if same {
+                None
+            } else {
+                seen = Some((v.status.conf.clone(), v.gossip.clone()));
+                Some(
+                    v.status
+                        .conf
+                        .all_ids()
+                        .into_iter()
+                        .filter(|id| *id != v.status.id)
+                        .filter_map(|id| {
+                            let gossiped = v
+                                .gossip
+                                .iter()
+                                .filter(|m| m.id.raft_id == id)
+                                .max_by_key(|m| (m.id.started_ms, m.id.bump))
+                                .map(|m| m.id.gossip_addr.clone());
+                            gossiped.or_else(|| stored.get(&id).cloned()).map(|a| (id, a))
+                        })
+                        .take(MAX_GOSSIP_PEERS)
+                        .collect(),
+                )
+            }
+        };
+        // Before the member table is known (a fresh or just-started node) keep what we had.
+        if let Some(next) = next.filter(|n| *n != stored && !n.is_empty()) {
+            let text: String = next.iter().map(|(id, a)| format!("{id} {a}\n")).collect();
+            match disk.put_meta(META_GOSSIP_PEERS, text.as_bytes()) {
+                Ok(()) => stored = next,
+                Err(e) => tracing::error!(error = %e, "storing the gossip peers"),
             }
         }
         if view.changed().await.is_err() {

@@ -696,3 +696,34 @@ async fn node_with_another_cluster_key_cannot_join() {
     eprintln!("n4 with the right key: a voter after {:?}", t0.elapsed());
     net.write_and_read_everywhere(&all, "joined", "4").await;
 }
+
+/// Nodes remember their peers' gossip addresses: after a full restart in which the only seed
+/// they were started with (`n1`) stays down, `n2` and `n3` still find each other in gossip
+/// (each alive in the other's view), elect a leader and serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_without_the_seed_reforms_gossip_from_remembered_peers() {
+    let mut net = Net::new(3);
+    net.start(&[0, 1, 2], &[], |i| if i == 0 { Vec::new() } else { vec![0] });
+    let all: Vec<usize> = (0..3).collect();
+    net.until_views(&all, "3 alive voters and a leader", DEADLINE, |s| formed(s, 3)).await;
+    net.write_and_read_everywhere(&all, "before", "1").await;
+    for node in &mut net.nodes {
+        node.kill();
+    }
+    let rest = [1, 2];
+    for &i in &rest {
+        net.nodes[i].restart();
+    }
+    let t0 = Instant::now();
+    let reformed = |s: &[Server]| {
+        s.len() == 3
+            && leaders(s) == 1
+            && ["n2", "n3"].iter().all(|n| server(s, n).is_some_and(|v| health(v) == Health::Alive))
+    };
+    net.until_views(&rest, "n2 and n3 alive to each other, with a leader", DEADLINE, reformed)
+        .await;
+    eprintln!("n2, n3 re-formed gossip without their seed after {:?}", t0.elapsed());
+    let got = net.read_on(1, "before", ReadMode::Linearizable).await;
+    assert_eq!(got.as_deref(), Some(&b"1"[..]));
+    net.write_and_read_everywhere(&rest, "after", "2").await;
+}
