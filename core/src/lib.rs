@@ -2,7 +2,9 @@
 //!
 //! One [`Node`] is one replica: raft-rs's `RawNode` driven through the async-persist Ready
 //! protocol, the replicated key-value state machine with client sessions, ReadIndex reads,
-//! snapshots with log compaction, and membership changes on the Raft configuration.
+//! snapshots with log compaction, membership changes on the Raft configuration, and SWIM gossip
+//! (foca, sans-io: [`gossip`]) whose view the leader reconciles with the configuration, one
+//! change at a time (`reconcile`).
 //!
 //! ## What this crate owns
 //! - every protocol decision: what to persist and when, which messages may leave, when a
