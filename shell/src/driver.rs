@@ -24,6 +24,7 @@ use mokv_core::{
     Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::ClientTlsConfig;
 
 use crate::peer_link::{self, Feedback};
 use crate::storage::Storage;
@@ -95,6 +96,7 @@ struct PeerInbound {
 
 enum Control {
     LearnAddress { id: NodeId, addr: String },
+    PeerTls(ClientTlsConfig),
     Leave,
     GossipStop,
     Stop,
@@ -191,6 +193,12 @@ impl DriverHandle {
     /// program without gossip tells a new learner where its leader is).
     pub async fn learn_address(&self, id: NodeId, addr: String) {
         let _ = self.control.send(Control::LearnAddress { id, addr }).await;
+    }
+
+    /// New peer certificates: links reconnect with them (queued messages still leave on the
+    /// old connections).
+    pub async fn set_peer_tls(&self, tls: ClientTlsConfig) {
+        let _ = self.control.send(Control::PeerTls(tls)).await;
     }
 
     /// Starts leaving the cluster for good (see `Node::handle_leave`).
@@ -390,6 +398,12 @@ impl Driver {
                     Control::Stop => break,
                     Control::LearnAddress { id, addr } => {
                         self.learned.insert(id, addr);
+                    }
+                    Control::PeerTls(tls) => {
+                        self.config.peer = PeerConnector::Tls(tls);
+                        // Dropped links drain what they hold; new ones dial with the new
+                        // certificate at the next message.
+                        self.links.clear();
                     }
                     Control::Leave => self.node.handle_leave(),
                     Control::GossipStop => self.node.handle_gossip_stop(),

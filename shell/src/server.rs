@@ -217,6 +217,11 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
         tokio::spawn(store_cluster_id(handle.watch(), disk.clone(), cluster_id)),
         tokio::spawn(store_gossip_peers(handle.watch(), disk.clone(), remembered)),
+        tokio::spawn(crate::tls::watch_peer(
+            cfg.peer_tls.clone(),
+            crate::tls::CERT_RELOAD_INTERVAL,
+            handle.clone(),
+        )),
     ];
     background.extend(gossip.tasks);
     if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
@@ -521,6 +526,11 @@ impl RunningNode {
         }
         for b in &self.background {
             b.abort();
+        }
+        // Wait until they are gone: some hold the RocksDB handle, whose lock a restart in the
+        // same process needs.
+        for b in self.background.drain(..) {
+            let _ = b.await;
         }
         self.handle.stop().await;
         match (&mut self.driver).await {

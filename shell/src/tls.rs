@@ -195,15 +195,61 @@ impl ReloadableServerTls {
 
     /// Modification stamp of the three files (changes when any is replaced or rewritten):
     /// inode (a rename), modification time and length.
-    fn stamp(&self) -> Vec<Option<(u64, std::time::SystemTime, u64)>> {
-        use std::os::unix::fs::MetadataExt as _;
-        [&self.files.cert, &self.files.key, &self.files.ca]
-            .iter()
-            .map(|p| {
-                let m = std::fs::metadata(p).ok()?;
-                Some((m.ino(), m.modified().ok()?, m.len()))
-            })
-            .collect()
+    fn stamp(&self) -> FilesStamp {
+        files_stamp(&self.files)
+    }
+}
+
+type FilesStamp = Vec<Option<(u64, std::time::SystemTime, u64)>>;
+
+/// Modification stamp of a certificate, key and CA file: inode (a rename), modification time
+/// and length.
+fn files_stamp(files: &TlsFiles) -> FilesStamp {
+    use std::os::unix::fs::MetadataExt as _;
+    [&files.cert, &files.key, &files.ca]
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.ino(), m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+/// Re-reads the node's outgoing (peer) certificate, key and CA when they change (checked every
+/// `interval`) or on SIGHUP, and hands each new client configuration to the driver, which
+/// reconnects its peer links with it. A set of files that does not load is logged and the
+/// previous configuration stays.
+pub async fn watch_peer(
+    files: TlsFiles,
+    interval: std::time::Duration,
+    driver: crate::driver::DriverHandle,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = files_stamp(&files);
+    loop {
+        let signalled = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let stamp = files_stamp(&files);
+        if !signalled && stamp == last {
+            continue;
+        }
+        last = stamp;
+        match client_config(&files) {
+            Ok(c) => {
+                driver.set_peer_tls(c).await;
+                tracing::info!(cert = %files.cert.display(), "peer certificates reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer certificate reload failed; keeping the previous ones")
+            }
+        }
     }
 }
 

@@ -355,3 +355,85 @@ async fn mokvd_dev_runs_reloads_on_sighup_and_stops_on_sigterm() {
     };
     assert!(status.success(), "mokvd exited with {status}");
 }
+
+/// The outgoing (peer) certificate is reloaded without a restart: n2's peer certificate is
+/// rotated to a new CA and n1 is made to trust only that CA; n1 restarts (so n2 must dial it
+/// anew) and the two-voter cluster can only elect a leader if n2 now presents the new
+/// certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_certificate_reloads_without_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = Certs::new(&tmp.path().join("old"), &["n1", "n2"]);
+    let new = Certs::new(&tmp.path().join("new"), &["n2"]);
+    // Files the test rotates: n1's trusted client CA, n2's outgoing identity.
+    let live = tmp.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let put = |name: &str, bytes: Vec<u8>| {
+        let tmp_file = live.join(format!("{name}.tmp"));
+        std::fs::write(&tmp_file, bytes).unwrap();
+        std::fs::rename(tmp_file, live.join(name)).unwrap();
+    };
+    put("n1-client-ca.pem", old.read("ca.pem"));
+    put("n2-peer.pem", old.read("n2.pem"));
+    put("n2-peer-key.pem", old.read("n2-key.pem"));
+
+    let n1_settings = |bind: String| Settings {
+        bootstrap: Some(true),
+        bind_addr: Some(bind),
+        server_tls_ca_file: Some(live.join("n1-client-ca.pem")),
+        // n1 dials n2 with its own (old CA) certificate, which n2 trusts throughout.
+        peer_tls_ca_file: Some(old.dir.join("ca.pem")),
+        ..settings(&old, tmp.path(), "n1")
+    };
+    let n1 = start(n1_settings("127.0.0.1:0".into())).await;
+    let n1_gossip = n1.gossip_addr.clone();
+    let n2 = start(Settings {
+        start_join_addrs: Some(vec![n1_gossip.clone()]),
+        peer_tls_cert_file: Some(live.join("n2-peer.pem")),
+        peer_tls_key_file: Some(live.join("n2-peer-key.pem")),
+        peer_tls_ca_file: Some(old.dir.join("ca.pem")),
+        ..settings(&old, tmp.path(), "n2")
+    })
+    .await;
+    let h = n1.handle.clone();
+    eventually("two voters", || {
+        let v = h.view();
+        async move { (v.status.conf.voters.len() == 2).then_some(()) }
+    })
+    .await;
+
+    // Rotate: n2 presents a certificate of the new CA; n1 accepts only the new CA.
+    put("n2-peer.pem", new.read("n2.pem"));
+    put("n2-peer-key.pem", new.read("n2-key.pem"));
+    put("n1-client-ca.pem", new.read("ca.pem"));
+    // Both reloads are polled every CERT_RELOAD_INTERVAL; give them two rounds.
+    tokio::time::sleep(mokv_shell::tls::CERT_RELOAD_INTERVAL * 2).await;
+
+    n1.shutdown().await.unwrap();
+    let n1 = start(n1_settings(n1_gossip)).await;
+    // A leader needs n2's vote, which only reaches n1 over a new connection.
+    // A leader needs the votes of both; n2's messages reach n1 only over a new connection.
+    let (h1, h2) = (n1.handle.clone(), n2.handle.clone());
+    let leader = eventually("a leader both nodes know", || {
+        let (v1, v2) = (h1.view().status, h2.view().status);
+        async move { v1.leader.filter(|l| v2.leader == Some(*l)) }
+    })
+    .await;
+    // Clients: n1 now accepts only new-CA clients; n2 still the old CA's. Both servers keep
+    // their old-CA certificates.
+    let new_root = (new.read("root.pem"), new.read("root-key.pem"));
+    let old_root = (old.read("root.pem"), old.read("root-key.pem"));
+    let (leader_addr, leader_root) =
+        if leader == n1.id { (&n1.rpc_addr, new_root.clone()) } else { (&n2.rpc_addr, old_root) };
+    let c = KvClient::new(channel(leader_addr, old.read("ca.pem"), Some(leader_root)).await);
+    eventually("a write on the leader", || {
+        let mut c = c.clone();
+        async move { set(&mut c, "rotated", "yes").await.ok() }
+    })
+    .await;
+    // A linearizable read on n1 needs n1 <-> n2 both ways.
+    let mut c1 = KvClient::new(channel(&n1.rpc_addr, old.read("ca.pem"), Some(new_root)).await);
+    assert_eq!(get(&mut c1, "rotated").await.unwrap(), b"yes");
+    n2.shutdown().await.unwrap();
+    n1.shutdown().await.unwrap();
+}
