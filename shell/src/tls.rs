@@ -192,12 +192,6 @@ impl ReloadableServerTls {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
-
-    /// Modification stamp of the three files (changes when any is replaced or rewritten):
-    /// inode (a rename), modification time and length.
-    fn stamp(&self) -> FilesStamp {
-        files_stamp(&self.files)
-    }
 }
 
 type FilesStamp = Vec<Option<(u64, std::time::SystemTime, u64)>>;
@@ -224,23 +218,9 @@ pub async fn watch_peer(
     interval: std::time::Duration,
     driver: crate::driver::DriverHandle,
 ) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = files_stamp(&files);
+    let mut trigger = ReloadTrigger::new(&files);
     loop {
-        let signalled = tokio::select! {
-            _ = tokio::time::sleep(interval) => false,
-            Some(()) = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => true,
-        };
-        let stamp = files_stamp(&files);
-        if !signalled && stamp == last {
-            continue;
-        }
-        last = stamp;
+        trigger.next(&files, interval).await;
         match client_config(&files) {
             Ok(c) => {
                 driver.set_peer_tls(c).await;
@@ -248,6 +228,45 @@ pub async fn watch_peer(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "peer certificate reload failed; keeping the previous ones")
+            }
+        }
+    }
+}
+
+/// When to re-read a set of certificate files: they changed (polled every `interval`) or the
+/// process got SIGHUP.
+struct ReloadTrigger {
+    hup: Option<tokio::signal::unix::Signal>,
+    last: FilesStamp,
+}
+
+impl ReloadTrigger {
+    fn new(files: &TlsFiles) -> Self {
+        let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler; certificates reload on file change");
+                None
+            }
+        };
+        Self { hup, last: files_stamp(files) }
+    }
+
+    async fn next(&mut self, files: &TlsFiles, interval: std::time::Duration) {
+        loop {
+            let signalled = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                Some(()) = async {
+                    match self.hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            let stamp = files_stamp(files);
+            if signalled || stamp != self.last {
+                self.last = stamp;
+                return;
             }
         }
     }
@@ -311,29 +330,9 @@ impl ClientCertVerifier for ReloadableServerTls {
 /// Reloads `tls` when its files change (checked every `interval`) or on SIGHUP. A failed
 /// reload is logged and the previous certificates stay in use.
 pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler; certificates reload on file change only");
-            None
-        }
-    };
-    let mut last = tls.stamp();
+    let mut trigger = ReloadTrigger::new(&tls.files);
     loop {
-        let signalled = tokio::select! {
-            _ = tokio::time::sleep(interval) => false,
-            Some(()) = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => true,
-        };
-        let stamp = tls.stamp();
-        if !signalled && stamp == last {
-            continue;
-        }
-        last = stamp;
+        trigger.next(&tls.files, interval).await;
         match tls.reload() {
             Ok(()) => {
                 tracing::info!(cert = %tls.files.cert.display(), "server certificates reloaded")

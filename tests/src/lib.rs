@@ -282,21 +282,9 @@ pub struct Mokvd {
 }
 
 impl Mokvd {
-    /// Starts `mokvd` on an ephemeral port and waits for its listening line.
+    /// Starts `mokvd` on ephemeral rpc and gossip ports and waits for its listening line.
     pub fn start(bin: &Path, spec: NodeSpec) -> Mokvd {
-        let mut node = Mokvd {
-            bin: bin.to_path_buf(),
-            spec,
-            child: None,
-            addr: String::new(),
-            port: 0,
-            gossip_addr: String::new(),
-            gossip_port: 0,
-            raft_id: 0,
-            output: Arc::new(Mutex::new(Vec::new())),
-        };
-        node.spawn(0, 0);
-        node
+        Self::start_with_gossip_port(bin, spec, 0)
     }
 
     /// Starts `mokvd` on an ephemeral rpc port and the given gossip port (known before the
