@@ -15,9 +15,15 @@
 //! | `s`                                  | snapshot (replaced whole)    |
 //!
 //! Big-endian indices make RocksDB's byte order the log's index order, so [`Disk::load`] is one
-//! forward scan over `[l, m)`, and truncation (`[from, ∞)`) and compaction (`[0, to]`) are one
-//! `delete_range` each. No other key starts with `l`, and `m` itself is never a key, so `m` is
-//! an exclusive upper bound for the log.
+//! forward scan over `[l, m)`, and truncation (`[from, last]`) and compaction (`[0, to]`) are
+//! one `delete_range` each. No other key starts with `l`, and `m` itself is never a key, so `m`
+//! is an exclusive upper bound for the log.
+//!
+//! Truncation is issued only when something at or past `from` is stored: the core asks for it
+//! with every append, and a range tombstone per append made RocksDB's memtable hold hundreds of
+//! thousands of overlapping tombstones, whose fragmentation is quadratic — reopening such a
+//! store after a busy hour took longer than five minutes. [`Disk`] keeps an upper bound of the
+//! highest stored index for that.
 //!
 //! # Writes
 //!
@@ -27,6 +33,7 @@
 //! `PersistBatch` its documented order (snapshot, truncate, compact, entries, hard state).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mokv_core::persist::{DurableState, LogRecord, PersistBatch};
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
@@ -91,6 +98,9 @@ fn sync_options() -> WriteOptions {
 pub struct Disk {
     db: DB,
     dir: PathBuf,
+    /// No log key above this index is stored (0: none). Read and advanced by `write` only
+    /// (one writer at a time: the disk writer).
+    last_index_bound: AtomicU64,
 }
 
 impl Disk {
@@ -103,8 +113,18 @@ impl Disk {
         opts.set_max_log_file_size(8 << 20);
         let db = DB::open(&opts, dir)
             .map_err(|source| DiskError::Open { path: dir.to_path_buf(), source })?;
-        tracing::debug!(dir = %dir.display(), "opened raft store");
-        Ok(Disk { db, dir: dir.to_path_buf() })
+        // The highest log key: the last key below `m` (the hard state `h` sorts before the log).
+        let last = match db.iterator(IteratorMode::From(LOG_END, Direction::Reverse)).next() {
+            Some(Ok((k, _))) if k.len() == 9 && k[0] == LOG_PREFIX => {
+                k[1..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX)
+            }
+            Some(Err(source)) => {
+                return Err(DiskError::Open { path: dir.to_path_buf(), source });
+            }
+            _ => 0,
+        };
+        tracing::debug!(dir = %dir.display(), last, "opened raft store");
+        Ok(Disk { db, dir: dir.to_path_buf(), last_index_bound: AtomicU64::new(last) })
     }
 
     /// The directory this store lives in.
@@ -148,8 +168,9 @@ impl Disk {
     pub fn write(&self, batches: &[PersistBatch]) -> Result<(), DiskError> {
         let sync = batches.iter().any(|b| b.must_sync);
         let mut wb = WriteBatch::default();
+        let mut last = self.last_index_bound.load(Ordering::Acquire);
         for b in batches {
-            add_to(&mut wb, b);
+            last = add_to(&mut wb, b, last);
         }
         if wb.is_empty() {
             // Nothing to write, but the caller may still count on a sync: make every earlier
@@ -161,7 +182,9 @@ impl Disk {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db.write_opt(wb, &wo).map_err(rocks("write batch"))
+        self.db.write_opt(wb, &wo).map_err(rocks("write batch"))?;
+        self.last_index_bound.store(last, Ordering::Release);
+        Ok(())
     }
 
     /// Reads a small metadata value the shell owns (node id, cluster id).
@@ -175,14 +198,19 @@ impl Disk {
     }
 }
 
-/// Adds one batch's operations to `wb`, in the order [`PersistBatch`] documents.
-fn add_to(wb: &mut WriteBatch, b: &PersistBatch) {
+/// Adds one batch's operations to `wb`, in the order [`PersistBatch`] documents. `last` bounds
+/// the stored log indices before the batch; returns the bound after it.
+fn add_to(wb: &mut WriteBatch, b: &PersistBatch, mut last: u64) -> u64 {
     if let Some(s) = &b.snapshot {
         wb.put(SNAPSHOT_KEY, &s.bytes);
     }
-    if let Some(from) = b.truncate_from {
-        // [from, ∞)
-        wb.delete_range(&log_key(from)[..], LOG_END);
+    if let Some(from) = b.truncate_from.filter(|from| *from <= last) {
+        // [from, last]
+        match last.checked_add(1) {
+            Some(end) => wb.delete_range(log_key(from), log_key(end)),
+            None => wb.delete_range(&log_key(from)[..], LOG_END),
+        }
+        last = from.saturating_sub(1);
     }
     if let Some(to) = b.compact_to {
         // [0, to]
@@ -193,10 +221,12 @@ fn add_to(wb: &mut WriteBatch, b: &PersistBatch) {
     }
     for e in &b.entries {
         wb.put(log_key(e.index), &e.bytes);
+        last = last.max(e.index);
     }
     if let Some(hs) = &b.hard_state {
         wb.put(HARD_STATE_KEY, hs);
     }
+    last
 }
 
 #[cfg(test)]
@@ -428,6 +458,52 @@ mod tests {
     /// Random well-formed histories (appends continue the log; truncation, compaction and
     /// snapshots at random points), written in random groups with random reopens; after every
     /// write the store must equal the reference.
+    #[test]
+    fn appends_write_no_range_tombstone_unless_they_replace_entries() {
+        let b = PersistBatch {
+            id: 1,
+            truncate_from: Some(6),
+            entries: vec![rec(6, b"six"), rec(7, b"seven")],
+            ..Default::default()
+        };
+        // Log up to 5: a plain append, two puts and no delete_range.
+        let mut wb = WriteBatch::default();
+        assert_eq!(add_to(&mut wb, &b, 5), 7);
+        assert_eq!(wb.len(), 2);
+        // Log up to 9: entries 6..=9 are replaced, one delete_range [6, 9].
+        let mut wb = WriteBatch::default();
+        assert_eq!(add_to(&mut wb, &b, 9), 7);
+        assert_eq!(wb.len(), 3);
+    }
+
+    #[test]
+    fn reopen_knows_the_last_index() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let disk = Disk::open(dir.path()).unwrap();
+            disk.put_meta("x", b"y").unwrap();
+            disk.write(&[PersistBatch {
+                id: 1,
+                entries: vec![rec(3, b"a"), rec(4, b"b")],
+                hard_state: Some(b"hs".to_vec()),
+                ..Default::default()
+            }])
+            .unwrap();
+        }
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(disk.last_index_bound.load(Ordering::Acquire), 4);
+        // A truncation below it still takes effect after the reopen.
+        disk.write(&[PersistBatch {
+            id: 2,
+            truncate_from: Some(4),
+            entries: vec![rec(4, b"new")],
+            ..Default::default()
+        }])
+        .unwrap();
+        let got = disk.load().unwrap();
+        assert_eq!(got.entries, vec![rec(3, b"a"), rec(4, b"new")]);
+    }
+
     #[test]
     fn randomized_histories_match_the_reference() {
         for seed in 0..12u64 {
