@@ -10,9 +10,10 @@ use mokv_core::{Config, NodeId, PlantedBugs, Rng, Role};
 
 use crate::checker::{self, Observer};
 use crate::cluster::{gossip_addr, Cluster, GossipParams, NetFaults, Traffic, MS_PER_TICK};
-use crate::history::{History, Observed, OpKind, Outcome};
+use crate::history::History;
 use crate::run::{RunReport, LIVENESS_TICKS};
-use crate::workload::{self, Client, Phase, Problems, WorkloadKnobs, KEYS};
+use crate::run_parts::{self, Undo, UndoQueue};
+use crate::workload::{self, Client, Phase, Problems, WorkloadKnobs};
 
 /// Ticks after the heal within which the configuration must have converged.
 pub const CONVERGE_TICKS: u64 = 3_000;
@@ -215,13 +216,6 @@ pub fn failure_line(r: &RunReport) -> Option<String> {
     ))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Undo {
-    Heal,
-    Restart(NodeId),
-    Resume(NodeId),
-}
-
 /// Where a graceful leave is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leaving {
@@ -245,8 +239,7 @@ struct GossipRun {
     knobs: WorkloadKnobs,
     next_value: u64,
     next_id: NodeId,
-    undo: BTreeMap<(u64, u64), Undo>,
-    undo_seq: u64,
+    undo: UndoQueue,
     leaving: BTreeMap<NodeId, Leaving>,
     /// Raft ids whose node was wiped, until the leader's configuration no longer has them.
     wiped: BTreeSet<NodeId>,
@@ -308,8 +301,7 @@ fn run_inner(seed: u64, trace: bool) -> RunReport {
         problems: Vec::new(),
         knobs,
         next_value: 0,
-        undo: BTreeMap::new(),
-        undo_seq: 0,
+        undo: UndoQueue::default(),
         leaving: BTreeMap::new(),
         wiped: BTreeSet::new(),
         trace,
@@ -520,17 +512,12 @@ impl GossipRun {
     }
 
     fn schedule_undo(&mut self, after: u64, u: Undo) {
-        self.undo_seq += 1;
-        self.undo.insert((self.c.now() + after.max(1), self.undo_seq), u);
+        self.undo.schedule(self.c.now(), after, u);
     }
 
     fn run_undos(&mut self) {
         let now = self.c.now();
-        while let Some((&key, &u)) = self.undo.iter().next() {
-            if key.0 > now {
-                break;
-            }
-            self.undo.remove(&key);
+        while let Some(u) = self.undo.pop_due(now) {
             self.apply_undo(u);
         }
     }
@@ -656,7 +643,7 @@ impl GossipRun {
                 // still counted) and leave a configuration that needs the lost disk.
                 let all_up =
                     self.c.ids().iter().all(|id| self.c.is_up(*id) && !self.c.is_paused(*id));
-                let partitioned = self.undo.values().any(|u| *u == Undo::Heal);
+                let partitioned = self.undo.contains(Undo::Heal);
                 if self.plan.dead_member_timeout_ms > 0 && (!all_up || partitioned) {
                     return;
                 }
@@ -742,8 +729,7 @@ impl GossipRun {
     /// Faults stop. Every outstanding request must finish, pending leaves complete, the
     /// configuration converge, and a fresh write and read by every client succeed.
     fn heal_phase(&mut self) -> Result<(), String> {
-        let pending: Vec<Undo> = std::mem::take(&mut self.undo).into_values().collect();
-        for u in pending {
+        for u in self.undo.take_all() {
             self.apply_undo(u);
         }
         self.c.heal();
@@ -791,27 +777,22 @@ impl GossipRun {
             self.tick(Phase::Drain);
         }
         self.note(format!("converged {} ticks after the heal", self.c.now() - start));
-        for phase_op in 0..2 {
-            for i in 0..self.clients.len() {
-                let kind = if phase_op == 0 {
-                    self.next_value += 1;
-                    OpKind::Set { key: KEYS[i % KEYS.len()].into(), value: self.next_value }
-                } else {
-                    OpKind::Get { key: KEYS[i % KEYS.len()].into(), linearizable: true }
-                };
-                self.clients[i].start(kind, &self.c, &mut self.history);
-            }
+        for write in [true, false] {
+            run_parts::start_fresh_round(
+                write,
+                &mut self.clients,
+                &self.c,
+                &mut self.history,
+                &mut self.next_value,
+            );
             let start = self.c.now();
             while self.c.now() - start < LIVENESS_TICKS && !self.clients.iter().all(Client::is_idle)
             {
                 self.tick(Phase::Drain);
             }
-            if let Some(cl) = self.clients.iter().find(|c| !c.is_idle()) {
-                return Err(format!(
-                    "liveness: fresh {} by client {} did not finish within {LIVENESS_TICKS} ticks",
-                    if phase_op == 0 { "write" } else { "read" },
-                    cl.id
-                ));
+            if let Some(e) = run_parts::fresh_round_unfinished(write, &self.clients, LIVENESS_TICKS)
+            {
+                return Err(e);
             }
         }
         for _ in 0..100 {
@@ -851,36 +832,7 @@ impl GossipRun {
     /// Acknowledged writes are never lost: the final state of each key joins the history as a
     /// last linearizable read; every member has applied about as far as the leader.
     fn final_reads(&mut self) {
-        let Some(leader) = self.c.leader() else { return };
-        let now = self.c.now();
-        for key in KEYS {
-            let observed = self.c.node(leader).and_then(|n| {
-                n.state().get(key).map(|v| Observed {
-                    value: crate::history::decode_value(&v.value).unwrap_or(u64::MAX),
-                    mod_index: v.mod_index,
-                })
-            });
-            let op =
-                self.history.invoke(0, OpKind::Get { key: key.into(), linearizable: true }, now);
-            self.history.complete(op, Outcome::Read(observed), now, Some(leader));
-        }
-        let applied: Vec<(NodeId, u64)> = self
-            .c
-            .ids()
-            .into_iter()
-            .filter_map(|id| {
-                let st = self.c.node(id)?.status();
-                st.conf.all_ids().contains(&id).then_some((id, st.applied_index))
-            })
-            .collect();
-        if let Some(max) = applied.iter().map(|(_, a)| *a).max() {
-            for (id, a) in &applied {
-                if *a + 2 < max {
-                    self.problems.push(format!(
-                        "after quiescence n{id} applied {a}, the most advanced node {max}"
-                    ));
-                }
-            }
-        }
+        let ids = self.c.ids();
+        run_parts::final_reads(&self.c, &ids, &mut self.history, &mut self.problems);
     }
 }

@@ -25,6 +25,7 @@ pub mod gossip_run;
 pub mod history;
 pub mod linearizability;
 pub mod run;
+mod run_parts;
 pub mod workload;
 
 pub use cluster::{Cluster, NetFaults};

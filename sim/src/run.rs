@@ -8,8 +8,9 @@ use mokv_core::{Config, NodeId, PlantedBugs, Rng};
 use crate::checker::{self, Observer};
 use crate::cluster::{Cluster, NetFaults};
 use crate::faults::{FaultKind, FaultPlan};
-use crate::history::{History, Observed, OpKind, Outcome};
-use crate::workload::{self, Admin, Change, Client, Phase, Problems, WorkloadKnobs, KEYS};
+use crate::history::History;
+use crate::run_parts::{self, Undo, UndoQueue};
+use crate::workload::{self, Admin, Change, Client, Phase, Problems, WorkloadKnobs};
 
 /// Ticks after the heal within which every outstanding request must complete.
 pub const LIVENESS_TICKS: u64 = 2_000;
@@ -74,14 +75,6 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
     b
 }
 
-/// A scheduled undo of a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Undo {
-    Heal,
-    Restart(NodeId),
-    Resume(NodeId),
-}
-
 struct Run {
     c: Cluster,
     rng: Rng,
@@ -93,8 +86,7 @@ struct Run {
     problems: Problems,
     next_value: u64,
     next_node_id: NodeId,
-    undo: BTreeMap<(u64, u64), Undo>,
-    undo_seq: u64,
+    undo: UndoQueue,
     trace: bool,
     knobs: WorkloadKnobs,
 }
@@ -159,8 +151,7 @@ fn run_inner(seed: u64, bugs: PlantedBugs, keep_trace: bool) -> RunReport {
         observer,
         problems: Vec::new(),
         next_value: 0,
-        undo: BTreeMap::new(),
-        undo_seq: 0,
+        undo: UndoQueue::default(),
         trace: keep_trace,
         knobs,
     };
@@ -238,17 +229,12 @@ impl Run {
     }
 
     fn schedule_undo(&mut self, after: u64, u: Undo) {
-        self.undo_seq += 1;
-        self.undo.insert((self.c.now() + after.max(1), self.undo_seq), u);
+        self.undo.schedule(self.c.now(), after, u);
     }
 
     fn run_undos(&mut self) {
         let now = self.c.now();
-        while let Some((&key, &u)) = self.undo.iter().next() {
-            if key.0 > now {
-                break;
-            }
-            self.undo.remove(&key);
+        while let Some(u) = self.undo.pop_due(now) {
             self.apply_undo(u);
         }
     }
@@ -437,8 +423,7 @@ impl Run {
     /// Faults stop: heal, restart, resume. Every outstanding request must then finish, and a
     /// fresh write and linearizable read must succeed, within [`LIVENESS_TICKS`].
     fn liveness_phase(&mut self) -> Result<(), String> {
-        let pending: Vec<Undo> = std::mem::take(&mut self.undo).into_values().collect();
-        for u in pending {
+        for u in self.undo.take_all() {
             self.apply_undo(u);
         }
         self.c.heal();
@@ -464,27 +449,22 @@ impl Run {
             ));
         }
         // A fresh write and a linearizable read by every client.
-        for phase_op in 0..2 {
-            for i in 0..self.clients.len() {
-                let kind = if phase_op == 0 {
-                    self.next_value += 1;
-                    OpKind::Set { key: KEYS[i % KEYS.len()].into(), value: self.next_value }
-                } else {
-                    OpKind::Get { key: KEYS[i % KEYS.len()].into(), linearizable: true }
-                };
-                self.clients[i].start(kind, &self.c, &mut self.history);
-            }
+        for write in [true, false] {
+            run_parts::start_fresh_round(
+                write,
+                &mut self.clients,
+                &self.c,
+                &mut self.history,
+                &mut self.next_value,
+            );
             let start = self.c.now();
             while self.c.now() - start < LIVENESS_TICKS && !self.clients.iter().all(Client::is_idle)
             {
                 self.tick(Phase::Drain);
             }
-            if let Some(cl) = self.clients.iter().find(|c| !c.is_idle()) {
-                return Err(format!(
-                    "liveness: fresh {} by client {} did not finish within {LIVENESS_TICKS} ticks",
-                    if phase_op == 0 { "write" } else { "read" },
-                    cl.id
-                ));
+            if let Some(e) = run_parts::fresh_round_unfinished(write, &self.clients, LIVENESS_TICKS)
+            {
+                return Err(e);
             }
         }
         // Quiesce: let every node apply everything.
@@ -494,40 +474,10 @@ impl Run {
         Ok(())
     }
 
-    /// Acknowledged writes are never lost: the final state of each key (read from the leader
-    /// after quiescence) joins the history as a last linearizable read.
+    /// Acknowledged writes are never lost (see [`run_parts::final_reads`]); every live member
+    /// agrees (digests are compared at equal applied index on the way).
     fn final_reads(&mut self) {
-        let Some(leader) = self.c.leader() else { return };
-        let now = self.c.now();
-        for key in KEYS {
-            let observed = self.c.node(leader).and_then(|n| {
-                n.state().get(key).map(|v| Observed {
-                    value: crate::history::decode_value(&v.value).unwrap_or(u64::MAX),
-                    mod_index: v.mod_index,
-                })
-            });
-            let op =
-                self.history.invoke(0, OpKind::Get { key: key.into(), linearizable: true }, now);
-            self.history.complete(op, Outcome::Read(observed), now, Some(leader));
-        }
-        // Every live member agrees (digests are compared at equal applied index on the way).
-        let applied: Vec<(NodeId, u64)> = self
-            .nodes()
-            .into_iter()
-            .filter_map(|id| {
-                let n = self.c.node(id)?;
-                let st = n.status();
-                st.conf.all_ids().contains(&id).then_some((id, st.applied_index))
-            })
-            .collect();
-        if let Some(max) = applied.iter().map(|(_, a)| *a).max() {
-            for (id, a) in &applied {
-                if *a + 2 < max {
-                    self.problems.push(format!(
-                        "after quiescence n{id} applied {a}, the most advanced node {max}"
-                    ));
-                }
-            }
-        }
+        let ids = self.nodes();
+        run_parts::final_reads(&self.c, &ids, &mut self.history, &mut self.problems);
     }
 }
