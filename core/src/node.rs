@@ -207,7 +207,7 @@ pub struct Node {
     gossip: Option<crate::gossip::Gossip>,
     /// Since when (ms) each configuration member has been down or unseen in gossip.
     down_since_ms: BTreeMap<NodeId, u64>,
-    /// [`Node::handle_leave`] was called.
+    /// Leaving for good: asked to ([`Node::handle_leave`]), or it applied its own removal.
     leaving: bool,
 }
 

@@ -27,7 +27,138 @@ pub fn check_history(h: &History) -> Findings {
     check_linearizable(h, &mut f);
     check_serializable(h, &mut f);
     check_at_most_once(h, &mut f);
+    check_monotonic_reads(h, &mut f);
+    check_range_snapshots(h, &mut f);
     f
+}
+
+/// Revisions of acknowledged writes (Set and Delete), by key, ascending.
+fn acked_writes(h: &History) -> BTreeMap<&str, Vec<(u64, bool)>> {
+    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for op in &h.ops {
+        let Outcome::Written { revision } = op.outcome else { continue };
+        match &op.kind {
+            OpKind::Set { key, .. } => by_key.entry(key).or_default().push((revision, true)),
+            OpKind::Delete { key } => by_key.entry(key).or_default().push((revision, false)),
+            _ => {}
+        }
+    }
+    for v in by_key.values_mut() {
+        v.sort_unstable();
+    }
+    by_key
+}
+
+/// An acknowledged write to `key` with a revision in `(after, up_to]`, if any.
+fn acked_write_between(
+    acked: &BTreeMap<&str, Vec<(u64, bool)>>,
+    key: &str,
+    after: u64,
+    up_to: u64,
+) -> Option<u64> {
+    acked.get(key)?.iter().map(|(r, _)| *r).find(|r| *r > after && *r <= up_to)
+}
+
+/// A node never serves older state than it served before (within one incarnation: a restart
+/// may go back to what was durable). Any read a node answered (Get or Range, either
+/// consistency) proves the node had applied at least every index it returned. A later read
+/// on the same incarnation, invoked after the earlier one completed, that returns a key at
+/// index `m` while some acknowledged write to that key has a revision in `(m, L]`, `L` the
+/// highest index served before, went back in time; so does one returning a key at a lower
+/// index than that incarnation returned for it before.
+pub fn check_monotonic_reads(h: &History, f: &mut Findings) {
+    let acked = acked_writes(h);
+    // Reads by (node, incarnation), as (invoke, complete, op index).
+    let mut by_node: BTreeMap<(NodeId, u64), Vec<(u64, u64, usize)>> = BTreeMap::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        let (Some(node), Some(inc), Some(done)) = (op.node, op.node_incarnation, op.complete)
+        else {
+            continue;
+        };
+        if matches!(op.outcome, Outcome::Read(_) | Outcome::Ranged(_)) {
+            by_node.entry((node, inc)).or_default().push((op.invoke, done, i));
+        }
+    }
+    for ((node, _), reads) in by_node {
+        for &(invoke, _, i) in &reads {
+            // What this incarnation had served before this read was sent.
+            let mut served_max = 0;
+            let mut served_key: BTreeMap<String, u64> = BTreeMap::new();
+            for &(_, done, j) in &reads {
+                if done < invoke {
+                    for (k, o) in observations(&h.ops[j]) {
+                        served_max = served_max.max(o.mod_index);
+                        let e = served_key.entry(k).or_default();
+                        *e = (*e).max(o.mod_index);
+                    }
+                }
+            }
+            for (k, o) in observations(&h.ops[i]) {
+                let went_back = served_key.get(&k).is_some_and(|m| *m > o.mod_index)
+                    || acked_write_between(&acked, &k, o.mod_index, served_max).is_some();
+                if went_back && f.violations.len() < 20 {
+                    f.violations.push(format!(
+                        "n{node} went back in time: read #{i} returned {k} at index {}, after the \
+                         same incarnation had served index {served_max}",
+                        o.mod_index
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A Range answer is one state of the store, at some index no lower than `M`, the highest
+/// index it returned: no key in it has an acknowledged write with a revision in
+/// `(its index, M]`, and a key it leaves out was not set at or below `M` and never deleted
+/// after.
+pub fn check_range_snapshots(h: &History, f: &mut Findings) {
+    let acked = acked_writes(h);
+    // Keys with a delete whose revision is unknown (not acknowledged): their absence is
+    // always explainable.
+    let mut unknown_delete: std::collections::BTreeSet<&str> = Default::default();
+    for op in &h.ops {
+        if let (OpKind::Delete { key }, o) = (&op.kind, &op.outcome) {
+            if !matches!(o, Outcome::Written { .. }) {
+                unknown_delete.insert(key);
+            }
+        }
+    }
+    for (i, op) in h.ops.iter().enumerate() {
+        let Outcome::Ranged(items) = &op.outcome else { continue };
+        let mut sorted = items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>();
+        sorted.dedup();
+        if sorted.len() != items.len() || !items.windows(2).all(|w| w[0].0 < w[1].0) {
+            f.violations.push(format!("range #{i} is not sorted or repeats a key"));
+            continue;
+        }
+        let at = items.iter().map(|(_, o)| o.mod_index).max().unwrap_or(0);
+        for (k, o) in items {
+            if let Some(r) = acked_write_between(&acked, k, o.mod_index, at) {
+                f.violations.push(format!(
+                    "range #{i} is no single state: {k} at index {} but a write at {r} is below \
+                     the range's index {at}",
+                    o.mod_index
+                ));
+            }
+        }
+        for key in KEYS {
+            if items.iter().any(|(k, _)| k == key) || unknown_delete.contains(key) {
+                continue;
+            }
+            let Some(writes) = acked.get(key) else { continue };
+            // Set at or below `at` and never deleted afterwards (the range's state may be
+            // newer than `at`: a delete leaves no index behind to raise it).
+            if let Some((r, true)) = writes.iter().rev().find(|(r, _)| *r <= at) {
+                if !writes.iter().any(|(d, set)| !set && d > r) {
+                    f.violations.push(format!(
+                        "range #{i} is no single state: {key} missing, but set at {r} (below \
+                         the range's index {at}) and never deleted after"
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Per key: Set/Delete and linearizable Get/Range form a linearizable register history.

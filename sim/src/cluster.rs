@@ -137,7 +137,10 @@ pub struct Cluster {
     pub net: NetFaults,
     /// Ticks between a batch being written and being durable (0 = at once).
     pub persist_delay_ticks: u64,
-    replies: BTreeMap<RequestId, (u64, Reply)>,
+    /// Each reply with the tick it arrived and the incarnation of the node that gave it.
+    replies: BTreeMap<RequestId, (u64, u64, Reply)>,
+    /// How many times each node's process was started: its current incarnation.
+    starts: BTreeMap<NodeId, u64>,
     next_request: RequestId,
     events: Vec<(u64, NodeId, Event)>,
     trace: u64,
@@ -201,6 +204,7 @@ impl Cluster {
             trace: FNV_OFFSET,
             base_config,
             refused: Vec::new(),
+            starts: BTreeMap::new(),
             paused: BTreeMap::new(),
             gossip,
             gossip_owner: BTreeMap::new(),
@@ -389,6 +393,7 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) {
+        *self.starts.entry(id).or_default() += 1;
         let seed = self.rng.next_u64();
         let now_ms = self.tick * MS_PER_TICK;
         let slot = self.slots.get_mut(&id).expect("slot");
@@ -558,12 +563,18 @@ impl Cluster {
     }
 
     pub fn reply(&self, id: RequestId) -> Option<&Reply> {
-        self.replies.get(&id).map(|(_, r)| r)
+        self.replies.get(&id).map(|(_, _, r)| r)
     }
 
     /// Tick at which a reply arrived.
     pub fn reply_tick(&self, id: RequestId) -> Option<u64> {
-        self.replies.get(&id).map(|(t, _)| *t)
+        self.replies.get(&id).map(|(t, _, _)| *t)
+    }
+
+    /// Incarnation (process start count) of the node that gave a reply: a node's state only
+    /// moves forward within one incarnation.
+    pub fn reply_incarnation(&self, id: RequestId) -> Option<u64> {
+        self.replies.get(&id).map(|(_, i, _)| *i)
     }
 
     /// Submits and runs until the reply arrives or `max_ticks` pass.
@@ -726,7 +737,8 @@ impl Cluster {
                     &r.id.to_le_bytes(),
                     format!("{:?}", r.result).as_bytes(),
                 ]);
-                self.replies.insert(r.id, (self.tick, r));
+                let incarnation = self.starts.get(&id).copied().unwrap_or_default();
+                self.replies.insert(r.id, (self.tick, incarnation, r));
             }
             for e in events {
                 self.events.push((self.tick, id, e));

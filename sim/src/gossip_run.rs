@@ -556,11 +556,18 @@ impl GossipRun {
             .copied()
             .filter(|id| self.c.is_up(*id) && !self.c.is_paused(*id))
             .collect();
-        let voters = self
-            .c
-            .leader()
-            .and_then(|l| self.c.node(l))
-            .map_or(0, |n| n.status().conf.voters.len());
+        // Voters that stay: one that gossips itself as leaving (it applied its own removal,
+        // and was added back before the leader heard) is about to be removed again.
+        let voters = self.c.leader().and_then(|l| self.c.node(l)).map_or(0, |n| {
+            n.status()
+                .conf
+                .voters
+                .iter()
+                .filter(|id| {
+                    !self.c.node(**id).and_then(|v| v.gossip_identity()).is_some_and(|g| g.leaving)
+                })
+                .count()
+        });
         match kind {
             GossipFault::Join => {
                 if staying.len() >= 6 {
@@ -748,6 +755,7 @@ impl GossipRun {
             self.tick(Phase::Drain);
         }
         if let Some(cl) = self.clients.iter().find(|c| !c.is_idle()) {
+            self.dump_views();
             let op = cl.outstanding().map(|i| format!("#{i} {:?}", self.history.ops[i]));
             return Err(format!(
                 "liveness: client {} still waiting {LIVENESS_TICKS} ticks after the heal: {}",

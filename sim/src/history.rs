@@ -79,6 +79,9 @@ pub struct Op {
     pub outcome: Outcome,
     /// Node that answered (reads), for the trace.
     pub node: Option<NodeId>,
+    /// Incarnation of the node that answered, when the harness knows it: reads answered by
+    /// one incarnation of a node must never go back in time (`checker::check_monotonic_reads`).
+    pub node_incarnation: Option<u64>,
     pub attempts: u32,
 }
 
@@ -107,6 +110,7 @@ impl History {
             complete_tick: None,
             outcome: Outcome::Pending,
             node: None,
+            node_incarnation: None,
             attempts: 0,
         });
         self.ops.len() - 1

@@ -26,6 +26,7 @@ pub mod history;
 pub mod linearizability;
 pub mod run;
 mod run_parts;
+pub mod swarm;
 pub mod workload;
 
 pub use cluster::{Cluster, NetFaults};

@@ -88,8 +88,15 @@ pub(crate) fn fresh_round_unfinished(
 }
 
 /// Acknowledged writes are never lost: the final state of each key (read from the leader after
-/// quiescence) joins the history as a last linearizable read; and every member of `ids` has
-/// applied (nearly) as far as the most advanced one.
+/// quiescence) joins the history as a last linearizable read; and every node of `ids` in the
+/// leader's configuration has applied (nearly) as far as the most advanced one.
+///
+/// The leader's configuration, not a node's own, says who must catch up: the leader stops
+/// replicating to a node the moment it appends that node's removal, so a removed node learns of
+/// its removal only if it received and durably committed that entry. Cut off during the
+/// removal, or restarted after losing its commit index, it still lists itself as a member and
+/// never advances; Raft expects that (pre-vote and check-quorum keep it from disrupting), and
+/// whoever removed it is the one to shut it down.
 pub(crate) fn final_reads(
     c: &Cluster,
     ids: &[NodeId],
@@ -108,12 +115,12 @@ pub(crate) fn final_reads(
         let op = history.invoke(0, OpKind::Get { key: key.into(), linearizable: true }, now);
         history.complete(op, Outcome::Read(observed), now, Some(leader));
     }
+    let Some(conf) = c.node(leader).map(|n| n.status().conf) else { return };
+    let members = conf.all_ids();
     let applied: Vec<(NodeId, u64)> = ids
         .iter()
-        .filter_map(|&id| {
-            let st = c.node(id)?.status();
-            st.conf.all_ids().contains(&id).then_some((id, st.applied_index))
-        })
+        .filter(|id| members.contains(id))
+        .filter_map(|&id| Some((id, c.node(id)?.status().applied_index)))
         .collect();
     if let Some(max) = applied.iter().map(|(_, a)| *a).max() {
         for (id, a) in &applied {

@@ -8,7 +8,8 @@ use mokv_core::command::SessionRef;
 use mokv_core::kv::RangeQuery;
 use mokv_core::session::SessionError;
 use mokv_core::{
-    Consistency, Error, NodeId, Reply, Request, RequestId, Response, Rng, Unavailable,
+    Consistency, Error, InvalidArgument, NodeId, Reply, Request, RequestId, Response, Rng,
+    Unavailable,
 };
 
 use crate::cluster::Cluster;
@@ -128,13 +129,17 @@ impl Client {
         let Some(cur) = self.current.as_mut() else { return };
         let is_write = history.ops[cur.op].kind.is_write();
         if let Some(a) = &cur.attempt {
-            let node = a.node;
-            if let Some(reply) = cluster.reply(a.rid).cloned() {
+            let (node, rid) = (a.node, a.rid);
+            if let Some(reply) = cluster.reply(rid).cloned() {
                 if knobs.trace {
                     println!("t={now} c{} <- n{node} #{} {:?}", self.id, cur.op, reply.result);
                 }
                 cur.attempt = None;
+                let op = cur.op;
                 self.on_reply(reply, node, cluster, history, rng, knobs, problems);
+                if history.ops[op].complete.is_some() {
+                    history.ops[op].node_incarnation = cluster.reply_incarnation(rid);
+                }
             } else if now >= a.deadline {
                 if knobs.trace {
                     println!("t={now} c{} x  n{node} #{} client timeout", self.id, cur.op);
@@ -383,6 +388,11 @@ impl Admin {
             let change = cur.change;
             let done = match reply.map(|r| r.result) {
                 Some(Ok(_)) => Some("done"),
+                // The leader checks a removal against its applied configuration with no
+                // change pending: "not a member" means an earlier attempt already removed it.
+                Some(Err(Error::InvalidArgument(InvalidArgument::Membership(
+                    "node is not a member",
+                )))) if matches!(change, Change::Remove(_)) => Some("already done"),
                 Some(Err(Error::InvalidArgument(_))) => Some("refused (already done?)"),
                 Some(Err(Error::NotLeader { leader })) => {
                     self.leader = leader.map(|h| h.id);
@@ -421,6 +431,7 @@ impl Admin {
         if let Change::Remove(id) = change {
             // Whether this ack or an earlier attempt removed it, it is out: shut it down.
             let gone = how == "done"
+                || how == "already done"
                 || cluster
                     .leader()
                     .and_then(|l| cluster.node(l))

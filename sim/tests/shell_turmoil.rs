@@ -12,22 +12,23 @@
 //!   answers with the latest value.
 //! - `planted_*`: the core's planted bugs (stale follower reads, skipped session dedup) make
 //!   those scenarios fail, so the checks can fail.
-//! - `swarm`: seeds with random partitions, one-way cuts and held links
-//!   (`MOKV_SIM_L2_SEEDS=<n>` seeds instead of the default).
+//! - `swarm`: 200 seeds with random partitions, one-way cuts, held links and crashes, on every
+//!   core (`MOKV_SIM_L2_SEEDS=<n>` seeds instead, `MOKV_SIM_FIRST_SEED=<s>` to start at s).
 //! - `replay`: `MOKV_SIM_SEED=<n>` reruns one swarm seed (`MOKV_SIM_TRACE=1` prints its
 //!   notes and history, `MOKV_SIM_LOG=mokv_shell=info` the nodes' logs). The scenario tests
 //!   take `MOKV_SIM_SEED` too.
 //!
-//! Replay is bit for bit only with `RUSTFLAGS="--cfg tokio_unstable"`: each turmoil host is a
-//! tokio runtime whose `select!` draws its branch order from an RNG that turmoil seeds only
-//! under that flag, and from the OS otherwise. Without it the seed still fixes the faults, the
-//! workload, turmoil's latencies and host order, and most seeds replay identically (measured:
-//! 10 of 12 swarm seeds gave the same history in two runs); a few differ in the interleaving
-//! inside a host. `determinism` checks the bit-for-bit replay when built with the flag.
+//! Replay is bit for bit: each turmoil host is a tokio runtime whose `select!` draws its branch
+//! order from an RNG that turmoil seeds, which tokio allows only under `--cfg tokio_unstable`.
+//! The repository's `.cargo/config.toml` sets that flag for every build (a `RUSTFLAGS`
+//! variable would override it); `determinism` runs seeds twice and fails if the histories
+//! differ, or if the flag is missing.
 
 mod level2;
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use level2::cluster::{self, others, Registry, NODE_HOSTS};
@@ -36,6 +37,7 @@ use level2::workload::{add_workload_client, now_ms, Recorder, Shared, CLIENT_TIM
 use mokv_client::ReadMode;
 use mokv_core::{PlantedBugs, Rng, Role};
 use sim::history::{Observed, Outcome};
+use sim::swarm::{first_seed, seeds_from_env};
 use turmoil::Sim;
 
 fn term_of(registry: &Registry, node: &str) -> u64 {
@@ -315,8 +317,8 @@ fn planted_skip_session_dedup_is_caught() {
 // ---------------------------------------------------------------------------------------------
 // The swarm.
 
-/// Seeds `cargo test -p sim` runs by default.
-const DEFAULT_SWARM_SEEDS: u64 = 30;
+/// Seeds `cargo test -p sim` runs by default (`MOKV_SIM_L2_SEEDS` to change).
+const DEFAULT_SWARM_SEEDS: u64 = 200;
 
 fn swarm_run(seed: u64, bugs: PlantedBugs) -> Verdict {
     run(seed, "swarm", bugs, |sim, registry, shared| {
@@ -338,44 +340,58 @@ fn swarm_run(seed: u64, bugs: PlantedBugs) -> Verdict {
     })
 }
 
+/// The level-2 swarm: `MOKV_SIM_L2_SEEDS` seeds from `MOKV_SIM_FIRST_SEED` on, each seed a
+/// whole turmoil simulation, spread over every core (one simulation per thread at a time).
 #[test]
 fn swarm() {
-    let total = std::env::var("MOKV_SIM_L2_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SWARM_SEEDS);
-    // Fresh seeds each run (printed), as level 1's swarm covers fixed ones.
-    let base = seed_or(std::process::id() as u64 * 1_000_003);
+    let total = seeds_from_env("MOKV_SIM_L2_SEEDS", DEFAULT_SWARM_SEEDS);
+    let first = first_seed();
+    let threads = sim::swarm::threads().min(total.max(1) as usize);
+    eprintln!("level-2 swarm: running seeds {first}..{} on {threads} threads", first + total);
     let started = Instant::now();
-    let mut failures = Vec::new();
-    for seed in base..base + total {
-        let v = swarm_run(seed, PlantedBugs::default());
-        report(&v);
-        if let Some(line) = v.failure_line() {
-            println!("{line}");
-            failures.push(line);
+    let next = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let v = swarm_run(first + i, PlantedBugs::default());
+                report(&v);
+                if let Some(line) = v.failure_line() {
+                    println!("{line}");
+                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((v.seed, line));
+                }
+            });
         }
-    }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort();
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "level-2 swarm: seeds {base}..{}: {total} in {secs:.1}s ({:.2} seeds/s), {} failed",
-        base + total,
+    let line = format!(
+        "level-2 swarm: seeds {first}..{} ({total} seeds) on {threads} threads in {secs:.1} s: \
+         {:.1} seeds/s, {} failed",
+        first + total,
         total as f64 / secs.max(1e-9),
         failures.len()
     );
-    assert!(failures.is_empty(), "{} seeds failed:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("{line}");
+    println!("{line}");
+    let lines: Vec<&str> = failures.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(lines.is_empty(), "{} seeds failed:\n{}", lines.len(), lines.join("\n"));
 }
 
-/// Same seed, same history, byte for byte: needs `--cfg tokio_unstable` (see the module
-/// documentation), e.g. `RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=<another dir> cargo
-/// test -p sim --test shell_turmoil determinism` (a separate target dir: the flag rebuilds
-/// everything).
+/// Same seed, same history, byte for byte. Needs `--cfg tokio_unstable` (set for every build
+/// in `.cargo/config.toml`; see the module documentation), which lets turmoil seed tokio's RNG.
 #[test]
 fn determinism() {
-    if !cfg!(tokio_unstable) {
-        println!("determinism: needs RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's RNG seeded)");
-        return;
-    }
+    assert!(
+        cfg!(tokio_unstable),
+        "built without --cfg tokio_unstable (is RUSTFLAGS set? it overrides .cargo/config.toml): \
+         level 2 cannot replay bit for bit"
+    );
     for seed in [11u64, 12, 13, 14] {
         let a = swarm_run(seed, PlantedBugs::default());
         let b = swarm_run(seed, PlantedBugs::default());

@@ -28,6 +28,15 @@ impl Node {
         self.after_input();
     }
 
+    /// This node applied its own re-addition after applying its removal: the leader added it
+    /// back (under the same Raft id) before it heard that the node was leaving. It is a member
+    /// again and serves as one until the leader, hearing it is leaving, removes it for good.
+    /// It does not take the leave back: that news would race the leader's view the same way
+    /// again, and the two could go on adding and removing it.
+    pub(super) fn readded(&mut self) {
+        self.removed = false;
+    }
+
     /// Marks this node as leaving for good, in gossip too.
     fn announce_leaving(&mut self) {
         self.leaving = true;
@@ -78,10 +87,9 @@ impl Node {
         g.handle_time(self.now_ms);
         if self.removed && !self.leaving {
             // Removed (by an operator, or as a dead member while it was down, then restarted
-            // with its disk): it applied its own removal and keeps no state moving any more.
-            // Gossiping it as an ordinary live member would have the leader add it again
-            // under the same id and promote a voter that never applies; it is leaving
-            // instead, and comes back only wiped (new Raft id).
+            // with its disk): it applied its own removal and serves nothing. It says it is
+            // leaving, so that the leader does not add it back, and comes back only wiped (new
+            // Raft id). A leader that re-adds it before hearing so removes it again after.
             self.announce_leaving();
         }
         self.adopt_cluster_id();

@@ -91,6 +91,10 @@ impl Node {
         self.propose_conf_change(Some(id), cc);
     }
 
+    /// The most caught-up other voter that the leader heard from within the last election
+    /// timeout. A transfer to a voter that is down times out after an election timeout, and
+    /// while it runs every proposal is refused: picking it again and again would stall the
+    /// cluster for as long as that voter stays down.
     pub(super) fn best_transferee(&self) -> Option<NodeId> {
         let prs = self.raw.raft.prs();
         self.sm
@@ -98,8 +102,9 @@ impl Node {
             .voters
             .iter()
             .filter(|v| **v != self.config.id)
-            .max_by_key(|v| prs.get(**v).map_or(0, |p| p.matched))
-            .copied()
+            .filter_map(|v| prs.get(*v).filter(|p| p.recent_active).map(|p| (*v, p.matched)))
+            .max_by_key(|(_, matched)| *matched)
+            .map(|(v, _)| v)
     }
 
     /// The leader promotes one caught-up auto-promote learner at a time.

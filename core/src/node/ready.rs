@@ -149,10 +149,6 @@ impl Node {
             if e.index <= self.sm.applied_index() {
                 continue;
             }
-            if self.removed {
-                // A removed node keeps no state moving; it only waits to be shut down.
-                break;
-            }
             let outcome = match e.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&e),
                 EntryType::EntryConfChange => {
@@ -215,6 +211,9 @@ impl Node {
                         if info.id == node {
                             self.sm.members_mut().insert(node, info);
                         }
+                    }
+                    if node == self.config.id && self.removed {
+                        self.readded();
                     }
                 }
                 ConfChangeType::RemoveNode => {

@@ -1,0 +1,145 @@
+//! Running a range of seeds on every core: the swarm tests and the `mokv-sim` binary both come
+//! through here, so a range prints the same lines wherever it runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use mokv_core::PlantedBugs;
+
+use crate::run::RunReport;
+
+/// Which runner a swarm drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwarmKind {
+    /// Operator-driven membership, every network fault ([`crate::run::run_seed`]).
+    Faults,
+    /// Gossip-driven membership ([`crate::gossip_run::run_gossip_seed`]).
+    Gossip,
+}
+
+impl SwarmKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwarmKind::Faults => "swarm",
+            SwarmKind::Gossip => "gossip swarm",
+        }
+    }
+
+    /// Runs one seed of this kind.
+    pub fn run(self, seed: u64, bugs: PlantedBugs, trace: bool) -> RunReport {
+        match self {
+            SwarmKind::Faults => crate::run::run_seed(seed, bugs, trace),
+            SwarmKind::Gossip => crate::gossip_run::run_gossip_seed(seed, trace),
+        }
+    }
+
+    /// The one line a failed run prints, with its replay command.
+    pub fn failure_line(self, r: &RunReport) -> Option<String> {
+        match self {
+            SwarmKind::Faults => r.failure_line(),
+            SwarmKind::Gossip => crate::gossip_run::failure_line(r),
+        }
+    }
+}
+
+/// What a range of seeds gave.
+#[derive(Debug, Clone)]
+pub struct SwarmSummary {
+    pub kind: SwarmKind,
+    pub first_seed: u64,
+    pub seeds: u64,
+    /// Failure lines in seed order.
+    pub failures: Vec<(u64, String)>,
+    pub inconclusive: usize,
+    pub seconds: f64,
+    pub threads: usize,
+}
+
+impl SwarmSummary {
+    /// `seeds <first>..<last>`: the half-open range that ran.
+    pub fn range(&self) -> String {
+        format!("seeds {}..{}", self.first_seed, self.first_seed + self.seeds)
+    }
+
+    /// One line: what ran, how fast, what failed.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} ({} seeds) on {} threads in {:.1} s: {:.0} seeds/s, {} failed, {} \
+             linearizability checks inconclusive",
+            self.kind.name(),
+            self.range(),
+            self.seeds,
+            self.threads,
+            self.seconds,
+            self.seeds as f64 / self.seconds.max(1e-9),
+            self.failures.len(),
+            self.inconclusive
+        )
+    }
+}
+
+/// A seed count from the environment variable `var`, else `default`.
+pub fn seeds_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+}
+
+/// The first seed of every swarm: `MOKV_SIM_FIRST_SEED`, else 0. Any start works, so a range
+/// nobody has run before is one variable away, and every failure still prints its own seed.
+pub fn first_seed() -> u64 {
+    seeds_from_env("MOKV_SIM_FIRST_SEED", 0)
+}
+
+/// Threads to run seeds on: `MOKV_SIM_THREADS`, else every core.
+pub fn threads() -> usize {
+    std::env::var("MOKV_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Runs seeds `first_seed .. first_seed + seeds` of `kind` on [`threads`] threads. Each
+/// failure line is printed as it is found; the summary line goes to stderr at the end.
+pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs) -> SwarmSummary {
+    let threads = threads().min(seeds.max(1) as usize);
+    let next = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    let inconclusive = AtomicU64::new(0);
+    let started = Instant::now();
+    eprintln!(
+        "{}: running seeds {first_seed}..{} on {threads} threads",
+        kind.name(),
+        first_seed + seeds
+    );
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= seeds {
+                    break;
+                }
+                let seed = first_seed + i;
+                let report = kind.run(seed, bugs, false);
+                inconclusive.fetch_add(report.inconclusive.len() as u64, Ordering::Relaxed);
+                if let Some(line) = kind.failure_line(&report) {
+                    println!("{line}");
+                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((seed, line));
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort();
+    let summary = SwarmSummary {
+        kind,
+        first_seed,
+        seeds,
+        failures,
+        inconclusive: inconclusive.into_inner() as usize,
+        seconds: started.elapsed().as_secs_f64(),
+        threads,
+    };
+    eprintln!("{}", summary.line());
+    summary
+}
