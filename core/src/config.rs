@@ -96,4 +96,7 @@ pub struct PlantedBugs {
     pub ack_before_durable: bool,
     /// Apply retried session writes again instead of answering the first result.
     pub skip_session_dedup: bool,
+    /// Never retry a ReadIndex round that got no answer (a liveness bug: its reads wait until
+    /// the term changes, and once the rounds in flight are all lost, no read is served).
+    pub skip_read_retry: bool,
 }

@@ -141,6 +141,14 @@ pub struct Cluster {
     replies: BTreeMap<RequestId, (u64, u64, Reply)>,
     /// How many times each node's process was started: its current incarnation.
     starts: BTreeMap<NodeId, u64>,
+    /// Ticks between a snapshot's delivery and its sender learning of it (0: at once). A real
+    /// sender learns when its stream ends, which can be after the receiver's answer arrives.
+    pub snapshot_report_delay_ticks: u64,
+    /// Requests handed to a live (or paused) process and not answered yet: id → (node, tick).
+    /// A crash forgets the ones it held (the process that had them is gone).
+    unanswered: BTreeMap<RequestId, (NodeId, u64)>,
+    /// Snapshot reports waiting for their tick: (due tick, seq) → (from, to, delivered).
+    delayed_reports: BTreeMap<(u64, u64), (NodeId, NodeId, bool)>,
     next_request: RequestId,
     events: Vec<(u64, NodeId, Event)>,
     trace: u64,
@@ -205,6 +213,9 @@ impl Cluster {
             base_config,
             refused: Vec::new(),
             starts: BTreeMap::new(),
+            snapshot_report_delay_ticks: 0,
+            unanswered: BTreeMap::new(),
+            delayed_reports: BTreeMap::new(),
             paused: BTreeMap::new(),
             gossip,
             gossip_owner: BTreeMap::new(),
@@ -436,6 +447,7 @@ impl Cluster {
     /// Kills a node: its process state and every unsynced write are lost.
     pub fn crash(&mut self, id: NodeId) {
         self.paused.remove(&id);
+        self.unanswered.retain(|_, (node, _)| *node != id);
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.node = None;
             slot.unsynced.clear();
@@ -454,6 +466,7 @@ impl Cluster {
     /// would).
     pub fn destroy(&mut self, id: NodeId) {
         self.paused.remove(&id);
+        self.unanswered.retain(|_, (node, _)| *node != id);
         if let Some(g) = self.slots.remove(&id).and_then(|s| s.gossip) {
             if self.gossip_owner.get(&g.addr) == Some(&id) {
                 self.gossip_owner.remove(&g.addr);
@@ -553,13 +566,26 @@ impl Cluster {
         self.next_request += 1;
         if let Some(held) = self.paused.get_mut(&node) {
             held.push(Held::Request(id, request));
+            self.unanswered.insert(id, (node, self.tick));
             return id;
         }
         if let Some(n) = self.slots.get_mut(&node).and_then(|s| s.node.as_mut()) {
+            self.unanswered.insert(id, (node, self.tick));
             n.handle_request(id, request);
             self.drain(node);
         }
         id
+    }
+
+    /// The oldest request a process has held for more than `ticks` without answering it.
+    /// Every request gets an answer (an error at worst) within the core's request timeout:
+    /// anything older is a liveness bug, even if the client gave up on it long ago.
+    pub fn unanswered_for(&self, ticks: u64) -> Option<(RequestId, NodeId, u64)> {
+        self.unanswered
+            .iter()
+            .filter(|(_, (_, at))| self.tick.saturating_sub(*at) > ticks)
+            .map(|(id, (node, at))| (*id, *node, *at))
+            .next()
     }
 
     pub fn reply(&self, id: RequestId) -> Option<&Reply> {
@@ -602,6 +628,13 @@ impl Cluster {
     pub fn step(&mut self) {
         self.tick += 1;
         self.deliver_due();
+        while let Some(entry) = self.delayed_reports.first_entry() {
+            if entry.key().0 > self.tick {
+                break;
+            }
+            let (from, to, delivered) = entry.remove();
+            self.report_snapshot(from, to, delivered);
+        }
         self.sync_due();
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         let now_ms = self.tick * MS_PER_TICK;
@@ -737,6 +770,7 @@ impl Cluster {
                     &r.id.to_le_bytes(),
                     format!("{:?}", r.result).as_bytes(),
                 ]);
+                self.unanswered.remove(&r.id);
                 let incarnation = self.starts.get(&id).copied().unwrap_or_default();
                 self.replies.insert(r.id, (self.tick, incarnation, r));
             }
@@ -856,7 +890,14 @@ impl Cluster {
                         self.drain(p.to);
                     }
                     if transmit.is_snapshot {
-                        self.report_snapshot(p.from, p.to, delivered);
+                        if self.snapshot_report_delay_ticks == 0 {
+                            self.report_snapshot(p.from, p.to, delivered);
+                        } else {
+                            self.packet_seq += 1;
+                            let due = self.tick + self.snapshot_report_delay_ticks;
+                            self.delayed_reports
+                                .insert((due, self.packet_seq), (p.from, p.to, delivered));
+                        }
                     }
                 }
                 Payload::Gossip { bytes, .. } => {

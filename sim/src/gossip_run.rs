@@ -245,6 +245,7 @@ struct GossipRun {
     wiped: BTreeSet<NodeId>,
     trace: bool,
     counters: BTreeMap<&'static str, u64>,
+    request_timeout_ticks: u64,
 }
 
 /// Runs one gossip seed; a panic is reported as a violation.
@@ -280,6 +281,7 @@ fn run_inner(seed: u64, trace: bool) -> RunReport {
     base.snapshot_threshold_entries = plan.snapshot_threshold_entries;
     base.log_keep_entries = plan.log_keep_entries;
     base.dead_member_timeout_ms = plan.dead_member_timeout_ms;
+    let request_timeout_ticks = base.request_timeout_ticks;
     let c = Cluster::with_gossip(seed, base, plan.params);
     let knobs = WorkloadKnobs {
         reply_loss_permille: plan.reply_loss_permille,
@@ -306,6 +308,7 @@ fn run_inner(seed: u64, trace: bool) -> RunReport {
         wiped: BTreeSet::new(),
         trace,
         counters: BTreeMap::new(),
+        request_timeout_ticks,
     };
     r.note(format!("plan {plan_line}"));
     let mut violations = Vec::new();
@@ -805,6 +808,9 @@ impl GossipRun {
         }
         for _ in 0..100 {
             self.tick(Phase::Drain);
+        }
+        if let Some(v) = run_parts::unanswered_request(&self.c, self.request_timeout_ticks) {
+            return Err(v);
         }
         let expected: BTreeSet<NodeId> = self.c.ids().into_iter().collect();
         check_converged(&self.c, &expected)

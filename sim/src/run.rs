@@ -58,6 +58,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.skip_session_dedup {
         v.push("skip_session_dedup");
     }
+    if b.skip_read_retry {
+        v.push("skip_read_retry");
+    }
     v.join(",")
 }
 
@@ -69,6 +72,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "stale_follower_reads" => b.stale_follower_reads = true,
             "ack_before_durable" => b.ack_before_durable = true,
             "skip_session_dedup" => b.skip_session_dedup = true,
+            "skip_read_retry" => b.skip_read_retry = true,
             _ => {}
         }
     }
@@ -89,6 +93,7 @@ struct Run {
     undo: UndoQueue,
     trace: bool,
     knobs: WorkloadKnobs,
+    request_timeout_ticks: u64,
 }
 
 /// Runs one seed. A panic inside the run (a node's or raft-rs's) is reported as a violation.
@@ -126,6 +131,7 @@ fn run_inner(seed: u64, bugs: PlantedBugs, keep_trace: bool) -> RunReport {
     let mut base = Config::new(1, 0);
     plan.tweak(&mut base);
     base.planted_bugs = bugs;
+    let request_timeout_ticks = base.request_timeout_ticks;
     let mut c = Cluster::form_with_config(seed, plan.voters, base);
     c.net = plan.net;
     c.persist_delay_ticks = plan.persist_delay_ticks;
@@ -154,6 +160,7 @@ fn run_inner(seed: u64, bugs: PlantedBugs, keep_trace: bool) -> RunReport {
         undo: UndoQueue::default(),
         trace: keep_trace,
         knobs,
+        request_timeout_ticks,
     };
     r.note(format!("plan {plan_line}"));
     let mut violations = Vec::new();
@@ -471,7 +478,10 @@ impl Run {
         for _ in 0..100 {
             self.tick(Phase::Drain);
         }
-        Ok(())
+        match run_parts::unanswered_request(&self.c, self.request_timeout_ticks) {
+            Some(v) => Err(v),
+            None => Ok(()),
+        }
     }
 
     /// Acknowledged writes are never lost (see [`run_parts::final_reads`]); every live member

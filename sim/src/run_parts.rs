@@ -87,6 +87,19 @@ pub(crate) fn fresh_round_unfinished(
     })
 }
 
+/// The liveness violation if a node has held a request unanswered for longer than its request
+/// timeout allows (the core answers everything within `request_timeout_ticks`, with an error
+/// at worst; a margin covers the tick the timeout is noticed on).
+pub(crate) fn unanswered_request(c: &Cluster, request_timeout_ticks: u64) -> Option<String> {
+    let bound = request_timeout_ticks + 20;
+    c.unanswered_for(bound).map(|(id, node, at)| {
+        format!(
+            "liveness: n{node} never answered request {id} (handed to it at tick {at}, now {})",
+            c.now()
+        )
+    })
+}
+
 /// Acknowledged writes are never lost: the final state of each key (read from the leader after
 /// quiescence) joins the history as a last linearizable read; and every node of `ids` in the
 /// leader's configuration has applied (nearly) as far as the most advanced one.

@@ -118,11 +118,30 @@ fn planted_skip_session_dedup_is_caught() {
     assert!(first_caught(bugs, 200).is_some(), "skipped session dedup went unnoticed");
 }
 
+/// A liveness bug only the liveness checker can see: reads wait forever for rounds that were
+/// lost (every read answered is still correct, so no safety checker fires).
+#[test]
+fn planted_skip_read_retry_is_caught_by_the_liveness_checker() {
+    let mut bugs = PlantedBugs::default();
+    bugs.skip_read_retry = true;
+    let caught = (0..400).find(|&seed| {
+        let report = run_seed(seed, bugs, false);
+        let liveness = report.violations.iter().any(|v| v.starts_with("liveness"));
+        if liveness {
+            println!("caught: {}", report.failure_line().unwrap_or_default());
+        }
+        liveness
+    });
+    assert!(caught.is_some(), "reads never retried went unnoticed");
+}
+
 /// Survey (not run by default): how each planted bug is caught over the first seeds.
 #[test]
 #[ignore]
 fn planted_survey() {
-    for name in ["stale_follower_reads", "ack_before_durable", "skip_session_dedup"] {
+    for name in
+        ["stale_follower_reads", "ack_before_durable", "skip_session_dedup", "skip_read_retry"]
+    {
         let bugs = parse_bugs(name);
         let mut kinds = std::collections::BTreeMap::<String, u32>::new();
         for seed in 0..200 {

@@ -63,7 +63,12 @@ impl Node {
                 self.reply(w.id, Err(Error::Indeterminate));
             }
         }
-        for id in self.reads.on_tick(now, self.config.read_retry_ticks) {
+        let retry_ticks = if self.config.planted_bugs.skip_read_retry {
+            u64::MAX
+        } else {
+            self.config.read_retry_ticks
+        };
+        for id in self.reads.on_tick(now, retry_ticks) {
             self.reply(id, Err(Unavailable::ReadTimedOut.into()));
         }
     }
