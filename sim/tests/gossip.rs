@@ -185,15 +185,19 @@ fn dead_member_timeout_removes_a_crashed_follower_which_comes_back_only_wiped() 
     println!("crashed n{f} removed {ms} virtual ms after the crash (timeout 20 s)");
     assert!(ms >= 20_000, "removed before the timeout: {ms} ms");
     write_eventually(&mut c, "k");
-    // It comes back with its disk. The leader may add it again before it has applied its own
-    // removal; once it has, it gossips itself as leaving and is removed for good (before, it
-    // was promoted to a voter that never applied anything again: see `REGRESSION_SEEDS`).
+    // It comes back with its disk, not knowing it was removed. The leader may add it back
+    // under its old id before it has caught up to its own removal; applying that removal, it
+    // gossips itself as leaving, serves as a member while it is one, and is removed again for
+    // good (before, it stopped applying at its removal and was promoted to a voter that never
+    // applied anything again: see `REGRESSION_SEEDS`).
     let rest = ids(c.ids().into_iter().filter(|id| *id != f));
     c.restart(f);
-    c.run_ticks(300);
+    let out = c.run_until(600, |c| {
+        c.node(f).is_some_and(|n| n.gossip_identity().unwrap().leaving)
+            && leader_conf(c).is_some_and(|conf| !conf.all_ids().contains(&f))
+    });
+    assert!(out, "n{f}, removed while down, is back under its old id");
     assert!(c.gossip_slot(f).is_some());
-    assert!(c.node(f).unwrap().gossip_identity().unwrap().leaving);
-    assert!(!leader_conf(&c).unwrap().all_ids().contains(&f));
     write_eventually(&mut c, "k");
     // Only wiped does it come back (under a new Raft id).
     c.wipe(f, 6);

@@ -28,17 +28,32 @@ impl Node {
         self.after_input();
     }
 
-    /// This node applied its own re-addition after applying its removal: the leader added it
-    /// back (under the same Raft id) before it heard that the node was leaving. It is a member
-    /// again and serves as one until the leader, hearing it is leaving, removes it for good.
-    /// It does not take the leave back: that news would race the leader's view the same way
-    /// again, and the two could go on adding and removing it.
+    /// This node applied its own re-addition after applying its removal: a leader added it
+    /// back (under the same Raft id) before it heard that the node was leaving. It serves as a
+    /// member again until that leader, hearing it is leaving, removes it for good. It does not
+    /// take the leave back: that news would race the leader's view again, and the two could go
+    /// on adding and removing it.
     pub(super) fn readded(&mut self) {
         self.removed = false;
     }
 
+    /// Raft ids whose newest gossip identity says they are leaving (none without gossip).
+    pub(super) fn leaving_members(&self) -> std::collections::BTreeSet<NodeId> {
+        let Some(g) = &self.gossip else { return Default::default() };
+        let view = g.members();
+        let mut ids: std::collections::BTreeSet<NodeId> =
+            view.iter().map(|m| m.id.raft_id).collect();
+        ids.retain(|id| {
+            view.iter()
+                .filter(|m| m.id.raft_id == *id)
+                .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
+                .is_some_and(|m| m.id.leaving)
+        });
+        ids
+    }
+
     /// Marks this node as leaving for good, in gossip too.
-    fn announce_leaving(&mut self) {
+    pub(super) fn announce_leaving(&mut self) {
         self.leaving = true;
         if let Some(g) = &mut self.gossip {
             if !g.identity().leaving {

@@ -92,16 +92,18 @@ impl Node {
     }
 
     /// The most caught-up other voter that the leader heard from within the last election
-    /// timeout. A transfer to a voter that is down times out after an election timeout, and
-    /// while it runs every proposal is refused: picking it again and again would stall the
-    /// cluster for as long as that voter stays down.
+    /// timeout and that is not leaving. A transfer to a voter that is down times out after an
+    /// election timeout, and while it runs every proposal is refused: picking it again and
+    /// again would stall the cluster for as long as that voter stays down. One that is leaving
+    /// would only hand over again.
     pub(super) fn best_transferee(&self) -> Option<NodeId> {
         let prs = self.raw.raft.prs();
+        let leaving = self.leaving_members();
         self.sm
             .conf()
             .voters
             .iter()
-            .filter(|v| **v != self.config.id)
+            .filter(|v| **v != self.config.id && !leaving.contains(*v))
             .filter_map(|v| prs.get(*v).filter(|p| p.recent_active).map(|p| (*v, p.matched)))
             .max_by_key(|(_, matched)| *matched)
             .map(|(v, _)| v)

@@ -220,6 +220,9 @@ impl Node {
                     self.sm.members_mut().remove(&node);
                     if node == self.config.id {
                         self.removed = true;
+                        // Out for good, even if a leader that has not heard this yet adds it
+                        // back under the same id (it then serves until removed again).
+                        self.announce_leaving();
                         self.push_event(Event::Removed);
                         // A node can become leader while its own removal is in its log and
                         // then apply it as leader. raft-rs keeps it Leader with no progress
