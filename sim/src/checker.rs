@@ -32,11 +32,15 @@ pub fn check_history(h: &History) -> Findings {
     f
 }
 
-/// Revisions of acknowledged writes (Set and Delete), by key, ascending.
+/// Revisions of acknowledged writes (Set and Delete), by key, ascending: `(revision, is_set)`.
+/// Revision 0 means "acknowledged, revision not reported" (level 2's deletes): left out.
 fn acked_writes(h: &History) -> BTreeMap<&str, Vec<(u64, bool)>> {
     let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
     for op in &h.ops {
         let Outcome::Written { revision } = op.outcome else { continue };
+        if revision == 0 {
+            continue;
+        }
         match &op.kind {
             OpKind::Set { key, .. } => by_key.entry(key).or_default().push((revision, true)),
             OpKind::Delete { key } => by_key.entry(key).or_default().push((revision, false)),
@@ -59,6 +63,9 @@ fn acked_write_between(
     acked.get(key)?.iter().map(|(r, _)| *r).find(|r| *r > after && *r <= up_to)
 }
 
+/// A read as (invoke point, completion point, op index).
+type ReadAt = (u64, u64, usize);
+
 /// A node never serves older state than it served before (within one incarnation: a restart
 /// may go back to what was durable). Any read a node answered (Get or Range, either
 /// consistency) proves the node had applied at least every index it returned. A later read
@@ -68,8 +75,7 @@ fn acked_write_between(
 /// index than that incarnation returned for it before.
 pub fn check_monotonic_reads(h: &History, f: &mut Findings) {
     let acked = acked_writes(h);
-    // Reads by (node, incarnation), as (invoke, complete, op index).
-    let mut by_node: BTreeMap<(NodeId, u64), Vec<(u64, u64, usize)>> = BTreeMap::new();
+    let mut by_node: BTreeMap<(NodeId, u64), Vec<ReadAt>> = BTreeMap::new();
     for (i, op) in h.ops.iter().enumerate() {
         let (Some(node), Some(inc), Some(done)) = (op.node, op.node_incarnation, op.complete)
         else {
@@ -114,12 +120,12 @@ pub fn check_monotonic_reads(h: &History, f: &mut Findings) {
 /// after.
 pub fn check_range_snapshots(h: &History, f: &mut Findings) {
     let acked = acked_writes(h);
-    // Keys with a delete whose revision is unknown (not acknowledged): their absence is
-    // always explainable.
+    // Keys with a delete whose revision is unknown (not acknowledged, or acknowledged without
+    // it): their absence is always explainable.
     let mut unknown_delete: std::collections::BTreeSet<&str> = Default::default();
     for op in &h.ops {
         if let (OpKind::Delete { key }, o) = (&op.kind, &op.outcome) {
-            if !matches!(o, Outcome::Written { .. }) {
+            if !matches!(o, Outcome::Written { revision } if *revision != 0) {
                 unknown_delete.insert(key);
             }
         }

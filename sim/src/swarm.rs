@@ -46,7 +46,8 @@ impl SwarmKind {
 /// What a range of seeds gave.
 #[derive(Debug, Clone)]
 pub struct SwarmSummary {
-    pub kind: SwarmKind,
+    /// What ran: "swarm", "gossip swarm", "level-2 swarm".
+    pub name: &'static str,
     pub first_seed: u64,
     pub seeds: u64,
     /// Failure lines in seed order.
@@ -65,9 +66,9 @@ impl SwarmSummary {
     /// One line: what ran, how fast, what failed.
     pub fn line(&self) -> String {
         format!(
-            "{}: {} ({} seeds) on {} threads in {:.1} s: {:.0} seeds/s, {} failed, {} \
+            "{}: {} ({} seeds) on {} threads in {:.1} s: {:.1} seeds/s, {} failed, {} \
              linearizability checks inconclusive",
-            self.kind.name(),
+            self.name,
             self.range(),
             self.seeds,
             self.threads,
@@ -76,6 +77,13 @@ impl SwarmSummary {
             self.failures.len(),
             self.inconclusive
         )
+    }
+
+    /// Prints the summary and fails the calling test if any seed failed.
+    pub fn assert_clean(&self) {
+        println!("{}", self.line());
+        let lines: Vec<&str> = self.failures.iter().map(|(_, l)| l.as_str()).collect();
+        assert!(lines.is_empty(), "{} seeds failed:\n{}", lines.len(), lines.join("\n"));
     }
 }
 
@@ -99,19 +107,26 @@ pub fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Runs seeds `first_seed .. first_seed + seeds` of `kind` on [`threads`] threads. Each
-/// failure line is printed as it is found; the summary line goes to stderr at the end.
-pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs) -> SwarmSummary {
+/// What one seed gave: its failure line, if it failed, and its inconclusive checks.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOutcome {
+    pub failure: Option<String>,
+    pub inconclusive: usize,
+}
+
+/// Runs `run` for seeds `first_seed .. first_seed + seeds` on [`threads`] threads, each thread
+/// taking the next seed when it is done with one. Each failure line is printed as it is
+/// found; the range goes to stderr first and the summary line last.
+pub fn run_parallel<F>(name: &'static str, first_seed: u64, seeds: u64, run: F) -> SwarmSummary
+where
+    F: Fn(u64) -> SeedOutcome + Sync,
+{
     let threads = threads().min(seeds.max(1) as usize);
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let inconclusive = AtomicU64::new(0);
     let started = Instant::now();
-    eprintln!(
-        "{}: running seeds {first_seed}..{} on {threads} threads",
-        kind.name(),
-        first_seed + seeds
-    );
+    eprintln!("{name}: running seeds {first_seed}..{} on {threads} threads", first_seed + seeds);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -120,9 +135,9 @@ pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs
                     break;
                 }
                 let seed = first_seed + i;
-                let report = kind.run(seed, bugs, false);
-                inconclusive.fetch_add(report.inconclusive.len() as u64, Ordering::Relaxed);
-                if let Some(line) = kind.failure_line(&report) {
+                let outcome = run(seed);
+                inconclusive.fetch_add(outcome.inconclusive as u64, Ordering::Relaxed);
+                if let Some(line) = outcome.failure {
                     println!("{line}");
                     failures.lock().unwrap_or_else(|e| e.into_inner()).push((seed, line));
                 }
@@ -132,7 +147,7 @@ pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs
     let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
     failures.sort();
     let summary = SwarmSummary {
-        kind,
+        name,
         first_seed,
         seeds,
         failures,
@@ -142,4 +157,28 @@ pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs
     };
     eprintln!("{}", summary.line());
     summary
+}
+
+/// Runs seeds `first_seed .. first_seed + seeds` of `kind` with `bugs` on every core.
+pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs) -> SwarmSummary {
+    run_parallel(kind.name(), first_seed, seeds, |seed| {
+        let report = kind.run(seed, bugs, false);
+        SeedOutcome { failure: kind.failure_line(&report), inconclusive: report.inconclusive.len() }
+    })
+}
+
+/// Prints what a replayed seed gave: its plan, hashes and violations.
+pub fn print_replay(report: &RunReport) {
+    let seed = report.seed;
+    println!("seed={seed} plan: {}", report.plan);
+    println!(
+        "seed={seed} trace_hash={:016x} history_hash={:016x} ticks={} ops={}",
+        report.trace_hash, report.history_hash, report.ticks, report.ops
+    );
+    for i in &report.inconclusive {
+        println!("inconclusive: {i}");
+    }
+    for v in &report.violations {
+        println!("violation: {v}");
+    }
 }

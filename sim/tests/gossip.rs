@@ -15,7 +15,7 @@ use mokv_core::gossip::Health;
 use mokv_core::{Config, NodeId, PlantedBugs, Request, Role};
 use sim::cluster::{gossip_addr, is_ok, Cluster, GossipParams, Traffic, MS_PER_TICK};
 use sim::gossip_run::{check_converged, failure_line, run_gossip_seed, wait_converged};
-use sim::swarm::{first_seed, run_range, seeds_from_env, SwarmKind};
+use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
 
 /// Generous bound on any convergence in the scenarios (virtual: 60 s).
 const CONVERGE: u64 = 600;
@@ -387,9 +387,7 @@ fn gossip_swarm() {
         seeds_from_env("MOKV_SIM_GOSSIP_SEEDS", DEFAULT_SEEDS),
         PlantedBugs::default(),
     );
-    println!("{}", summary.line());
-    let lines: Vec<&str> = summary.failures.iter().map(|(_, l)| l.as_str()).collect();
-    assert!(lines.is_empty(), "{} seeds failed:\n{}", lines.len(), lines.join("\n"));
+    summary.assert_clean();
 }
 
 /// Bugs the gossip swarm found in the core, pinned (each seed fails with its fix undone):
@@ -434,13 +432,6 @@ fn replay() {
     let seed: u64 = seed.trim().parse().expect("MOKV_SIM_SEED must be a number");
     let trace = std::env::var("MOKV_SIM_TRACE").is_ok_and(|v| v == "1");
     let report = run_gossip_seed(seed, trace);
-    println!("seed={seed} plan: {}", report.plan);
-    println!(
-        "seed={seed} trace_hash={:016x} history_hash={:016x} ticks={} ops={}",
-        report.trace_hash, report.history_hash, report.ticks, report.ops
-    );
-    for v in &report.violations {
-        println!("violation: {v}");
-    }
+    print_replay(&report);
     assert!(report.violations.is_empty(), "{}", failure_line(&report).unwrap_or_default());
 }

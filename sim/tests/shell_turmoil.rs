@@ -27,9 +27,7 @@
 mod level2;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use level2::cluster::{self, others, Registry, NODE_HOSTS};
 use level2::run::{control, finish, formed, heal_all, run, seed_or, wait_until, Verdict};
@@ -37,7 +35,7 @@ use level2::workload::{add_workload_client, now_ms, Recorder, Shared, CLIENT_TIM
 use mokv_client::ReadMode;
 use mokv_core::{PlantedBugs, Rng, Role};
 use sim::history::{Observed, Outcome};
-use sim::swarm::{first_seed, seeds_from_env};
+use sim::swarm::{first_seed, run_parallel, seeds_from_env, SeedOutcome};
 use turmoil::Sim;
 
 fn term_of(registry: &Registry, node: &str) -> u64 {
@@ -340,67 +338,82 @@ fn swarm_run(seed: u64, bugs: PlantedBugs) -> Verdict {
     })
 }
 
-/// The level-2 swarm: `MOKV_SIM_L2_SEEDS` seeds from `MOKV_SIM_FIRST_SEED` on, each seed a
-/// whole turmoil simulation, spread over every core (one simulation per thread at a time).
+/// The level-2 swarm: `MOKV_SIM_L2_SEEDS` seeds from `MOKV_SIM_FIRST_SEED` on, spread over
+/// every core, each seed in a fresh process (see [`swarm_seed_in_child`]).
 #[test]
 fn swarm() {
     let total = seeds_from_env("MOKV_SIM_L2_SEEDS", DEFAULT_SWARM_SEEDS);
-    let first = first_seed();
-    let threads = sim::swarm::threads().min(total.max(1) as usize);
-    eprintln!("level-2 swarm: running seeds {first}..{} on {threads} threads", first + total);
-    let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let failures = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let v = swarm_run(first + i, PlantedBugs::default());
-                report(&v);
-                if let Some(line) = v.failure_line() {
-                    println!("{line}");
-                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((v.seed, line));
-                }
-            });
-        }
+    let summary = run_parallel("level-2 swarm", first_seed(), total, |seed| {
+        let child = swarm_seed_in_child(seed);
+        SeedOutcome { failure: child.failure, inconclusive: child.inconclusive }
     });
-    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
-    failures.sort();
-    let secs = started.elapsed().as_secs_f64();
-    let line = format!(
-        "level-2 swarm: seeds {first}..{} ({total} seeds) on {threads} threads in {secs:.1} s: \
-         {:.1} seeds/s, {} failed",
-        first + total,
-        total as f64 / secs.max(1e-9),
-        failures.len()
-    );
-    eprintln!("{line}");
-    println!("{line}");
-    let lines: Vec<&str> = failures.iter().map(|(_, l)| l.as_str()).collect();
-    assert!(lines.is_empty(), "{} seeds failed:\n{}", lines.len(), lines.join("\n"));
+    summary.assert_clean();
 }
 
-/// Same seed, same history, byte for byte. Needs `--cfg tokio_unstable` (set for every build
-/// in `.cargo/config.toml`; see the module documentation), which lets turmoil seed tokio's RNG.
+/// Same seed, same history, byte for byte, in two fresh processes (as a replay runs it).
+/// Needs `--cfg tokio_unstable` (set for every build in `.cargo/config.toml`; see the module
+/// documentation), which lets turmoil seed tokio's RNG.
 #[test]
 fn determinism() {
-    assert!(
-        cfg!(tokio_unstable),
+    #[cfg(not(tokio_unstable))]
+    panic!(
         "built without --cfg tokio_unstable (is RUSTFLAGS set? it overrides .cargo/config.toml): \
          level 2 cannot replay bit for bit"
     );
     for seed in [11u64, 12, 13, 14] {
-        let a = swarm_run(seed, PlantedBugs::default());
-        let b = swarm_run(seed, PlantedBugs::default());
-        assert_eq!(a.history_hash, b.history_hash, "seed {seed}: the history differs between runs");
-        assert_eq!(a.sim_ms, b.sim_ms, "seed {seed}");
+        let a = swarm_seed_in_child(seed);
+        let b = swarm_seed_in_child(seed);
+        assert!(a.summary.is_some(), "seed {seed}: the child printed no result");
+        assert_eq!(a.summary, b.summary, "seed {seed}: the history differs between runs");
     }
-    let a = leader_partitioned_away_run(1, PlantedBugs::default());
-    let b = leader_partitioned_away_run(1, PlantedBugs::default());
-    assert_eq!(a.history_hash, b.history_hash, "leader_partitioned_away: history differs");
+}
+
+/// What a child process reported for one swarm seed.
+#[derive(Debug)]
+struct ChildVerdict {
+    /// The result line (ops, simulated time, history hash, violation count).
+    summary: Option<String>,
+    failure: Option<String>,
+    inconclusive: usize,
+}
+
+/// Runs one swarm seed in a fresh process of this test binary (its `replay` test), exactly as
+/// the printed replay command does. Within one process a second simulation of the same seed
+/// can differ from the first (some state outlives a simulation in a dependency), so every
+/// seed gets its own process: what the swarm saw is what a replay sees.
+fn swarm_seed_in_child(seed: u64) -> ChildVerdict {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["replay", "--exact", "--nocapture", "--test-threads=1"])
+        .env("MOKV_SIM_SEED", seed.to_string())
+        .env_remove("MOKV_SIM_TRACE")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = format!("seed={seed} scenario=swarm ops=");
+    // libtest may print "test replay ... " in front of the test's first line.
+    let from = |prefix: &str| -> Option<String> {
+        stdout.lines().find_map(|l| l.find(prefix).map(|at| l[at..].to_owned()))
+    };
+    let summary = from(&result);
+    let inconclusive = summary
+        .as_deref()
+        .and_then(|l| l.split(" inconclusive=").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let failure_prefix = format!("seed={seed} scenario=swarm violation=");
+    let failure = from(&failure_prefix).or_else(|| {
+        (!out.status.success() || summary.is_none()).then(|| {
+            format!(
+                "seed={seed} scenario=swarm violation=the run crashed ({}); replay: \
+                     MOKV_SIM_SEED={seed} cargo test -p sim --test shell_turmoil replay -- \
+                     --exact --nocapture",
+                out.status
+            )
+        })
+    });
+    ChildVerdict { summary, failure, inconclusive }
 }
 
 #[test]
@@ -412,6 +425,9 @@ fn replay() {
     let seed: u64 = seed.trim().parse().expect("MOKV_SIM_SEED must be a number");
     let v = swarm_run(seed, PlantedBugs::default());
     report(&v);
+    if let Some(line) = v.failure_line() {
+        println!("{line}");
+    }
     v.assert_clean();
 }
 

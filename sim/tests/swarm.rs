@@ -10,7 +10,7 @@
 
 use mokv_core::PlantedBugs;
 use sim::run::{parse_bugs, run_seed};
-use sim::swarm::{first_seed, run_range, seeds_from_env, SwarmKind};
+use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
 
 /// Seeds the default `cargo test -p sim` runs (`MOKV_SIM_SEEDS` to change).
 const DEFAULT_SEEDS: u64 = 100_000;
@@ -24,9 +24,7 @@ fn swarm() {
         seeds_from_env("MOKV_SIM_SEEDS", DEFAULT_SEEDS),
         PlantedBugs::default(),
     );
-    println!("{}", summary.line());
-    let lines: Vec<&str> = summary.failures.iter().map(|(_, l)| l.as_str()).collect();
-    assert!(lines.is_empty(), "{} seeds failed:\n{}", lines.len(), lines.join("\n"));
+    summary.assert_clean();
 }
 
 /// Bugs found by the simulator, pinned: these seeds must stay clean.
@@ -70,17 +68,7 @@ fn replay() {
     let bugs = std::env::var("MOKV_SIM_BUGS").map(|s| parse_bugs(&s)).unwrap_or_default();
     let trace = std::env::var("MOKV_SIM_TRACE").is_ok_and(|v| v == "1");
     let report = run_seed(seed, bugs, trace);
-    println!("seed={seed} plan: {}", report.plan);
-    println!(
-        "seed={seed} trace_hash={:016x} history_hash={:016x} ticks={} ops={}",
-        report.trace_hash, report.history_hash, report.ticks, report.ops
-    );
-    for i in &report.inconclusive {
-        println!("inconclusive: {i}");
-    }
-    for v in &report.violations {
-        println!("violation: {v}");
-    }
+    print_replay(&report);
     assert!(report.violations.is_empty(), "{}", report.failure_line().unwrap_or_default());
 }
 

@@ -9,7 +9,7 @@
 
 use mokv_core::PlantedBugs;
 use sim::run::parse_bugs;
-use sim::swarm::{run_range, SwarmKind};
+use sim::swarm::{print_replay, run_range, SwarmKind};
 
 fn usage() -> ! {
     eprintln!(
@@ -40,16 +40,9 @@ fn main() {
         }
     }
     if let Some(seed) = replay {
-        let r = kind.run(seed, bugs, trace);
-        println!("seed={seed} plan: {}", r.plan);
-        println!(
-            "seed={seed} trace_hash={:016x} history_hash={:016x} ticks={} ops={}",
-            r.trace_hash, r.history_hash, r.ticks, r.ops
-        );
-        for v in &r.violations {
-            println!("violation: {v}");
-        }
-        std::process::exit(i32::from(!r.violations.is_empty()));
+        let report = kind.run(seed, bugs, trace);
+        print_replay(&report);
+        std::process::exit(i32::from(!report.violations.is_empty()));
     }
     let summary = run_range(kind, first, seeds, bugs);
     std::process::exit(i32::from(!summary.failures.is_empty()));
