@@ -158,6 +158,8 @@ struct Unacked {
     batch_id: PersistId,
     ready_number: Option<u64>,
     held: Vec<Message>,
+    /// The commit index of the hard state this batch writes, if it writes one.
+    commit: Option<u64>,
 }
 
 /// One mokv replica: raft-rs `RawNode` plus the replicated KV state machine, client sessions,
@@ -209,6 +211,11 @@ pub struct Node {
     down_since_ms: BTreeMap<NodeId, u64>,
     /// Leaving for good: asked to ([`Node::handle_leave`]), or it applied its own removal.
     leaving: bool,
+    /// The highest commit index known to be on disk here.
+    durable_commit: u64,
+    /// Answers to applied membership changes, held until `durable_commit` covers their index
+    /// (see `finish_write`).
+    held_membership_replies: Vec<(u64, RequestId, Result<Response, Error>)>,
 }
 
 impl std::fmt::Debug for Node {
@@ -301,6 +308,7 @@ impl Node {
             ..raft::Config::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let durable_commit = log.hard_state().commit;
         let raw = RawNode::new(&raft_config, log, &logger)?;
 
         let gossip = match &config.gossip {
@@ -341,6 +349,8 @@ impl Node {
             gossip,
             down_since_ms: BTreeMap::new(),
             leaving: false,
+            durable_commit,
+            held_membership_replies: Vec::new(),
         };
         node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
         node.process_ready();

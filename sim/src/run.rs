@@ -448,6 +448,14 @@ impl Run {
             self.tick(Phase::Drain);
         }
         if let Some(cl) = self.clients.iter().find(|c| !c.is_idle()) {
+            if self.trace {
+                for id in self.c.ids() {
+                    match self.c.node(id) {
+                        Some(n) => println!("n{id}: {:?}", n.status()),
+                        None => println!("n{id}: down"),
+                    }
+                }
+            }
             let op = cl.outstanding().map(|i| format!("#{i} {:?}", self.history.ops[i]));
             return Err(format!(
                 "liveness: client {} still waiting {LIVENESS_TICKS} ticks after the heal: {}",

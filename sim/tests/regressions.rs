@@ -133,3 +133,26 @@ fn learner_caught_up_by_snapshot_is_promoted_in_an_idle_cluster() {
         "the learner, caught up by snapshot, was never promoted"
     );
 }
+
+/// Swarm seed 2024751: voters {a, b}; the operator removes b, and once the removal is
+/// acknowledged shuts b down for good. a then crashed with the removal in its log but an
+/// older commit index on disk (the batch carrying the newer one was not yet synced), restarted
+/// in the configuration {a, b}, and could never be elected without b. A membership change is
+/// now answered only once the leader's durable commit index covers it.
+#[test]
+fn removal_is_acknowledged_only_once_its_commit_is_durable() {
+    let mut c = Cluster::form(10, 2, |_| {});
+    c.persist_delay_ticks = 4;
+    let a = c.leader().unwrap();
+    let b = c.ids().into_iter().find(|id| *id != a).unwrap();
+    let id = c.submit(a, Request::Remove { id: b });
+    assert!(c.run_until(200, |c| c.reply(id).is_some()), "the removal was never answered");
+    assert!(is_ok(&c.reply(id).cloned()), "removal refused: {:?}", c.reply(id));
+    // The operator shuts b down for good, and a crashes at once, losing what was not synced.
+    c.destroy(b);
+    c.crash(a);
+    c.restart(a);
+    assert!(c.run_until(300, |c| c.leader() == Some(a)), "a alone is never elected again");
+    let set = Request::Set { key: "k".into(), value: b"v".to_vec(), session: None };
+    assert!(is_ok(&c.call(a, set, 200)));
+}

@@ -34,7 +34,11 @@ fn swarm() {
 /// removal had been applied before its own request was answered ("not a member"), and the
 /// quiescence check then expected that removed node to keep up (the checker now asks only
 /// the members of the leader's configuration to keep up; see `run_parts::final_reads`).
-const REGRESSION_SEEDS: &[u64] = &[599, 717, 1040, 1344, 1870, 1876, 1_002_870, 1_026_581];
+/// 2024751: a removal answered before the leader's commit index covering it was durable; the
+/// operator shut the removed voter down, the leader crashed and restarted in the old
+/// configuration, which needed the removed voter (see `regressions.rs`).
+const REGRESSION_SEEDS: &[u64] =
+    &[599, 717, 1040, 1344, 1870, 1876, 1_002_870, 1_026_581, 2_024_751];
 
 #[test]
 fn regression_seeds() {

@@ -44,7 +44,10 @@ impl Node {
                 batch.hard_state = Some(encode_pb(hs));
                 self.raw.mut_store().set_hard_state(hs.clone());
             }
-            batch.must_sync = rd.must_sync();
+            // A commit that covers a membership change waiting for its answer is synced
+            // even alone (see `finish_write`).
+            batch.must_sync = rd.must_sync()
+                || (batch.hard_state.is_some() && !self.held_membership_replies.is_empty());
             let term = self.raw.raft.term;
             for rs in rd.take_read_states() {
                 self.reads.on_read_state(&rs.request_ctx, rs.index, term);
@@ -93,8 +96,13 @@ impl Node {
         let id = self.next_persist_id;
         self.next_persist_id += 1;
         batch.id = id;
+        let commit = batch
+            .hard_state
+            .as_deref()
+            .and_then(|b| HardState::parse_from_bytes(b).ok())
+            .map(|hs| hs.commit);
         self.persist_out.push_back(batch);
-        self.unacked.push_back(Unacked { batch_id: id, ready_number: ready, held });
+        self.unacked.push_back(Unacked { batch_id: id, ready_number: ready, held, commit });
         if self.config.planted_bugs.ack_before_durable {
             self.ack_persisted(id);
         }
@@ -108,7 +116,9 @@ impl Node {
             for m in u.held {
                 self.push_transmit(m);
             }
+            self.durable_commit = self.durable_commit.max(u.commit.unwrap_or(0));
         }
+        self.release_membership_replies();
         if let Some(n) = ready {
             self.raw.on_persist_ready(n);
             self.sync_raft_applied();
@@ -256,7 +266,28 @@ impl Node {
         } else {
             outcome
         };
+        // A membership change is answered once this node's durable commit index covers it.
+        // Its caller may then shut a removed node down at once; had this node crashed with
+        // the change in its log but an older commit index on disk, it would restart in the
+        // old configuration and could need the removed node's vote to make progress (voters
+        // {a, b} minus b, then a restarts: only b could elect it).
+        if w.kind == WriteKind::Membership && result.is_ok() && e.index > self.durable_commit {
+            self.held_membership_replies.push((e.index, w.id, result));
+            return;
+        }
         self.reply(w.id, result);
+    }
+
+    /// Answers the held membership changes that the durable commit index now covers.
+    pub(super) fn release_membership_replies(&mut self) {
+        let durable = self.durable_commit;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_membership_replies)
+            .into_iter()
+            .partition(|(i, _, _)| *i <= durable);
+        self.held_membership_replies = later;
+        for (_, id, result) in due {
+            self.reply(id, result);
+        }
     }
 
     pub(super) fn fail_everything(&mut self, why: Unavailable) {
