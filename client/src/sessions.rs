@@ -68,7 +68,11 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub(crate) fn new(window: u32, max_sessions: usize) -> Sessions {
-        Sessions { slots: Vec::new(), window: u64::from(window.max(1)), max_sessions: max_sessions.max(1) }
+        Sessions {
+            slots: Vec::new(),
+            window: u64::from(window.max(1)),
+            max_sessions: max_sessions.max(1),
+        }
     }
 
     /// A seq for a new write, or `None` when every session is at its window (wait for a

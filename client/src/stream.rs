@@ -72,23 +72,27 @@ impl Client {
     ) -> impl Stream<Item = Result<Entry, ClientError>> + Send + 'static {
         let client = self.clone();
         let state: Option<Streaming<GetResponse>> = None;
-        futures_util::stream::try_unfold((client, state, from), |(client, state, from)| async move {
-            let mut stream = match state {
-                Some(s) => s,
-                None => {
-                    let call =
-                        |mut kv: KvClient<Channel>, ()| async move { kv.list(()).await };
-                    client.read(from, (), call).await?
+        futures_util::stream::try_unfold(
+            (client, state, from),
+            |(client, state, from)| async move {
+                let mut stream = match state {
+                    Some(s) => s,
+                    None => {
+                        let call = |mut kv: KvClient<Channel>, ()| async move { kv.list(()).await };
+                        client.read(from, (), call).await?
+                    }
+                };
+                match stream.message().await {
+                    Ok(Some(item)) => Ok(Some((Entry::from(item), (client, Some(stream), from)))),
+                    Ok(None) => Ok(None),
+                    Err(s) => Err(match classify(s) {
+                        Failure::Server(s) => ClientError::from_status(&s),
+                        Failure::Local { why, .. } => {
+                            ClientError::Unavailable { attempts: 1, last: why }
+                        }
+                    }),
                 }
-            };
-            match stream.message().await {
-                Ok(Some(item)) => Ok(Some((Entry::from(item), (client, Some(stream), from)))),
-                Ok(None) => Ok(None),
-                Err(s) => Err(match classify(s) {
-                    Failure::Server(s) => ClientError::from_status(&s),
-                    Failure::Local { why, .. } => ClientError::Unavailable { attempts: 1, last: why },
-                }),
-            }
-        })
+            },
+        )
     }
 }

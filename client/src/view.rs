@@ -340,11 +340,7 @@ impl View {
 
     /// The failing nodes whose probe is due.
     pub(crate) fn probes_due(&self, now: Instant) -> Vec<Target> {
-        self.nodes
-            .iter()
-            .filter(|n| n.probe_at.is_some_and(|t| t <= now))
-            .map(Node::peek)
-            .collect()
+        self.nodes.iter().filter(|n| n.probe_at.is_some_and(|t| t <= now)).map(Node::peek).collect()
     }
 
     /// When the next probe is due, if any node fails.

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use level2::cluster::{self, addr, others, Registry, NODE_HOSTS};
 use level2::run::{control, finish_on, formed, heal_all, run, seed_or, wait_until, Verdict};
-use level2::workload::{add_workload_client, HostAction, Recorder, CLIENT_ATTEMPTS, CLIENT_TIMEOUT};
+use level2::workload::{
+    add_workload_client, HostAction, Recorder, CLIENT_ATTEMPTS, CLIENT_TIMEOUT,
+};
 use mokv_client::{Client, ClientConfig, ReadMode, TlsFiles};
 use mokv_core::{Request, Rng};
 use sim::workload::KEYS;
@@ -37,10 +39,8 @@ fn seeded_client(seed: u64) -> Client {
     config.request_timeout = CLIENT_TIMEOUT;
     config.max_attempts = CLIENT_ATTEMPTS;
     config.refresh_interval = Duration::from_secs(1);
-    let plaintext = mokv_client::Plaintext {
-        connect: level2::net::channel_factory(),
-        id_seed: seed,
-    };
+    let plaintext =
+        mokv_client::Plaintext { connect: level2::net::channel_factory(), id_seed: seed };
     Client::connect_plaintext(config, plaintext).expect("a client over the simulated network")
 }
 
@@ -138,8 +138,7 @@ fn discovery_run(seed: u64) -> Verdict {
             let joined = wait_until(Duration::from_secs(30), || {
                 cluster::admit_joiners_except(&registry, &[removed]);
                 let Some(l) = cluster::leader(&registry) else { return false };
-                let voters =
-                    registry.borrow().get(&l).map(|h| h.view().status.conf.voters.clone());
+                let voters = registry.borrow().get(&l).map(|h| h.view().status.conf.voters.clone());
                 voters.is_some_and(|v| v.contains(&NEW_ID))
             })
             .await;
@@ -160,8 +159,8 @@ fn discovery_run(seed: u64) -> Verdict {
                 ));
             }
             let before = answered(&client, NEW);
-            let served = wait_until(Duration::from_secs(20), || answered(&client, NEW) > before + 5)
-                .await;
+            let served =
+                wait_until(Duration::from_secs(20), || answered(&client, NEW) > before + 5).await;
             if !served {
                 shared.problem(format!("{NEW} served no reads of the client after it joined"));
             }
@@ -173,10 +172,8 @@ fn discovery_run(seed: u64) -> Verdict {
             shared.host_actions.borrow_mut().push(HostAction::Crash(removed.to_owned()));
             heal_all(&["n1", "n2", "n3", NEW, "ctl", "c1", "c2"]);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let members: Vec<&str> = ["n1", "n2", "n3", NEW]
-                .into_iter()
-                .filter(|n| *n != removed)
-                .collect();
+            let members: Vec<&str> =
+                ["n1", "n2", "n3", NEW].into_iter().filter(|n| *n != removed).collect();
             finish_on(&registry, &shared, seed, &members).await;
         });
     })

@@ -52,10 +52,12 @@ impl Net {
         let i = self.nodes.len();
         let mut spec = NodeSpec::node(&self.certs, &self.data, &self.names[i])
             .with("--metrics-port", self.metrics[i].to_string());
-        spec = match self.nodes.iter_mut().find(|n| n.is_running()) {
-            None => spec.flag("--bootstrap"),
-            Some(n) => spec.with("--start-join-addrs", n.gossip_addr.clone()),
-        };
+        spec =
+            match self.nodes.iter_mut().find_map(|n| n.is_running().then(|| n.gossip_addr.clone()))
+            {
+                None => spec.flag("--bootstrap"),
+                Some(join) => spec.with("--start-join-addrs", join),
+            };
         self.nodes.push(Mokvd::start(&self.bins.mokvd, spec));
         i
     }
@@ -63,7 +65,7 @@ impl Net {
     /// Waits until a running node reports `voters` voters and a leader.
     async fn until_voters(&mut self, voters: usize) {
         let live: Vec<String> =
-            self.nodes.iter_mut().filter(|n| n.is_running()).map(|n| n.addr.clone()).collect();
+            self.nodes.iter_mut().filter_map(|n| n.is_running().then(|| n.addr.clone())).collect();
         let certs = self.certs.clone();
         eventually(&format!("{voters} voters and a leader"), || {
             let (certs, live) = (certs.clone(), live.clone());
@@ -108,7 +110,8 @@ impl Net {
 
     /// `mokv_requests_total{rpc, code="ok"}` of node `i` (0 before its first such rpc).
     async fn ok_requests(&self, i: usize, rpc: &str) -> u64 {
-        let text = scrape(self.metrics[i]).await.unwrap_or_else(|| panic!("no metrics from n{}", i + 1));
+        let text =
+            scrape(self.metrics[i]).await.unwrap_or_else(|| panic!("no metrics from n{}", i + 1));
         let rpc = format!("rpc=\"{rpc}\"");
         text.lines()
             .filter(|l| l.starts_with("mokv_requests_total{") && l.contains(&rpc))
@@ -123,7 +126,10 @@ impl Net {
         let mut out = Vec::new();
         for i in 0..self.nodes.len() {
             if self.nodes[i].is_running() {
-                out.push(Some((self.ok_requests(i, "get").await, self.ok_requests(i, "set").await)));
+                out.push(Some((
+                    self.ok_requests(i, "get").await,
+                    self.ok_requests(i, "set").await,
+                )));
             } else {
                 out.push(None);
             }
@@ -287,7 +293,7 @@ async fn client_outlives_its_seed_and_sends_reads_to_a_node_added_later() {
         assert_eq!(got.unwrap().map(|e| e.value), Some(b"after".to_vec()), "read {i}");
     }
     let dead = client.nodes().into_iter().find(|n| n.addr == seed);
-    assert!(dead.is_none_or(|n| !n.usable), "the dead seed is still used: {dead:?}");
+    assert!(dead.as_ref().is_none_or(|n| !n.usable), "the dead seed is still used: {dead:?}");
 
     // n4 joins (through a live node's gossip); the running client discovers it and sends it
     // reads.
@@ -395,7 +401,11 @@ async fn sixty_four_tasks_share_one_client_across_a_leader_failover() {
     assert!(ok > at_kill, "no write was acknowledged after the failover");
     assert!(all.len() >= ok);
     // The List stream (the original's) sees the same keys.
-    let listed: Vec<String> =
-        collect(client.list(None)).await.into_iter().map(|e| e.key).filter(|k| k.starts_with("ff/")).collect();
+    let listed: Vec<String> = collect(client.list(None))
+        .await
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|k| k.starts_with("ff/"))
+        .collect();
     assert_eq!(listed, all.keys().cloned().collect::<Vec<_>>());
 }
