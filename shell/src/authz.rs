@@ -395,7 +395,8 @@ mod tests {
     #[tokio::test]
     async fn bad_files_are_rejected() {
         assert!(Policy::from_texts("not a model", DEFAULT_POLICY).await.is_err());
-        let bad_matcher = DEFAULT_MODEL.replace("&& keyMatch(", "&& && keyMatch(");
+        let bad_matcher = DEFAULT_MODEL.replace("(keyMatch(", "(&& keyMatch(");
+        assert_ne!(bad_matcher, DEFAULT_MODEL);
         assert!(Policy::from_texts(&bad_matcher, DEFAULT_POLICY).await.is_err());
         assert!(Policy::from_texts(DEFAULT_MODEL, "p, root, *\n").await.is_err());
     }
