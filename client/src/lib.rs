@@ -33,6 +33,8 @@
 //! Calls never panic on server or network errors: every failure is a [`ClientError`]. See
 //! `examples/quickstart.rs` for a complete program (concurrent writers, streams).
 
+#![warn(missing_docs)]
+
 mod client;
 mod config;
 mod discovery;
