@@ -58,10 +58,10 @@ impl Client {
     }
 
     /// Every key with its value through the `List` rpc (the original mökv's stream), from one
-    /// node chosen like a read from `from` (default: [`ClientConfig::read_from`]
-    /// (crate::ClientConfig::read_from)). The node pages through the keys with linearizable
-    /// reads. Opening the stream is retried like any read; a failure after the first item
-    /// ends the stream with that error (start again, or use
+    /// node chosen like a read from `from` (`None`: the client's
+    /// [`read_from`](crate::ClientConfig::read_from)). The node pages through the keys with
+    /// linearizable reads. Opening the stream is retried like any read; a failure after the
+    /// first item ends the stream with that error (start again, or use
     /// [`range_stream`](Self::range_stream), whose pages are each retried).
     ///
     /// `List` needs `consume` on every key (`*`); an identity limited to a prefix uses
