@@ -2,8 +2,9 @@
 //!
 //! The task wakes every [`ClientConfig::refresh_interval`](crate::ClientConfig), when a call
 //! asks for a refresh (a leader hint that changed the leader, a connection failure, an
-//! UNAVAILABLE answer without a hint) — at most once per [`MIN_GAP`] — and when the probe of
-//! a failing node is due. Each round:
+//! UNAVAILABLE answer without a hint) — at most once per [`MIN_GAP`], and not while the last
+//! round was refused (an identity without the `discover` permission: then only the interval
+//! retries) — and when the probe of a failing node is due. Each round:
 //! - probes the failing nodes whose probe is due with `GetServers` (any answer of the node
 //!   itself, even a refusal, brings it back; no answer backs its next probe off);
 //! - with discovery on, asks for the member list: the leader first, then the other usable
@@ -79,10 +80,13 @@ impl Drop for Refresher {
 
 async fn run(client: Weak<Inner>, wake: Arc<Notify>) {
     let mut last_discovery: Option<Instant> = None;
+    // The last round was refused (no `discover` permission): only the interval retries it,
+    // not every failing call.
+    let mut refused = false;
     loop {
         let at = {
             let Some(inner) = client.upgrade() else { return };
-            inner.next_round(last_discovery)
+            inner.next_round(last_discovery, refused)
         };
         tokio::select! {
             biased;
@@ -92,31 +96,34 @@ async fn run(client: Weak<Inner>, wake: Arc<Notify>) {
         let Some(inner) = client.upgrade() else { return };
         let now = Instant::now();
         inner.probe(now).await;
-        if inner.discovery && inner.discovery_due(last_discovery, now) {
+        if inner.discovery && inner.discovery_due(last_discovery, now, refused) {
             inner.refresher.requested.store(false, Ordering::Release);
             last_discovery = Some(now);
             // A failed round is retried at the next interval or request; calls go on with
             // the view they have.
-            let _ = inner.discover().await;
+            let result = inner.discover().await;
+            refused = matches!(result, Err(ClientError::Refused { .. }));
         }
     }
 }
 
 impl Inner {
-    fn discovery_due(&self, last: Option<Instant>, now: Instant) -> bool {
+    fn discovery_due(&self, last: Option<Instant>, now: Instant, refused: bool) -> bool {
         let Some(last) = last else { return true };
         now >= last + self.refresh_interval
-            || (self.refresher.requested.load(Ordering::Acquire) && now >= last + MIN_GAP)
+            || (!refused
+                && self.refresher.requested.load(Ordering::Acquire)
+                && now >= last + MIN_GAP)
     }
 
     /// When the task should wake next.
-    fn next_round(&self, last_discovery: Option<Instant>) -> Instant {
+    fn next_round(&self, last_discovery: Option<Instant>, refused: bool) -> Instant {
         let now = Instant::now();
         let mut at = now + IDLE;
         if self.discovery {
             at = match last_discovery {
                 None => now,
-                Some(last) if self.refresher.requested.load(Ordering::Acquire) => {
+                Some(last) if !refused && self.refresher.requested.load(Ordering::Acquire) => {
                     (last + MIN_GAP).max(now)
                 }
                 Some(last) => last + self.refresh_interval,

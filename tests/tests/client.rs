@@ -22,6 +22,8 @@ struct Net {
     data: PathBuf,
     names: Vec<String>,
     metrics: Vec<u16>,
+    /// `--flag value` pairs every node gets.
+    extra: Vec<(String, String)>,
     nodes: Vec<Mokvd>,
     // Dropped last: the processes are killed before their directories go.
     _tmp: tempfile::TempDir,
@@ -32,14 +34,27 @@ impl Net {
     /// bootstraps, the others join through its gossip address) and waits until they are all
     /// voters with a leader.
     async fn start(certified: usize, start: usize) -> Net {
+        Self::start_with(certified, start, None).await
+    }
+
+    /// [`Net::start`] with the Casbin policy `policy` (identities `root`, `app`, `nobody`).
+    async fn start_with(certified: usize, start: usize, policy: Option<&str>) -> Net {
         let bins = bins!();
         let tmp = tempfile::tempdir().expect("temp dir");
         let names: Vec<String> = (1..=certified).map(|i| format!("n{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let certs = Certs::generate(&bins, &tmp.path().join("certs"), &refs, &["root"]);
+        let clients = ["root", "app", "nobody"];
+        let certs = Certs::generate(&bins, &tmp.path().join("certs"), &refs, &clients);
         let metrics = free_tcp_ports(certified);
         let data = tmp.path().join("data");
-        let mut net = Net { bins, certs, data, names, metrics, nodes: Vec::new(), _tmp: tmp };
+        let mut extra = Vec::new();
+        if let Some(p) = policy {
+            let path = tmp.path().join("policy.csv");
+            std::fs::write(&path, p).expect("writing the policy");
+            extra.push(("--acl-policy-file".to_owned(), path.display().to_string()));
+        }
+        let mut net =
+            Net { bins, certs, data, names, metrics, extra, nodes: Vec::new(), _tmp: tmp };
         for _ in 0..start {
             net.add();
         }
@@ -52,6 +67,9 @@ impl Net {
         let i = self.nodes.len();
         let mut spec = NodeSpec::node(&self.certs, &self.data, &self.names[i])
             .with("--metrics-port", self.metrics[i].to_string());
+        for (k, v) in &self.extra {
+            spec = spec.with(k, v);
+        }
         spec =
             match self.nodes.iter_mut().find_map(|n| n.is_running().then(|| n.gossip_addr.clone()))
             {
@@ -98,11 +116,16 @@ impl Net {
         .await
     }
 
-    /// A client seeded with `endpoints` only, refreshing its view every 300 ms.
+    /// A `root` client seeded with `endpoints` only, refreshing its view every 300 ms.
     fn client(&self, endpoints: &[&str]) -> Client {
+        self.client_as("root", endpoints)
+    }
+
+    /// [`Net::client`] as identity `who`.
+    fn client_as(&self, who: &str, endpoints: &[&str]) -> Client {
         let mut config = ClientConfig::new(
             endpoints.iter().map(|e| (*e).to_owned()).collect(),
-            self.certs.tls("root"),
+            self.certs.tls(who),
         );
         config.refresh_interval = Duration::from_millis(300);
         Client::connect(config).expect("client config")
@@ -408,4 +431,49 @@ async fn sixty_four_tasks_share_one_client_across_a_leader_failover() {
         .filter(|k| k.starts_with("ff/"))
         .collect();
     assert_eq!(listed, all.keys().cloned().collect::<Vec<_>>());
+}
+
+/// An application identity limited to its prefix discovers the members with the default model
+/// (`GetServers` is `(cluster, discover)`, granted to every identity holding a permission) and
+/// its reads spread over the followers; `nobody` (no rule) is refused discovery and stays on
+/// its seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_identity_discovers_and_nobody_does_not() {
+    let policy = "p, root, *, *\np, app, app/*, produce\np, app, app/*, consume\n";
+    let mut net = Net::start_with(3, 3, Some(policy)).await;
+    let leader = net.leader().await;
+    let seed = net.nodes[(leader + 1) % 3].addr.clone();
+    let app = net.client_as("app", &[&seed]);
+    app.set("app/x", b"1").await.unwrap();
+    until_discovered(&app, 3).await;
+    let members = app.members().await.unwrap();
+    assert_eq!(members.len(), 3);
+    let before = net.counts().await;
+    for _ in 0..40 {
+        assert!(app.get("app/x", ReadMode::Linearizable).await.unwrap().is_some());
+    }
+    let after = net.counts().await;
+    for i in (0..3).filter(|&i| i != leader) {
+        let served = after[i].unwrap().0 - before[i].unwrap().0;
+        assert!(served >= 10, "follower n{} served {served} of 40 reads", i + 1);
+    }
+    let refused = app.get("other", ReadMode::Linearizable).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Refused { code: tonic::Code::PermissionDenied, .. }),
+        "{refused:?}"
+    );
+
+    let nobody = net.client_as("nobody", &[&seed]);
+    match nobody.members().await {
+        Err(ClientError::Refused { code: tonic::Code::PermissionDenied, .. }) => {}
+        other => panic!("nobody discovered the members: {other:?}"),
+    }
+    match nobody.refresh().await {
+        Err(ClientError::Refused { code: tonic::Code::PermissionDenied, .. }) => {}
+        other => panic!("nobody's discovery was not refused: {other:?}"),
+    }
+    let view: Vec<String> = nobody.nodes().into_iter().map(|n| n.addr).collect();
+    assert_eq!(view, [seed.clone()], "nobody's client learned members it may not see");
+    let e = nobody.get("app/x", ReadMode::Linearizable).await.unwrap_err();
+    assert!(matches!(e, ClientError::Refused { code: tonic::Code::PermissionDenied, .. }));
 }
