@@ -473,7 +473,7 @@ async fn an_application_identity_discovers_and_nobody_does_not() {
         other => panic!("nobody's discovery was not refused: {other:?}"),
     }
     let view: Vec<String> = nobody.nodes().into_iter().map(|n| n.addr).collect();
-    assert_eq!(view, [seed.clone()], "nobody's client learned members it may not see");
+    assert_eq!(view, vec![seed], "nobody's client learned members it may not see");
     let e = nobody.get("app/x", ReadMode::Linearizable).await.unwrap_err();
     assert!(matches!(e, ClientError::Refused { code: tonic::Code::PermissionDenied, .. }));
 }
