@@ -1,108 +1,107 @@
-//! The client: connections, routing, retries.
+//! The client: calls, routing, retries. Discovery runs in [`crate::discovery`], node choice in
+//! [`crate::view`], sessions in [`crate::sessions`].
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mokv_proto::api::kv_client::KvClient;
-use mokv_proto::api::{
-    DeleteRequest, GetRequest, RangeRequest, ReadConsistency, Session, SetRequest,
-};
-use tonic::transport::{Channel, Endpoint};
+use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, Session, SetRequest};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::transport::{Ids, Transport};
-use crate::{ClientError, Plaintext, TlsFiles};
+use crate::discovery::Refresher;
+use crate::retry::{backoff, classify, leader_hint, Failure};
+use crate::sessions::{Sessions, Ticket};
+use crate::transport::{Dialer, Rng, Transport};
+use crate::types::{Entry, Member, NodeInfo};
+use crate::view::{Target, View};
+use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
 
-/// How a client reaches a cluster.
+/// A handle on a mokv cluster. Cheap to clone (clones share everything), `Send + Sync`, and
+/// every method takes `&self`: share one client between any number of tasks; their calls go
+/// concurrently over the same connections (one HTTP/2 connection per node by default, see
+/// [`ClientConfig::connections_per_node`]).
+///
+/// What it does for each call:
+/// - **writes** (`set`, `delete`) go to the leader. A follower answers UNAVAILABLE with the
+///   leader's address in the metadata; the client resends there at once (no lookup in
+///   between). Each write carries a session `(client_id, seq)`, so a write retried after a lost
+///   answer is applied once, also with many writes in flight;
+/// - **reads** (`get`, `range`, the streams) go where [`ReadOptions::from`] (default:
+///   [`ClientConfig::read_from`]) says: healthy followers by default, spread by least
+///   outstanding requests, the leader when no follower is healthy;
+/// - **membership** is learned from the seed endpoints through `GetServers`, refreshed every
+///   [`ClientConfig::refresh_interval`] and after failures; nodes that fail locally or that
+///   gossip reports down or suspect are skipped until a probe reaches them again;
+/// - **failures** that may pass (no leader, a lost connection, a timeout) are retried with
+///   jittered exponential backoff within [`ClientConfig::call_timeout`] and
+///   [`ClientConfig::max_attempts`]; the others return at once as a [`ClientError`]. A call
+///   never panics.
+///
+/// Dropping the last clone stops the background refresh.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// `host:port` or `https://host:port` of one or more nodes' client (`KV`) service.
-    pub endpoints: Vec<String>,
-    pub tls: TlsFiles,
-    /// Deadline of one attempt.
-    pub request_timeout: Duration,
-    /// Attempts per call before giving up (retryable failures only).
-    pub max_attempts: u32,
-}
-
-impl ClientConfig {
-    pub fn new(endpoints: Vec<String>, tls: TlsFiles) -> Self {
-        Self { endpoints, tls, request_timeout: Duration::from_secs(5), max_attempts: 8 }
-    }
-}
-
-/// How fresh a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadMode {
-    /// Sees every write acknowledged before the read started (the default).
-    #[default]
-    Linearizable,
-    /// The answering node's local state; may be stale.
-    Serializable,
-}
-
-impl ReadMode {
-    fn wire(self) -> i32 {
-        match self {
-            ReadMode::Linearizable => ReadConsistency::Linearizable as i32,
-            ReadMode::Serializable => ReadConsistency::Serializable as i32,
-        }
-    }
-}
-
-/// One key with its value and revisions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub key: String,
-    pub value: Vec<u8>,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-}
-
-/// One cluster member as a node reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub name: String,
-    pub rpc_addr: String,
-    pub is_leader: bool,
-    pub raft_id: u64,
-    pub voter: bool,
-    pub health: String,
-}
-
-#[derive(Debug)]
-struct Conn {
-    addr: String,
-    kv: KvClient<Channel>,
-}
-
-/// A connection to a cluster. Calls take `&mut self`: one client has one request in flight,
-/// which is what keeps its session sequence simple; use several clients for concurrency.
-#[derive(Debug)]
 pub struct Client {
-    transport: Transport,
-    ids: Ids,
-    timeout: Duration,
+    inner: Arc<Inner>,
+}
+
+/// What every clone of a [`Client`] shares.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) request_timeout: Duration,
+    call_timeout: Duration,
     max_attempts: u32,
-    conns: Vec<Conn>,
-    leader: Option<usize>,
-    next_read: usize,
-    client_id: u64,
-    next_seq: u64,
-    /// Whether some write of this session has been answered with success (so the server
-    /// knows the session).
-    session_known: bool,
+    read_from: ReadFrom,
+    pub(crate) discovery: bool,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) seeds: Vec<String>,
+    pub(crate) view: Mutex<View>,
+    sessions: Mutex<Sessions>,
+    /// Signalled whenever a session seq is released (a write waiting for room may go on).
+    sessions_changed: Notify,
+    pub(crate) rng: Mutex<Rng>,
+    pub(crate) refresher: Refresher,
+}
+
+/// An attempt in flight on a node; dropping it (also when the caller drops the call) counts it
+/// out of the node's load.
+struct InFlight<'a> {
+    view: &'a Mutex<View>,
+    uri: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.view).finished(&self.uri);
+    }
+}
+
+/// A write's session seq; dropping it releases the seq (the call is over: that seq is never
+/// sent again) and wakes writes waiting for room.
+struct Seq<'a> {
+    inner: &'a Inner,
+    ticket: Ticket,
+}
+
+impl Drop for Seq<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.sessions).release(&self.ticket);
+        self.inner.sessions_changed.notify_waiters();
+    }
 }
 
 impl Client {
-    /// Prepares connections to every endpoint (connected lazily, so a node that is down does
-    /// not stop the client from starting).
+    /// A client over mutual TLS with `config.tls`. Nothing is dialed yet: connections open on
+    /// first use, so a node that is down does not stop the client from starting. Discovery
+    /// starts in the background when called inside a tokio runtime (else on the first call).
     pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints".into()));
         }
         let tls = config.tls.load()?;
-        Self::with_transport(&config, Transport::Tls(tls), Ids::Os)
+        Self::with_transport(&config, Transport::Tls(tls), Rng::from_os()?)
     }
 
     /// Like [`connect`](Self::connect), over plaintext connections the program makes itself
@@ -115,281 +114,377 @@ impl Client {
             return Err(ClientError::Config("no endpoints".into()));
         }
         let transport = Transport::Plaintext(plaintext.connect);
-        Self::with_transport(&config, transport, Ids::Seeded(plaintext.id_seed))
+        Self::with_transport(&config, transport, Rng::seeded(plaintext.id_seed))
     }
 
     fn with_transport(
         config: &ClientConfig,
         transport: Transport,
-        mut ids: Ids,
+        rng: Rng,
     ) -> Result<Client, ClientError> {
-        let client_id = ids.draw()?;
-        let mut client = Client {
+        let dialer = Dialer {
             transport,
-            ids,
-            timeout: config.request_timeout,
-            max_attempts: config.max_attempts.max(1),
-            conns: Vec::new(),
-            leader: None,
-            next_read: 0,
-            client_id,
-            next_seq: 1,
-            session_known: false,
+            connect_timeout: config.request_timeout,
+            pool: config.connections_per_node.max(1),
         };
-        for e in &config.endpoints {
-            client.conn_index(e)?;
+        let view = View::new(dialer, &config.endpoints)?;
+        let inner = Inner {
+            request_timeout: config.request_timeout.max(Duration::from_millis(1)),
+            call_timeout: config.call_timeout.max(Duration::from_millis(1)),
+            max_attempts: config.max_attempts.max(1),
+            read_from: config.read_from,
+            discovery: config.discovery,
+            refresh_interval: config.refresh_interval.max(Duration::from_millis(10)),
+            seeds: config.endpoints.clone(),
+            view: Mutex::new(view),
+            sessions: Mutex::new(Sessions::new(config.session_window, config.max_sessions)),
+            sessions_changed: Notify::new(),
+            rng: Mutex::new(rng),
+            refresher: Refresher::default(),
+        };
+        let client = Client { inner: Arc::new(inner) };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            client.start();
         }
         Ok(client)
     }
 
+    /// Starts the background task (discovery, probes of failing nodes) once.
+    fn start(&self) {
+        self.inner.refresher.start(&self.inner);
+    }
+
     /// Writes `value` under `key`; returns the revision (raft index) of the write.
-    pub async fn set(&mut self, key: &str, value: &[u8]) -> Result<u64, ClientError> {
-        let session = self.new_session();
-        let req = SetRequest { key: key.to_owned(), value: value.to_vec(), session: Some(session) };
-        let resp =
-            self.write(|mut kv, req: SetRequest| async move { kv.set(req).await }, req).await?;
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<u64, ClientError> {
+        let build = |session| SetRequest {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            session: Some(session),
+        };
+        let resp = self.write(build, |mut kv, req| async move { kv.set(req).await }).await?;
         Ok(resp.revision)
     }
 
     /// Deletes `key`; returns whether it existed.
-    pub async fn delete(&mut self, key: &str) -> Result<bool, ClientError> {
-        let session = self.new_session();
-        let req = DeleteRequest { key: key.to_owned(), session: Some(session) };
-        let resp = self
-            .write(|mut kv, req: DeleteRequest| async move { kv.delete(req).await }, req)
-            .await?;
+    pub async fn delete(&self, key: &str) -> Result<bool, ClientError> {
+        let build = |session| DeleteRequest { key: key.to_owned(), session: Some(session) };
+        let resp = self.write(build, |mut kv, req| async move { kv.delete(req).await }).await?;
         Ok(resp.ok)
     }
 
-    /// Reads `key`; `None` when it does not exist.
-    pub async fn get(&mut self, key: &str, mode: ReadMode) -> Result<Option<Entry>, ClientError> {
-        let req = GetRequest { key: key.to_owned(), consistency: mode.wire() };
-        match self.read(|mut kv, req: GetRequest| async move { kv.get(req).await }, req).await {
-            Ok(r) => Ok(Some(Entry {
-                key: if r.key.is_empty() { key.to_owned() } else { r.key },
-                value: r.value,
-                create_revision: r.create_revision,
-                mod_revision: r.mod_revision,
-                version: r.version,
-            })),
+    /// Reads `key`; `None` when it does not exist. `opts` is a [`ReadMode`](crate::ReadMode),
+    /// a [`ReadFrom`] or [`ReadOptions`].
+    pub async fn get(
+        &self,
+        key: &str,
+        opts: impl Into<ReadOptions>,
+    ) -> Result<Option<Entry>, ClientError> {
+        let opts = opts.into();
+        let req = GetRequest { key: key.to_owned(), consistency: opts.mode.wire() };
+        let call = |mut kv: KvClient<Channel>, req: GetRequest| async move { kv.get(req).await };
+        match self.read(opts.from, req, call).await {
+            Ok(r) => {
+                let mut e = Entry::from(r);
+                if e.key.is_empty() {
+                    key.clone_into(&mut e.key);
+                }
+                Ok(Some(e))
+            }
             Err(ClientError::Refused { code: Code::NotFound, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// One page of keys under `prefix`, after `page_token` ("" for the first page). Returns the
-    /// entries and the next page's token ("" after the last page).
+    /// One page of keys under `prefix`, after `page_token` ("" for the first page), at most
+    /// `limit` (0: the server's default). Returns the entries and the next page's token (""
+    /// after the last page). [`range_stream`](Self::range_stream) pages for you.
     pub async fn range(
-        &mut self,
+        &self,
         prefix: &str,
         limit: u32,
         page_token: &str,
         keys_only: bool,
-        mode: ReadMode,
+        opts: impl Into<ReadOptions>,
     ) -> Result<(Vec<Entry>, String), ClientError> {
+        let opts = opts.into();
         let req = RangeRequest {
             prefix: prefix.to_owned(),
             start_key: String::new(),
             limit,
             page_token: page_token.to_owned(),
             keys_only,
-            consistency: mode.wire(),
+            consistency: opts.mode.wire(),
         };
-        let r =
-            self.read(|mut kv, req: RangeRequest| async move { kv.range(req).await }, req).await?;
-        let entries = r
-            .kvs
-            .into_iter()
-            .map(|kv| Entry {
-                key: kv.key,
-                value: kv.value,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-            })
-            .collect();
-        Ok((entries, r.next_page_token))
+        let call =
+            |mut kv: KvClient<Channel>, req: RangeRequest| async move { kv.range(req).await };
+        let r = self.read(opts.from, req, call).await?;
+        Ok((r.kvs.into_iter().map(Entry::from).collect(), r.next_page_token))
     }
 
-    /// Members as the next node asked reports them.
-    pub async fn members(&mut self) -> Result<Vec<Member>, ClientError> {
-        let r = self.read(|mut kv, req: ()| async move { kv.get_servers(req).await }, ()).await?;
-        Ok(r.servers
-            .into_iter()
-            .map(|s| Member {
-                voter: s.suffrage == mokv_proto::api::Suffrage::Voter as i32,
-                health: mokv_proto::api::Health::try_from(s.health)
-                    .map(|h| h.as_str_name().trim_start_matches("HEALTH_").to_lowercase())
-                    .unwrap_or_else(|_| "unknown".into()),
-                name: s.id,
-                rpc_addr: s.rpc_addr,
-                is_leader: s.is_leader,
-                raft_id: s.raft_id,
-            })
-            .collect())
+    /// The members as a node reports them (the leader when known), fetched now. Also updates
+    /// the client's own view when discovery is on.
+    pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
+        let call = |mut kv: KvClient<Channel>, ()| async move { kv.get_servers(()).await };
+        let r = self.read(Some(ReadFrom::Leader), (), call).await?;
+        let members: Vec<Member> = r.servers.into_iter().map(Member::from).collect();
+        if self.inner.discovery {
+            lock(&self.inner.view).apply_members(&members);
+        }
+        Ok(members)
     }
 
-    fn new_session(&mut self) -> Session {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        // One request in flight per client: everything before this seq was answered. Until a
-        // write has succeeded, the server may not know the session at all (writes refused
-        // before they reached the log, e.g. INVALID_ARGUMENT, do not open it), and an unknown
-        // session with answered seqs is taken for an expired one: claim none answered yet.
-        let first_unacked_seq = if self.session_known { seq } else { 1 };
-        Session { client_id: self.client_id, seq, first_unacked_seq }
+    /// Asks for the member list now (discovery does this periodically and after failures),
+    /// and applies it to the client's view.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        self.inner.discover().await
     }
 
-    /// The server forgot this session (FAILED_PRECONDITION): later writes use a new one.
-    fn restart_session(&mut self) {
-        let next = self.client_id.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        self.client_id = self.ids.draw().unwrap_or(next).max(1);
-        self.next_seq = 1;
-        self.session_known = false;
+    /// The nodes this client knows now, with their roles, health, and the attempts each one
+    /// has in flight and has answered.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        lock(&self.inner.view).snapshot()
     }
 
-    /// Sends a write to the leader, following hints; retries with the same session on
-    /// retryable and indeterminate failures (the session makes a repeat harmless).
-    async fn write<Req, Resp, F, Fut>(&mut self, call: F, req: Req) -> Result<Resp, ClientError>
+    /// A seq for a new write, waiting (at most until `deadline`) while every session is at
+    /// its window.
+    async fn seq(&self, deadline: Instant) -> Result<Seq<'_>, ClientError> {
+        let inner = &*self.inner;
+        loop {
+            let notified = inner.sessions_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ticket = {
+                let mut rng = lock(&inner.rng);
+                lock(&inner.sessions).acquire(&mut rng)
+            };
+            if let Some(ticket) = ticket {
+                return Ok(Seq { inner, ticket });
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ClientError::Unavailable {
+                    attempts: 0,
+                    last: "every session is at its window of writes in flight".into(),
+                });
+            }
+        }
+    }
+
+    /// Sends a write to the leader, following hints; retries with the same session seq after
+    /// failures that may hide an application (the session makes a repeat harmless).
+    async fn write<Req, Resp, B, F, Fut>(&self, build: B, call: F) -> Result<Resp, ClientError>
     where
-        Req: Clone,
+        B: Fn(Session) -> Req,
         F: Fn(KvClient<Channel>, Req) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let mut last = String::new();
-        let mut indeterminate = false;
-        for attempt in 0..self.max_attempts {
-            let idx = self.leader.unwrap_or(attempt as usize % self.conns.len());
-            let kv = self.conns[idx].kv.clone();
-            match self.attempt(idx, call(kv, req.clone())).await {
-                Ok(r) => {
-                    self.session_known = true;
-                    return Ok(r);
+        self.start();
+        let inner = &*self.inner;
+        let deadline = Instant::now() + inner.call_timeout;
+        let mut seq = self.seq(deadline).await?;
+        // Some attempt of this seq may have been applied.
+        let mut maybe_applied = false;
+        let mut next: Option<String> = None;
+        let mut avoid: Vec<String> = Vec::new();
+        let mut hops = 0u32;
+        let mut backoffs = 0u32;
+        let mut last = String::from("no attempt was made");
+        let mut attempts = 0;
+        while attempts < inner.max_attempts && Instant::now() < deadline {
+            attempts += 1;
+            let target = {
+                let mut view = lock(&inner.view);
+                match next.take().and_then(|uri| view.target(&uri)) {
+                    Some(t) => Some(t),
+                    None => view.pick_write(&avoid),
                 }
-                Err(s) => {
-                    last = format!("{}: {}", self.conns[idx].addr, s.message());
+            };
+            let Some(target) = target else { break };
+            let session = lock(&inner.sessions).wire(&seq.ticket);
+            let fut = call(target.kv.clone(), build(session));
+            let result = {
+                let _in_flight = InFlight { view: &inner.view, uri: target.uri.clone() };
+                inner.attempt(&target, fut, deadline).await
+            };
+            match result {
+                Ok(resp) => {
+                    lock(&inner.sessions).succeeded(&seq.ticket);
+                    lock(&inner.view).set_leader(&target.uri);
+                    return Ok(resp);
+                }
+                Err(Failure::Server(s)) => {
+                    last = describe(&target, s.code(), s.message());
                     match s.code() {
-                        Code::Unavailable => self.follow_hint(&s)?,
-                        Code::FailedPrecondition => {
-                            self.restart_session();
-                            return Err(ClientError::from_status(&s));
+                        Code::Unavailable => {
+                            if let Some(addr) = leader_hint(&s) {
+                                let (uri, changed) = {
+                                    let mut view = lock(&inner.view);
+                                    let before = view.leader().map(str::to_owned);
+                                    let uri = view.ensure(&addr).ok();
+                                    if let Some(u) = &uri {
+                                        view.set_leader(u);
+                                    }
+                                    let changed = before != uri;
+                                    (uri, changed)
+                                };
+                                if changed {
+                                    // The view was wrong about the leader: roles changed.
+                                    inner.refresher.request();
+                                }
+                                if let Some(u) = uri {
+                                    let moved = u != target.uri;
+                                    next = Some(u);
+                                    if moved && hops < 3 {
+                                        // Straight to the leader, no backoff.
+                                        hops += 1;
+                                        continue;
+                                    }
+                                }
+                            } else {
+                                lock(&inner.view).not_leader(&target.uri);
+                                avoid.push(target.uri.clone());
+                                inner.refresher.request();
+                            }
                         }
-                        // Timed out at or on the way to the server: it may have been applied;
-                        // the retry carries the same session and seq, so it is applied once.
-                        Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                            indeterminate = true;
-                            self.leader = None;
+                        // Handed to Raft but not committed in time: it may still be applied.
+                        Code::DeadlineExceeded => maybe_applied = true,
+                        // The server forgot the session (FAILED_PRECONDITION), or the result
+                        // of this seq (ABORTED): this attempt was not applied, an earlier one
+                        // may have been.
+                        Code::FailedPrecondition | Code::Aborted => {
+                            if s.code() == Code::FailedPrecondition {
+                                lock(&inner.sessions).expired(&seq.ticket);
+                            }
+                            if maybe_applied {
+                                return Err(ClientError::Indeterminate);
+                            }
+                            // Never applied: the write starts over under a fresh seq.
+                            drop(seq);
+                            seq = self.seq(deadline).await?;
+                            continue;
                         }
                         _ => return Err(ClientError::from_status(&s)),
                     }
                 }
+                Err(Failure::Local { why, maybe_sent }) => {
+                    maybe_applied |= maybe_sent;
+                    last = describe(&target, Code::Unavailable, &why);
+                    avoid.push(target.uri.clone());
+                    inner.refresher.request();
+                }
             }
-            backoff(attempt).await;
+            hops = 0;
+            backoff(backoffs, &inner.rng, deadline).await;
+            backoffs += 1;
         }
-        if indeterminate {
+        if maybe_applied {
             return Err(ClientError::Indeterminate);
         }
-        Err(ClientError::Unavailable { attempts: self.max_attempts, last })
+        Err(ClientError::Unavailable { attempts, last })
     }
 
-    /// Sends a read to the next node round-robin; on UNAVAILABLE tries the next one.
-    async fn read<Req, Resp, F, Fut>(&mut self, call: F, req: Req) -> Result<Resp, ClientError>
+    /// Sends a read where `from` says; after a failure tries another node, backing off once
+    /// every candidate has failed.
+    pub(crate) async fn read<Req, Resp, F, Fut>(
+        &self,
+        from: Option<ReadFrom>,
+        req: Req,
+        call: F,
+    ) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(KvClient<Channel>, Req) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let mut last = String::new();
-        for attempt in 0..self.max_attempts {
-            let idx = self.next_read % self.conns.len();
-            self.next_read = self.next_read.wrapping_add(1);
-            let kv = self.conns[idx].kv.clone();
-            match self.attempt(idx, call(kv, req.clone())).await {
-                Ok(r) => return Ok(r),
-                Err(s) => match s.code() {
-                    Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::Cancelled
-                    | Code::Unknown => {
-                        last = format!("{}: {}", self.conns[idx].addr, s.message());
+        self.start();
+        let inner = &*self.inner;
+        let from = from.unwrap_or(inner.read_from);
+        let deadline = Instant::now() + inner.call_timeout;
+        let mut avoid: Vec<String> = Vec::new();
+        let mut backoffs = 0u32;
+        let mut last = String::from("no attempt was made");
+        let mut attempts = 0;
+        while attempts < inner.max_attempts && Instant::now() < deadline {
+            attempts += 1;
+            let Some(target) = lock(&inner.view).pick_read(from, &avoid) else { break };
+            let result = {
+                let _in_flight = InFlight { view: &inner.view, uri: target.uri.clone() };
+                inner.attempt(&target, call(target.kv.clone(), req.clone()), deadline).await
+            };
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(Failure::Server(s)) => {
+                    last = describe(&target, s.code(), s.message());
+                    match s.code() {
+                        // No leader, read not confirmed in time, busy, removed: another node
+                        // may do better.
+                        Code::Unavailable | Code::DeadlineExceeded => {
+                            if s.code() == Code::Unavailable && leader_hint(&s).is_none() {
+                                inner.refresher.request();
+                            }
+                        }
+                        _ => return Err(ClientError::from_status(&s)),
                     }
-                    _ => return Err(ClientError::from_status(&s)),
-                },
-            }
-            if attempt + 1 >= self.conns.len() as u32 {
-                backoff(attempt).await;
-            }
-        }
-        Err(ClientError::Unavailable { attempts: self.max_attempts, last })
-    }
-
-    /// One attempt on connection `idx`, bounded by the client's deadline.
-    ///
-    /// A missed deadline may mean the connection is dead without either side being told (a
-    /// black-holed TCP connection: every later request on it hangs too, until HTTP/2 keepalive
-    /// gives up on it many seconds later). The connection is therefore replaced, so the next
-    /// attempt on that node dials afresh. (Found by the level-2 simulator: a client whose
-    /// answers from the leader were lost kept retrying on the hung connection until its retry
-    /// budget ran out, long after the network had healed.)
-    async fn attempt<Resp>(
-        &mut self,
-        idx: usize,
-        fut: impl std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
-    ) -> Result<Resp, Status> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => {
-                if let Ok(kv) = self.dial(&self.conns[idx].addr) {
-                    self.conns[idx].kv = kv;
                 }
-                Err(Status::deadline_exceeded("client deadline"))
+                Err(Failure::Local { why, .. }) => {
+                    last = describe(&target, Code::Unavailable, &why);
+                    inner.refresher.request();
+                }
+            }
+            if !avoid.contains(&target.uri) {
+                avoid.push(target.uri.clone());
+            }
+            // Untried nodes are tried at once; a second round backs off first.
+            if avoid.len() >= lock(&inner.view).len() {
+                avoid.clear();
+                backoff(backoffs, &inner.rng, deadline).await;
+                backoffs += 1;
             }
         }
-    }
-
-    /// After UNAVAILABLE: go to the hinted leader, or try the next node.
-    fn follow_hint(&mut self, s: &Status) -> Result<(), ClientError> {
-        let hint = s
-            .metadata()
-            .get(mokv_proto::LEADER_HINT_ADDR)
-            .and_then(|v| v.to_str().ok())
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned);
-        self.leader = match hint {
-            Some(addr) => Some(self.conn_index(&addr)?),
-            // No hint: forget the leader and let the next attempt try another node.
-            None => None,
-        };
-        Ok(())
-    }
-
-    /// Index of the connection to `addr`, creating it if new.
-    fn conn_index(&mut self, addr: &str) -> Result<usize, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("{}://{addr}", self.transport.scheme())
-        };
-        if let Some(i) = self.conns.iter().position(|c| c.addr == uri) {
-            return Ok(i);
-        }
-        let kv = self.dial(&uri)?;
-        self.conns.push(Conn { addr: uri, kv });
-        Ok(self.conns.len() - 1)
-    }
-
-    /// A new (lazily connecting) channel to `uri`.
-    fn dial(&self, uri: &str) -> Result<KvClient<Channel>, ClientError> {
-        let endpoint = Endpoint::from_shared(uri.to_owned())
-            .map_err(|_| ClientError::Config("invalid endpoint address".into()))?
-            .connect_timeout(self.timeout)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        Ok(KvClient::new(self.transport.channel(endpoint)?))
+        Err(ClientError::Unavailable { attempts, last })
     }
 }
 
-async fn backoff(attempt: u32) {
-    let ms = (50u64 << attempt.min(5)).min(1000);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+impl Inner {
+    /// One attempt on `target`, bounded by the client's attempt timeout and the call's
+    /// deadline. Keeps the node's bookkeeping (answered, failed locally); the caller counts
+    /// the attempt in flight ([`InFlight`]) if it picked the node as a target.
+    ///
+    /// A missed deadline may mean the connection is dead without either side being told (a
+    /// black-holed TCP connection: every later request on it hangs too, until HTTP/2 keepalive
+    /// gives up on it many seconds later). The node's connections are therefore replaced, so
+    /// that the next attempt there dials afresh.
+    pub(crate) async fn attempt<Resp>(
+        &self,
+        target: &Target,
+        fut: impl Future<Output = Result<tonic::Response<Resp>, Status>>,
+        deadline: Instant,
+    ) -> Result<Resp, Failure> {
+        let until = (Instant::now() + self.request_timeout).min(deadline);
+        let failure = match tokio::time::timeout_at(until, fut).await {
+            Ok(Ok(r)) => {
+                lock(&self.view).answered(&target.uri);
+                return Ok(r.into_inner());
+            }
+            Ok(Err(s)) => match classify(s) {
+                Failure::Server(s) => {
+                    lock(&self.view).answered(&target.uri);
+                    return Err(Failure::Server(s));
+                }
+                local => (local, false),
+            },
+            Err(_) => {
+                let why = "no answer in time".to_owned();
+                (Failure::Local { why, maybe_sent: true }, true)
+            }
+        };
+        let (failure, reconnect) = failure;
+        lock(&self.view).failed(&target.uri, target.generation, reconnect, Instant::now());
+        // Its probe is now due at some point: the background task may have to wake earlier.
+        self.refresher.nudge();
+        Err(failure)
+    }
+}
+
+fn describe(target: &Target, code: Code, message: &str) -> String {
+    format!("{}: {code:?}: {message}", crate::transport::addr_of(&target.uri))
 }

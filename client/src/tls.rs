@@ -9,8 +9,11 @@ use crate::ClientError;
 /// PEM files: the cluster CA, and this client's certificate and key (its CN is its identity).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The cluster CA certificate (PEM): the nodes' certificates must chain to it.
     pub ca: PathBuf,
+    /// This client's certificate (PEM).
     pub cert: PathBuf,
+    /// This client's private key (PEM).
     pub key: PathBuf,
 }
 

@@ -5,7 +5,9 @@
 //! flag for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use mokv_proto::api::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::ClientError;
@@ -18,7 +20,9 @@ pub type ChannelFactory = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
 /// simulated client draws nothing from the operating system and replays from its seed.
 #[derive(Clone)]
 pub struct Plaintext {
+    /// Makes the channel of every connection the client opens.
     pub connect: ChannelFactory,
+    /// Seed of the client's randomness (session ids, backoff jitter).
     pub id_seed: u64,
 }
 
@@ -63,26 +67,100 @@ impl Transport {
     }
 }
 
-/// Where session ids come from: the operating system, or a seeded generator (splitmix64).
+/// Opens the connections to one node: `pool` lazily connecting channels (each one HTTP/2
+/// connection, shared by every call in flight on it).
 #[derive(Debug, Clone)]
-pub(crate) enum Ids {
-    Os,
-    Seeded(u64),
+pub(crate) struct Dialer {
+    pub(crate) transport: Transport,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) pool: usize,
 }
 
-impl Ids {
+impl Dialer {
+    /// `scheme://host:port` of an address given with or without a scheme.
+    pub(crate) fn uri(&self, addr: &str) -> String {
+        if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("{}://{addr}", self.transport.scheme())
+        }
+    }
+
+    /// The connections to `uri` (nothing is dialed before the first call).
+    pub(crate) fn dial(&self, uri: &str) -> Result<Vec<KvClient<Channel>>, ClientError> {
+        (0..self.pool.max(1))
+            .map(|_| {
+                let endpoint = Endpoint::from_shared(uri.to_owned())
+                    .map_err(|_| ClientError::Config("invalid endpoint address".into()))?
+                    .connect_timeout(self.connect_timeout)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(false);
+                Ok(KvClient::new(self.transport.channel(endpoint)?))
+            })
+            .collect()
+    }
+}
+
+/// `host:port` of a `scheme://host:port`.
+pub(crate) fn addr_of(uri: &str) -> &str {
+    uri.split_once("://").map_or(uri, |(_, rest)| rest)
+}
+
+/// The client's randomness (session ids, backoff jitter): splitmix64, seeded from the
+/// operating system or, for a simulated client, from [`Plaintext::id_seed`] (it then replays).
+#[derive(Debug, Clone)]
+pub(crate) struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// Seeded from the operating system.
+    pub(crate) fn from_os() -> Result<Rng, ClientError> {
+        let seed = getrandom::u64().map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Rng { state: seed })
+    }
+
+    pub(crate) fn seeded(seed: u64) -> Rng {
+        Rng { state: seed }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
     /// A fresh non-zero session id.
-    pub(crate) fn draw(&mut self) -> Result<u64, ClientError> {
-        let id = match self {
-            Ids::Os => getrandom::u64().map_err(|e| ClientError::Config(e.to_string()))?,
-            Ids::Seeded(state) => {
-                *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = *state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^ (z >> 31)
-            }
-        };
-        Ok(id.max(1))
+    pub(crate) fn session_id(&mut self) -> u64 {
+        self.next_u64().max(1)
+    }
+
+    /// Uniform in `0..=max`.
+    pub(crate) fn up_to(&mut self, max: u64) -> u64 {
+        if max == u64::MAX {
+            return self.next_u64();
+        }
+        self.next_u64() % (max + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_rng_replays_and_ids_are_never_zero() {
+        let (mut a, mut b) = (Rng::seeded(7), Rng::seeded(7));
+        for _ in 0..100 {
+            let id = a.session_id();
+            assert_eq!(id, b.session_id());
+            assert_ne!(id, 0);
+            assert!(a.up_to(10) <= 10);
+            b.up_to(10);
+        }
+        assert_eq!(Rng::seeded(0).session_id(), Rng::seeded(0).session_id());
     }
 }

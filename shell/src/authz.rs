@@ -12,7 +12,7 @@
 //! | `Get` | the key | `consume` |
 //! | `Range` | the prefix followed by `*` (`app/` → `app/*`; empty prefix → `*`) | `consume` |
 //! | `List` | `*` (every key) | `consume` |
-//! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
+//! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
 //!
 //! A denial is PERMISSION_DENIED with the fixed message "permission denied" (no key text).
 //!
@@ -25,8 +25,13 @@
 //! than `limit` (even none) while `next_page_token` is set; keep paging. `List` and each `Range`
 //! page use the policy in force when the rpc started.
 //!
-//! `GetServers` (cluster membership and addresses) needs the `admin` action on the object
-//! `cluster`; the `admin` action is reserved for cluster operations and never used for keys.
+//! `GetServers` (cluster membership and addresses, what clients discover the members with)
+//! needs the `discover` action on the object `cluster`. The default model allows it to every
+//! identity that holds any permission (has at least one rule of its own), so an application
+//! limited to its prefix can still find the nodes; an identity without rules, such as
+//! `nobody`, is denied. A custom model decides for itself (keep the matcher's `discover`
+//! clause to keep this behaviour). The `admin` action is reserved for cluster operations and
+//! never used for keys.
 //!
 //! The peer service (Raft, snapshots) is not subject to the Casbin policy: it accepts only
 //! node identities, i.e. certificates valid for server authentication as `mokvd certs` issues
@@ -38,9 +43,9 @@
 //! `acl-model-file` and `acl-policy-file` name the Casbin model and policy (CSV). Each one not
 //! configured falls back to the default compiled in from the repository's `certs/model.conf` /
 //! `certs/policy.csv` ([`DEFAULT_MODEL`], [`DEFAULT_POLICY`]): request `r = sub, obj, act`,
-//! allow-only effect, matcher `r.sub == p.sub && keyMatch(r.obj, p.obj) && (r.act == p.act ||
-//! p.act == "*")`, and the single rule `p, root, *, *` — `root` may do everything, any other
-//! identity nothing. This is what `--dev` uses, so its `root` certificate keeps working.
+//! allow-only effect, matcher `r.sub == p.sub && ((keyMatch(r.obj, p.obj) && (r.act == p.act ||
+//! p.act == "*")) || (r.obj == "cluster" && r.act == "discover"))`, and the single rule
+//! `p, root, *, *` — `root` may do everything, any other identity nothing. This is what `--dev` uses, so its `root` certificate keeps working.
 //!
 //! Example policy: an application limited to its prefix, a read-only identity, an operator:
 //! ```text
@@ -80,7 +85,7 @@ use crate::tls::Identity;
 pub const DEFAULT_MODEL: &str = include_str!("../../certs/model.conf");
 /// The default policy (the repository's `certs/policy.csv`): `root` may do everything.
 pub const DEFAULT_POLICY: &str = include_str!("../../certs/policy.csv");
-/// The object of cluster operations (`GetServers`), checked with [`Action::Admin`].
+/// The object of cluster operations (`GetServers`: [`Action::Discover`]).
 pub const CLUSTER_OBJECT: &str = "cluster";
 /// How often [`watch`] looks at the model and policy files.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -92,8 +97,10 @@ pub enum Action {
     Produce,
     /// A read (Get, List, Range).
     Consume,
-    /// A cluster operation (GetServers).
+    /// Reserved for cluster operations (no rpc uses it now).
     Admin,
+    /// Learning the members and their addresses (GetServers).
+    Discover,
 }
 
 impl Action {
@@ -102,6 +109,7 @@ impl Action {
             Action::Produce => "produce",
             Action::Consume => "consume",
             Action::Admin => "admin",
+            Action::Discover => "discover",
         }
     }
 }
@@ -328,7 +336,7 @@ mod tests {
     #[tokio::test]
     async fn defaults_allow_root_only() {
         let p = Policy::from_texts(DEFAULT_MODEL, DEFAULT_POLICY).await.unwrap();
-        for act in [Action::Produce, Action::Consume, Action::Admin] {
+        for act in [Action::Produce, Action::Consume, Action::Admin, Action::Discover] {
             assert!(p.allows("root", "any/key", act));
             assert!(p.allows("root", &range_object(""), act));
             assert!(!p.allows("nobody", "any/key", act));
@@ -348,6 +356,13 @@ mod tests {
         assert!(!p.allows("app", "other", Action::Consume));
         assert!(!p.allows("app", "app", Action::Consume));
         assert!(!p.allows("app", CLUSTER_OBJECT, Action::Admin));
+        // Any identity with a rule may discover the members; one without rules may not.
+        assert!(p.allows("app", CLUSTER_OBJECT, Action::Discover));
+        assert!(p.allows("root", CLUSTER_OBJECT, Action::Discover));
+        assert!(!p.allows("nobody", CLUSTER_OBJECT, Action::Discover));
+        // `discover` is for the cluster object only: it grants nothing on keys.
+        assert!(!p.allows("app", "other", Action::Discover));
+        assert!(!p.allows("app", "cluster/x", Action::Discover));
         // Range objects: only prefixes inside app/.
         assert!(p.allows("app", &range_object("app/"), Action::Consume));
         assert!(p.allows("app", &range_object("app/x"), Action::Consume));
@@ -380,7 +395,8 @@ mod tests {
     #[tokio::test]
     async fn bad_files_are_rejected() {
         assert!(Policy::from_texts("not a model", DEFAULT_POLICY).await.is_err());
-        let bad_matcher = DEFAULT_MODEL.replace("&& keyMatch(", "&& && keyMatch(");
+        let bad_matcher = DEFAULT_MODEL.replace("(keyMatch(", "(&& keyMatch(");
+        assert_ne!(bad_matcher, DEFAULT_MODEL);
         assert!(Policy::from_texts(&bad_matcher, DEFAULT_POLICY).await.is_err());
         assert!(Policy::from_texts(DEFAULT_MODEL, "p, root, *\n").await.is_err());
     }

@@ -226,7 +226,7 @@ impl Kv for KvService {
         &self,
         request: tonic::Request<()>,
     ) -> Result<tonic::Response<GetServersResponse>, Status> {
-        let r = self.admit(&request, Action::Admin, CLUSTER_OBJECT).map(|_| {
+        let r = self.admit(&request, Action::Discover, CLUSTER_OBJECT).map(|_| {
             let view = self.handle.view();
             let conf = &view.status.conf;
             let servers = view

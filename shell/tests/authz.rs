@@ -221,9 +221,12 @@ async fn prefix_identity_and_policy_reload_without_restart() {
     denied(range(&mut app, "ap").await, "");
     denied(range(&mut app, "").await, "");
     denied(list(&mut app).await, "");
-    denied(servers(&mut app).await, "");
+    // Any identity holding a permission may discover the members (GetServers: cluster,
+    // discover); nobody, without rules, may not.
+    assert_eq!(servers(&mut app).await.unwrap(), 1);
     assert_eq!(get(&mut root, "other").await.unwrap(), b"o");
     denied(get(&mut nobody, "pub/x").await, "pub/x");
+    denied(servers(&mut nobody).await, "");
 
     // A policy change applies without a restart: nobody may now consume pub/*.
     write_atomically(&policy, &format!("{APP_POLICY}p, nobody, pub/*, consume\n"));
@@ -236,7 +239,8 @@ async fn prefix_identity_and_policy_reload_without_restart() {
     denied(set(&mut nobody, "pub/x", "y").await, "pub/x");
     denied(get(&mut nobody, "other").await, "other");
     denied(list(&mut nobody).await, "");
-    denied(servers(&mut nobody).await, "");
+    // Holding a permission now, nobody may discover the members too.
+    assert_eq!(servers(&mut nobody).await.unwrap(), 1);
 
     // A broken policy is rejected: the previous one stays in force.
     write_atomically(&policy, "p, nobody\n");

@@ -71,7 +71,7 @@ async fn three_nodes_replicate_and_read_linearizably_everywhere() {
     let follower_addr = cluster.nodes[follower].addr.clone();
 
     // GetServers lists the three members with their advertised addresses.
-    let mut all = cluster.client();
+    let all = cluster.client();
     let members = all.members().await.unwrap();
     let mut listed: Vec<&str> = members.iter().map(|m| m.rpc_addr.as_str()).collect();
     listed.sort_unstable();
@@ -183,7 +183,7 @@ async fn leader_crash_under_writes_loses_no_acknowledged_write() {
     let acked_total = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let mut client = cluster.client();
+        let client = cluster.client();
         let stop = stop.clone();
         let acked_total = acked_total.clone();
         tasks.push(tokio::spawn(async move {
@@ -262,7 +262,7 @@ async fn leader_crash_under_writes_loses_no_acknowledged_write() {
     let addr = cluster.nodes[old_leader].addr.clone();
     let mut on_restarted = cluster.certs.client(&[&addr]);
     eventually("the restarted node has the last write (serializable)", || {
-        let mut c = cluster.certs.client(&[&addr]);
+        let c = cluster.certs.client(&[&addr]);
         async move {
             let e = c.get("last", ReadMode::Serializable).await.ok()??;
             (e.value == b"after-the-crash").then_some(())
@@ -292,7 +292,7 @@ async fn restarted_node_catches_up_by_snapshot() {
     // 4 x 80 writes: far more than the threshold (50) and the kept log tail (50 entries).
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let mut c = cluster.client();
+        let c = cluster.client();
         tasks.push(tokio::spawn(async move {
             for i in 0..80u32 {
                 let v = format!("{w}-{i}");
@@ -353,7 +353,7 @@ async fn clients_without_a_valid_certificate_are_refused() {
     eprintln!("foreign certificate: {:?} {}", e.code(), e.message());
     assert!(raw_get(&mut foreign, "ready").await.is_err());
     // The library client with foreign files fails too (and does not panic).
-    let mut lib = mokv_client::Client::connect(mokv_client::ClientConfig::new(
+    let lib = mokv_client::Client::connect(mokv_client::ClientConfig::new(
         vec![node.addr.clone()],
         mokv_client::TlsFiles { ca: certs.path("ca.pem"), ..other.tls("root") },
     ))
@@ -565,7 +565,7 @@ async fn cli_talks_to_a_dev_node() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not found"), "{err}");
     // Through the library too, on the same files.
-    let mut client = mokv_client::Client::connect(mokv_client::ClientConfig::new(
+    let client = mokv_client::Client::connect(mokv_client::ClientConfig::new(
         vec![addr.clone()],
         mokv_client::TlsFiles::dev(&dir),
     ))

@@ -200,7 +200,7 @@ impl Net {
     /// acknowledged, within the deadline).
     async fn write(&self, via: &[usize], key: &str, value: &str) {
         let endpoints: Vec<&str> = via.iter().map(|i| self.addr(*i)).collect();
-        let mut client = self.certs.client(&endpoints);
+        let client = self.certs.client(&endpoints);
         let start = Instant::now();
         loop {
             match client.set(key, value.as_bytes()).await {
@@ -213,7 +213,7 @@ impl Net {
 
     /// Reads `key` on node `i` alone (retried on errors, not on answers).
     async fn read_on(&self, i: usize, key: &str, mode: ReadMode) -> Option<Vec<u8>> {
-        let mut client = self.certs.client(&[self.addr(i)]);
+        let client = self.certs.client(&[self.addr(i)]);
         let start = Instant::now();
         loop {
             match client.get(key, mode).await {

@@ -108,6 +108,11 @@ pub fn leader(registry: &Registry) -> Option<String> {
 /// Asks the leader to add every running node that is not in its configuration yet, as the
 /// gossip reconciler would (fire and forget: repeated until formed).
 pub fn admit_joiners(registry: &Registry) {
+    admit_joiners_except(registry, &[]);
+}
+
+/// [`admit_joiners`], leaving out the nodes `except` (removed on purpose).
+pub fn admit_joiners_except(registry: &Registry, except: &[&str]) {
     let Some(l) = leader(registry) else { return };
     let nodes = registry.borrow();
     let Some(leader) = nodes.get(&l).cloned() else { return };
@@ -115,7 +120,7 @@ pub fn admit_joiners(registry: &Registry) {
     let leader_id = leader.view().status.id;
     for (name, h) in nodes.iter() {
         let id = h.view().status.id;
-        if conf.all_ids().contains(&id) {
+        if conf.all_ids().contains(&id) || except.contains(&name.as_str()) {
             continue;
         }
         // The new node has no member table yet: tell it where the leader is (gossip does in
@@ -156,4 +161,49 @@ pub fn converged(registry: &Registry) -> bool {
         let s = h.view().status;
         s.applied_index == commit && s.commit_index == commit
     })
+}
+
+/// Adds node host `name` (raft id `id`) whose node starts only once `gate` is set: a member that
+/// joins an already formed cluster (admit it with [`admit_joiners`]). It is not one of
+/// [`NODE_HOSTS`].
+pub fn add_gated_node(
+    sim: &mut Sim<'_>,
+    registry: &Registry,
+    name: &str,
+    id: u64,
+    seed: u64,
+    gate: Rc<std::cell::Cell<bool>>,
+) {
+    let mut core = mokv_core::Config::new(id, Rng::new(seed ^ 0x6761_7465 ^ id).next_u64());
+    core.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
+    core.log_keep_entries = SNAPSHOT_THRESHOLD_ENTRIES / 4;
+    let cfg = EmbeddedConfig {
+        name: name.to_owned(),
+        core,
+        rpc_addr: addr(name),
+        local_addr: std::net::SocketAddr::from(([0, 0, 0, 0], RPC_PORT)),
+        bootstrap: None,
+        tick: TICK,
+        max_concurrent_streams: mokv_shell::config::DEFAULT_MAX_CONCURRENT_STREAMS,
+        now_ms: sim_now_ms,
+    };
+    let storage = Arc::new(MemoryStorage::new());
+    let registry = registry.clone();
+    sim.host(name, move || {
+        let (cfg, storage, registry, gate) =
+            (cfg.clone(), storage.clone(), registry.clone(), gate.clone());
+        async move {
+            while !gate.get() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", RPC_PORT)).await?;
+            let name = cfg.name.clone();
+            let mut node =
+                embedded::start(cfg, storage, net::channel_factory(), net::incoming(listener))
+                    .await?;
+            registry.borrow_mut().insert(name, node.handle.clone());
+            node.wait_failed().await?;
+            Err("the node's driver stopped".into())
+        }
+    });
 }

@@ -223,6 +223,11 @@ pub fn heal_all(hosts: &[&str]) {
 /// (acknowledged writes are never lost). Each node's local (serializable) view of the whole key
 /// space must then be the same.
 pub async fn finish(registry: &Registry, shared: &Rc<Shared>, seed: u64) {
+    finish_on(registry, shared, seed, &NODE_HOSTS).await;
+}
+
+/// [`finish`] for a cluster whose members are `nodes` (after a membership change).
+pub async fn finish_on(registry: &Registry, shared: &Rc<Shared>, seed: u64, nodes: &[&str]) {
     shared.stop.set(true);
     if !wait_until(STOP_WITHIN, || shared.running.get() == 0).await {
         shared.problem("liveness: a client did not finish its operation after the heal");
@@ -232,14 +237,14 @@ pub async fn finish(registry: &Registry, shared: &Rc<Shared>, seed: u64) {
         return;
     }
     shared.note("converged");
-    let mut r = Recorder::new(shared, 0, &NODE_HOSTS, seed ^ 0xf1);
+    let mut r = Recorder::new(shared, 0, nodes, seed ^ 0xf1);
     for key in KEYS {
         if let Outcome::ReadFailed = r.get(key, ReadMode::Linearizable).await {
             shared.problem(format!("liveness: the final read of {key} failed after the heal"));
         }
     }
     let mut views = Vec::new();
-    for (i, node) in NODE_HOSTS.iter().enumerate() {
+    for (i, node) in nodes.iter().enumerate() {
         let mut local = Recorder::new(shared, 100 + i as u64, &[node], seed ^ i as u64);
         views.push((node, local.range(ReadMode::Serializable).await));
     }

@@ -80,8 +80,15 @@ pub fn now_ms() -> u64 {
 }
 
 /// A real client over the simulated network, to `endpoints` (host names), its session ids
-/// seeded by `seed`.
+/// seeded by `seed`. A client given several nodes discovers the members and balances over
+/// them; a client given one node is bound to it (discovery off): the scenarios use those to
+/// read one node's own view.
 pub fn client(endpoints: &[&str], seed: u64) -> Client {
+    client_with(endpoints, seed, endpoints.len() > 1)
+}
+
+/// [`client`] with discovery on or off.
+pub fn client_with(endpoints: &[&str], seed: u64, discovery: bool) -> Client {
     let mut config = ClientConfig::new(
         endpoints.iter().map(|h| addr(h)).collect(),
         // Never read: the connections are plaintext.
@@ -89,6 +96,7 @@ pub fn client(endpoints: &[&str], seed: u64) -> Client {
     );
     config.request_timeout = CLIENT_TIMEOUT;
     config.max_attempts = CLIENT_ATTEMPTS;
+    config.discovery = discovery;
     let plaintext = Plaintext { connect: net::channel_factory(), id_seed: seed };
     Client::connect_plaintext(config, plaintext).expect("a client over the simulated network")
 }

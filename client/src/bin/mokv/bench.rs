@@ -40,7 +40,7 @@ pub async fn run(config: &ClientConfig, args: &BenchArgs) -> Result<(), ClientEr
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let mut tasks = Vec::new();
         for c in 0..args.clients {
-            let mut client = Client::connect(config.clone())?;
+            let client = Client::connect(config.clone())?;
             let value = value.clone();
             let keys = args.keys.max(1);
             tasks.push(tokio::spawn(async move {

@@ -1,17 +1,22 @@
-//! `mokv`: command-line client. Defaults reach the node started by `mokvd --dev`.
+//! `mokv`: command-line client. Defaults reach the node started by `mokvd --dev`. One endpoint
+//! is enough: the client discovers the other members.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mokv_client::{default_dev_dir, Client, ClientConfig, ReadMode, TlsFiles};
+use mokv_client::{
+    default_dev_dir, Client, ClientConfig, RangeOptions, ReadFrom, ReadMode, ReadOptions, Stream,
+    TlsFiles,
+};
 
 mod bench;
 
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version)]
 struct Cli {
-    /// Comma-separated client addresses of cluster nodes.
+    /// Comma-separated client addresses of cluster nodes; one is enough (the others are
+    /// discovered).
     #[arg(long, env = "MOKV_ENDPOINTS", default_value = "127.0.0.1:8400", value_delimiter = ',')]
     endpoints: Vec<String>,
     /// Cluster CA certificate (default: the --dev node's).
@@ -26,6 +31,10 @@ struct Cli {
     /// Serve reads from the answering node's local state (may be stale).
     #[arg(long)]
     serializable: bool,
+    /// Which nodes serve reads: followers (default; the leader when no follower is healthy),
+    /// leader, or any.
+    #[arg(long, default_value = "followers", value_parser = parse_read_from)]
+    read_from: ReadFrom,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +69,28 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+fn parse_read_from(s: &str) -> Result<ReadFrom, String> {
+    match s {
+        "followers" => Ok(ReadFrom::Followers),
+        "leader" => Ok(ReadFrom::Leader),
+        "any" => Ok(ReadFrom::Any),
+        _ => Err("expected followers, leader or any".into()),
+    }
+}
+
+/// The next item of a stream.
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+fn print_entry(e: &mokv_client::Entry, keys_only: bool) {
+    if keys_only {
+        println!("{}", e.key);
+    } else {
+        println!("{}\t{}", e.key, String::from_utf8_lossy(&e.value));
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -85,16 +116,18 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
         cert: cli.cert.unwrap_or(dev.cert),
         key: cli.key.unwrap_or(dev.key),
     };
-    let config = ClientConfig::new(cli.endpoints, tls);
+    let mut config = ClientConfig::new(cli.endpoints, tls);
+    config.read_from = cli.read_from;
     let mode = if cli.serializable { ReadMode::Serializable } else { ReadMode::Linearizable };
+    let read = ReadOptions::new().mode(mode);
     if let Command::Bench(args) = &cli.command {
         // The bench opens one client per simulated user.
         bench::run(&config, args).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut client = Client::connect(config)?;
+    let client = Client::connect(config)?;
     match cli.command {
-        Command::Get { key } => match client.get(&key, mode).await? {
+        Command::Get { key } => match client.get(&key, read).await? {
             Some(e) => println!("{}", String::from_utf8_lossy(&e.value)),
             None => {
                 eprintln!("mokv: key not found");
@@ -109,25 +142,23 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
             let existed = client.delete(&key).await?;
             println!("{}", if existed { "deleted" } else { "not found" });
         }
-        Command::List { prefix, limit, mut page_token, all, keys_only } => loop {
+        Command::List { prefix, limit, page_token, all: true, keys_only } => {
+            let opts = RangeOptions { page_size: limit, keys_only, page_token, read };
+            let mut entries = Box::pin(client.range_stream(&prefix, opts));
+            while let Some(e) = next(&mut entries).await {
+                print_entry(&e?, keys_only);
+            }
+        }
+        Command::List { prefix, limit, page_token, all: false, keys_only } => {
             let (entries, next) =
-                client.range(&prefix, limit, &page_token, keys_only, mode).await?;
-            for e in entries {
-                if keys_only {
-                    println!("{}", e.key);
-                } else {
-                    println!("{}\t{}", e.key, String::from_utf8_lossy(&e.value));
-                }
+                client.range(&prefix, limit, &page_token, keys_only, read).await?;
+            for e in &entries {
+                print_entry(e, keys_only);
             }
-            if next.is_empty() {
-                break;
-            }
-            if !all {
+            if !next.is_empty() {
                 println!("next page: --page-token {next}");
-                break;
             }
-            page_token = next;
-        },
+        }
         Command::Bench(_) => {} // ran above
         Command::Members => {
             let members = client.members().await?;
