@@ -24,7 +24,7 @@ use crate::kv::{StateMachine, WriteOutcome};
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 use crate::persist::{DurableState, LogRecord, PersistBatch, PersistId, SnapshotRecord};
-use crate::read::{ReadKind, ReadQueue, WaitingRead};
+use crate::read::{ReadKind, ReadQueue, SeenReadContexts, WaitingRead};
 use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
@@ -211,6 +211,8 @@ pub struct Node {
     down_since_ms: BTreeMap<NodeId, u64>,
     /// Leaving for good: asked to ([`Node::handle_leave`]), or it applied its own removal.
     leaving: bool,
+    /// Read-index contexts other nodes asked about (duplicates are dropped).
+    seen_read_contexts: SeenReadContexts,
     /// The highest commit index known to be on disk here.
     durable_commit: u64,
     /// Answers to applied membership changes, held until `durable_commit` covers their index
@@ -351,6 +353,7 @@ impl Node {
             leaving: false,
             durable_commit,
             held_membership_replies: Vec::new(),
+            seen_read_contexts: SeenReadContexts::default(),
         };
         node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
         node.process_ready();
@@ -430,6 +433,12 @@ impl Node {
                     "snapshot metadata",
                 )));
             }
+        }
+        if m.get_msg_type() == MessageType::MsgReadIndex
+            && !self.seen_read_contexts.first_time(m.entries[0].get_data())
+        {
+            // A copy of a request already handled: see `SeenReadContexts`.
+            return Ok(());
         }
         let result = self.raw.step(m).map_err(PeerMessageError::Raft);
         self.after_input();

@@ -8,7 +8,7 @@
 //! with a new context (raft-rs silently drops read requests when there is no leader, or when a
 //! new leader has not yet committed an entry of its term).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::kv::RangeQuery;
 use crate::members::NodeId;
@@ -191,6 +191,20 @@ impl ReadQueue {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_duplicated_read_context_is_seen_once_and_the_memory_is_bounded() {
+        let mut seen = SeenReadContexts::default();
+        assert!(seen.first_time(b"ctx-1"));
+        assert!(!seen.first_time(b"ctx-1"), "a copy must be recognised");
+        for i in 0..MAX_SEEN_READ_CONTEXTS as u64 {
+            assert!(seen.first_time(&i.to_le_bytes()));
+        }
+        assert_eq!(seen.order.len(), MAX_SEEN_READ_CONTEXTS);
+        assert_eq!(seen.seen.len(), MAX_SEEN_READ_CONTEXTS);
+        // The oldest was forgotten to make room.
+        assert!(seen.first_time(b"ctx-1"));
+    }
+
     fn read(id: RequestId, deadline_tick: u64) -> WaitingRead {
         WaitingRead { id, kind: ReadKind::Get { key: "k".into() }, deadline_tick }
     }
@@ -249,5 +263,42 @@ mod tests {
         q.on_read_state(&ctx, 1, 1);
         assert!(q.take_servable(10).is_empty());
         q.on_read_state(b"short", 1, 1);
+    }
+}
+
+/// Bound on [`SeenReadContexts`].
+const MAX_SEEN_READ_CONTEXTS: usize = 4096;
+
+/// Read-index contexts this node has been asked about by other nodes, so that a duplicated
+/// request is dropped.
+///
+/// raft-rs (ReadOnlySafe) answers a read request once a quorum acknowledged a heartbeat that
+/// carries its context, and then also every request queued *before* it. Each context is fresh
+/// (a node never sends one twice), so acknowledgements of it prove leadership after every
+/// earlier request was queued. A copy of an old request (the network duplicated or replayed
+/// it) breaks that: queued again behind newer requests, it is "confirmed" by acknowledgements
+/// still in flight from the first copy, sent before the newer requests existed, and releases
+/// them too. A leader deposed meanwhile then answers them with stale state (found by swarm
+/// seed 2007288: a paused leader, duplicated messages). Bounded: the oldest go first.
+#[derive(Debug, Default)]
+pub(crate) struct SeenReadContexts {
+    seen: BTreeSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+}
+
+impl SeenReadContexts {
+    /// Records `ctx`; false if it was seen before.
+    pub(crate) fn first_time(&mut self, ctx: &[u8]) -> bool {
+        if self.seen.contains(ctx) {
+            return false;
+        }
+        self.seen.insert(ctx.to_vec());
+        self.order.push_back(ctx.to_vec());
+        while self.order.len() > MAX_SEEN_READ_CONTEXTS {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
     }
 }

@@ -37,8 +37,12 @@ fn swarm() {
 /// 2024751: a removal answered before the leader's commit index covering it was durable; the
 /// operator shut the removed voter down, the leader crashed and restarted in the old
 /// configuration, which needed the removed voter (see `regressions.rs`).
+/// 2007288: a duplicated forwarded read request, queued again at a leader behind newer ones,
+/// was "confirmed" by acknowledgements of its first copy and released the newer ones with it;
+/// the leader had been deposed while paused, so they were answered with stale state (see
+/// `core/src/read.rs` `SeenReadContexts`).
 const REGRESSION_SEEDS: &[u64] =
-    &[599, 717, 1040, 1344, 1870, 1876, 1_002_870, 1_026_581, 2_024_751];
+    &[599, 717, 1040, 1344, 1870, 1876, 1_002_870, 1_026_581, 2_007_288, 2_024_751];
 
 #[test]
 fn regression_seeds() {
