@@ -11,6 +11,9 @@
 #   CONNECTIONS [2] (HTTP/2 connections per node)
 #   MOKVD_ARGS [""] (extra flags for every node, e.g. "--snapshot-threshold 100000000")
 #   NO_BUILD=1 (use the release binaries already in the target dir)
+#   BIN_DIR (take mokvd and mokv from here instead; implies NO_BUILD=1)
+#   PERF_OUT (record `perf record -g` of n1, the bootstrap node and normally the leader, for
+#             the whole run into this file)
 #   BENCH_DIR (where data and certificates go; default: a fresh directory under the target dir,
 #              on the disk the build uses, not a tmpfs)
 set -euo pipefail
@@ -19,10 +22,10 @@ root="$(cd "$here/.." && pwd)"
 # shellcheck source=env.sh
 source "$here/env.sh"
 cd "$root"
-if [ "${NO_BUILD:-0}" != 1 ]; then
+if [ "${NO_BUILD:-0}" != 1 ] && [ -z "${BIN_DIR:-}" ]; then
     cargo build --release -q -p mokv-shell -p mokv-client --bins
 fi
-bin="$CARGO_TARGET_DIR/release"
+bin="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 mokvd="$bin/mokvd"
 mokv="$bin/mokv"
 
@@ -90,6 +93,11 @@ echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}'
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "command: scripts/bench.sh $* (CLIENTS=${CLIENTS:-256} SECONDS_MEASURED=${SECONDS_MEASURED:-10} KEYS=${KEYS:-100000} MOKVD_ARGS='${MOKVD_ARGS:-}')"
 
+if [ -n "${PERF_OUT:-}" ]; then
+    perf record -F 499 -g -p "${pids[0]}" -o "$PERF_OUT" >/dev/null 2>&1 &
+    perf_pid=$!
+fi
+
 "$mokv" --endpoints "$endpoints" --ca "$dir/certs/ca.pem" \
     --cert "$dir/certs/root.pem" --key "$dir/certs/root-key.pem" \
     bench --wait-voters 3 \
@@ -97,3 +105,8 @@ echo "command: scripts/bench.sh $* (CLIENTS=${CLIENTS:-256} SECONDS_MEASURED=${S
     --warmup-seconds "${WARMUP:-2}" --keys "${KEYS:-100000}" \
     --workloads "${WORKLOADS:-put,get,sget,mix}" --connections "${CONNECTIONS:-2}" \
     --pid "n1=${pids[0]}" --pid "n2=${pids[1]}" --pid "n3=${pids[2]}" "$@"
+
+if [ -n "${PERF_OUT:-}" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+fi

@@ -217,7 +217,8 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
                 if i >= keys {
                     return;
                 }
-                let req = SetRequest { key: key(i, key_bytes), value: value.clone(), session: None };
+                let req =
+                    SetRequest { key: key(i, key_bytes), value: value.clone(), session: None };
                 // Retried until it succeeds: later reads should find every key.
                 while kv.set(req.clone()).await.is_err() {
                     if errors.fetch_add(1, Ordering::Relaxed) > 10_000 {
@@ -290,7 +291,8 @@ async fn run_workload(
         let mut writer = KvClient::new(s.leader[c % s.leader.len()].clone());
         let value = vec![b'v'; args.value_bytes];
         let (keys, key_bytes) = (args.keys.max(1), args.key_bytes);
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let mut rng =
+            Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut hist = new_hist();
@@ -417,7 +419,8 @@ fn print_table(rows: &[Row]) {
         "| {:<22} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} |",
         "workload", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"
     );
-    let mut rule = format!("|{:-<24}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|", "", ":", ":", ":", ":", ":");
+    let mut rule =
+        format!("|{:-<24}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|", "", ":", ":", ":", ":", ":");
     for n in &names {
         let col = format!("CPU µs/op {n}");
         header.push_str(&format!(" {col:>16} |"));
