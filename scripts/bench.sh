@@ -12,7 +12,7 @@
 #   MOKVD_ARGS [""] (extra flags for every node, e.g. "--snapshot-threshold 100000000")
 #   NO_BUILD=1 (use the release binaries already in the target dir)
 #   BIN_DIR (take mokvd and mokv from here instead; implies NO_BUILD=1)
-#   PERF_OUT (record `perf record -g` of n1, the bootstrap node and normally the leader, for
+#   PERF_OUT (record `perf record -g` (PERF_CALLGRAPH, PERF_FREQ) of n1, the bootstrap node and normally the leader, for
 #             the whole run into this file)
 #   BENCH_DIR (where data and certificates go; default: a fresh directory under the target dir,
 #              on the disk the build uses, not a tmpfs)
@@ -94,7 +94,8 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>
 echo "command: scripts/bench.sh $* (CLIENTS=${CLIENTS:-256} SECONDS_MEASURED=${SECONDS_MEASURED:-10} KEYS=${KEYS:-100000} MOKVD_ARGS='${MOKVD_ARGS:-}')"
 
 if [ -n "${PERF_OUT:-}" ]; then
-    perf record -F 499 -g -p "${pids[0]}" -o "$PERF_OUT" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086
+    perf record -F "${PERF_FREQ:-499}" ${PERF_CALLGRAPH:--g} -p "${pids[0]}" -o "$PERF_OUT" >/dev/null 2>&1 &
     perf_pid=$!
 fi
 

@@ -421,10 +421,11 @@ fn print_table(rows: &[Row]) {
     );
     let mut rule =
         format!("|{:-<24}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|", "", ":", ":", ":", ":", ":");
-    for n in &names {
+    let widths: Vec<usize> = names.iter().map(|n| format!("CPU µs/op {n}").chars().count()).collect();
+    for (n, w) in names.iter().zip(&widths) {
         let col = format!("CPU µs/op {n}");
-        header.push_str(&format!(" {col:>16} |"));
-        rule.push_str(&format!("{:->18}|", ":"));
+        header.push_str(&format!(" {col:>w$} |"));
+        rule.push_str(&format!("{:->width$}|", ":", width = w + 2));
     }
     println!("{header}");
     println!("{rule}");
@@ -438,10 +439,10 @@ fn print_table(rows: &[Row]) {
             ms(&r.hist, 0.999),
             r.errors
         );
-        for (_, per_op, _) in &r.procs {
+        for ((_, per_op, _), w) in r.procs.iter().zip(&widths) {
             match per_op {
-                Some(v) => line.push_str(&format!(" {v:>16.1} |")),
-                None => line.push_str(&format!(" {:>16} |", "-")),
+                Some(v) => line.push_str(&format!(" {v:>w$.1} |")),
+                None => line.push_str(&format!(" {:>w$} |", "-")),
             }
         }
         println!("{line}");
