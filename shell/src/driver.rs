@@ -462,7 +462,11 @@ impl Driver {
             });
             match step {
                 Ok(Step::Go) => result = self.drain().await,
-                Ok(Step::Stop) => break,
+                Ok(Step::Stop) => {
+                    // Inputs taken before the stop in this pass still get their outputs.
+                    result = self.drain().await;
+                    break;
+                }
                 Err(e) => result = Err(e),
             }
         }

@@ -306,7 +306,7 @@ async fn run_workload(
                 let k = key(r % keys, key_bytes);
                 let put = match w {
                     Workload::Put => true,
-                    Workload::Mix => (r >> 40) % 10 == 0,
+                    Workload::Mix => (r >> 40).is_multiple_of(10),
                     Workload::Get | Workload::Sget => false,
                 };
                 let ok = if put {
@@ -421,7 +421,8 @@ fn print_table(rows: &[Row]) {
     );
     let mut rule =
         format!("|{:-<24}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|", "", ":", ":", ":", ":", ":");
-    let widths: Vec<usize> = names.iter().map(|n| format!("CPU µs/op {n}").chars().count()).collect();
+    let widths: Vec<usize> =
+        names.iter().map(|n| format!("CPU µs/op {n}").chars().count()).collect();
     for (n, w) in names.iter().zip(&widths) {
         let col = format!("CPU µs/op {n}");
         header.push_str(&format!(" {col:>w$} |"));
