@@ -428,8 +428,9 @@ pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration)
     }
 }
 
-/// TLS connections accepted on `listener`: handshakes run concurrently (each bounded), failed
-/// ones are dropped. Ends when the receiver is dropped (the server stopped).
+/// TLS connections accepted on `listener`, each with its client's identity parsed once
+/// ([`MtlsConn`]): handshakes run concurrently (each bounded), failed ones are dropped. Ends
+/// when the receiver is dropped (the server stopped).
 pub fn incoming(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,

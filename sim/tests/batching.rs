@@ -157,8 +157,8 @@ fn patient_reads(c: &mut Config) {
     c.request_timeout_ticks = 300;
 }
 
-/// Reads that must not see anything older than `floor` (the value of the last write
-/// acknowledged before they were submitted): each must be answered with `floor` or newer.
+/// Every read in `ids` was answered with one of the `allowed` values (those of the writes it may
+/// linearize after: the last one acknowledged before it was submitted, or a later one).
 fn check_reads(c: &Cluster, ids: &[RequestId], allowed: &[&str]) {
     for id in ids {
         let reply = c.reply(*id).cloned();
