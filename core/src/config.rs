@@ -39,6 +39,8 @@ pub struct Config {
     /// beyond it requests are refused as busy.
     pub max_pending_requests: usize,
     /// Bound on ReadIndex rounds in flight at once; further reads wait for the next round.
+    /// One (the default) makes every read that arrives during a round share the next one:
+    /// one heartbeat broadcast per round trip however many reads there are.
     pub max_read_rounds_in_flight: usize,
     /// Page size used when a range request asks for 0, and the cap on any page.
     pub default_page_size: usize,
@@ -73,7 +75,7 @@ impl Config {
             request_timeout_ticks: 50,
             read_retry_ticks: 10,
             max_pending_requests: 10_000,
-            max_read_rounds_in_flight: 4,
+            max_read_rounds_in_flight: 1,
             default_page_size: 100,
             max_page_size: 1_000,
             promote_lag_entries: 100,
@@ -99,4 +101,7 @@ pub struct PlantedBugs {
     /// Never retry a ReadIndex round that got no answer (a liveness bug: its reads wait until
     /// the term changes, and once the rounds in flight are all lost, no read is served).
     pub skip_read_retry: bool,
+    /// Answer a leader's `Set` as soon as its entry goes out in a persist batch, before it is
+    /// durable or committed (a broken write pipeline).
+    pub answer_before_durable: bool,
 }

@@ -4,6 +4,8 @@ mod gossip;
 mod membership;
 mod reads;
 mod ready;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -167,8 +169,15 @@ struct Unacked {
 ///
 /// # Contract with the shell
 ///
-/// Inputs are the `handle_*` methods. After **every** input the shell drains the outputs,
-/// in this order:
+/// Inputs are the `handle_*` methods. An input only records what happened (a proposal
+/// appended to the in-memory log, a message stepped into raft-rs, a tick counted); the Raft
+/// `Ready` that turns inputs into outputs runs once, at the first `poll_*` call after them.
+/// So the shell may hand over **any number of inputs** and then drain once: many proposals
+/// become one log append, one persist batch and one append message per follower, and every
+/// linearizable read that arrived joins one ReadIndex round. Draining after every single
+/// input is also correct (the simulator does), only slower.
+///
+/// To drain, the shell calls the outputs in this order:
 ///
 /// 1. [`poll_persist`](Self::poll_persist) until `None`: write each batch (in order, each
 ///    atomically; group commit allowed) and, once durable, call
@@ -182,10 +191,19 @@ struct Unacked {
 /// 5. [`poll_datagram`](Self::poll_datagram) until `None`: send each gossip datagram (lossy:
 ///    the shell may drop one it cannot send at once).
 ///
+/// A shell that batches inputs should bound how many it takes before draining (outputs and
+/// the time clients wait grow with the batch). Query methods ([`status`](Self::status), ...)
+/// reflect every input, except that applying committed entries waits for the drain.
+///
 /// [`handle_tick`](Self::handle_tick) must be called once per tick interval (all timeouts in
 /// [`Config`] are in ticks). The node holds each queue's contents until drained, so draining
-/// after every input keeps them bounded; client requests beyond
-/// [`Config::max_pending_requests`] are refused as busy.
+/// regularly keeps them bounded; client requests beyond [`Config::max_pending_requests`] are
+/// refused as busy.
+///
+/// Linearizable reads: at most [`Config::max_read_rounds_in_flight`] ReadIndex rounds are in
+/// flight per node (one by default, like etcd's read loop); reads arriving meanwhile queue
+/// behind them and all go in the next round. The leader serves its own reads through the same
+/// rounds.
 pub struct Node {
     config: Config,
     raw: RawNode<MemLog>,
@@ -218,6 +236,8 @@ pub struct Node {
     /// Answers to applied membership changes, held until `durable_commit` covers their index
     /// (see `finish_write`).
     held_membership_replies: Vec<(u64, RequestId, Result<Response, Error>)>,
+    /// Inputs arrived since the last Ready (see the contract on [`Node`]).
+    ready_due: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -307,6 +327,9 @@ impl Node {
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
             batch_append: true,
+            // Followers learn a new commit index from the next append or heartbeat (a read
+            // round's heartbeat included) instead of an extra append per commit advance.
+            skip_bcast_commit: true,
             ..raft::Config::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -354,6 +377,7 @@ impl Node {
             durable_commit,
             held_membership_replies: Vec::new(),
             seen_read_contexts: SeenReadContexts::default(),
+            ready_due: false,
         };
         node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
         node.process_ready();
@@ -530,24 +554,28 @@ impl Node {
     /// The next batch to make durable (see the drain order on [`Node`]).
     #[must_use]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        self.run_due_ready();
         self.persist_out.pop_front()
     }
 
     /// The next message to send to a peer.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.run_due_ready();
         self.transmits.pop_front()
     }
 
     /// The next answer to a client request.
     #[must_use]
     pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.run_due_ready();
         self.replies.pop_front()
     }
 
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.run_due_ready();
         self.events.pop_front()
     }
 

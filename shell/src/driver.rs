@@ -1,11 +1,20 @@
 //! The driver: ONE tokio task owns the core [`Node`] and moves its inputs and outputs.
 //!
-//! Inputs (one `select!`): the tick timer, client requests, peer messages, gossip datagrams,
-//! disk progress, feedback of the peer links (unreachable, snapshot outcome), control messages.
-//! After every input the outputs are drained in the order `Node`'s documentation prescribes:
-//! persist batches → the disk writer; transmits → per-peer links; replies → the waiting
-//! callers; events; gossip datagrams → the gossip socket (dropped when its queue is full). Every queue is bounded: client calls and peer messages wait for room (backpressure),
-//! a full peer link drops the message and tells the core the peer is unreachable.
+//! Inputs: the tick timer, client requests, peer batches, gossip datagrams, disk progress,
+//! feedback of the peer links (unreachable, snapshot outcome), control messages. Each wakeup
+//! (one `select!`) takes the input that woke it and then every other input already waiting, up
+//! to [`MAX_CALLS_PER_STEP`] client requests and [`MAX_PEER_BATCHES_PER_STEP`] peer batches,
+//! hands them all to the core, and drains the outputs once, in the order `Node`'s documentation
+//! prescribes: the core runs ONE Raft Ready for the lot (many proposals → one log append, one
+//! persist batch, one message per follower). Outputs: persist batches → the disk writer;
+//! transmits → per-peer links; replies → the waiting callers; events; gossip datagrams → the
+//! gossip socket (dropped when its queue is full). Every queue is bounded: client calls and
+//! peer batches wait for room (backpressure), a full peer link drops the message and tells the
+//! core the peer is unreachable.
+//!
+//! The [`View`] callers read is updated after every drain; watchers are woken only when
+//! something they can act on changed (role, term, leader, configuration, members, gossip,
+//! whether the node can serve), not for every commit.
 //!
 //! The disk writer is a dedicated thread: it takes every batch queued so far, writes them
 //! with ONE `Disk::write` (one fsync: group commit) and publishes the highest id written;
@@ -32,8 +41,14 @@ use crate::transport::PeerConnector;
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
-/// Peer messages waiting for the driver.
-const PEER_QUEUE: usize = 4096;
+/// Peer batches (one `RaftBatch` each, or one snapshot) waiting for the driver.
+const PEER_QUEUE: usize = 256;
+/// Client requests taken per wakeup at most (besides the one that woke the driver).
+pub const MAX_CALLS_PER_STEP: usize = 1024;
+/// Peer batches taken per wakeup at most.
+pub const MAX_PEER_BATCHES_PER_STEP: usize = 64;
+/// Gossip datagrams taken per wakeup at most.
+const MAX_DATAGRAMS_PER_STEP: usize = 64;
 /// Persist batches waiting for the disk writer.
 const DISK_QUEUE: usize = 4096;
 /// Batches written by one `Disk::write` at most.
@@ -89,8 +104,10 @@ struct Call {
     reply: oneshot::Sender<Result<Response, Error>>,
 }
 
+/// The messages of one received `RaftBatch` (or one snapshot): one input.
 struct PeerInbound {
-    bytes: Vec<u8>,
+    messages: Vec<Vec<u8>>,
+    /// Told whether the core accepted every message.
     done: Option<oneshot::Sender<bool>>,
 }
 
@@ -123,6 +140,8 @@ impl From<CallError> for tonic::Status {
 /// A cheap, cloneable way to talk to the driver.
 #[derive(Clone, Debug)]
 pub struct DriverHandle {
+    /// This node's Raft id (fixed for the life of the process).
+    id: NodeId,
     calls: mpsc::Sender<Call>,
     peers: mpsc::Sender<PeerInbound>,
     control: mpsc::Sender<Control>,
@@ -137,7 +156,7 @@ impl std::fmt::Debug for Call {
 }
 impl std::fmt::Debug for PeerInbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PeerInbound({} bytes)", self.bytes.len())
+        write!(f, "PeerInbound({} messages)", self.messages.len())
     }
 }
 impl std::fmt::Debug for Control {
@@ -163,8 +182,21 @@ impl DriverHandle {
     pub async fn call_status(&self, request: Request) -> Result<Response, tonic::Status> {
         match self.call(request).await? {
             Ok(r) => Ok(r),
-            Err(e) => Err(crate::status::from_core(&e, self.view().leader_hint.as_ref())),
+            Err(e) => {
+                let view = self.view.borrow();
+                Err(crate::status::from_core(&e, view.leader_hint.as_ref()))
+            }
         }
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Reads the latest view without copying it (do not hold on: the driver waits for it).
+    pub fn with_view<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        f(&self.view.borrow())
     }
 
     /// Delivers a peer message; waits for room in the queue (backpressure on the stream).
@@ -174,9 +206,20 @@ impl DriverHandle {
         bytes: Vec<u8>,
         wait_outcome: bool,
     ) -> Result<bool, CallError> {
+        self.peer_batch(vec![bytes], wait_outcome).await
+    }
+
+    /// Delivers the messages of one received batch as ONE input (the core steps them all,
+    /// then runs one Ready); waits for room in the queue. With `wait_outcome`, also waits
+    /// until the core accepted (`true`) or refused them (`false` if any was refused).
+    pub async fn peer_batch(
+        &self,
+        messages: Vec<Vec<u8>>,
+        wait_outcome: bool,
+    ) -> Result<bool, CallError> {
         let (tx, rx) = oneshot::channel();
         let done = wait_outcome.then_some(tx);
-        self.peers.send(PeerInbound { bytes, done }).await.map_err(|_| CallError::Stopped)?;
+        self.peers.send(PeerInbound { messages, done }).await.map_err(|_| CallError::Stopped)?;
         if wait_outcome {
             rx.await.map_err(|_| CallError::Stopped)
         } else {
@@ -225,6 +268,12 @@ impl DriverHandle {
     pub async fn stop(&self) {
         let _ = self.control.send(Control::Stop).await;
     }
+}
+
+/// What the driver does after an input.
+enum Step {
+    Go,
+    Stop,
 }
 
 /// Progress of the disk writer.
@@ -327,6 +376,7 @@ impl Driver {
         };
         let (view, view_rx) = watch::channel(view_of(&node));
         let handle = DriverHandle {
+            id: node.id(),
             calls: calls_tx,
             peers: peers_tx,
             control: control_tx,
@@ -378,68 +428,153 @@ impl Driver {
         // Outputs of Node::new (a lone voter campaigns at once).
         let mut result = self.drain().await;
         while result.is_ok() {
-            tokio::select! {
-                changed = self.disk_progress.changed() => {
-                    if changed.is_err() {
-                        result = Err(DriverError::DiskWriterGone);
-                        break;
-                    }
-                    let p = self.disk_progress.borrow_and_update().clone();
-                    if let Some(e) = p.failed {
-                        result = Err(DriverError::Disk(e));
-                        break;
-                    }
-                    if p.persisted > self.acked {
-                        self.acked = p.persisted;
-                        self.node.handle_persisted(p.persisted);
-                    }
-                }
-                Some(c) = self.control.recv() => match c {
-                    Control::Stop => break,
-                    Control::LearnAddress { id, addr } => {
-                        self.learned.insert(id, addr);
-                    }
-                    Control::PeerTls(tls) => {
-                        self.config.peer = PeerConnector::Tls(tls);
-                        // Dropped links drain what they hold; new ones dial with the new
-                        // certificate at the next message.
-                        self.links.clear();
-                    }
-                    Control::Leave => self.node.handle_leave(),
-                    Control::GossipStop => self.node.handle_gossip_stop(),
+            let step = tokio::select! {
+                changed = self.disk_progress.changed() => match changed {
+                    Ok(()) => self.on_disk_progress(),
+                    Err(_) => Err(self.disk_gone()),
                 },
+                Some(c) = self.control.recv() => Ok(self.on_control(c)),
                 Some(d) = self.gossip_in.recv() => {
-                    if let Err(e) = self.node.handle_gossip(&d) {
-                        tracing::debug!(error = %e, "gossip datagram refused by the core");
-                    }
+                    self.on_gossip(&d);
+                    Ok(Step::Go)
                 }
-                _ = ticker.tick() => self.node.handle_tick((self.now_ms)()),
-                Some(fb) = self.feedback.recv() => match fb {
-                    Feedback::Unreachable(to) => self.node.handle_unreachable(to),
-                    Feedback::Snapshot { to, delivered } => {
-                        self.node.handle_snapshot_status(to, delivered);
-                    }
-                },
+                _ = ticker.tick() => {
+                    self.node.handle_tick((self.now_ms)());
+                    Ok(Step::Go)
+                }
+                Some(fb) = self.feedback.recv() => {
+                    self.on_feedback(fb);
+                    Ok(Step::Go)
+                }
                 Some(call) = self.calls.recv() => {
-                    let id = self.next_request;
-                    self.next_request += 1;
-                    self.waiting.insert(id, call.reply);
-                    self.node.handle_request(id, call.request);
+                    self.on_call(call);
+                    Ok(Step::Go)
                 }
                 Some(msg) = self.peers_in.recv() => {
-                    let outcome = self.node.handle_peer_message(&msg.bytes);
-                    if let Err(e) = &outcome {
-                        tracing::debug!(error = %e, "peer message refused");
-                    }
-                    if let Some(done) = msg.done {
-                        let _ = done.send(outcome.is_ok());
-                    }
+                    self.on_peer(msg);
+                    Ok(Step::Go)
                 }
+            };
+            // Everything else already waiting joins the same Ready.
+            let step = step.and_then(|s| match s {
+                Step::Go => self.take_waiting_inputs(),
+                Step::Stop => Ok(Step::Stop),
+            });
+            match step {
+                Ok(Step::Go) => result = self.drain().await,
+                Ok(Step::Stop) => {
+                    // Inputs taken before the stop in this pass still get their outputs.
+                    result = self.drain().await;
+                    break;
+                }
+                Err(e) => result = Err(e),
             }
-            result = self.drain().await;
         }
         self.finish().await;
         result
+    }
+
+    /// Hands the core every input that is waiting now, up to the per-step bounds.
+    fn take_waiting_inputs(&mut self) -> Result<Step, DriverError> {
+        match self.disk_progress.has_changed() {
+            Ok(true) => {
+                self.on_disk_progress()?;
+            }
+            Ok(false) => {}
+            Err(_) => return Err(self.disk_gone()),
+        }
+        while let Ok(c) = self.control.try_recv() {
+            if let Step::Stop = self.on_control(c) {
+                return Ok(Step::Stop);
+            }
+        }
+        while let Ok(fb) = self.feedback.try_recv() {
+            self.on_feedback(fb);
+        }
+        for _ in 0..MAX_DATAGRAMS_PER_STEP {
+            let Ok(d) = self.gossip_in.try_recv() else { break };
+            self.on_gossip(&d);
+        }
+        for _ in 0..MAX_PEER_BATCHES_PER_STEP {
+            let Ok(msg) = self.peers_in.try_recv() else { break };
+            self.on_peer(msg);
+        }
+        for _ in 0..MAX_CALLS_PER_STEP {
+            let Ok(call) = self.calls.try_recv() else { break };
+            self.on_call(call);
+        }
+        Ok(Step::Go)
+    }
+
+    /// Why the disk writer is gone: its last reported failure, if any.
+    fn disk_gone(&self) -> DriverError {
+        match self.disk_progress.borrow().failed.clone() {
+            Some(e) => DriverError::Disk(e),
+            None => DriverError::DiskWriterGone,
+        }
+    }
+
+    fn on_disk_progress(&mut self) -> Result<Step, DriverError> {
+        let p = self.disk_progress.borrow_and_update().clone();
+        if let Some(e) = p.failed {
+            return Err(DriverError::Disk(e));
+        }
+        if p.persisted > self.acked {
+            self.acked = p.persisted;
+            self.node.handle_persisted(p.persisted);
+        }
+        Ok(Step::Go)
+    }
+
+    fn on_control(&mut self, c: Control) -> Step {
+        match c {
+            Control::Stop => return Step::Stop,
+            Control::LearnAddress { id, addr } => {
+                self.learned.insert(id, addr);
+            }
+            Control::PeerTls(tls) => {
+                self.config.peer = PeerConnector::Tls(tls);
+                // Dropped links drain what they hold; new ones dial with the new certificate
+                // at the next message.
+                self.links.clear();
+            }
+            Control::Leave => self.node.handle_leave(),
+            Control::GossipStop => self.node.handle_gossip_stop(),
+        }
+        Step::Go
+    }
+
+    fn on_gossip(&mut self, d: &[u8]) {
+        if let Err(e) = self.node.handle_gossip(d) {
+            tracing::debug!(error = %e, "gossip datagram refused by the core");
+        }
+    }
+
+    fn on_feedback(&mut self, fb: Feedback) {
+        match fb {
+            Feedback::Unreachable(to) => self.node.handle_unreachable(to),
+            Feedback::Snapshot { to, delivered } => self.node.handle_snapshot_status(to, delivered),
+        }
+    }
+
+    fn on_call(&mut self, call: Call) {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.waiting.insert(id, call.reply);
+        self.node.handle_request(id, call.request);
+    }
+
+    fn on_peer(&mut self, msg: PeerInbound) {
+        let mut all_ok = true;
+        for m in &msg.messages {
+            if let Err(e) = self.node.handle_peer_message(m) {
+                tracing::debug!(error = %e, "peer message refused");
+                all_ok = false;
+            }
+        }
+        if let Some(done) = msg.done {
+            let _ = done.send(all_ok);
+        }
     }
 
     /// Drains the node's outputs in the documented order, until it has nothing more to say.
@@ -490,7 +625,17 @@ impl Driver {
         let gossip_changed = std::mem::take(&mut self.gossip_dirty);
         let node = &self.node;
         self.view.send_if_modified(|old| {
-            if old.status == status && !members_changed && !gossip_changed {
+            let o = &old.status;
+            // What a watcher can act on; commit and apply progress alone wakes nobody (the
+            // value is still updated in place, so `view()` always reads the latest).
+            let notable = members_changed
+                || gossip_changed
+                || o.term != status.term
+                || o.role != status.role
+                || o.leader != status.leader
+                || o.conf != status.conf
+                || o.can_serve() != status.can_serve();
+            if !notable && *o == status {
                 return false;
             }
             if members_changed {
@@ -500,9 +645,11 @@ impl Driver {
                 old.gossip = node.gossip_members();
                 old.cluster_id = node.gossip_identity().map_or(0, |g| g.cluster_id);
             }
-            old.leader_hint = node.leader_hint();
+            if notable {
+                old.leader_hint = node.leader_hint();
+            }
             old.status = status;
-            true
+            notable
         });
         Ok(())
     }
@@ -510,36 +657,35 @@ impl Driver {
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
     fn route(&mut self, t: Transmit) -> Result<(), bool> {
         let is_snapshot = t.is_snapshot;
-        let addr = match (self.gossip_addrs.get(&t.to), self.node.members().get(&t.to)) {
-            (Some(a), _) => a.clone(),
-            (None, Some(m)) if !m.peer_addr.is_empty() => m.peer_addr.clone(),
+        let addr: &str = match (self.gossip_addrs.get(&t.to), self.node.members().get(&t.to)) {
+            (Some(a), _) => a,
+            (None, Some(m)) if !m.peer_addr.is_empty() => &m.peer_addr,
             _ => match self.learned.get(&t.to) {
-                Some(a) => a.clone(),
+                Some(a) => a,
                 None => {
                     crate::metrics::peer_dropped();
                     return Err(is_snapshot);
                 }
             },
         };
-        let stale = self.links.get(&t.to).is_some_and(|l| l.addr != addr || l.is_closed());
-        if stale {
-            self.links.remove(&t.to);
-        }
-        let from = self.node.id();
-        let link = self.links.entry(t.to).or_insert_with(|| {
-            peer_link::Link::spawn(
-                from,
+        // The address is copied only when a link is (re)made, not per message.
+        let usable = self.links.get(&t.to).is_some_and(|l| l.addr == addr && !l.is_closed());
+        if !usable {
+            let link = peer_link::Link::spawn(
+                self.node.id(),
                 t.to,
-                addr,
+                addr.to_owned(),
                 self.config.peer.clone(),
                 self.feedback_tx.clone(),
-            )
-        });
-        if link.try_send(t) {
-            Ok(())
-        } else {
-            crate::metrics::peer_dropped();
-            Err(is_snapshot)
+            );
+            self.links.insert(t.to, link);
+        }
+        match self.links.get(&t.to) {
+            Some(link) if link.try_send(t) => Ok(()),
+            _ => {
+                crate::metrics::peer_dropped();
+                Err(is_snapshot)
+            }
         }
     }
 

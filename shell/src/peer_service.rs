@@ -33,21 +33,25 @@ impl Peer for PeerService {
         request: tonic::Request<Streaming<RaftBatch>>,
     ) -> Result<tonic::Response<RaftAck>, Status> {
         let caller = authorize_peer(identity_of(&request))?;
-        let me = self.handle.view().status.id;
+        let me = self.handle.id();
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             if batch.to != me {
                 return Err(Status::failed_precondition("raft batch for another node"));
             }
             // A known member speaks only with its own certificate (its name is its CN).
-            let claimed = self.handle.view().members.get(&batch.from).map(|m| m.name.clone());
-            if claimed.is_some_and(|name| name != caller.name) {
+            let impostor = self
+                .handle
+                .with_view(|v| v.members.get(&batch.from).is_some_and(|m| m.name != caller.name));
+            if impostor {
                 return Err(Status::permission_denied("raft batch from another node's identity"));
             }
-            for m in batch.messages {
-                // Waits for room in the driver's queue: backpressure onto the sender.
-                self.handle.peer_message(m, false).await?;
+            if batch.messages.is_empty() {
+                continue;
             }
+            // The whole batch is one input of the driver (one Ready for all its messages);
+            // waits for room in the driver's queue: backpressure onto the sender.
+            self.handle.peer_batch(batch.messages, false).await?;
         }
         Ok(tonic::Response::new(RaftAck {}))
     }
@@ -57,7 +61,7 @@ impl Peer for PeerService {
         request: tonic::Request<Streaming<SnapshotChunk>>,
     ) -> Result<tonic::Response<SnapshotAck>, Status> {
         authorize_peer(identity_of(&request))?;
-        let me = self.handle.view().status.id;
+        let me = self.handle.id();
         let mut stream = request.into_inner();
         let mut buf: Vec<u8> = Vec::new();
         let mut total: Option<u64> = None;

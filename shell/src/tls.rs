@@ -4,9 +4,10 @@
 //! streams: a server certificate plus the CA that every client certificate must chain to; a
 //! client without a certificate, or with one that does not verify (other CA, expired, not yet
 //! valid), fails the handshake. Both come from [`ReloadableServerTls`], re-read from disk on
-//! change or SIGHUP ([`watch`]), which tonic's fixed `ServerTlsConfig` could not do. Handlers
-//! read the verified chain with `Request::peer_certs()` (tonic's `Connected` impl for
-//! tokio-rustls streams), and [`Identity`] is the subject CN of its end-entity certificate.
+//! change or SIGHUP ([`watch`]), which tonic's fixed `ServerTlsConfig` could not do. The
+//! caller's [`Identity`] (the subject CN of the verified end-entity certificate) is parsed ONCE
+//! per connection, right after the handshake ([`MtlsConn`]), and every request of that
+//! connection carries it ([`identity_of`]).
 //!
 //! Peer connections present the node's own certificate (`peer-tls-*`, read at start).
 
@@ -71,10 +72,93 @@ pub struct Identity {
 /// The identity of a request's caller; `None` without a verified certificate (or, on the
 /// plaintext connections of an embedding program, without its vouching: [`crate::transport`]).
 pub fn identity_of<T>(req: &tonic::Request<T>) -> Option<Identity> {
+    if let Some(conn) = req.extensions().get::<ConnIdentity>() {
+        return conn.0.as_deref().cloned();
+    }
     let Some(certs) = req.peer_certs() else {
         return crate::transport::vouched_identity(req);
     };
     identity_from_der(certs.first()?.as_ref())
+}
+
+/// The identity of an mTLS connection's client, parsed once after the handshake; tonic hands
+/// a copy to every request of the connection (`Connected::ConnectInfo`). Request extensions
+/// cannot be set from the wire.
+#[derive(Debug, Clone)]
+pub struct ConnIdentity(pub Option<Arc<Identity>>);
+
+/// A server-side mTLS connection with its client's identity.
+#[derive(Debug)]
+pub struct MtlsConn {
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    identity: ConnIdentity,
+}
+
+impl MtlsConn {
+    fn new(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Self {
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|der| identity_from_der(der.as_ref()))
+            .map(Arc::new);
+        Self { stream, identity: ConnIdentity(identity) }
+    }
+}
+
+impl tonic::transport::server::Connected for MtlsConn {
+    type ConnectInfo = ConnIdentity;
+
+    fn connect_info(&self) -> ConnIdentity {
+        self.identity.clone()
+    }
+}
+
+impl tokio::io::AsyncRead for MtlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for MtlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Parses the subject CN and extended key usage of a DER certificate.
@@ -344,14 +428,13 @@ pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration)
     }
 }
 
-/// TLS connections accepted on `listener`: handshakes run concurrently (each bounded), failed
-/// ones are dropped. Ends when the receiver is dropped (the server stopped).
+/// TLS connections accepted on `listener`, each with its client's identity parsed once
+/// ([`MtlsConn`]): handshakes run concurrently (each bounded), failed ones are dropped. Ends
+/// when the receiver is dropped (the server stopped).
 pub fn incoming(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,
-) -> tokio_stream::wrappers::ReceiverStream<
-    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
+) -> tokio_stream::wrappers::ReceiverStream<Result<MtlsConn, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
@@ -375,7 +458,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(MtlsConn::new(tls))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),

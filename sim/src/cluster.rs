@@ -166,6 +166,11 @@ pub struct Cluster {
     /// [`GossipSlot::known`]); without it only through its configured seeds, which may all be
     /// gone. On by default.
     pub remember_gossip_peers: bool,
+    /// Hand every packet due at a tick to its node before draining that node (one drain per
+    /// node per tick), as a shell that batches its inputs does (`Node`'s contract allows any
+    /// number of inputs per drain). Off by default: seeds recorded without it replay as they
+    /// did.
+    pub batch_inputs: bool,
 }
 
 /// Per-node config tweaks applied by [`Cluster::with_config`].
@@ -221,6 +226,7 @@ impl Cluster {
             gossip_owner: BTreeMap::new(),
             gossip_refused: 0,
             remember_gossip_peers: true,
+            batch_inputs: false,
         };
         let info = c.member_info(1);
         let config = c.node_config(1);
@@ -588,6 +594,28 @@ impl Cluster {
             .next()
     }
 
+    /// Hands several requests to a node as ONE batch of inputs (one drain after the last), the
+    /// way a batching shell does; replies show up in [`Cluster::reply`].
+    pub fn submit_batch(&mut self, node: NodeId, requests: Vec<Request>) -> Vec<RequestId> {
+        let mut ids = Vec::with_capacity(requests.len());
+        for request in requests {
+            let id = self.next_request;
+            self.next_request += 1;
+            ids.push(id);
+            if let Some(held) = self.paused.get_mut(&node) {
+                held.push(Held::Request(id, request));
+                self.unanswered.insert(id, (node, self.tick));
+            } else if let Some(n) = self.slots.get_mut(&node).and_then(|s| s.node.as_mut()) {
+                self.unanswered.insert(id, (node, self.tick));
+                n.handle_request(id, request);
+            }
+        }
+        if !self.paused.contains_key(&node) {
+            self.drain(node);
+        }
+        ids
+    }
+
     pub fn reply(&self, id: RequestId) -> Option<&Reply> {
         self.replies.get(&id).map(|(_, _, r)| r)
     }
@@ -857,6 +885,8 @@ impl Cluster {
         // Packets sent while delivering are due next tick at the earliest, so this ends.
         let due_keys: Vec<(u64, u64)> =
             self.in_flight.range(..=(self.tick, u64::MAX)).map(|(k, _)| *k).collect();
+        // With `batch_inputs`: nodes that got packets and are drained after the last one.
+        let mut undrained = BTreeSet::new();
         for key in due_keys {
             let Some(mut p) = self.in_flight.remove(&key) else { continue };
             if let Payload::Gossip { addr, .. } = &p.payload {
@@ -887,7 +917,11 @@ impl Cluster {
                                 self.refused.push((self.tick, p.to, e.to_string()));
                             }
                         }
-                        self.drain(p.to);
+                        if self.batch_inputs {
+                            undrained.insert(p.to);
+                        } else {
+                            self.drain(p.to);
+                        }
                     }
                     if transmit.is_snapshot {
                         if self.snapshot_report_delay_ticks == 0 {
@@ -908,10 +942,17 @@ impl Cluster {
                                 self.gossip_refused += 1;
                             }
                         }
-                        self.drain(p.to);
+                        if self.batch_inputs {
+                            undrained.insert(p.to);
+                        } else {
+                            self.drain(p.to);
+                        }
                     }
                 }
             }
+        }
+        for id in undrained {
+            self.drain(id);
         }
     }
 

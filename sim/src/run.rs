@@ -61,6 +61,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.skip_read_retry {
         v.push("skip_read_retry");
     }
+    if b.answer_before_durable {
+        v.push("answer_before_durable");
+    }
     v.join(",")
 }
 
@@ -73,6 +76,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "ack_before_durable" => b.ack_before_durable = true,
             "skip_session_dedup" => b.skip_session_dedup = true,
             "skip_read_retry" => b.skip_read_retry = true,
+            "answer_before_durable" => b.answer_before_durable = true,
             _ => {}
         }
     }

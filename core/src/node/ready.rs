@@ -5,8 +5,21 @@
 use super::*;
 
 impl Node {
-    /// Runs after every input: starts read rounds, drains raft-rs, notices role changes.
+    /// Every input ends here: the Ready it needs runs at the next `poll_*`, together with
+    /// that of every other input before it.
     pub(super) fn after_input(&mut self) {
+        self.ready_due = true;
+    }
+
+    /// The Ready owed to the inputs since the last one, if any.
+    pub(super) fn run_due_ready(&mut self) {
+        if std::mem::take(&mut self.ready_due) {
+            self.run_ready();
+        }
+    }
+
+    /// Starts read rounds, drains raft-rs, notices role changes.
+    fn run_ready(&mut self) {
         self.start_read_round();
         self.process_ready();
         self.observe();
@@ -39,6 +52,9 @@ impl Node {
                     .map(|e| LogRecord { index: e.index, bytes: encode_pb(e) })
                     .collect();
                 self.raw.mut_store().append(&entries);
+                if self.config.planted_bugs.answer_before_durable {
+                    self.answer_writes_early(&entries);
+                }
             }
             if let Some(hs) = rd.hs() {
                 batch.hard_state = Some(encode_pb(hs));
@@ -58,6 +74,23 @@ impl Node {
             self.sync_raft_applied();
             self.serve_applied_reads();
             self.maybe_snapshot();
+        }
+    }
+
+    /// The planted bug `answer_before_durable`: answers our `Set`s among `entries` now.
+    fn answer_writes_early(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let Some(w) = self.writes.get(&e.index) else { continue };
+            let ours = w.term == e.term && e.context.as_ref() == w.token.to_le_bytes();
+            let is_set = matches!(
+                Proposal::decode(&e.data),
+                Ok(Proposal { command: Command::Set { .. }, .. })
+            );
+            if ours && is_set && w.kind == WriteKind::Kv {
+                if let Some(w) = self.writes.remove(&e.index) {
+                    self.reply(w.id, Ok(Response::Set { revision: e.index }));
+                }
+            }
         }
     }
 

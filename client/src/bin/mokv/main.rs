@@ -65,7 +65,8 @@ enum Command {
     },
     /// Show the cluster's members.
     Members,
-    /// Measure write and linearizable-read throughput and latency.
+    /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
+    /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
 }
 
@@ -93,6 +94,23 @@ fn print_entry(e: &mokv_client::Entry, keys_only: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        // The generator builds its own multi-threaded runtime.
+        let dev = TlsFiles::dev(&default_dev_dir());
+        let target = bench::Target {
+            endpoints: cli.endpoints.clone(),
+            ca: cli.ca.clone().unwrap_or(dev.ca),
+            cert: cli.cert.clone().unwrap_or(dev.cert),
+            key: cli.key.clone().unwrap_or(dev.key),
+        };
+        return match bench::main(&target, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mokv bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -120,11 +138,6 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
     config.read_from = cli.read_from;
     let mode = if cli.serializable { ReadMode::Serializable } else { ReadMode::Linearizable };
     let read = ReadOptions::new().mode(mode);
-    if let Command::Bench(args) = &cli.command {
-        // The bench opens one client per simulated user.
-        bench::run(&config, args).await?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let client = Client::connect(config)?;
     match cli.command {
         Command::Get { key } => match client.get(&key, read).await? {
@@ -159,7 +172,7 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
                 println!("next page: --page-token {next}");
             }
         }
-        Command::Bench(_) => {} // ran above
+        Command::Bench(_) => {} // ran in main, on its own runtime
         Command::Members => {
             let members = client.members().await?;
             println!(
