@@ -1,5 +1,6 @@
 //! Running a range of seeds on every core: the swarm tests and the `mokv-sim` binary both come
-//! through here, so a range prints the same lines wherever it runs.
+//! through here, so a range prints the same lines wherever it runs (on stderr, past the test
+//! harness's capture).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -126,7 +127,10 @@ where
     let failures = Mutex::new(Vec::new());
     let inconclusive = AtomicU64::new(0);
     let started = Instant::now();
-    eprintln!("{name}: running seeds {first_seed}..{} on {threads} threads", first_seed + seeds);
+    log_line(&format!(
+        "{name}: running seeds {first_seed}..{} on {threads} threads",
+        first_seed + seeds
+    ));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -155,8 +159,15 @@ where
         seconds: started.elapsed().as_secs_f64(),
         threads,
     };
-    eprintln!("{}", summary.line());
+    log_line(&summary.line());
     summary
+}
+
+/// Writes a line to stderr past the test harness's output capture (which only takes the
+/// `print!` family), so a CI log shows which seeds ran and how fast even when all passed.
+fn log_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs seeds `first_seed .. first_seed + seeds` of `kind` with `bugs` on every core.
