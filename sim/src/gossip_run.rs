@@ -654,7 +654,24 @@ impl GossipRun {
                 let all_up =
                     self.c.ids().iter().all(|id| self.c.is_up(*id) && !self.c.is_paused(*id));
                 let partitioned = self.undo.contains(Undo::Heal);
-                if self.plan.dead_member_timeout_ms > 0 && (!all_up || partitioned) {
+                // Nor while the leader may still act on an earlier outage: it has a change in
+                // flight, or sees a voter as not alive (it may be about to remove it as dead,
+                // counting the disk about to be lost as live).
+                let leader_settled = self.settled_leader_conf_ids().is_some()
+                    && self.c.leader().is_some_and(|l| {
+                        let view = self.c.gossip_members(l);
+                        self.c.node(l).is_some_and(|n| {
+                            n.status().conf.voters.iter().all(|v| {
+                                *v == l
+                                    || view
+                                        .iter()
+                                        .any(|m| m.id.raft_id == *v && m.health == Health::Alive)
+                            })
+                        })
+                    });
+                if self.plan.dead_member_timeout_ms > 0
+                    && (!all_up || partitioned || !leader_settled)
+                {
                     return;
                 }
                 let Some(old) = self.random_of(&staying) else { return };
