@@ -203,18 +203,25 @@ pub fn free_tcp_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
 }
 
-/// The value of one Prometheus sample (`name{labels}` exactly as exported) from the plain HTTP
-/// metrics endpoint on 127.0.0.1:`port`; `None` if absent or unreachable within a second.
-pub async fn metric(port: u16, sample: &str) -> Option<f64> {
+/// The whole `/metrics` text served on 127.0.0.1:`port`, in one attempt bounded by `bound`;
+/// `None` if unreachable or not answered with 200 OK.
+pub async fn scrape_metrics(port: u16, bound: Duration) -> Option<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let scrape = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).await.ok()?;
-        text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        text.contains("200 OK").then_some(text)
     };
-    tokio::time::timeout(Duration::from_secs(1), scrape).await.ok()?
+    tokio::time::timeout(bound, scrape).await.ok()?
+}
+
+/// The value of one Prometheus sample (`name{labels}` exactly as exported) from the plain HTTP
+/// metrics endpoint on 127.0.0.1:`port`; `None` if absent or unreachable within a second.
+pub async fn metric(port: u16, sample: &str) -> Option<f64> {
+    let text = scrape_metrics(port, Duration::from_secs(1)).await?;
+    text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
 
 /// What a node was started with (kept for restarts).

@@ -13,7 +13,9 @@ use mokv_client::{
     Client, ClientConfig, ClientError, Entry, RangeOptions, ReadFrom, ReadMode, Role, Stream,
 };
 use mokv_proto::api::Suffrage;
-use mokv_tests::{bins, eventually, find_leader, free_tcp_ports, Bins, Certs, Mokvd, NodeSpec};
+use mokv_tests::{
+    bins, eventually, find_leader, free_tcp_ports, scrape_metrics, Bins, Certs, Mokvd, NodeSpec,
+};
 
 /// Nodes of one test, each with a metrics port: certificates for `names` (started on demand).
 struct Net {
@@ -164,17 +166,9 @@ impl Net {
 /// The whole `/metrics` text of the node whose metrics listen on `port` (retried: the
 /// exporter starts with the node).
 async fn scrape(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     for _ in 0..50 {
-        let once = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).await.ok()?;
-            text.contains("200 OK").then_some(text)
-        };
-        if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(2), once).await {
-            return Some(t);
+        if let Some(text) = scrape_metrics(port, Duration::from_secs(2)).await {
+            return Some(text);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
