@@ -1,5 +1,6 @@
 //! What a client write becomes in the Raft log: a [`Proposal`], encoded once by the leader and
-//! decoded by every replica when the entry is applied.
+//! decoded by every replica when the entry is applied; and what applying it did
+//! ([`WriteOutcome`], kept in sessions and snapshots).
 //!
 //! The encoding is ours (not protobuf) so that it is stable, versioned and canonical: equal
 //! proposals give equal bytes, and a build that does not understand an entry refuses it instead
@@ -25,6 +26,50 @@ pub struct SessionRef {
     /// Every seq below this has been answered to the client, so the cluster may forget those
     /// results.
     pub first_unacked_seq: u64,
+}
+
+/// What a write did. Stored in sessions so a retry gets the very same answer.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Set {
+        revision: u64,
+    },
+    /// Deleting a missing key succeeds too (`existed == false`): a retried delete must not
+    /// turn into an error.
+    Deleted {
+        existed: bool,
+        revision: u64,
+    },
+}
+
+const OUTCOME_SET: u8 = 1;
+const OUTCOME_DELETED: u8 = 2;
+
+impl WriteOutcome {
+    pub(crate) fn encode_to(&self, w: &mut Writer) {
+        match *self {
+            WriteOutcome::Set { revision } => {
+                w.put_u8(OUTCOME_SET);
+                w.put_u64(revision);
+            }
+            WriteOutcome::Deleted { existed, revision } => {
+                w.put_u8(OUTCOME_DELETED);
+                w.put_bool(existed);
+                w.put_u64(revision);
+            }
+        }
+    }
+
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.get_u8()? {
+            OUTCOME_SET => Ok(WriteOutcome::Set { revision: r.get_u64()? }),
+            OUTCOME_DELETED => {
+                Ok(WriteOutcome::Deleted { existed: r.get_bool()?, revision: r.get_u64()? })
+            }
+            tag => Err(DecodeError::UnknownTag(tag)),
+        }
+    }
 }
 
 /// A change to the key-value data.

@@ -87,6 +87,47 @@ impl Config {
     }
 }
 
+/// A [`Config`] value the node cannot run with; `field` is the name of the `Config` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+#[non_exhaustive]
+pub struct InvalidConfig {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl Config {
+    /// The one check of a configuration; [`crate::Node::new`] refuses to start without it and
+    /// the shell runs it on its settings before it opens anything.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let bad = |field, reason| Err(InvalidConfig { field, reason });
+        if self.id == 0 {
+            return bad("id", "must be non-zero");
+        }
+        if self.election_ticks < 2 {
+            return bad("election_ticks", "must be at least 2");
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return bad("heartbeat_ticks", "must be in 1..election_ticks");
+        }
+        if self.max_key_bytes == 0 {
+            return bad("max_key_bytes", "must be positive");
+        }
+        if self.snapshot_threshold_entries == 0 {
+            return bad("snapshot_threshold_entries", "must be positive");
+        }
+        if let Some(g) = &self.gossip {
+            if g.identity.raft_id != self.id || !g.identity.is_well_formed() {
+                return bad(
+                    "gossip",
+                    "identity must carry this node's id, a name and bounded fields",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Known bugs that can be switched on so the simulator can show that its checkers catch them.
 /// The shell never sets these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -43,8 +43,6 @@ pub struct LeaderHint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unavailable {
-    #[error("no leader is known")]
-    NoLeader,
     #[error("too many requests in flight")]
     Busy,
     #[error("the read could not be confirmed by a quorum in time")]
@@ -65,7 +63,7 @@ pub enum Unavailable {
 pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(#[from] InvalidArgument),
-    /// Writes go to the leader; this node is not it.
+    /// Writes go to the leader; this node is not it. `leader: None`: no leader is known here.
     #[error("not the leader")]
     NotLeader { leader: Option<LeaderHint> },
     #[error("unavailable: {0}")]
@@ -78,6 +76,10 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the caller may do next. Every consumer that needs to decide between "fix the
+    /// request", "retry" and "retry only with a session" asks this instead of matching variants,
+    /// so a new variant is classified in one place.
+    #[must_use]
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::InvalidArgument(_) => ErrorClass::Misuse,
@@ -102,7 +104,7 @@ pub enum RecoveryError {
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("invalid configuration: {0}")]
-    Config(&'static str),
+    Config(#[from] crate::config::InvalidConfig),
 }
 
 /// Why a message from a peer was refused (it is dropped; the sender retries).

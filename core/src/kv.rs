@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::command::{Command, Proposal};
+use crate::command::{Command, Proposal, WriteOutcome};
 use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionError, SessionLimits, Sessions};
 
@@ -23,57 +23,6 @@ pub struct Versioned {
     pub mod_index: u64,
     /// Writes since creation; 1 on create.
     pub version: u64,
-}
-
-/// What a write did. Stored in sessions so a retry gets the very same answer.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Set {
-        revision: u64,
-    },
-    /// Deleting a missing key succeeds too (`existed == false`): a retried delete must not
-    /// turn into an error.
-    Deleted {
-        existed: bool,
-        revision: u64,
-    },
-}
-
-const OUTCOME_SET: u8 = 1;
-const OUTCOME_DELETED: u8 = 2;
-
-impl WriteOutcome {
-    pub(crate) fn encode_to(&self, w: &mut Writer) {
-        match *self {
-            WriteOutcome::Set { revision } => {
-                w.put_u8(OUTCOME_SET);
-                w.put_u64(revision);
-            }
-            WriteOutcome::Deleted { existed, revision } => {
-                w.put_u8(OUTCOME_DELETED);
-                w.put_bool(existed);
-                w.put_u64(revision);
-            }
-        }
-    }
-
-    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.get_u8()? {
-            OUTCOME_SET => Ok(WriteOutcome::Set { revision: r.get_u64()? }),
-            OUTCOME_DELETED => {
-                Ok(WriteOutcome::Deleted { existed: r.get_bool()?, revision: r.get_u64()? })
-            }
-            tag => Err(DecodeError::UnknownTag(tag)),
-        }
-    }
-
-    /// Log index of the write this outcome reports.
-    pub fn revision(&self) -> u64 {
-        match *self {
-            WriteOutcome::Set { revision } | WriteOutcome::Deleted { revision, .. } => revision,
-        }
-    }
 }
 
 /// One page of a key listing.
@@ -165,7 +114,7 @@ impl Default for StateMachine {
 }
 
 impl StateMachine {
-    pub fn new(limits: SessionLimits) -> Self {
+    pub(crate) fn new(limits: SessionLimits) -> Self {
         Self {
             data: BTreeMap::new(),
             sessions: Sessions::new(limits),
@@ -184,7 +133,7 @@ impl StateMachine {
     ///
     /// A session error is a normal outcome (the entry is still consumed): the client is told,
     /// and every replica refuses the same way.
-    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, SessionError> {
+    pub(crate) fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, SessionError> {
         self.advance_applied(index);
         let data = &mut self.data;
         self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
@@ -194,7 +143,7 @@ impl StateMachine {
 
     /// Advances applied_index for entries that are not proposals (empty entries, conf
     /// changes).
-    pub fn skip(&mut self, index: u64) {
+    pub(crate) fn skip(&mut self, index: u64) {
         self.advance_applied(index);
     }
 
@@ -216,7 +165,7 @@ impl StateMachine {
     }
 
     /// One page of keys in ascending byte order.
-    pub fn range(&self, q: &RangeQuery) -> Result<RangePage, InvalidPageToken> {
+    pub(crate) fn range(&self, q: &RangeQuery) -> Result<RangePage, InvalidPageToken> {
         let first = q.prefix.as_str().max(q.start_key.as_str());
         let last = if q.page_token.is_empty() {
             None
@@ -264,7 +213,8 @@ impl StateMachine {
         self.data.is_empty()
     }
 
-    pub fn sessions(&self) -> &Sessions {
+    #[cfg(test)]
+    pub(crate) fn sessions(&self) -> &Sessions {
         &self.sessions
     }
 
@@ -277,7 +227,7 @@ impl StateMachine {
         &self.members
     }
 
-    pub fn members_mut(&mut self) -> &mut MemberTable {
+    pub(crate) fn members_mut(&mut self) -> &mut MemberTable {
         &mut self.members
     }
 
@@ -285,7 +235,7 @@ impl StateMachine {
         &self.conf
     }
 
-    pub fn set_conf(&mut self, conf: Conf) {
+    pub(crate) fn set_conf(&mut self, conf: Conf) {
         self.conf = conf;
     }
 

@@ -9,7 +9,7 @@
 //! ## What this crate owns
 //! - every protocol decision: what to persist and when, which messages may leave, when a
 //!   client is answered, what an error means ([`ErrorClass`]: misuse, retryable, indeterminate);
-//! - every replicated and durable format ([`command`], [`snapshot`], [`persist`]);
+//! - every replicated and durable format (proposals, snapshots, [`persist`]);
 //! - input validation and limits, so that no path (gRPC, peer, simulator) can skip them.
 //!
 //! ## What it must never do
@@ -23,28 +23,35 @@
 //! See [`Node`] for the inputs (`handle_*`), the outputs (`poll_*`) and the order in which a
 //! shell must drain them.
 
-pub mod codec;
-pub mod command;
+// Modules are private; the types other crates use are re-exported below, each under one path
+// (as quinn-proto does). `gossip` and `persist` stay public: each is a protocol of its own
+// (datagrams in and out; the durable format the shell writes) that a shell uses as a unit.
+mod codec;
+mod command;
 mod config;
 mod error;
 pub mod gossip;
-pub mod kv;
+mod kv;
 mod log;
-pub mod members;
+mod members;
 mod node;
 pub mod persist;
-pub mod read;
+mod read;
 mod reconcile;
 mod request;
 mod rng;
-pub mod session;
-pub mod snapshot;
+mod session;
+mod snapshot;
 
-pub use config::{Config, PlantedBugs};
+pub use codec::DecodeError;
+pub use command::SessionRef;
+pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
 };
-pub use members::{MemberInfo, NodeId};
+pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
+pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{Event, Node, PeerPayload, Role, Status, Transmit};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
+pub use session::{SessionError, SessionLimits};

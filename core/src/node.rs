@@ -17,12 +17,12 @@ use raft::eraftpb::{
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
 use raft_proto::ConfChangeI as _;
 
-use crate::command::{Command, Proposal};
+use crate::command::{Command, Proposal, WriteOutcome};
 use crate::config::Config;
 use crate::error::{
     Error, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
 };
-use crate::kv::{StateMachine, WriteOutcome};
+use crate::kv::StateMachine;
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 use crate::persist::{DurableState, LogRecord, PersistBatch, PersistId, SnapshotRecord};
@@ -273,12 +273,7 @@ impl Node {
     /// existing cluster). Committed entries in the log are replayed into the state machine
     /// before this returns.
     pub fn new(config: Config, durable: DurableState) -> Result<Node, RecoveryError> {
-        if config.id == 0 {
-            return Err(RecoveryError::Config("node id must be non-zero"));
-        }
-        if config.heartbeat_ticks == 0 || config.heartbeat_ticks >= config.election_ticks {
-            return Err(RecoveryError::Config("heartbeat_ticks must be in 1..election_ticks"));
-        }
+        config.validate()?;
         let mut log = MemLog::new();
         let mut sm = StateMachine::new(config.session_limits);
         if let Some(bytes) = &durable.snapshot {
@@ -338,11 +333,6 @@ impl Node {
 
         let gossip = match &config.gossip {
             None => None,
-            Some(g) if g.identity.raft_id != config.id || !g.identity.is_well_formed() => {
-                return Err(RecoveryError::Config(
-                    "gossip identity must carry this node's id, a name and bounded fields",
-                ));
-            }
             // Its own stream, so that turning gossip on leaves the node's other draws as they
             // were (recorded simulator seeds keep replaying).
             Some(g) => Some(crate::gossip::Gossip::new(g, config.seed ^ 0x6f73_7369_705f_6b76)),

@@ -66,6 +66,7 @@ impl ReadQueue {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::command::SessionRef;
-use crate::kv::WriteOutcome;
+use crate::command::{SessionRef, WriteOutcome};
 
 /// Bounds on the memory sessions may take. Every replica must use the same limits (they are
 /// carried in snapshots for that reason).
@@ -55,11 +54,13 @@ pub struct Session {
 }
 
 impl Session {
+    #[cfg(test)]
     pub fn last_active_ms(&self) -> u64 {
         self.last_active_ms
     }
 
     /// Seqs below this answer [`SessionError::ResultDiscarded`].
+    #[cfg(test)]
     pub fn discarded_below(&self) -> u64 {
         self.discarded_below
     }
@@ -109,14 +110,17 @@ impl Sessions {
         self.cluster_time_ms
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_client.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_client.is_empty()
     }
 
+    #[cfg(test)]
     pub fn get(&self, client_id: u64) -> Option<&Session> {
         self.by_client.get(&client_id)
     }

@@ -381,7 +381,7 @@ async fn store_gossip_peers(
     mut stored: BTreeMap<NodeId, String>,
 ) {
     // The view changes with every commit; look again only when membership or gossip did.
-    let mut seen: Option<(mokv_core::members::Conf, Vec<mokv_core::gossip::GossipMember>)> = None;
+    let mut seen: Option<(mokv_core::Conf, Vec<mokv_core::gossip::GossipMember>)> = None;
     loop {
         let next: Option<BTreeMap<NodeId, String>> = {
             let v = view.borrow_and_update();

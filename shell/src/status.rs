@@ -18,7 +18,7 @@
 //! client library follows. Messages never contain keys or values (the core's error texts give
 //! lengths only).
 
-use mokv_core::session::SessionError;
+use mokv_core::SessionError;
 use mokv_core::{Error, LeaderHint};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -92,7 +92,7 @@ pub fn code_label(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mokv_core::{InvalidArgument, Unavailable};
+    use mokv_core::InvalidArgument;
 
     #[test]
     fn table() {
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(s.metadata().get(mokv_proto::LEADER_HINT_ID).unwrap(), "n7");
         assert_eq!(s.metadata().get(mokv_proto::LEADER_HINT_ADDR).unwrap(), "10.0.0.7:8400");
-        let s = from_core(&Unavailable::NoLeader.into(), None);
+        let s = from_core(&Error::NotLeader { leader: None }, None);
         assert_eq!(s.code(), Code::Unavailable);
         assert!(s.metadata().get(mokv_proto::LEADER_HINT_ID).is_none());
         assert_eq!(from_core(&Error::Indeterminate, None).code(), Code::DeadlineExceeded);

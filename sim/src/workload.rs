@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use mokv_core::command::SessionRef;
-use mokv_core::kv::RangeQuery;
-use mokv_core::session::SessionError;
+use mokv_core::SessionRef;
+use mokv_core::RangeQuery;
+use mokv_core::SessionError;
 use mokv_core::{
     Consistency, Error, InvalidArgument, NodeId, Reply, Request, RequestId, Response, Rng,
     Unavailable,
@@ -237,10 +237,7 @@ impl Client {
                 self.next_at = now + if self.leader.is_some() { 0 } else { 1 + rng.below(5) };
             }
             Err(Error::Unavailable(u)) => {
-                if matches!(
-                    u,
-                    Unavailable::NoLeader | Unavailable::LeadershipTransfer | Unavailable::Removed
-                ) {
+                if matches!(u, Unavailable::LeadershipTransfer | Unavailable::Removed) {
                     self.leader = None;
                 }
                 self.next_at = retry_at(rng);

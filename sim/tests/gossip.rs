@@ -54,7 +54,7 @@ fn write_eventually(c: &mut Cluster, key: &str) {
     panic!("no write succeeded");
 }
 
-fn leader_conf(c: &Cluster) -> Option<mokv_core::members::Conf> {
+fn leader_conf(c: &Cluster) -> Option<mokv_core::Conf> {
     c.leader().and_then(|l| c.node(l)).map(|n| n.status().conf)
 }
 
