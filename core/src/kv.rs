@@ -133,7 +133,11 @@ impl StateMachine {
     ///
     /// A session error is a normal outcome (the entry is still consumed): the client is told,
     /// and every replica refuses the same way.
-    pub(crate) fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, SessionError> {
+    pub(crate) fn apply(
+        &mut self,
+        index: u64,
+        proposal: &Proposal,
+    ) -> Result<WriteOutcome, SessionError> {
         self.advance_applied(index);
         let data = &mut self.data;
         self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {

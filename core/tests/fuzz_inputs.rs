@@ -11,8 +11,8 @@
 //! answers", which holds for undecodable bytes, wrong recipients, local types, bad snapshots
 //! and the guarded fields.
 
-use mokv_core::RangeQuery;
 use mokv_core::persist::DurableState;
+use mokv_core::RangeQuery;
 use mokv_core::{
     Config, Consistency, Error, InvalidArgument, MemberInfo, Node, PeerMessageError, Request,
     Response, Role,

@@ -1,6 +1,13 @@
 //! `mokvd`'s configuration: command-line flags, `MOKV_*` environment variables and a YAML file
 //! with the original mökv's kebab-case keys.
 //!
+//! Every setting is declared once, below (name, type, default, doc; a unit in the name): the
+//! `settings!` macro ([`declare`]) makes of it the flags, the environment variables
+//! (`MOKV_` + the key in upper snake case), the YAML keys, the resolved [`NodeConfig`] and the
+//! reference table in the README (`mokvd config reference`; a test keeps the README equal to
+//! it). [`NodeConfig::validate`] is the one check, and it leaves the core's settings to
+//! [`mokv_core::Config::validate`].
+//!
 //! Precedence: flags > environment > file > defaults. Flags and environment variables are
 //! handled by clap (`--rpc-port` / `MOKV_RPC_PORT`), the file by serde with
 //! `deny_unknown_fields`; both layers are the same [`Settings`] struct of optional values, merged
@@ -12,17 +19,124 @@
 //! certificate is a node certificate (see [`crate::tls::Identity::is_node`]). So there is no
 //! separate peer port, and a member's peer address equals its rpc address.
 
+pub(crate) mod declare;
+mod paths;
+mod reference;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use mokv_core::gossip::GossipConfig;
-use serde::Deserialize;
+
+pub use paths::{default_dev_dir, expand_path};
+pub use reference::{markdown_reference, SettingDoc};
 
 /// Default client port, the original's.
 pub const DEFAULT_RPC_PORT: u16 = 8400;
 /// Default `max-concurrent-streams`: in-flight rpcs per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Shortest accepted cluster key: a guessable key would let anyone join and spoof members.
+pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
+
+/// The core's defaults, the one source of the defaults of the settings the core reads.
+fn core_defaults() -> mokv_core::Config {
+    mokv_core::Config::new(1, 0)
+}
+
+declare::settings! {
+    required {
+        /// Directory of the node's durable state (RocksDB under `raft/`).
+        data_dir: PathBuf,
+        /// This node's name; must be the CN of its node certificate.
+        node_name: String,
+    }
+    defaulted {
+        /// Gossip address (host:port). Its host is also the host the rpc port listens on;
+        /// port 0 picks a free port.
+        bind_addr: String = "127.0.0.1:8401".to_owned(),
+        /// Port of the gRPC services (client KV and peer); 0 picks a free port.
+        rpc_port: u16 = DEFAULT_RPC_PORT,
+        /// Gossip addresses (`bind-addr`) of other nodes to join through, comma separated; tried
+        /// with backoff until one answers.
+        #[arg(value_delimiter = ',')]
+        start_join_addrs: Vec<String> = Vec::new(),
+        /// Start a new single-node cluster if the data dir is empty.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        bootstrap: bool = false,
+        /// tracing filter: a level (`info`) or directives (`mokv_shell=debug,info`).
+        log_level: String = "info".to_owned(),
+        /// Longest key accepted.
+        max_key_bytes: usize = core_defaults().max_key_bytes,
+        /// Largest value accepted.
+        max_value_bytes: usize = core_defaults().max_value_bytes,
+        /// Concurrent HTTP/2 streams (in-flight rpcs) per client or peer connection.
+        max_concurrent_streams: u32 = DEFAULT_MAX_CONCURRENT_STREAMS,
+        /// Length of one Raft tick.
+        tick_ms: u64 = 100,
+        /// Minimum election timeout, in ticks.
+        election_ticks: usize = core_defaults().election_ticks,
+        /// Leader heartbeat interval, in ticks; below `election-ticks`.
+        heartbeat_ticks: usize = core_defaults().heartbeat_ticks,
+        /// Snapshot and compact the log after this many applied entries.
+        snapshot_threshold_entries as "snapshot-threshold": u64 =
+            core_defaults().snapshot_threshold_entries,
+        /// Remove a member from the Raft configuration after it has been down this long;
+        /// 0: never, a down member stays and is reported.
+        dead_member_timeout_ms: u64 = core_defaults().dead_member_timeout_ms,
+        /// On SIGTERM/SIGINT leave the cluster for good (the leader removes this member) instead
+        /// of only stopping (the member stays, reported down, and catches up when it restarts).
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        leave_on_shutdown: bool = false,
+        /// Gossip probe interval; failure detection takes about this plus `gossip-suspect-ms`.
+        gossip_probe_ms: u64 = 1_000,
+        /// How long a suspected member has to refute before it is declared down.
+        gossip_suspect_ms: u64 = 4_000,
+    }
+    optional {
+        /// Casbin model (unset: the built-in copy of certs/model.conf); reloaded when it changes.
+        acl_model_file: PathBuf,
+        /// Casbin policy CSV (unset: the built-in certs/policy.csv, `root` may do everything);
+        /// reloaded when it changes.
+        acl_policy_file: PathBuf,
+        /// Prometheus `/metrics` port (unset: off).
+        metrics_port: u16,
+    }
+    inputs {
+        /// Host (name or IP) other nodes and clients use to reach this node's rpc port.
+        advertise_addr: String => "the host of bind-addr (required if that is 0.0.0.0)",
+        /// Certificate of the gRPC server (a node certificate).
+        server_tls_cert_file: PathBuf => "required",
+        /// Private key of `server-tls-cert-file`.
+        server_tls_key_file: PathBuf => "required",
+        /// CA that signs client and node certificates.
+        server_tls_ca_file: PathBuf => "required",
+        /// Certificate this node presents to its peers.
+        peer_tls_cert_file: PathBuf => "same as server-tls-cert-file",
+        /// Private key of `peer-tls-cert-file`.
+        peer_tls_key_file: PathBuf => "same as server-tls-key-file",
+        /// CA that signs the peers' certificates.
+        peer_tls_ca_file: PathBuf => "same as server-tls-ca-file",
+        /// File holding the cluster's gossip key (any secret text; `mokvd certs` writes one to
+        /// `cluster.key`). Gossip datagrams are encrypted and authenticated with it.
+        cluster_key_file: PathBuf => "required, or cluster-key",
+        /// The cluster's gossip key inline (prefer `cluster-key-file`: flags show in `ps`).
+        #[arg(hide_env_values = true)]
+        cluster_key: String => "unset",
+    }
+    derived {
+        /// Host the rpc port listens on (the host part of `bind-addr`).
+        listen_host: IpAddr,
+        /// Host others use to reach this node (`advertise-addr`).
+        advertise_host: String,
+        /// `server-tls-{cert,key,ca}-file`.
+        server_tls: TlsFiles,
+        /// `peer-tls-{cert,key,ca}-file`, each defaulting to its `server-tls` counterpart.
+        peer_tls: TlsFiles,
+        /// The secret gossip datagrams are sealed with (never logged).
+        cluster_key: ClusterSecret,
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +156,16 @@ pub struct Cli {
 pub enum Command {
     /// Generate a CA, node certificates and client certificates (replaces cfssl).
     Certs(crate::certs::CertsArgs),
+    /// About the configuration itself.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every setting (key, environment variable, type, default, meaning) as a markdown
+    /// table: the README's configuration reference.
+    Reference,
 }
 
 #[derive(Args, Debug, Default)]
@@ -57,142 +181,44 @@ pub struct RunArgs {
     pub settings: Settings,
 }
 
-/// One layer of settings; `None` = not given in this layer.
-#[derive(Args, Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Settings {
-    /// Directory of the node's durable state (RocksDB under `raft/`).
-    #[arg(long, env = "MOKV_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// This node's name; must be the CN of its node certificate.
-    #[arg(long, env = "MOKV_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// Gossip address (host:port). Its host is also the host the rpc port listens on.
-    #[arg(long, env = "MOKV_BIND_ADDR")]
-    pub bind_addr: Option<String>,
-    /// Port of the gRPC services (client KV and peer); 0 picks a free port.
-    #[arg(long, env = "MOKV_RPC_PORT")]
-    pub rpc_port: Option<u16>,
-    /// Host (name or IP) other nodes and clients use to reach this node's rpc port.
-    #[arg(long, env = "MOKV_ADVERTISE_ADDR")]
-    pub advertise_addr: Option<String>,
-    /// Gossip addresses (`bind-addr`) of other nodes to join through, comma separated; tried
-    /// with backoff until one answers.
-    #[arg(long, env = "MOKV_START_JOIN_ADDRS", value_delimiter = ',')]
-    pub start_join_addrs: Option<Vec<String>>,
-    /// Start a new single-node cluster if the data dir is empty.
-    #[arg(long, env = "MOKV_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
-    pub bootstrap: Option<bool>,
-    /// Casbin model (default: the built-in copy of certs/model.conf); reloaded when it changes.
-    #[arg(long, env = "MOKV_ACL_MODEL_FILE")]
-    pub acl_model_file: Option<PathBuf>,
-    /// Casbin policy CSV (default: the built-in certs/policy.csv, `root` may do everything);
-    /// reloaded when it changes.
-    #[arg(long, env = "MOKV_ACL_POLICY_FILE")]
-    pub acl_policy_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_SERVER_TLS_CERT_FILE")]
-    pub server_tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_SERVER_TLS_KEY_FILE")]
-    pub server_tls_key_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_SERVER_TLS_CA_FILE")]
-    pub server_tls_ca_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_PEER_TLS_CERT_FILE")]
-    pub peer_tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_PEER_TLS_KEY_FILE")]
-    pub peer_tls_key_file: Option<PathBuf>,
-    #[arg(long, env = "MOKV_PEER_TLS_CA_FILE")]
-    pub peer_tls_ca_file: Option<PathBuf>,
-    /// Prometheus `/metrics` port (off when unset).
-    #[arg(long, env = "MOKV_METRICS_PORT")]
-    pub metrics_port: Option<u16>,
-    /// tracing filter: a level (`info`) or directives (`mokv_shell=debug,info`).
-    #[arg(long, env = "MOKV_LOG_LEVEL")]
-    pub log_level: Option<String>,
-    #[arg(long, env = "MOKV_MAX_KEY_BYTES")]
-    pub max_key_bytes: Option<usize>,
-    #[arg(long, env = "MOKV_MAX_VALUE_BYTES")]
-    pub max_value_bytes: Option<usize>,
-    /// Concurrent HTTP/2 streams (in-flight rpcs) per client or peer connection.
-    #[arg(long, env = "MOKV_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u32>,
-    /// Length of one Raft tick in milliseconds.
-    #[arg(long, env = "MOKV_TICK_MS")]
-    pub tick_ms: Option<u64>,
-    #[arg(long, env = "MOKV_ELECTION_TICKS")]
-    pub election_ticks: Option<usize>,
-    #[arg(long, env = "MOKV_HEARTBEAT_TICKS")]
-    pub heartbeat_ticks: Option<usize>,
-    /// Snapshot and compact the log after this many applied entries.
-    #[arg(long, env = "MOKV_SNAPSHOT_THRESHOLD")]
-    pub snapshot_threshold: Option<u64>,
-    /// File holding the cluster's gossip key (any secret text; `mokvd certs` writes one to
-    /// `cluster.key`). Gossip datagrams are encrypted and authenticated with it.
-    #[arg(long, env = "MOKV_CLUSTER_KEY_FILE")]
-    pub cluster_key_file: Option<PathBuf>,
-    /// The cluster's gossip key inline (prefer `cluster-key-file`: flags show in `ps`).
-    #[arg(long, env = "MOKV_CLUSTER_KEY", hide_env_values = true)]
-    pub cluster_key: Option<String>,
-    /// Remove a member from the Raft configuration after it has been down this long (ms);
-    /// 0 (default): never, a down member stays and is reported.
-    #[arg(long, env = "MOKV_DEAD_MEMBER_TIMEOUT_MS")]
-    pub dead_member_timeout_ms: Option<u64>,
-    /// On SIGTERM/SIGINT leave the cluster for good (the leader removes this member) instead of
-    /// only stopping (the member stays, reported down, and catches up when it restarts).
-    #[arg(long, env = "MOKV_LEAVE_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
-    pub leave_on_shutdown: Option<bool>,
-    /// Gossip probe interval (ms); failure detection takes about this plus `gossip-suspect-ms`.
-    #[arg(long, env = "MOKV_GOSSIP_PROBE_MS")]
-    pub gossip_probe_ms: Option<u64>,
-    /// How long a suspected member has to refute before it is declared down (ms).
-    #[arg(long, env = "MOKV_GOSSIP_SUSPECT_MS")]
-    pub gossip_suspect_ms: Option<u64>,
+/// The environment variable of a setting: `MOKV_` + its key in upper snake case.
+pub fn env_var_of(key: &str) -> String {
+    format!("MOKV_{}", key.to_uppercase().replace('-', "_"))
 }
 
-macro_rules! overlay {
-    ($top:expr, $bottom:expr, $($field:ident),* $(,)?) => {
-        Settings { $($field: $top.$field.or($bottom.$field)),* }
-    };
+/// `mokvd`'s command line, with every setting also read from its environment variable.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    static ENV_VARS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let vars = ENV_VARS
+        .get_or_init(|| reference().into_iter().map(|d| (env_var_of(&d.key), d.key)).collect());
+    Cli::command().mut_args(|arg| {
+        let var = arg.get_long().and_then(|long| vars.iter().find(|(_, key)| key == long));
+        match var {
+            Some((var, _)) => arg.env(var.as_str()),
+            None => arg,
+        }
+    })
+}
+
+/// Parses `args` (the program name first) as `mokvd`'s command line, environment included.
+pub fn parse_cli_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches as _;
+    let mut cmd = command();
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
+}
+
+/// Parses the process's command line; prints help, version or the error and exits as clap does.
+pub fn parse_cli() -> Cli {
+    parse_cli_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
 impl Settings {
-    /// `self` wins where it has a value.
-    pub fn over(self, below: Settings) -> Settings {
-        overlay!(
-            self,
-            below,
-            data_dir,
-            node_name,
-            bind_addr,
-            rpc_port,
-            advertise_addr,
-            start_join_addrs,
-            bootstrap,
-            acl_model_file,
-            acl_policy_file,
-            server_tls_cert_file,
-            server_tls_key_file,
-            server_tls_ca_file,
-            peer_tls_cert_file,
-            peer_tls_key_file,
-            peer_tls_ca_file,
-            metrics_port,
-            log_level,
-            max_key_bytes,
-            max_value_bytes,
-            max_concurrent_streams,
-            tick_ms,
-            election_ticks,
-            heartbeat_ticks,
-            snapshot_threshold,
-            cluster_key_file,
-            cluster_key,
-            dead_member_timeout_ms,
-            leave_on_shutdown,
-            gossip_probe_ms,
-            gossip_suspect_ms,
-        )
-    }
-
     /// Parses a YAML file; errors name the offending key (serde_yaml prefixes the path).
     pub fn from_yaml(text: &str) -> Result<Settings, ConfigError> {
         if text.trim().is_empty() {
@@ -225,40 +251,6 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// A checked configuration.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    pub data_dir: PathBuf,
-    pub node_name: String,
-    pub bind_addr: String,
-    /// Host the rpc port listens on (the host part of `bind-addr`).
-    pub listen_host: IpAddr,
-    pub rpc_port: u16,
-    /// Host others use to reach this node.
-    pub advertise_host: String,
-    pub start_join_addrs: Vec<String>,
-    pub bootstrap: bool,
-    pub acl_model_file: Option<PathBuf>,
-    pub acl_policy_file: Option<PathBuf>,
-    pub server_tls: TlsFiles,
-    pub peer_tls: TlsFiles,
-    pub metrics_port: Option<u16>,
-    pub log_level: String,
-    pub max_key_bytes: usize,
-    pub max_value_bytes: usize,
-    pub max_concurrent_streams: u32,
-    pub tick_ms: u64,
-    pub election_ticks: usize,
-    pub heartbeat_ticks: usize,
-    pub snapshot_threshold: u64,
-    /// The secret gossip datagrams are sealed with (never logged).
-    pub cluster_key: ClusterSecret,
-    pub dead_member_timeout_ms: u64,
-    pub leave_on_shutdown: bool,
-    pub gossip_probe_ms: u64,
-    pub gossip_suspect_ms: u64,
-}
-
 /// The cluster key as configured; `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSecret(pub Vec<u8>);
@@ -269,148 +261,105 @@ impl std::fmt::Debug for ClusterSecret {
     }
 }
 
-/// Shortest accepted cluster key: a guessable key would let anyone join and spoof members.
-pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
+/// Computes the values that combine several settings (and normalises `start-join-addrs`).
+/// Only what is needed to compute them is checked here; value ranges are [`NodeConfig::validate`]'s.
+fn derive(plain: &mut Plain, s: Inputs) -> Result<Derived, ConfigError> {
+    plain.start_join_addrs.retain(|a| !a.is_empty());
+    let listen_host = host_of(&plain.bind_addr)
+        .ok_or_else(|| bad("bind-addr", "must be IP:port, e.g. 127.0.0.1:8401"))?;
+    let advertise_host = match s.advertise_addr {
+        Some(a) if a.is_empty() => return Err(bad("advertise-addr", "must not be empty")),
+        Some(a) => a,
+        None if listen_host.is_unspecified() => {
+            return Err(bad(
+                "advertise-addr",
+                "is required when bind-addr listens on all interfaces",
+            ))
+        }
+        None => listen_host.to_string(),
+    };
+    let server_tls = TlsFiles {
+        cert: s.server_tls_cert_file.ok_or_else(|| bad("server-tls-cert-file", "is required"))?,
+        key: s.server_tls_key_file.ok_or_else(|| bad("server-tls-key-file", "is required"))?,
+        ca: s.server_tls_ca_file.ok_or_else(|| bad("server-tls-ca-file", "is required"))?,
+    };
+    // The peer side defaults to the server side: one node certificate does both.
+    let peer_tls = TlsFiles {
+        cert: s.peer_tls_cert_file.unwrap_or_else(|| server_tls.cert.clone()),
+        key: s.peer_tls_key_file.unwrap_or_else(|| server_tls.key.clone()),
+        ca: s.peer_tls_ca_file.unwrap_or_else(|| server_tls.ca.clone()),
+    };
+    let cluster_key = match (s.cluster_key, s.cluster_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad("cluster-key", "set cluster-key or cluster-key-file, not both"))
+        }
+        (Some(k), None) => k.trim().as_bytes().to_vec(),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| bad("cluster-key-file", format!("reading {}: {e}", path.display())))?
+            .trim()
+            .as_bytes()
+            .to_vec(),
+        (None, None) => {
+            return Err(bad(
+                "cluster-key-file",
+                "is required (gossip is encrypted with it; `mokvd certs` writes cluster.key)",
+            ))
+        }
+    };
+    Ok(Derived {
+        listen_host,
+        advertise_host,
+        server_tls,
+        peer_tls,
+        cluster_key: ClusterSecret(cluster_key),
+    })
+}
 
 impl NodeConfig {
-    /// Applies defaults and checks every value.
-    pub fn resolve(s: Settings) -> Result<NodeConfig, ConfigError> {
-        let data_dir = s.data_dir.ok_or_else(|| bad("data-dir", "is required"))?;
-        let node_name = s.node_name.ok_or_else(|| bad("node-name", "is required"))?;
-        if node_name.is_empty() || node_name.len() > 255 {
+    /// The one check of a configuration. The settings the core reads are checked by
+    /// [`mokv_core::Config::validate`] (the same check `Node::new` runs), named by their keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_name.is_empty() || self.node_name.len() > 255 {
             return Err(bad("node-name", "must be 1..=255 bytes"));
         }
-        let bind_addr = s.bind_addr.unwrap_or_else(|| "127.0.0.1:8401".to_owned());
-        let listen_host = host_of(&bind_addr)
-            .ok_or_else(|| bad("bind-addr", "must be IP:port, e.g. 127.0.0.1:8401"))?;
-        let advertise_host = match s.advertise_addr {
-            Some(a) if a.is_empty() => return Err(bad("advertise-addr", "must not be empty")),
-            Some(a) => a,
-            None if listen_host.is_unspecified() => {
-                return Err(bad(
-                    "advertise-addr",
-                    "is required when bind-addr listens on all interfaces",
-                ))
-            }
-            None => listen_host.to_string(),
-        };
-        let start_join_addrs: Vec<String> =
-            s.start_join_addrs.unwrap_or_default().into_iter().filter(|a| !a.is_empty()).collect();
-        let bootstrap = s.bootstrap.unwrap_or(false);
-        if bootstrap && !start_join_addrs.is_empty() {
+        if self.bootstrap && !self.start_join_addrs.is_empty() {
             return Err(bad(
                 "bootstrap",
                 "a bootstrapping node starts a new cluster; it cannot also join start-join-addrs",
             ));
         }
-        let server_tls = TlsFiles {
-            cert: s
-                .server_tls_cert_file
-                .ok_or_else(|| bad("server-tls-cert-file", "is required"))?,
-            key: s.server_tls_key_file.ok_or_else(|| bad("server-tls-key-file", "is required"))?,
-            ca: s.server_tls_ca_file.ok_or_else(|| bad("server-tls-ca-file", "is required"))?,
-        };
-        // The peer side defaults to the server side: one node certificate does both.
-        let peer_tls = TlsFiles {
-            cert: s.peer_tls_cert_file.unwrap_or_else(|| server_tls.cert.clone()),
-            key: s.peer_tls_key_file.unwrap_or_else(|| server_tls.key.clone()),
-            ca: s.peer_tls_ca_file.unwrap_or_else(|| server_tls.ca.clone()),
-        };
-        let log_level = s.log_level.unwrap_or_else(|| "info".to_owned());
-        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| bad("log-level", e))?;
-        let defaults = mokv_core::Config::new(1, 0);
-        let max_key_bytes = s.max_key_bytes.unwrap_or(defaults.max_key_bytes);
-        if max_key_bytes == 0 {
-            return Err(bad("max-key-bytes", "must be positive"));
-        }
-        let max_value_bytes = s.max_value_bytes.unwrap_or(defaults.max_value_bytes);
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| bad("log-level", e))?;
         // Peer messages carry values; keep them well below the peer message limit.
-        if max_value_bytes > crate::MAX_VALUE_BYTES_LIMIT {
+        if self.max_value_bytes > crate::MAX_VALUE_BYTES_LIMIT {
             return Err(bad(
                 "max-value-bytes",
                 format!("must be at most {}", crate::MAX_VALUE_BYTES_LIMIT),
             ));
         }
-        let max_concurrent_streams =
-            s.max_concurrent_streams.unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
-        if max_concurrent_streams == 0 {
+        if self.max_concurrent_streams == 0 {
             return Err(bad("max-concurrent-streams", "must be positive"));
         }
-        let tick_ms = s.tick_ms.unwrap_or(100);
-        if !(1..=10_000).contains(&tick_ms) {
+        if !(1..=10_000).contains(&self.tick_ms) {
             return Err(bad("tick-ms", "must be in 1..=10000"));
         }
-        let election_ticks = s.election_ticks.unwrap_or(defaults.election_ticks);
-        let heartbeat_ticks = s.heartbeat_ticks.unwrap_or(defaults.heartbeat_ticks);
-        if election_ticks < 2 {
-            return Err(bad("election-ticks", "must be at least 2"));
-        }
-        if heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks {
-            return Err(bad("heartbeat-ticks", "must be in 1..election-ticks"));
-        }
-        let snapshot_threshold =
-            s.snapshot_threshold.unwrap_or(defaults.snapshot_threshold_entries);
-        if snapshot_threshold == 0 {
-            return Err(bad("snapshot-threshold", "must be positive"));
-        }
-        let cluster_key = match (s.cluster_key, s.cluster_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad("cluster-key", "set cluster-key or cluster-key-file, not both"))
-            }
-            (Some(k), None) => k.trim().as_bytes().to_vec(),
-            (None, Some(path)) => std::fs::read_to_string(&path)
-                .map_err(|e| bad("cluster-key-file", format!("reading {}: {e}", path.display())))?
-                .trim()
-                .as_bytes()
-                .to_vec(),
-            (None, None) => {
-                return Err(bad(
-                    "cluster-key-file",
-                    "is required (gossip is encrypted with it; `mokvd certs` writes cluster.key)",
-                ))
-            }
-        };
-        if cluster_key.len() < MIN_CLUSTER_KEY_BYTES {
+        if self.cluster_key.0.len() < MIN_CLUSTER_KEY_BYTES {
             return Err(bad(
                 "cluster-key",
                 format!("must be at least {MIN_CLUSTER_KEY_BYTES} characters"),
             ));
         }
-        let gossip_probe_ms = s.gossip_probe_ms.unwrap_or(1_000);
-        if !(10..=60_000).contains(&gossip_probe_ms) {
+        if !(10..=60_000).contains(&self.gossip_probe_ms) {
             return Err(bad("gossip-probe-ms", "must be in 10..=60000"));
         }
-        let gossip_suspect_ms = s.gossip_suspect_ms.unwrap_or(4_000);
-        if !(10..=600_000).contains(&gossip_suspect_ms) {
+        if !(10..=600_000).contains(&self.gossip_suspect_ms) {
             return Err(bad("gossip-suspect-ms", "must be in 10..=600000"));
         }
-        Ok(NodeConfig {
-            data_dir,
-            node_name,
-            bind_addr,
-            listen_host,
-            rpc_port: s.rpc_port.unwrap_or(DEFAULT_RPC_PORT),
-            advertise_host,
-            start_join_addrs,
-            bootstrap,
-            acl_model_file: s.acl_model_file,
-            acl_policy_file: s.acl_policy_file,
-            server_tls,
-            peer_tls,
-            metrics_port: s.metrics_port,
-            log_level,
-            max_key_bytes,
-            max_value_bytes,
-            max_concurrent_streams,
-            tick_ms,
-            election_ticks,
-            heartbeat_ticks,
-            snapshot_threshold,
-            cluster_key: ClusterSecret(cluster_key),
-            dead_member_timeout_ms: s.dead_member_timeout_ms.unwrap_or(0),
-            leave_on_shutdown: s.leave_on_shutdown.unwrap_or(false),
-            gossip_probe_ms,
-            gossip_suspect_ms,
+        self.core_config(1, 0).validate().map_err(|e| {
+            let key = reference()
+                .into_iter()
+                .find(|d| d.name == e.field)
+                .map_or_else(|| e.field.to_owned(), |d| d.key);
+            bad(&key, e.reason)
         })
     }
 
@@ -421,8 +370,8 @@ impl NodeConfig {
         c.heartbeat_ticks = self.heartbeat_ticks;
         c.max_key_bytes = self.max_key_bytes;
         c.max_value_bytes = self.max_value_bytes;
-        c.snapshot_threshold_entries = self.snapshot_threshold;
-        c.log_keep_entries = c.log_keep_entries.min(self.snapshot_threshold);
+        c.snapshot_threshold_entries = self.snapshot_threshold_entries;
+        c.log_keep_entries = c.log_keep_entries.min(self.snapshot_threshold_entries);
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c
     }
@@ -437,64 +386,6 @@ impl NodeConfig {
     }
 }
 
-/// `$VAR` / `${VAR}` and a leading `~` in a path, as the original's example config used
-/// `$HOME/.mokv/...`. Unknown variables are left as they are.
-pub fn expand_path(p: &Path) -> PathBuf {
-    let Some(s) = p.to_str() else { return p.to_path_buf() };
-    let home = std::env::var("HOME").unwrap_or_default();
-    let s = match s.strip_prefix('~') {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
-        _ => s.to_owned(),
-    };
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s.as_str();
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        let (name, tail) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => (&inner[..end], &inner[end + 1..]),
-                None => ("", after),
-            }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        match (name.is_empty(), std::env::var(name)) {
-            (false, Ok(v)) => out.push_str(&v),
-            _ => out.push_str(&rest[pos..rest.len() - tail.len()]),
-        }
-        rest = tail;
-    }
-    out.push_str(rest);
-    PathBuf::from(out)
-}
-
-impl Settings {
-    /// Expands `$VAR` and `~` in every path setting.
-    pub fn expand_paths(mut self) -> Settings {
-        for p in [
-            &mut self.data_dir,
-            &mut self.acl_model_file,
-            &mut self.acl_policy_file,
-            &mut self.server_tls_cert_file,
-            &mut self.server_tls_key_file,
-            &mut self.server_tls_ca_file,
-            &mut self.peer_tls_cert_file,
-            &mut self.peer_tls_key_file,
-            &mut self.peer_tls_ca_file,
-            &mut self.cluster_key_file,
-        ] {
-            if let Some(path) = p.as_mut() {
-                *path = expand_path(path);
-            }
-        }
-        self
-    }
-}
-
 fn host_of(addr: &str) -> Option<IpAddr> {
     if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
         return Some(sa.ip());
@@ -505,14 +396,6 @@ fn host_of(addr: &str) -> Option<IpAddr> {
         return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
-}
-
-/// Default directory of `--dev`: `$HOME/.mokv-dev`, or `./.mokv-dev` without a home.
-pub fn default_dev_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(h) if !h.is_empty() => PathBuf::from(h).join(".mokv-dev"),
-        _ => PathBuf::from(".mokv-dev"),
-    }
 }
 
 /// Settings of `--dev` under `dir` (certificates are generated there by `main`).
@@ -531,122 +414,4 @@ pub fn dev_settings(dir: &Path) -> Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn minimal() -> Settings {
-        Settings {
-            data_dir: Some("/tmp/x".into()),
-            node_name: Some("n1".into()),
-            server_tls_cert_file: Some("c".into()),
-            server_tls_key_file: Some("k".into()),
-            server_tls_ca_file: Some("ca".into()),
-            cluster_key: Some("a-test-cluster-key-0123".into()),
-            ..Settings::default()
-        }
-    }
-
-    #[test]
-    fn cluster_key_is_required_and_not_too_short() {
-        let mut s = minimal();
-        s.cluster_key = None;
-        let e = NodeConfig::resolve(s).unwrap_err();
-        assert!(e.0.starts_with("cluster-key-file"), "{e}");
-        let s = Settings { cluster_key: Some("short".into()), ..minimal() };
-        let e = NodeConfig::resolve(s).unwrap_err();
-        assert!(e.0.starts_with("cluster-key"), "{e}");
-        assert!(!e.0.contains("short"), "the key is never echoed: {e}");
-        let c = NodeConfig::resolve(minimal()).unwrap();
-        assert!(!format!("{c:?}").contains("a-test-cluster-key"));
-    }
-
-    #[test]
-    fn yaml_with_original_keys_parses() {
-        let s = Settings::from_yaml(
-            "data-dir: /tmp/mokv-data\nnode-name: node1\nbind-addr: 127.0.0.1:8401\n\
-             rpc-port: 8400\nstart-join-addrs: []\nbootstrap: true\n\
-             acl-model-file: $HOME/.mokv/model.conf\nacl-policy-file: /p.csv\n\
-             server-tls-cert-file: /s.pem\nserver-tls-key-file: /s-key.pem\n\
-             server-tls-ca-file: /ca.pem\npeer-tls-cert-file: /p.pem\n\
-             peer-tls-key-file: /p-key.pem\npeer-tls-ca-file: /ca.pem\nmetrics-port: 4000\n\
-             log-level: debug\ncluster-key: 0123456789abcdef0123\n",
-        )
-        .unwrap();
-        let c = NodeConfig::resolve(s.expand_paths()).unwrap();
-        assert_eq!(c.rpc_port, 8400);
-        assert_eq!(c.max_concurrent_streams, DEFAULT_MAX_CONCURRENT_STREAMS);
-        assert!(c.bootstrap);
-        assert_eq!(c.metrics_port, Some(4000));
-        assert!(!c.acl_model_file.unwrap().to_str().unwrap().contains('$'));
-    }
-
-    #[test]
-    fn max_concurrent_streams_is_configurable_and_checked() {
-        let s = Settings::from_yaml("max-concurrent-streams: 8\n").unwrap();
-        let c = NodeConfig::resolve(s.over(minimal())).unwrap();
-        assert_eq!(c.max_concurrent_streams, 8);
-        let s = Settings::from_yaml("max-concurrent-streams: 0\n").unwrap();
-        let e = NodeConfig::resolve(s.over(minimal())).unwrap_err();
-        assert!(e.0.starts_with("max-concurrent-streams"), "{e}");
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = Settings::from_yaml("data-dir: /x\nrpc-prot: 1\n").unwrap_err();
-        assert!(e.0.contains("rpc-prot"), "{e}");
-    }
-
-    #[test]
-    fn bad_value_is_named() {
-        let e = Settings::from_yaml("rpc-port: lots\n").unwrap_err();
-        assert!(e.0.contains("rpc-port"), "{e}");
-        let e = Settings::from_yaml("rpc-port: 70000\n").unwrap_err();
-        assert!(e.0.contains("rpc-port"), "{e}");
-    }
-
-    #[test]
-    fn checks_name_the_key() {
-        let mut s = minimal();
-        s.heartbeat_ticks = Some(20);
-        let e = NodeConfig::resolve(s).unwrap_err();
-        assert!(e.0.starts_with("heartbeat-ticks"), "{e}");
-        let mut s = minimal();
-        s.log_level = Some("info,=[".into());
-        assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("log-level"));
-        let mut s = minimal();
-        s.data_dir = None;
-        assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("data-dir"));
-    }
-
-    #[test]
-    fn flags_beat_file() {
-        let file = Settings { rpc_port: Some(1), tick_ms: Some(7), ..minimal() };
-        let flags = Settings { rpc_port: Some(2), ..Settings::default() };
-        let c = NodeConfig::resolve(flags.over(file)).unwrap();
-        assert_eq!((c.rpc_port, c.tick_ms), (2, 7));
-    }
-
-    #[test]
-    fn cli_parses_flags_and_aliases() {
-        let cli = Cli::try_parse_from([
-            "mokvd",
-            "--config-file",
-            "/etc/x.yaml",
-            "--bootstrap",
-            "--start-join-addrs",
-            "a:1,b:2",
-        ])
-        .unwrap();
-        assert_eq!(cli.run.config.as_deref(), Some(Path::new("/etc/x.yaml")));
-        assert_eq!(cli.run.settings.bootstrap, Some(true));
-        assert_eq!(cli.run.settings.start_join_addrs.unwrap(), vec!["a:1", "b:2"]);
-    }
-
-    #[test]
-    fn expands_variables() {
-        std::env::set_var("MOKV_TEST_DIR_X", "/base");
-        assert_eq!(expand_path(Path::new("${MOKV_TEST_DIR_X}/a")), PathBuf::from("/base/a"));
-        assert_eq!(expand_path(Path::new("$MOKV_TEST_DIR_X/a")), PathBuf::from("/base/a"));
-        assert_eq!(expand_path(Path::new("$NOPE_NOT_SET_Q/a")), PathBuf::from("$NOPE_NOT_SET_Q/a"));
-    }
-}
+mod tests;

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mokv_core::SessionRef;
-use mokv_core::{RangeItem, RangeQuery};
 use mokv_core::{Consistency, Request, Response, Role};
+use mokv_core::{RangeItem, RangeQuery};
 use mokv_proto::api::kv_server::Kv;
 use mokv_proto::api::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse, KeyValue,

@@ -1,12 +1,16 @@
-//! `mokvd`: one mokv node. `mokvd --config config.yaml`, `mokvd --dev`, `mokvd certs ...`.
+//! `mokvd`: one mokv node. `mokvd --config config.yaml`, `mokvd --dev`, `mokvd certs ...`,
+//! `mokvd config reference`.
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use mokv_shell::config::{self, Cli, Command, NodeConfig, Settings};
+use mokv_shell::config::{self, Cli, Command, ConfigCommand, NodeConfig, Settings};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = config::parse_cli();
+    if let Some(Command::Config(ConfigCommand::Reference)) = &cli.command {
+        println!("{}", config::markdown_reference());
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Certs(args)) = &cli.command {
         return match mokv_shell::certs::run(args) {
             Ok(()) => ExitCode::SUCCESS,

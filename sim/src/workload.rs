@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use mokv_core::SessionRef;
 use mokv_core::RangeQuery;
 use mokv_core::SessionError;
+use mokv_core::SessionRef;
 use mokv_core::{
     Consistency, Error, InvalidArgument, NodeId, Reply, Request, RequestId, Response, Rng,
     Unavailable,

@@ -1,8 +1,8 @@
 //! Whole-cluster behaviour of `mokv-core` nodes on the deterministic harness: the scenarios a
 //! Raft KV store must get right, each on a fixed seed.
 
-use mokv_core::SessionRef;
 use mokv_core::RangeQuery;
+use mokv_core::SessionRef;
 use mokv_core::{Config, Consistency, Error, Event, Reply, Request, Response, Role, Unavailable};
 use sim::cluster::{get_value, is_ok};
 use sim::Cluster;
