@@ -128,6 +128,10 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod validate_tests;
+
 /// Known bugs that can be switched on so the simulator can show that its checkers catch them.
 /// The shell never sets these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
