@@ -403,7 +403,6 @@ pub fn dev_settings(dir: &Path) -> Settings {
     Settings {
         data_dir: Some(dir.to_path_buf()),
         node_name: Some("dev".to_owned()),
-        bind_addr: Some("127.0.0.1:8401".to_owned()),
         bootstrap: Some(true),
         server_tls_cert_file: Some(dir.join("dev.pem")),
         server_tls_key_file: Some(dir.join("dev-key.pem")),
