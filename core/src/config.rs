@@ -20,7 +20,9 @@ pub struct Config {
     pub election_ticks: usize,
     /// Leader heartbeat interval; must be below `election_ticks`.
     pub heartbeat_ticks: usize,
+    /// Longest key a request may carry (at least 1).
     pub max_key_bytes: usize,
+    /// Largest value a request may carry.
     pub max_value_bytes: usize,
     /// Upper bound on one append message's entries (raft-rs `max_size_per_msg`).
     pub max_append_bytes: u64,
@@ -42,8 +44,9 @@ pub struct Config {
     /// One (the default) makes every read that arrives during a round share the next one:
     /// one heartbeat broadcast per round trip however many reads there are.
     pub max_read_rounds_in_flight: usize,
-    /// Page size used when a range request asks for 0, and the cap on any page.
+    /// Page size used when a range request asks for 0.
     pub default_page_size: usize,
+    /// The cap on any page.
     pub max_page_size: usize,
     /// A learner marked auto-promote becomes a voter once it is at most this many entries
     /// behind the leader's last index.

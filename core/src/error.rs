@@ -91,6 +91,10 @@ impl Error {
     }
 }
 
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod class_tests;
+
 /// Why durable state read back at start-up could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

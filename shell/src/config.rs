@@ -2,7 +2,7 @@
 //! with the original mökv's kebab-case keys.
 //!
 //! Every setting is declared once, below (name, type, default, doc; a unit in the name): the
-//! `settings!` macro ([`declare`]) makes of it the flags, the environment variables
+//! `settings!` macro (`config/declare.rs`) makes of it the flags, the environment variables
 //! (`MOKV_` + the key in upper snake case), the YAML keys, the resolved [`NodeConfig`] and the
 //! reference table in the README (`mokvd config reference`; a test keeps the README equal to
 //! it). [`NodeConfig::validate`] is the one check, and it leaves the core's settings to
