@@ -45,6 +45,6 @@ pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
 };
 pub use members::{MemberInfo, NodeId};
-pub use node::{Event, Node, PeerPayload, Role, Status, Transmit};
+pub use node::{Directory, Event, MemberEntry, Node, PeerPayload, Role, Status, Transmit};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;

@@ -1,8 +1,15 @@
 //! The input-batching contract, on one leader whose followers are played by the test.
 
-use super::*;
-use crate::members::MemberInfo;
-use crate::persist::DurableState;
+use protobuf::Message as _;
+use raft::eraftpb::{HardState, Message, MessageType};
+
+use super::{Node, Role, Transmit};
+use crate::config::Config;
+use crate::kv::StateMachine;
+use crate::members::{Conf, MemberInfo, NodeId};
+use crate::persist::{DurableState, PersistBatch};
+use crate::request::{Consistency, Reply, Request, RequestId, Response};
+use crate::snapshot::SnapshotImage;
 
 fn info(id: NodeId) -> MemberInfo {
     MemberInfo {
@@ -32,6 +39,7 @@ fn leader_of_three() -> Node {
         snapshot: Some(image.encode()),
         hard_state: Some(hs.write_to_bytes().unwrap()),
         entries: Vec::new(),
+        node_meta: None,
     };
     let mut node = Node::new(config, durable).unwrap();
     node.raw.raft.become_candidate();
@@ -137,6 +145,7 @@ fn a_batch_is_answered_after_a_quorum_acknowledges_it() {
     assert!(replies.iter().all(|r| matches!(r.result, Ok(Response::Set { .. }))));
 }
 
+#[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_answer_before_durable_answers_at_append() {
     let mut node = leader_of_three();
@@ -188,4 +197,79 @@ fn reads_between_drains_share_one_round_and_later_ones_wait_for_it() {
     let ids: Vec<RequestId> = replies.iter().map(|r| r.id).collect();
     assert_eq!(ids, (0..20).collect::<Vec<_>>());
     assert_eq!(heartbeats(&transmits).len(), 2, "the queued reads' round");
+}
+
+fn gossip_config(id: NodeId, cluster_id: u64) -> crate::gossip::GossipConfig {
+    let identity = crate::gossip::GossipId {
+        gossip_addr: format!("n{id}:1"),
+        name: format!("n{id}"),
+        raft_id: id,
+        rpc_addr: format!("n{id}:2"),
+        cluster_id,
+        started_ms: 1,
+        bump: 0,
+        leaving: false,
+    };
+    crate::gossip::GossipConfig::new(identity, Vec::new())
+}
+
+fn durable_with_meta(meta: &crate::persist::NodeMeta) -> DurableState {
+    DurableState { node_meta: Some(meta.encode()), ..DurableState::default() }
+}
+
+#[test]
+fn a_node_gossips_its_stored_cluster_id_and_announces_to_the_peers_it_remembered() {
+    let meta = crate::persist::NodeMeta {
+        cluster_id: Some(42),
+        gossip_peers: [(2, "n2:1".to_owned()), (4, "n4:1".to_owned())].into(),
+    };
+    let mut config = Config::new(3, 9);
+    config.gossip = Some(gossip_config(3, 0));
+    let mut node = Node::new(config, durable_with_meta(&meta)).unwrap();
+    assert_eq!(node.cluster_id(), Some(42));
+    assert_eq!(node.gossip_identity().map(|g| g.cluster_id), Some(42));
+    node.handle_tick(0);
+    let mut to: Vec<String> = std::iter::from_fn(|| node.poll_datagram()).map(|d| d.to).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to, vec!["n2:1".to_owned(), "n4:1".to_owned()], "no configured seeds: only these");
+    assert!(node.poll_persist().is_none(), "nothing new to store");
+}
+
+#[test]
+fn a_given_cluster_id_is_stored_unless_another_one_is() {
+    let mut config = Config::new(3, 9);
+    config.gossip = Some(gossip_config(3, 7));
+    let mut node = Node::new(config.clone(), DurableState::default()).unwrap();
+    let batch = node.poll_persist().expect("the cluster id is stored at once");
+    assert!(batch.must_sync);
+    let meta = crate::persist::NodeMeta::decode(batch.node_meta.as_deref().unwrap()).unwrap();
+    assert_eq!(meta.cluster_id, Some(7));
+
+    let other = crate::persist::NodeMeta { cluster_id: Some(8), ..Default::default() };
+    let err = Node::new(config, durable_with_meta(&other)).unwrap_err();
+    assert!(matches!(err, crate::error::RecoveryError::Config(_)), "{err:?}");
+}
+
+#[test]
+fn corrupt_node_metadata_is_refused_at_start() {
+    let durable = DurableState { node_meta: Some(vec![1, 2, 3]), ..DurableState::default() };
+    let err = Node::new(Config::new(1, 1), durable).unwrap_err();
+    assert!(matches!(err, crate::error::RecoveryError::Corrupt("node metadata")), "{err:?}");
+}
+
+#[test]
+fn without_gossip_the_directory_is_the_member_table_and_the_leader() {
+    let node = leader_of_three();
+    let d = node.directory();
+    assert_eq!(d.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(d.get(2).and_then(|e| e.rpc_addr.as_deref()), Some("rpc:2"));
+    assert_eq!(d.get(2).and_then(|e| e.peer_addr.as_deref()), Some("peer:2"));
+    assert_eq!(d.get(1).and_then(|e| e.health), Some(crate::gossip::Health::Alive));
+    assert_eq!(d.get(3).and_then(|e| e.health), None, "no gossip: unseen");
+    assert_eq!(d.leader, node.leader_hint());
+    assert_eq!(
+        d.leader.map(|l| (l.id, l.name, l.rpc_addr)),
+        Some((1, "n1".into(), "rpc:1".into()))
+    );
 }
