@@ -31,15 +31,6 @@ impl Node {
         self.after_input();
     }
 
-    /// This node applied its own re-addition after applying its removal: a leader added it
-    /// back (under the same Raft id) before it heard that the node was leaving. It serves as a
-    /// member again until that leader, hearing it is leaving, removes it for good. It does not
-    /// take the leave back: that news would race the leader's view again, and the two could go
-    /// on adding and removing it.
-    pub(super) fn readded(&mut self) {
-        self.membership.set_readded();
-    }
-
     /// Raft ids whose newest gossip identity says they are leaving (none without gossip).
     pub(super) fn leaving_members(&self) -> BTreeSet<NodeId> {
         let Some(g) = &self.gossip else { return BTreeSet::new() };

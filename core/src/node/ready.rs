@@ -245,7 +245,12 @@ impl Node {
                         }
                     }
                     if node == self.config.id && self.membership.is_removed() {
-                        self.readded();
+                        // A leader added it back (under the same Raft id) before it heard that
+                        // this node was leaving. It serves as a member again until that leader,
+                        // hearing it is leaving, removes it for good. It does not take the
+                        // leave back: that news would race the leader's view again, and the
+                        // two could go on adding and removing it.
+                        self.membership.set_readded();
                     }
                 }
                 ConfChangeType::RemoveNode => {
