@@ -273,3 +273,81 @@ fn without_gossip_the_directory_is_the_member_table_and_the_leader() {
         Some((1, "n1".into(), "rpc:1".into()))
     );
 }
+
+/// A node that joined empty learns its cluster's id from the leader's gossip identity once it
+/// is in the configuration, stores it with a synced metadata batch, and gossips it again after
+/// a restart from what it stored; the gossip peers it saw are remembered on the way.
+#[test]
+fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
+    // Node 2: a voter of {1, 2} (snapshot at 1), no metadata yet.
+    let mut sm = StateMachine::new(Config::new(2, 1).session_limits);
+    sm.set_conf(Conf { voters: [1, 2].into_iter().collect(), ..Conf::default() });
+    for id in 1..=2 {
+        sm.members_mut().insert(id, info(id));
+    }
+    sm.skip(1);
+    let image = SnapshotImage { index: 1, term: 1, state: sm };
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 1;
+    let mut disk = DurableState {
+        snapshot: Some(image.encode()),
+        hard_state: Some(hs.write_to_bytes().unwrap()),
+        ..DurableState::default()
+    };
+    let mut config2 = Config::new(2, 5);
+    config2.gossip = Some(gossip_config(2, 0));
+    config2.gossip.as_mut().unwrap().seeds = vec!["n1:1".into()];
+    let mut n2 = Node::new(config2.clone(), disk.clone()).unwrap();
+    // Node 1 gossips cluster id 42 (a fresh node given it: it stores it too).
+    let mut config1 = Config::new(1, 6);
+    config1.gossip = Some(gossip_config(1, 42));
+    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+
+    // Node 2 hears of leader 1 over Raft.
+    let mut hb = Message::default();
+    hb.set_msg_type(MessageType::MsgHeartbeat);
+    hb.from = 1;
+    hb.to = 2;
+    hb.term = 2;
+    n2.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(n2.status().leader, Some(1));
+
+    let mut batches = Vec::new();
+    let mut learned = false;
+    for t in 1..=100 {
+        for n in [&mut n1, &mut n2] {
+            n.handle_tick(t * 100);
+        }
+        for _ in 0..4 {
+            let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
+            wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
+            wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
+            for d in wire {
+                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
+                let _ = to.handle_gossip(&d.payload);
+            }
+        }
+        while n1.poll_persist().is_some() {}
+        batches.extend(std::iter::from_fn(|| n2.poll_persist()));
+        learned |= std::iter::from_fn(|| n2.poll_event())
+            .any(|e| e == super::Event::ClusterIdLearned { cluster_id: 42 });
+    }
+    assert!(learned, "node 2 learned the cluster id");
+    assert_eq!(n2.cluster_id(), Some(42));
+    assert_eq!(n2.gossip_identity().map(|g| g.cluster_id), Some(42));
+    let stored = batches
+        .iter()
+        .find(|b| b.node_meta.is_some() && b.must_sync)
+        .expect("the learned id is stored, synced");
+    assert!(stored.entries.is_empty() && stored.hard_state.is_none(), "a metadata-only batch");
+    for b in &batches {
+        disk.apply(b);
+    }
+    let meta = crate::persist::NodeMeta::decode(disk.node_meta.as_deref().unwrap()).unwrap();
+    assert_eq!(meta.cluster_id, Some(42));
+    assert_eq!(meta.gossip_peers.get(&1).map(String::as_str), Some("n1:1"), "peer remembered");
+
+    let restarted = Node::new(config2, disk).unwrap();
+    assert_eq!(restarted.gossip_identity().map(|g| g.cluster_id), Some(42));
+}
