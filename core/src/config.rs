@@ -136,20 +136,60 @@ impl Config {
 mod validate_tests;
 
 /// Known bugs that can be switched on so the simulator can show that its checkers catch them.
-/// The shell never sets these.
+///
+/// The switches exist only with the `planted-bugs` feature (the simulator enables it; the shell
+/// does not). Without it the struct is empty and every query is `const false`, so the bug
+/// branches are compiled out of `mokvd`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PlantedBugs {
     /// Answer linearizable reads on followers from local state, without ReadIndex.
+    #[cfg(feature = "planted-bugs")]
     pub stale_follower_reads: bool,
     /// Treat every persist batch as durable the moment it is emitted.
+    #[cfg(feature = "planted-bugs")]
     pub ack_before_durable: bool,
     /// Apply retried session writes again instead of answering the first result.
+    #[cfg(feature = "planted-bugs")]
     pub skip_session_dedup: bool,
     /// Never retry a ReadIndex round that got no answer (a liveness bug: its reads wait until
     /// the term changes, and once the rounds in flight are all lost, no read is served).
+    #[cfg(feature = "planted-bugs")]
     pub skip_read_retry: bool,
     /// Answer a leader's `Set` as soon as its entry goes out in a persist batch, before it is
     /// durable or committed (a broken write pipeline).
+    #[cfg(feature = "planted-bugs")]
     pub answer_before_durable: bool,
 }
+
+/// One query per switch: the field with the feature, `false` (a constant) without it.
+macro_rules! planted_bug_queries {
+    ($($name:ident),* $(,)?) => {
+        impl PlantedBugs {
+            $(
+                #[doc = concat!("Whether `", stringify!($name), "` is planted.")]
+                #[cfg(feature = "planted-bugs")]
+                #[inline]
+                pub const fn $name(&self) -> bool {
+                    self.$name
+                }
+
+                #[doc = concat!("Whether `", stringify!($name), "` is planted: never without the \
+                                 `planted-bugs` feature.")]
+                #[cfg(not(feature = "planted-bugs"))]
+                #[inline]
+                pub const fn $name(&self) -> bool {
+                    false
+                }
+            )*
+        }
+    };
+}
+
+planted_bug_queries!(
+    stale_follower_reads,
+    ack_before_durable,
+    skip_session_dedup,
+    skip_read_retry,
+    answer_before_durable,
+);

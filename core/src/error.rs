@@ -109,6 +109,9 @@ pub enum RecoveryError {
     Raft(#[from] raft::Error),
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::InvalidConfig),
+    /// The configured cluster id is not the one this data directory belongs to.
+    #[error("the configured cluster id differs from the one stored in the data directory")]
+    ClusterIdMismatch,
 }
 
 /// Why a message from a peer was refused (it is dropped; the sender retries).

@@ -1,35 +1,43 @@
 //! [`Node`]: one mokv replica as a sans-io state machine.
 
+mod conf_change;
+mod directory;
 mod gossip;
 mod membership;
+mod pipeline;
 mod reads;
 mod ready;
 #[cfg(test)]
 mod tests;
+mod writes;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType,
-    Snapshot,
-};
-use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
-use raft_proto::ConfChangeI as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, HardState, Message, MessageType, Snapshot};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 
-use crate::command::{Command, Proposal, WriteOutcome};
+use crate::command::{Command, Proposal};
 use crate::config::Config;
 use crate::error::{
     Error, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
 };
+use crate::gossip::Gossip;
 use crate::kv::StateMachine;
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
-use crate::persist::{DurableState, LogRecord, PersistBatch, PersistId, SnapshotRecord};
-use crate::read::{ReadKind, ReadQueue, SeenReadContexts, WaitingRead};
-use crate::request::{Consistency, Reply, Request, RequestId, Response};
+use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord};
+use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
+use crate::request::{Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
+
+use directory::Sources;
+pub use directory::{Directory, MemberEntry};
+use membership::Membership;
+use pipeline::PersistPipeline;
+use writes::{PendingWrites, WriteKind};
 
 /// Bound on queued events; the oldest are dropped first (they are advisory).
 const MAX_QUEUED_EVENTS: usize = 1024;
@@ -107,10 +115,12 @@ pub enum Event {
     SnapshotInstalled {
         index: u64,
     },
-    /// Gossip membership or health changed (see [`Node::gossip_members`]).
+    /// Gossip membership or health changed (see [`Node::gossip_members`],
+    /// [`Node::directory`]).
     GossipChanged,
-    /// A node that started without data was added to a cluster and learned its id: store it,
-    /// and start with it from now on (`GossipConfig::identity.cluster_id`).
+    /// A node that started without data was added to a cluster and learned its id. The node
+    /// stores it itself (a [`PersistBatch::node_meta`]) and gossips it from now on; this is
+    /// for the shell's logs.
     ClusterIdLearned {
         cluster_id: u64,
     },
@@ -135,33 +145,6 @@ impl Status {
     pub fn can_serve(&self) -> bool {
         self.leader.is_some() && self.applied_index >= self.commit_index
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteKind {
-    Kv,
-    Membership,
-}
-
-/// A proposal this node made as leader, waiting for its entry to be applied.
-#[derive(Debug)]
-struct PendingWrite {
-    id: RequestId,
-    term: u64,
-    token: u64,
-    deadline_tick: u64,
-    kind: WriteKind,
-}
-
-/// A persist batch handed to the shell and not yet acknowledged, with the messages that may
-/// only leave once it is durable.
-#[derive(Debug)]
-struct Unacked {
-    batch_id: PersistId,
-    ready_number: Option<u64>,
-    held: Vec<Message>,
-    /// The commit index of the hard state this batch writes, if it writes one.
-    commit: Option<u64>,
 }
 
 /// One mokv replica: raft-rs `RawNode` plus the replicated KV state machine, client sessions,
@@ -215,27 +198,17 @@ pub struct Node {
     jitter_ticks_left: u64,
     observed: (u64, Role, u64),
     reads: ReadQueue,
-    writes: BTreeMap<u64, PendingWrite>,
-    next_token: u64,
-    next_persist_id: PersistId,
-    persist_out: VecDeque<PersistBatch>,
-    unacked: VecDeque<Unacked>,
+    writes: PendingWrites,
+    persist: PersistPipeline,
     transmits: VecDeque<Transmit>,
     replies: VecDeque<Reply>,
     events: VecDeque<Event>,
-    removed: bool,
-    gossip: Option<crate::gossip::Gossip>,
-    /// Since when (ms) each configuration member has been down or unseen in gossip.
-    down_since_ms: BTreeMap<NodeId, u64>,
-    /// Leaving for good: asked to ([`Node::handle_leave`]), or it applied its own removal.
-    leaving: bool,
+    membership: Membership,
+    gossip: Option<Gossip>,
+    /// What this node keeps on disk besides its Raft state, as last handed to the shell.
+    meta: NodeMeta,
     /// Read-index contexts other nodes asked about (duplicates are dropped).
     seen_read_contexts: SeenReadContexts,
-    /// The highest commit index known to be on disk here.
-    durable_commit: u64,
-    /// Answers to applied membership changes, held until `durable_commit` covers their index
-    /// (see `finish_write`).
-    held_membership_replies: Vec<(u64, RequestId, Result<Response, Error>)>,
     /// Inputs arrived since the last Ready (see the contract on [`Node`]).
     ready_due: bool,
 }
@@ -248,9 +221,10 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// The durable state of a brand-new single-node cluster whose only voter is `info`:
-    /// a snapshot at index 1 holding that configuration. Write it as the node's first batch,
-    /// then start the node with [`Node::new`] on the resulting [`DurableState`].
-    pub fn bootstrap(info: &MemberInfo, config: &Config) -> PersistBatch {
+    /// a snapshot at index 1 holding that configuration, and the new cluster's id (drawn by
+    /// the shell). Write it as the node's first batch, then start the node with [`Node::new`]
+    /// on the resulting [`DurableState`].
+    pub fn bootstrap(info: &MemberInfo, config: &Config, cluster_id: NonZeroU64) -> PersistBatch {
         let mut sm = StateMachine::new(config.session_limits);
         let conf = Conf { voters: [info.id].into_iter().collect(), ..Conf::default() };
         sm.set_conf(conf);
@@ -264,6 +238,9 @@ impl Node {
             id: 0,
             snapshot: Some(SnapshotRecord { index: 1, bytes: image.encode() }),
             hard_state: Some(hs.write_to_bytes().unwrap_or_default()),
+            node_meta: Some(
+                NodeMeta { cluster_id: Some(cluster_id.get()), ..NodeMeta::default() }.encode(),
+            ),
             must_sync: true,
             ..PersistBatch::default()
         }
@@ -272,6 +249,11 @@ impl Node {
     /// Starts a node from what the shell read from disk (empty for a node that will join an
     /// existing cluster). Committed entries in the log are replayed into the state machine
     /// before this returns.
+    ///
+    /// With gossip, the node gossips the cluster id it stored (give 0 in
+    /// `GossipConfig::identity.cluster_id`; a non-zero one must equal the stored one, and is
+    /// stored if none is) and announces to the peers it remembered as well as to the
+    /// configured seeds.
     pub fn new(config: Config, durable: DurableState) -> Result<Node, RecoveryError> {
         config.validate()?;
         let mut log = MemLog::new();
@@ -331,11 +313,34 @@ impl Node {
         let durable_commit = log.hard_state().commit;
         let raw = RawNode::new(&raft_config, log, &logger)?;
 
+        let mut meta = match &durable.node_meta {
+            Some(bytes) => {
+                NodeMeta::decode(bytes).map_err(|_| RecoveryError::Corrupt("node metadata"))?
+            }
+            None => NodeMeta::default(),
+        };
+        let stored_meta = meta.clone();
         let gossip = match &config.gossip {
             None => None,
-            // Its own stream, so that turning gossip on leaves the node's other draws as they
-            // were (recorded simulator seeds keep replaying).
-            Some(g) => Some(crate::gossip::Gossip::new(g, config.seed ^ 0x6f73_7369_705f_6b76)),
+            Some(g) => {
+                let mut g = g.clone();
+                match (g.identity.cluster_id, meta.cluster_id) {
+                    (0, stored) => g.identity.cluster_id = stored.unwrap_or(0),
+                    (given, None) => meta.cluster_id = Some(given),
+                    (given, Some(stored)) if given != stored => {
+                        return Err(RecoveryError::ClusterIdMismatch);
+                    }
+                    _ => {}
+                }
+                for addr in meta.gossip_peers.values() {
+                    if !g.seeds.contains(addr) && *addr != g.identity.gossip_addr {
+                        g.seeds.push(addr.clone());
+                    }
+                }
+                // Its own stream, so that turning gossip on leaves the node's other draws as
+                // they were (recorded simulator seeds keep replaying).
+                Some(Gossip::new(&g, config.seed ^ 0x6f73_7369_705f_6b76))
+            }
         };
         let mut rng = Rng::new(config.seed);
         let first_round = rng.next_u64();
@@ -352,23 +357,20 @@ impl Node {
             jitter_ticks_left: 0,
             observed,
             reads,
-            writes: BTreeMap::new(),
-            next_token,
-            next_persist_id: 1,
-            persist_out: VecDeque::new(),
-            unacked: VecDeque::new(),
+            writes: PendingWrites::new(next_token),
+            persist: PersistPipeline::new(durable_commit),
             transmits: VecDeque::new(),
             replies: VecDeque::new(),
             events: VecDeque::new(),
-            removed: false,
+            membership: Membership::default(),
             gossip,
-            down_since_ms: BTreeMap::new(),
-            leaving: false,
-            durable_commit,
-            held_membership_replies: Vec::new(),
+            meta,
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
         };
+        if node.meta != stored_meta {
+            node.persist_meta(true);
+        }
         node.jitter_ticks_left = node.rng.below(node.config.election_ticks as u64);
         node.process_ready();
         // A lone voter need not wait an election timeout to lead itself.
@@ -480,7 +482,7 @@ impl Node {
 
     /// A client request; its answer comes out of [`poll_reply`](Self::poll_reply) with `id`.
     pub fn handle_request(&mut self, id: RequestId, request: Request) {
-        if self.removed {
+        if self.membership.is_removed() {
             self.reply(id, Err(Unavailable::Removed.into()));
             return;
         }
@@ -545,7 +547,7 @@ impl Node {
     #[must_use]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         self.run_due_ready();
-        self.persist_out.pop_front()
+        self.persist.poll()
     }
 
     /// The next message to send to a peer.
@@ -599,26 +601,52 @@ impl Node {
         &self.sm
     }
 
-    /// Where member `id`'s rpc port is now: what its newest live incarnation announces in
-    /// gossip (a node restarted on another port is found again without a configuration
-    /// change), else the replicated member table.
-    pub fn rpc_addr_of(&self, id: NodeId) -> Option<String> {
-        let gossiped = self.gossip.as_ref().and_then(|g| g.rpc_addr_of(id));
-        gossiped
-            .map(str::to_owned)
-            .or_else(|| self.sm.members().get(&id).map(|m| m.rpc_addr.clone()))
-            .filter(|a| !a.is_empty())
+    /// Every node this one knows of (the member table joined with the gossip view, each by
+    /// its newest incarnation) and where the leader is.
+    pub fn directory(&self) -> Directory {
+        let view = self.gossip_members();
+        self.directory_sources(&view).directory()
     }
 
-    /// Where the leader is, if known.
+    /// Where the leader is, if known (the same as [`Node::directory`]'s).
     pub fn leader_hint(&self) -> Option<LeaderHint> {
-        let leader = self.raw.raft.leader_id;
-        if leader == 0 {
+        if self.raw.raft.leader_id == 0 {
             return None;
         }
-        let name = self.sm.members().get(&leader).map(|m| m.name.clone()).unwrap_or_default();
-        let rpc_addr = self.rpc_addr_of(leader).unwrap_or_default();
-        Some(LeaderHint { id: leader, name, rpc_addr })
+        let view = self.gossip_members();
+        self.directory_sources(&view).leader_hint()
+    }
+
+    /// The cluster this node's data belongs to, as stored (`None`: not added to one yet).
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.meta.cluster_id
+    }
+
+    fn directory_sources<'a>(&'a self, view: &'a [crate::gossip::GossipMember]) -> Sources<'a> {
+        let leader = self.raw.raft.leader_id;
+        Sources {
+            self_id: self.config.id,
+            identity: self.gossip.as_ref().map(Gossip::identity),
+            members: self.sm.members(),
+            view,
+            leader: (leader != 0).then_some(leader),
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<Response, Error>) {
+        self.replies.push_back(Reply { id, result });
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Hands the node's metadata to the shell to store (see [`NodeMeta`]).
+    fn persist_meta(&mut self, must_sync: bool) {
+        self.persist.push_meta(self.meta.encode(), must_sync);
     }
 
     // ------------------------------------------------------------------ writes
@@ -665,12 +693,6 @@ impl Node {
         Ok(())
     }
 
-    fn next_token(&mut self) -> u64 {
-        let t = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1);
-        t
-    }
-
     fn propose_write(&mut self, id: RequestId, proposal: Result<Proposal, Error>) {
         let result = proposal.and_then(|p| {
             self.check_leader()?;
@@ -694,21 +716,16 @@ impl Node {
         kind: WriteKind,
         f: impl FnOnce(&mut RawNode<MemLog>, Vec<u8>) -> raft::Result<()>,
     ) {
-        let token = self.next_token();
+        let token = self.writes.next_token();
         let before = self.raw.raft.raft_log.last_index();
         let result = f(&mut self.raw, token.to_le_bytes().to_vec());
         let index = self.raw.raft.raft_log.last_index();
         let Some(id) = id else { return };
         match result {
             Ok(()) if index > before => {
-                let pending = PendingWrite {
-                    id,
-                    term: self.raw.raft.term,
-                    token,
-                    deadline_tick: self.tick + self.config.request_timeout_ticks,
-                    kind,
-                };
-                if let Some(old) = self.writes.insert(index, pending) {
+                let term = self.raw.raft.term;
+                let deadline_tick = self.tick + self.config.request_timeout_ticks;
+                if let Some(old) = self.writes.insert(index, id, term, token, deadline_tick, kind) {
                     // Our own older entry at this index was truncated by another leader and
                     // this node is appending anew there: the old one can never be applied.
                     self.reply(old.id, Err(Unavailable::Dropped.into()));

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::gossip::{GossipMember, Health};
+use crate::gossip::{newest, GossipMember, Health};
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 
 /// What the leader should do next.
@@ -31,15 +31,6 @@ pub(crate) struct Inputs<'a> {
     pub now_ms: u64,
     /// 0: down members are never removed automatically.
     pub dead_member_timeout_ms: u64,
-}
-
-/// The newest gossip identity carrying Raft id `id` (a node may briefly appear under an old
-/// and a new incarnation).
-fn latest(gossip: &[GossipMember], id: NodeId) -> Option<&GossipMember> {
-    gossip
-        .iter()
-        .filter(|m| m.id.raft_id == id)
-        .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
 }
 
 fn is_up(m: &GossipMember) -> bool {
@@ -74,7 +65,7 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
 
     // A member leaving for good is removed (whether or not it is still up).
     for id in &ids {
-        if latest(i.gossip, *id).is_some_and(|m| m.id.leaving) && removable(*id) {
+        if newest(i.gossip, *id).is_some_and(|m| m.id.leaving) && removable(*id) {
             return Some(Action::Remove(*id));
         }
     }
@@ -96,7 +87,7 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
             // it is not up (two live nodes with one name is a misconfiguration, not a
             // replacement).
             Some(old) => {
-                let old_up = latest(i.gossip, old).is_some_and(is_up);
+                let old_up = newest(i.gossip, old).is_some_and(is_up);
                 if !old_up && removable(old) {
                     return Some(Action::Remove(old));
                 }

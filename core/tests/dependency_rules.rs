@@ -18,3 +18,33 @@ fn core_depends_on_no_io_stack() {
         assert!(hit.is_none(), "mokv-core must not depend on {banned}: {hit:?}");
     }
 }
+
+/// The planted bugs are compiled out of the shell: built on its own, `mokv-shell` selects no
+/// `planted-bugs` feature of the core (only the simulator enables it).
+#[test]
+fn mokvd_is_built_without_planted_bugs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = |package: &str| {
+        let out = Command::new(&cargo)
+            .args(["tree", "--offline", "-p", package, "-e", "features", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let planted =
+        |tree: &str| tree.lines().any(|l| l.starts_with("mokv-core feature \"planted-bugs\""));
+    let shell = tree("mokv-shell");
+    assert!(
+        shell.lines().any(|l| l.starts_with("mokv-core ")),
+        "sanity: the core is listed\n{shell}"
+    );
+    assert!(!planted(&shell), "mokv-shell must not enable planted-bugs\n{shell}");
+    // Sanity of the probe itself: the simulator does enable it.
+    assert!(planted(&tree("sim")), "the simulator enables planted-bugs");
+}

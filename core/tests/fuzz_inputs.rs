@@ -64,7 +64,7 @@ fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<mokv_core::Reply> {
 fn leader(seed: u64) -> (Node, DurableState) {
     let config = Config::new(1, seed);
     let mut disk = DurableState::default();
-    disk.apply(&Node::bootstrap(&info(1), &config));
+    disk.apply(&Node::bootstrap(&info(1), &config, std::num::NonZeroU64::MIN));
     let mut node = Node::new(config, disk.clone()).unwrap();
     drain(&mut node, &mut disk);
     for t in 0..50 {

@@ -1,7 +1,7 @@
 //! The durable store of one node: the core's [`PersistBatch`]es in one RocksDB database.
 //!
-//! The shell never interprets what it stores: log records, the hard state and the snapshot are
-//! the core's opaque bytes, read back exactly as written ([`DurableState`]). The semantics of a
+//! The shell never interprets what it stores: log records, the hard state, the snapshot and the
+//! node's metadata are the core's opaque bytes, read back exactly as written ([`DurableState`]). The semantics of a
 //! batch are the ones documented on [`PersistBatch`] and implemented by
 //! [`DurableState::apply`], which the tests below use as the reference.
 //!
@@ -12,6 +12,7 @@
 //! | `h`                                  | hard state                   |
 //! | `l` + index as 8 big-endian bytes    | one log record               |
 //! | `m/` + name                          | shell metadata ([`Disk::put_meta`]) |
+//! | `n`                                  | the core's node metadata (replaced whole) |
 //! | `s`                                  | snapshot (replaced whole)    |
 //!
 //! Big-endian indices make RocksDB's byte order the log's index order, so [`Disk::load`] is one
@@ -31,7 +32,8 @@
 //! `WriteBatch`, applied atomically, synced (WAL fdatasync) if any of them asks for it. WAL
 //! files are recycled, so a sync does not also update file metadata. Operations
 //! inside a `WriteBatch` take effect in the order they were added, which gives each
-//! `PersistBatch` its documented order (snapshot, truncate, compact, entries, hard state).
+//! `PersistBatch` its documented order (snapshot, truncate, compact, entries, hard state, node
+//! metadata).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,7 @@ use mokv_core::persist::{DurableState, LogRecord, PersistBatch};
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 const HARD_STATE_KEY: &[u8] = b"h";
+const NODE_META_KEY: &[u8] = b"n";
 const SNAPSHOT_KEY: &[u8] = b"s";
 const LOG_PREFIX: u8 = b'l';
 /// Exclusive upper bound of the log's key range: the byte after [`LOG_PREFIX`].
@@ -137,10 +140,12 @@ impl Disk {
         &self.dir
     }
 
-    /// Reads back everything, exactly as written: hard state, snapshot, log records ascending.
+    /// Reads back everything, exactly as written: hard state, snapshot, log records ascending,
+    /// node metadata.
     pub fn load(&self) -> Result<DurableState, DiskError> {
         let hard_state = self.db.get(HARD_STATE_KEY).map_err(rocks("read hard state"))?;
         let snapshot = self.db.get(SNAPSHOT_KEY).map_err(rocks("read snapshot"))?;
+        let node_meta = self.db.get(NODE_META_KEY).map_err(rocks("read node metadata"))?;
 
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(LOG_END);
@@ -162,7 +167,7 @@ impl Disk {
             snapshot = snapshot.is_some(),
             "loaded raft store"
         );
-        Ok(DurableState { hard_state, snapshot, entries })
+        Ok(DurableState { hard_state, snapshot, entries, node_meta })
     }
 
     /// Applies several batches (already in id order) in ONE RocksDB `WriteBatch`, with the
@@ -192,7 +197,7 @@ impl Disk {
         Ok(())
     }
 
-    /// Reads a small metadata value the shell owns (node id, cluster id).
+    /// Reads a small metadata value the shell owns (the node id).
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DiskError> {
         self.db.get(meta_key(key)).map_err(rocks("read meta"))
     }
@@ -230,6 +235,9 @@ fn add_to(wb: &mut WriteBatch, b: &PersistBatch, mut last: u64) -> u64 {
     }
     if let Some(hs) = &b.hard_state {
         wb.put(HARD_STATE_KEY, hs);
+    }
+    if let Some(meta) = &b.node_meta {
+        wb.put(NODE_META_KEY, meta);
     }
     last
 }
@@ -356,6 +364,7 @@ mod tests {
                 compact_to: Some(100),
                 entries: entries(101..=102),
                 hard_state: Some(b"hs".to_vec()),
+                node_meta: None,
                 must_sync: true,
             },
         ]]);
@@ -399,6 +408,30 @@ mod tests {
             vec![PersistBatch { id: 2, ..Default::default() }],
         ]);
         assert!(got.is_empty());
+    }
+
+    #[test]
+    fn node_metadata_is_replaced_whole_and_stays_out_of_the_log() {
+        let got = check(&[
+            vec![PersistBatch {
+                id: 1,
+                entries: entries(1..=3),
+                node_meta: Some(b"meta-1".to_vec()),
+                ..Default::default()
+            }],
+            vec![
+                PersistBatch {
+                    id: 2,
+                    node_meta: Some(b"meta-2".to_vec()),
+                    must_sync: true,
+                    ..Default::default()
+                },
+                PersistBatch { id: 3, truncate_from: Some(0), ..Default::default() },
+            ],
+        ]);
+        assert_eq!(got.node_meta.as_deref(), Some(&b"meta-2"[..]));
+        assert!(got.entries.is_empty(), "log truncation leaves the metadata alone");
+        assert!(got.is_empty(), "metadata is not Raft state");
     }
 
     #[test]
@@ -546,6 +579,9 @@ mod tests {
                     }
                     if rng.chance(50) {
                         b.hard_state = Some(rng.bytes(id));
+                    }
+                    if rng.chance(10) {
+                        b.node_meta = Some(rng.bytes(id));
                     }
                     want.apply(&b);
                     group.push(b);

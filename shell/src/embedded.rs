@@ -14,6 +14,7 @@
 //! `mokvd` never calls this: no configuration key or flag leads here.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use mokv_core::{MemberInfo, Node};
 
 use crate::driver::{Driver, DriverConfig};
-use crate::server::{RunningNode, Services, StartError, META_CLUSTER_ID};
+use crate::server::{RunningNode, Services, StartError};
 use crate::storage::Storage;
 use crate::transport::{ChannelFactory, PeerConnector};
 
@@ -71,8 +72,8 @@ where
     };
     let mut durable = storage.load()?;
     if let (true, Some(cluster_id)) = (durable.is_empty(), cfg.bootstrap) {
-        storage.write(&[Node::bootstrap(&me, &cfg.core)])?;
-        storage.put_meta(META_CLUSTER_ID, format!("{cluster_id:016x}").as_bytes())?;
+        let cluster_id = NonZeroU64::new(cluster_id).ok_or(StartError::Meta("cluster id 0"))?;
+        storage.write(&[Node::bootstrap(&me, &cfg.core, cluster_id)])?;
         durable = storage.load()?;
     }
     let node = Node::new(cfg.core.clone(), durable)?;

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mokv_core::gossip::GossipId;
+use mokv_core::persist::{NodeMeta, PersistBatch, MAX_REMEMBERED_PEERS};
 use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::peer::peer_server::PeerServer;
@@ -22,16 +24,16 @@ use crate::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
 use crate::kv_service::KvService;
 use crate::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::peer_service::PeerService;
+use crate::storage::Storage;
 use crate::transport::PeerConnector;
 
+/// The node's Raft id (8 big-endian bytes): chosen by the shell before the core starts.
 const META_NODE_ID: &str = "node-id";
-pub(crate) const META_CLUSTER_ID: &str = "cluster-id";
-/// Gossip addresses of the configuration's members, as last seen: extra seeds after a restart
-/// (so a cluster re-forms even when every `start-join-addrs` node is gone), like serf's
-/// snapshot file. Lines of `<raft id> <gossip address>`.
-const META_GOSSIP_PEERS: &str = "gossip-peers";
-/// Bound on remembered gossip peers.
-const MAX_GOSSIP_PEERS: usize = 64;
+/// Where data dirs written before the core kept its own metadata (`NodeMeta`) hold the
+/// cluster id (16 hex digits) and the remembered gossip peers (lines of `<raft id> <gossip
+/// address>`). Read once, when the core's metadata is absent (see [`legacy_node_meta`]).
+const LEGACY_META_CLUSTER_ID: &str = "cluster-id";
+const LEGACY_META_GOSSIP_PEERS: &str = "gossip-peers";
 /// How long a leader waits for its leadership transfer at shutdown.
 const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// How long the server gets to finish in-flight requests at shutdown (peer streams never end
@@ -145,18 +147,25 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 
     let mut core_config = cfg.core_config(id, random_u64()?);
     let mut durable = disk.load()?;
-    let mut cluster_id = match disk.get_meta(META_CLUSTER_ID)? {
-        Some(b) => parse_cluster_id(&b).ok_or(StartError::Meta("cluster id"))?,
-        None => 0,
-    };
+    if durable.node_meta.is_none() {
+        if let Some(meta) = legacy_node_meta(&*disk)? {
+            disk.write(&[PersistBatch {
+                node_meta: Some(meta.encode()),
+                must_sync: true,
+                ..PersistBatch::default()
+            }])?;
+            durable = disk.load()?;
+        }
+    }
     let fresh = durable.is_empty();
     if fresh && cfg.bootstrap {
         tracing::info!(id, name = %cfg.node_name, "bootstrapping a new cluster");
-        disk.write(&[Node::bootstrap(&me, &core_config)])?;
-        while cluster_id == 0 {
-            cluster_id = random_u64()?;
-        }
-        disk.put_meta(META_CLUSTER_ID, format!("{cluster_id:016x}").as_bytes())?;
+        let cluster_id = loop {
+            if let Some(id) = NonZeroU64::new(random_u64()?) {
+                break id;
+            }
+        };
+        disk.write(&[Node::bootstrap(&me, &core_config, cluster_id)])?;
         durable = disk.load()?;
     } else if fresh && cfg.start_join_addrs.is_empty() {
         tracing::warn!("empty data dir, no bootstrap and no start-join-addrs: waiting to be found");
@@ -166,24 +175,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         name: cfg.node_name.clone(),
         raft_id: id,
         rpc_addr: rpc_addr.clone(),
-        cluster_id,
+        // The core gossips the cluster id it stored, and the peers it remembered are seeds.
+        cluster_id: 0,
         started_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         bump: 0,
         leaving: false,
     };
-    let remembered = match disk.get_meta(META_GOSSIP_PEERS)? {
-        Some(b) => parse_gossip_peers(&b),
-        None => BTreeMap::new(),
-    };
-    let mut gossip_config = cfg.gossip_config(identity);
-    for addr in remembered.values() {
-        if !gossip_config.seeds.contains(addr) && *addr != gossip_addr {
-            gossip_config.seeds.push(addr.clone());
-        }
-    }
-    core_config.gossip = Some(gossip_config);
+    core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
 
     let peer_tls = PeerConnector::Tls(crate::tls::client_config(&cfg.peer_tls)?);
@@ -215,8 +215,6 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let mut background = vec![
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
         tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
-        tokio::spawn(store_cluster_id(handle.watch(), disk.clone(), cluster_id)),
-        tokio::spawn(store_gossip_peers(handle.watch(), disk.clone(), remembered)),
         tokio::spawn(crate::tls::watch_peer(
             cfg.peer_tls.clone(),
             crate::tls::CERT_RELOAD_INTERVAL,
@@ -334,94 +332,48 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The cluster id as stored: 16 hex digits, non-zero.
-fn parse_cluster_id(bytes: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    u64::from_str_radix(s.trim(), 16).ok().filter(|id| *id != 0)
-}
-
 /// The port of `host:port` (0 if it has none: a free port).
 fn port_of(addr: &str) -> u16 {
     addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
 }
 
-/// Stores the cluster id a fresh node learns once it has been added, so that after a restart
-/// it is only ever added back to this cluster.
-async fn store_cluster_id(mut view: watch::Receiver<View>, disk: Arc<Disk>, mut stored: u64) {
-    loop {
-        let learned = view.borrow_and_update().cluster_id;
-        if learned != 0 && learned != stored {
-            match disk.put_meta(META_CLUSTER_ID, format!("{learned:016x}").as_bytes()) {
-                Ok(()) => stored = learned,
-                Err(e) => tracing::error!(error = %e, "storing the cluster id"),
-            }
-        }
-        if view.changed().await.is_err() {
-            return;
-        }
+/// The cluster id and the remembered gossip peers of a data dir written before the core kept
+/// them (`NodeMeta`), if it holds either: they become the core's metadata.
+fn legacy_node_meta(disk: &dyn Storage) -> Result<Option<NodeMeta>, StartError> {
+    let cluster_id = disk.get_meta(LEGACY_META_CLUSTER_ID)?;
+    let peers = disk.get_meta(LEGACY_META_GOSSIP_PEERS)?;
+    if cluster_id.is_none() && peers.is_none() {
+        return Ok(None);
     }
+    let cluster_id = match cluster_id {
+        Some(b) => Some(parse_legacy_cluster_id(&b).ok_or(StartError::Meta("cluster id"))?),
+        None => None,
+    };
+    let gossip_peers = peers.map(|b| parse_legacy_gossip_peers(&b)).unwrap_or_default();
+    Ok(Some(NodeMeta { cluster_id, gossip_peers }))
 }
 
-fn parse_gossip_peers(bytes: &[u8]) -> BTreeMap<NodeId, String> {
+/// 16 hex digits, non-zero.
+fn parse_legacy_cluster_id(bytes: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    u64::from_str_radix(s.trim(), 16).ok().filter(|id| *id != 0)
+}
+
+/// Lines of `<raft id> <gossip address>`; malformed lines are skipped.
+fn parse_legacy_gossip_peers(bytes: &[u8]) -> BTreeMap<NodeId, String> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter_map(|l| {
             let (id, addr) = l.split_once(' ')?;
-            Some((id.parse().ok()?, addr.to_owned()))
+            let id: NodeId = id.parse().ok()?;
+            let addr = addr.trim();
+            let fits = id != 0
+                && !addr.is_empty()
+                && addr.len() <= mokv_core::gossip::MAX_IDENTITY_FIELD_BYTES;
+            fits.then(|| (id, addr.to_owned()))
         })
-        .take(MAX_GOSSIP_PEERS)
+        .take(MAX_REMEMBERED_PEERS)
         .collect()
-}
-
-/// Keeps the gossip address of every other configuration member on disk (its newest gossip
-/// identity's, or the one remembered before), rewritten only when it changes.
-async fn store_gossip_peers(
-    mut view: watch::Receiver<View>,
-    disk: Arc<Disk>,
-    mut stored: BTreeMap<NodeId, String>,
-) {
-    // The view changes with every commit; look again only when membership or gossip did.
-    let mut seen: Option<(mokv_core::Conf, Vec<mokv_core::gossip::GossipMember>)> = None;
-    loop {
-        let next: Option<BTreeMap<NodeId, String>> = {
-            let v = view.borrow_and_update();
-            let same = seen.as_ref().is_some_and(|(c, g)| *c == v.status.conf && *g == v.gossip);
-            if same {
-                None
-            } else {
-                seen = Some((v.status.conf.clone(), v.gossip.clone()));
-                Some(
-                    v.status
-                        .conf
-                        .all_ids()
-                        .into_iter()
-                        .filter(|id| *id != v.status.id)
-                        .filter_map(|id| {
-                            let gossiped = v
-                                .gossip
-                                .iter()
-                                .filter(|m| m.id.raft_id == id)
-                                .max_by_key(|m| (m.id.started_ms, m.id.bump))
-                                .map(|m| m.id.gossip_addr.clone());
-                            gossiped.or_else(|| stored.get(&id).cloned()).map(|a| (id, a))
-                        })
-                        .take(MAX_GOSSIP_PEERS)
-                        .collect(),
-                )
-            }
-        };
-        // Before the member table is known (a fresh or just-started node) keep what we had.
-        if let Some(next) = next.filter(|n| *n != stored && !n.is_empty()) {
-            let text: String = next.iter().map(|(id, a)| format!("{id} {a}\n")).collect();
-            match disk.put_meta(META_GOSSIP_PEERS, text.as_bytes()) {
-                Ok(()) => stored = next,
-                Err(e) => tracing::error!(error = %e, "storing the gossip peers"),
-            }
-        }
-        if view.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// `host:port`, bracketing IPv6 literals.
@@ -537,5 +489,39 @@ impl RunningNode {
             Ok(r) => r,
             Err(_) => Err(DriverError::DiskWriterGone),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mokv_core::persist::DurableState;
+
+    /// A data dir from before the core kept its metadata: the old meta keys become the core's
+    /// `NodeMeta`, which a node starts from (gossiping that cluster id, seeded by those peers).
+    #[test]
+    fn legacy_meta_keys_become_the_cores_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(legacy_node_meta(&disk).unwrap(), None, "a fresh dir has none");
+        disk.put_meta(LEGACY_META_CLUSTER_ID, b"00000000deadbeef").unwrap();
+        disk.put_meta(
+            LEGACY_META_GOSSIP_PEERS,
+            b"7 10.0.0.7:8401\nbad line\n0 x:1\n9 10.0.0.9:8401\n",
+        )
+        .unwrap();
+        let meta = legacy_node_meta(&disk).unwrap().unwrap();
+        assert_eq!(meta.cluster_id, Some(0xdead_beef));
+        assert_eq!(
+            meta.gossip_peers,
+            BTreeMap::from([(7, "10.0.0.7:8401".to_owned()), (9, "10.0.0.9:8401".to_owned())])
+        );
+        disk.write(&[PersistBatch { node_meta: Some(meta.encode()), ..PersistBatch::default() }])
+            .unwrap();
+        let durable: DurableState = disk.load().unwrap();
+        assert_eq!(NodeMeta::decode(durable.node_meta.as_deref().unwrap()).unwrap(), meta);
+
+        disk.put_meta(LEGACY_META_CLUSTER_ID, b"not hex").unwrap();
+        assert!(matches!(legacy_node_meta(&disk), Err(StartError::Meta("cluster id"))));
     }
 }

@@ -5,9 +5,10 @@
 //! ordered, so a seed replays bit for bit. [`Cluster::trace_hash`] summarises a run.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
 
 use mokv_core::gossip::{GossipConfig, GossipId, GossipMember, Health};
-use mokv_core::persist::{DurableState, PersistBatch};
+use mokv_core::persist::{DurableState, NodeMeta, PersistBatch};
 use mokv_core::{
     Config, Event, MemberInfo, Node, NodeId, Reply, Request, RequestId, Response, Rng, Role,
     Transmit,
@@ -88,18 +89,13 @@ impl Packet {
     }
 }
 
-/// A node's gossip identity as its "disk" and command line keep it.
+/// A node's gossip identity as its command line gives it. The cluster id and the gossip peers
+/// it remembers are on its disk, kept by the core (`NodeMeta`).
 #[derive(Debug, Clone)]
 pub struct GossipSlot {
     pub name: String,
     pub addr: String,
-    /// 0 until the node learns its cluster's id (or after a wipe).
-    pub cluster_id: u64,
     pub seeds: Vec<String>,
-    /// Gossip addresses of every member it has known, kept on its disk the way serf's snapshot
-    /// file is: a restart rejoins through them as well as through `seeds` (with
-    /// [`Cluster::remember_gossip_peers`]).
-    pub known: Vec<String>,
 }
 
 /// An input held back from a paused node, handed over in order when it resumes.
@@ -162,9 +158,9 @@ pub struct Cluster {
     gossip_owner: BTreeMap<String, NodeId>,
     /// Gossip datagrams a node refused (stale or for another incarnation): counted, not bugs.
     pub gossip_refused: u64,
-    /// A restarted node rejoins gossip through the members it knew before too (see
-    /// [`GossipSlot::known`]); without it only through its configured seeds, which may all be
-    /// gone. On by default.
+    /// A restarted node rejoins gossip through the members it knew before too (the peers its
+    /// core remembered on disk, `NodeMeta::gossip_peers`); without it only through its
+    /// configured seeds, which may all be gone. On by default.
     pub remember_gossip_peers: bool,
     /// Hand every packet due at a tick to its node before draining that node (one drain per
     /// node per tick), as a shell that batches its inputs does (`Node`'s contract allows any
@@ -231,13 +227,12 @@ impl Cluster {
         let info = c.member_info(1);
         let config = c.node_config(1);
         let mut disk = DurableState::default();
-        disk.apply(&Node::bootstrap(&info, &config));
+        let cluster_id = NonZeroU64::new(SIM_CLUSTER_ID).expect("a non-zero cluster id");
+        disk.apply(&Node::bootstrap(&info, &config, cluster_id));
         let gossip = c.gossip.map(|_| GossipSlot {
             name: "n1".into(),
             addr: gossip_addr(1),
-            cluster_id: SIM_CLUSTER_ID,
             seeds: Vec::new(),
-            known: Vec::new(),
         });
         c.slots.insert(1, Slot { node: None, config, disk, unsynced: VecDeque::new(), gossip });
         c.start(1);
@@ -309,7 +304,7 @@ impl Cluster {
         assert!(self.gossip.is_some(), "join needs a gossiping cluster");
         assert!(!self.slots.contains_key(&id), "node id {id} is taken");
         let config = self.node_config(id);
-        let gossip = Some(GossipSlot { name, addr, cluster_id: 0, seeds, known: Vec::new() });
+        let gossip = Some(GossipSlot { name, addr, seeds });
         self.slots.insert(
             id,
             Slot {
@@ -381,11 +376,9 @@ impl Cluster {
 
     /// Health of the newest incarnation of `name` in `viewer`'s gossip view.
     pub fn health_of(&self, viewer: NodeId, name: &str) -> Option<(NodeId, Health)> {
-        self.gossip_members(viewer)
-            .into_iter()
-            .filter(|m| m.id.name == name)
-            .max_by_key(|m| (m.id.started_ms, m.id.bump))
-            .map(|m| (m.id.raft_id, m.health))
+        let directory = self.node(viewer)?.directory();
+        let entry = directory.newest_named(name)?;
+        Some((entry.id, entry.health?))
     }
 
     pub fn member_info(&self, id: NodeId) -> MemberInfo {
@@ -416,26 +409,27 @@ impl Cluster {
         let slot = self.slots.get_mut(&id).expect("slot");
         let mut config = slot.config.clone();
         config.seed = seed;
+        let mut disk = slot.disk.clone();
         if let (Some(p), Some(g)) = (self.gossip, &slot.gossip) {
             let identity = GossipId {
                 gossip_addr: g.addr.clone(),
                 name: g.name.clone(),
                 raft_id: id,
                 rpc_addr: format!("sim-rpc:{id}"),
-                cluster_id: g.cluster_id,
+                // The core gossips the cluster id stored on its disk.
+                cluster_id: 0,
                 started_ms: now_ms,
                 bump: 0,
                 leaving: false,
             };
-            let mut seeds = g.seeds.clone();
-            if self.remember_gossip_peers {
-                for a in &g.known {
-                    if !seeds.contains(a) && *a != g.addr {
-                        seeds.push(a.clone());
-                    }
+            if !self.remember_gossip_peers {
+                if let Some(bytes) = &disk.node_meta {
+                    let mut meta = NodeMeta::decode(bytes).expect("the core's own metadata");
+                    meta.gossip_peers.clear();
+                    disk.node_meta = Some(meta.encode());
                 }
             }
-            let mut gc = GossipConfig::new(identity, seeds);
+            let mut gc = GossipConfig::new(identity, g.seeds.clone());
             gc.probe_period_ms = p.probe_period_ms;
             gc.probe_rtt_ms = p.probe_rtt_ms;
             gc.suspect_to_down_ms = p.suspect_to_down_ms;
@@ -443,7 +437,7 @@ impl Cluster {
             config.gossip = Some(gc);
             self.gossip_owner.insert(g.addr.clone(), id);
         }
-        let node = Node::new(config, slot.disk.clone()).expect("node starts from its own disk");
+        let node = Node::new(config, disk).expect("node starts from its own disk");
         slot.node = Some(node);
         self.drain(id);
     }
@@ -772,19 +766,6 @@ impl Cluster {
             let mut datagrams = Vec::new();
             while let Some(d) = node.poll_datagram() {
                 datagrams.push(d);
-            }
-            for e in &events {
-                if let (Event::ClusterIdLearned { cluster_id }, Some(g)) = (e, &mut slot.gossip) {
-                    g.cluster_id = *cluster_id;
-                }
-            }
-            if let (true, Some(g)) = (events.contains(&Event::GossipChanged), &mut slot.gossip) {
-                // Accumulated, not replaced: right after a restart the node knows nobody yet.
-                for m in node.gossip_members() {
-                    if !g.known.contains(&m.id.gossip_addr) {
-                        g.known.push(m.id.gossip_addr);
-                    }
-                }
             }
             for t in transmits {
                 self.send(id, t);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 
-pub use identity::{GossipId, MAX_IDENTITY_FIELD_BYTES};
+pub use identity::{newest, GossipId, Incarnation, MAX_IDENTITY_FIELD_BYTES};
 
 use crate::rng::Rng;
 
@@ -353,20 +353,6 @@ impl Gossip {
 
     pub(crate) fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
-    }
-
-    /// The rpc address Raft member `id` announces in its newest incarnation that is not down
-    /// (no allocation: asked for every leader hint).
-    pub(crate) fn rpc_addr_of(&self, id: crate::members::NodeId) -> Option<&str> {
-        if self.foca.identity().raft_id == id {
-            return Some(&self.foca.identity().rpc_addr);
-        }
-        self.foca
-            .iter_membership_state()
-            .filter(|m| m.id().raft_id == id && m.state() != foca::State::Down)
-            .max_by_key(|m| (m.id().started_ms, m.id().bump))
-            .map(|m| m.id().rpc_addr.as_str())
-            .filter(|a| !a.is_empty())
     }
 
     /// Every member foca knows (not this node), sorted by name then Raft id.

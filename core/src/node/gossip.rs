@@ -1,11 +1,14 @@
 //! The node's gossip side: foca driven from the node's inputs, the down-member clock, the
-//! cluster id a fresh node adopts, and the leader's reconciler turned into conf changes.
+//! cluster id a fresh node adopts, the gossip peers it remembers, and the leader's reconciler
+//! turned into conf changes.
+
+use std::collections::BTreeSet;
 
 use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::StateRole;
 
 use super::{Event, Node};
-use crate::gossip::{Datagram, GossipError, GossipId, GossipMember, Health};
+use crate::gossip::{newest, Datagram, GossipError, GossipId, GossipMember, Health};
 use crate::members::NodeId;
 use crate::reconcile::{self, Action};
 
@@ -28,33 +31,18 @@ impl Node {
         self.after_input();
     }
 
-    /// This node applied its own re-addition after applying its removal: a leader added it
-    /// back (under the same Raft id) before it heard that the node was leaving. It serves as a
-    /// member again until that leader, hearing it is leaving, removes it for good. It does not
-    /// take the leave back: that news would race the leader's view again, and the two could go
-    /// on adding and removing it.
-    pub(super) fn readded(&mut self) {
-        self.removed = false;
-    }
-
     /// Raft ids whose newest gossip identity says they are leaving (none without gossip).
-    pub(super) fn leaving_members(&self) -> std::collections::BTreeSet<NodeId> {
-        let Some(g) = &self.gossip else { return Default::default() };
+    pub(super) fn leaving_members(&self) -> BTreeSet<NodeId> {
+        let Some(g) = &self.gossip else { return BTreeSet::new() };
         let view = g.members();
-        let mut ids: std::collections::BTreeSet<NodeId> =
-            view.iter().map(|m| m.id.raft_id).collect();
-        ids.retain(|id| {
-            view.iter()
-                .filter(|m| m.id.raft_id == *id)
-                .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
-                .is_some_and(|m| m.id.leaving)
-        });
+        let mut ids: BTreeSet<NodeId> = view.iter().map(|m| m.id.raft_id).collect();
+        ids.retain(|id| newest(&view, *id).is_some_and(|m| m.id.leaving));
         ids
     }
 
     /// Marks this node as leaving for good, in gossip too.
     pub(super) fn announce_leaving(&mut self) {
-        self.leaving = true;
+        self.membership.set_leaving();
         if let Some(g) = &mut self.gossip {
             if !g.identity().leaving {
                 let id = GossipId { leaving: true, ..g.identity().bumped() };
@@ -87,20 +75,11 @@ impl Node {
         self.gossip.as_ref().map(|g| g.identity())
     }
 
-    /// Health of Raft member `id` as this node sees it: `None` if gossip has not seen it.
-    pub fn member_health(&self, id: NodeId) -> Option<Health> {
-        if id == self.config.id {
-            return self.gossip.as_ref().map(|_| Health::Alive);
-        }
-        self.gossip.as_ref()?;
-        latest_health(&self.gossip_members(), id)
-    }
-
     /// Once per tick: foca's timers, then what the leader does about it.
     pub(super) fn tick_gossip(&mut self) {
         let Some(g) = &mut self.gossip else { return };
         g.handle_time(self.now_ms);
-        if self.removed && !self.leaving {
+        if self.membership.is_removed() && !self.membership.is_leaving() {
             // Removed (by an operator, or as a dead member while it was down, then restarted
             // with its disk): it applied its own removal and serves nothing. It says it is
             // leaving, so that the leader does not add it back, and comes back only wiped (new
@@ -116,11 +95,24 @@ impl Node {
     fn note_gossip_change(&mut self) {
         if self.gossip.as_mut().is_some_and(|g| g.take_changed()) {
             self.push_event(Event::GossipChanged);
+            self.remember_gossip_peers();
+        }
+    }
+
+    /// Keeps the gossip address of every node seen (see `NodeMeta::gossip_peers`), and has
+    /// the shell store them when they changed. Not synced: losing the latest change in a crash
+    /// only costs a few seeds.
+    fn remember_gossip_peers(&mut self) {
+        let view = self.gossip_members();
+        let conf_ids = self.sm.conf().all_ids();
+        if self.meta.remember_gossip_peers(&view, self.config.id, &conf_ids) {
+            self.persist_meta(false);
         }
     }
 
     /// A node that started with no data learns its cluster's id from the leader once it is in
-    /// the configuration, so that after a restart it is only ever added back to that cluster.
+    /// the configuration, and stores it (synced), so that after a restart it is only ever
+    /// added back to that cluster.
     fn adopt_cluster_id(&mut self) {
         let Some(g) = &self.gossip else { return };
         if g.identity().cluster_id != 0 || !self.sm.conf().all_ids().contains(&self.config.id) {
@@ -135,6 +127,8 @@ impl Node {
         if let (Some(cluster_id), Some(g)) = (learned, &mut self.gossip) {
             let id = GossipId { cluster_id, ..g.identity().bumped() };
             g.change_identity(id);
+            self.meta.cluster_id = Some(cluster_id);
+            self.persist_meta(true);
             self.push_event(Event::ClusterIdLearned { cluster_id });
         }
     }
@@ -145,33 +139,27 @@ impl Node {
     /// whatever gossip says: with only the leader's gossip cut off, every follower looks down
     /// to it, and the dead-member timeout would otherwise have it remove every healthy voter.
     fn track_down_members(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
-            self.down_since_ms.clear();
-            return;
-        }
-        let view = self.gossip_members();
-        let ids = self.sm.conf().all_ids();
-        self.down_since_ms.retain(|id, _| ids.contains(id));
-        for id in ids {
-            if id == self.config.id {
-                continue;
-            }
-            let raft_active = self.raw.raft.prs().get(id).is_some_and(|p| p.recent_active);
-            let gossip_up =
-                matches!(latest_health(&view, id), Some(Health::Alive | Health::Suspect));
-            if raft_active || gossip_up {
-                self.down_since_ms.remove(&id);
-            } else {
-                self.down_since_ms.entry(id).or_insert(self.now_ms);
-            }
-        }
+        let leads = self.raw.raft.state == StateRole::Leader;
+        // The view is only needed (and built) by the leader.
+        let (view, ids) = if leads {
+            (self.gossip_members(), self.sm.conf().all_ids())
+        } else {
+            (Vec::new(), BTreeSet::new())
+        };
+        let prs = self.raw.raft.prs();
+        self.membership.track_down(leads, self.config.id, &ids, self.now_ms, |id| {
+            let raft_active = prs.get(id).is_some_and(|p| p.recent_active);
+            let gossip_up = newest(&view, id)
+                .is_some_and(|m| matches!(m.health, Health::Alive | Health::Suspect));
+            raft_active || gossip_up
+        });
     }
 
     /// The leader takes the reconciler's next step, one configuration change at a time.
     fn reconcile(&mut self) {
         let Some(g) = &self.gossip else { return };
         if self.raw.raft.state != StateRole::Leader
-            || self.removed
+            || self.membership.is_removed()
             || self.raw.raft.has_pending_conf()
             || self.raw.raft.lead_transferee.is_some()
             || self.check_capacity().is_err()
@@ -181,12 +169,12 @@ impl Node {
         let view = g.members();
         let action = reconcile::next_action(&reconcile::Inputs {
             self_id: self.config.id,
-            self_leaving: self.leaving,
+            self_leaving: self.membership.is_leaving(),
             cluster_id: g.identity().cluster_id,
             conf: self.sm.conf(),
             members: self.sm.members(),
             gossip: &view,
-            down_since_ms: &self.down_since_ms,
+            down_since_ms: self.membership.down_since_ms(),
             now_ms: self.now_ms,
             dead_member_timeout_ms: self.config.dead_member_timeout_ms,
         });
@@ -211,11 +199,4 @@ impl Node {
         }
         self.propose_conf_change(None, cc);
     }
-}
-
-fn latest_health(view: &[GossipMember], id: NodeId) -> Option<Health> {
-    view.iter()
-        .filter(|m| m.id.raft_id == id)
-        .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
-        .map(|m| m.health)
 }

@@ -1,141 +1,112 @@
-//! Membership changes on request: add a learner, promote, remove (a leader removing itself
-//! hands over first), leadership transfer, and the leader's automatic learner promotion.
+//! [`Membership`]: this node's own standing in the cluster, and the leader's clock of members
+//! that are down.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
 
-impl Node {
-    pub(super) fn check_conf_change(&self) -> Result<(), Error> {
-        self.check_leader()?;
-        self.check_capacity()?;
-        if self.raw.raft.has_pending_conf() {
-            return Err(Unavailable::ConfChangeInProgress.into());
-        }
-        Ok(())
+use crate::members::NodeId;
+
+/// Whether this node is still in, or on its way out; and, on the leader, since when each
+/// member has been down.
+///
+/// Invariants:
+/// - `leaving` never goes back to false: a node that said it leaves comes back only wiped,
+///   under a new Raft id;
+/// - `removed` is set when the node applies its own removal and cleared only when it applies
+///   its re-addition (a leader that had not heard it was leaving added it back);
+/// - `down_since_ms` is empty unless this node leads, holds only configuration members other
+///   than this node, and keeps each one's first down sighting until it is seen up again.
+#[derive(Debug, Default)]
+pub(super) struct Membership {
+    removed: bool,
+    leaving: bool,
+    down_since_ms: BTreeMap<NodeId, u64>,
+}
+
+impl Membership {
+    /// This node applied its own removal from the configuration.
+    pub(super) fn is_removed(&self) -> bool {
+        self.removed
     }
 
-    pub(super) fn propose_conf_change(&mut self, id: Option<RequestId>, cc: ConfChange) {
-        self.propose(id, WriteKind::Membership, |raw, ctx| raw.propose_conf_change(ctx, cc));
+    /// This node leaves for good: asked to, or it applied its own removal.
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving
     }
 
-    pub(super) fn add_learner(&mut self, id: RequestId, info: MemberInfo) {
-        // A retried join of a node that is already in with the same addresses succeeded.
-        if self.raw.raft.state == StateRole::Leader
-            && self.sm.conf().all_ids().contains(&info.id)
-            && self.sm.members().get(&info.id) == Some(&info)
-        {
-            let index = self.sm.applied_index();
-            self.reply(id, Ok(Response::Membership { index }));
+    pub(super) fn set_removed(&mut self) {
+        self.removed = true;
+    }
+
+    /// This node applied its re-addition after its removal. It does not take a leave back.
+    pub(super) fn set_readded(&mut self) {
+        self.removed = false;
+    }
+
+    pub(super) fn set_leaving(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Since when (ms) each configuration member has been down, as of the last
+    /// [`track_down`](Self::track_down).
+    pub(super) fn down_since_ms(&self) -> &BTreeMap<NodeId, u64> {
+        &self.down_since_ms
+    }
+
+    /// Updates the down clock: kept by the leader only (the only one that acts on it) and
+    /// counted from its election. `is_up` says whether a member is heard from (over Raft or in
+    /// gossip).
+    pub(super) fn track_down(
+        &mut self,
+        leads: bool,
+        self_id: NodeId,
+        conf_ids: &BTreeSet<NodeId>,
+        now_ms: u64,
+        is_up: impl Fn(NodeId) -> bool,
+    ) {
+        if !leads {
+            self.down_since_ms.clear();
             return;
         }
-        let check = self.check_conf_change().and_then(|()| {
-            if info.id == 0 {
-                return Err(InvalidArgument::Membership("node id must be non-zero").into());
+        self.down_since_ms.retain(|id, _| conf_ids.contains(id));
+        for id in conf_ids.iter().copied().filter(|id| *id != self_id) {
+            if is_up(id) {
+                self.down_since_ms.remove(&id);
+            } else {
+                self.down_since_ms.entry(id).or_insert(now_ms);
             }
-            if self.sm.conf().all_ids().contains(&info.id) {
-                return Err(InvalidArgument::Membership("node is already a member").into());
-            }
-            Ok(())
-        });
-        match check {
-            Ok(()) => {
-                let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::AddLearnerNode);
-                cc.node_id = info.id;
-                cc.context = info.encode().into();
-                self.propose_conf_change(Some(id), cc);
-            }
-            Err(e) => self.reply(id, Err(e)),
         }
     }
+}
 
-    pub(super) fn promote(&mut self, id: RequestId, node: NodeId) {
-        let check = self.check_conf_change().and_then(|()| {
-            if !self.sm.conf().learners.contains(&node) {
-                return Err(InvalidArgument::Membership("node is not a learner").into());
-            }
-            Ok(())
-        });
-        match check {
-            Ok(()) => self.propose_conf_change(Some(id), promote_change(node)),
-            Err(e) => self.reply(id, Err(e)),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_down_clock_keeps_the_first_sighting_until_the_member_is_up() {
+        let mut m = Membership::default();
+        let conf = BTreeSet::from([1, 2, 3]);
+        m.track_down(true, 1, &conf, 100, |id| id != 3);
+        m.track_down(true, 1, &conf, 200, |id| id != 3);
+        assert_eq!(m.down_since_ms(), &BTreeMap::from([(3, 100)]));
+        m.track_down(true, 1, &conf, 300, |_| true);
+        assert!(m.down_since_ms().is_empty(), "up again: the clock restarts");
+        m.track_down(true, 1, &conf, 400, |_| false);
+        assert_eq!(m.down_since_ms(), &BTreeMap::from([(2, 400), (3, 400)]), "never itself");
+        m.track_down(true, 1, &BTreeSet::from([1, 2]), 500, |_| false);
+        assert_eq!(m.down_since_ms(), &BTreeMap::from([(2, 400)]), "members only");
+        m.track_down(false, 1, &conf, 600, |_| false);
+        assert!(m.down_since_ms().is_empty(), "kept by the leader only");
     }
 
-    pub(super) fn remove(&mut self, id: RequestId, node: NodeId) {
-        let check = self.check_conf_change().and_then(|()| {
-            let conf = self.sm.conf();
-            if !conf.all_ids().contains(&node) {
-                return Err(InvalidArgument::Membership("node is not a member").into());
-            }
-            if conf.voters.len() == 1 && conf.voters.contains(&node) {
-                return Err(InvalidArgument::Membership("cannot remove the last voter").into());
-            }
-            Ok(())
-        });
-        if let Err(e) = check {
-            self.reply(id, Err(e));
-            return;
-        }
-        if node == self.config.id {
-            // A leader does not remove itself: it hands over first, and the caller retries
-            // the removal on the new leader.
-            if let Some(to) = self.best_transferee() {
-                self.raw.transfer_leader(to);
-            }
-            self.reply(id, Err(Unavailable::LeadershipTransfer.into()));
-            return;
-        }
-        let mut cc = ConfChange::default();
-        cc.set_change_type(ConfChangeType::RemoveNode);
-        cc.node_id = node;
-        self.propose_conf_change(Some(id), cc);
-    }
-
-    /// The most caught-up other voter that the leader heard from within the last election
-    /// timeout and that is not leaving. A transfer to a voter that is down times out after an
-    /// election timeout, and while it runs every proposal is refused: picking it again and
-    /// again would stall the cluster for as long as that voter stays down. One that is leaving
-    /// would only hand over again.
-    pub(super) fn best_transferee(&self) -> Option<NodeId> {
-        let prs = self.raw.raft.prs();
-        let leaving = self.leaving_members();
-        self.sm
-            .conf()
-            .voters
-            .iter()
-            .filter(|v| **v != self.config.id && !leaving.contains(*v))
-            .filter_map(|v| prs.get(*v).filter(|p| p.recent_active).map(|p| (*v, p.matched)))
-            .max_by_key(|(_, matched)| *matched)
-            .map(|(v, _)| v)
-    }
-
-    /// The leader promotes one caught-up auto-promote learner at a time.
-    pub(super) fn maybe_promote_learner(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || self.raw.raft.has_pending_conf() {
-            return;
-        }
-        let last = self.raw.raft.raft_log.last_index();
-        let prs = self.raw.raft.prs();
-        let candidate = self.sm.conf().learners.iter().copied().find(|l| {
-            let auto = self.sm.members().get(l).is_some_and(|m| m.auto_promote);
-            // Caught up: replicating normally (not waiting for a snapshot) and close enough to
-            // the end of the log, or probing with everything acknowledged: raft-rs leaves a
-            // follower whose snapshot reply came before the snapshot report in Probe until the
-            // next entry is appended, which in an idle cluster never comes.
-            let caught_up = prs.get(*l).is_some_and(|p| {
-                p.matched > 0
-                    && match p.state {
-                        raft::ProgressState::Replicate => {
-                            p.matched + self.config.promote_lag_entries >= last
-                        }
-                        raft::ProgressState::Probe => p.matched >= last,
-                        raft::ProgressState::Snapshot => false,
-                    }
-            });
-            auto && caught_up
-        });
-        if let Some(l) = candidate {
-            self.propose_conf_change(None, promote_change(l));
-        }
+    #[test]
+    fn a_readded_node_serves_again_but_still_leaves() {
+        let mut m = Membership::default();
+        assert!(!m.is_removed() && !m.is_leaving());
+        m.set_removed();
+        m.set_leaving();
+        m.set_readded();
+        assert!(!m.is_removed());
+        assert!(m.is_leaving(), "a leave is never taken back");
     }
 }

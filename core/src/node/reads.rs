@@ -1,12 +1,17 @@
 //! Reads: serializable ones from local state, linearizable ones through ReadIndex rounds;
 //! and the request timeouts.
 
-use super::*;
+use raft::StateRole;
+
+use super::Node;
+use crate::error::{Error, InvalidArgument, Unavailable};
+use crate::read::{ReadKind, WaitingRead};
+use crate::request::{Consistency, RequestId, Response};
 
 impl Node {
     pub(super) fn read(&mut self, id: RequestId, kind: ReadKind, consistency: Consistency) {
         let local = consistency == Consistency::Serializable
-            || (self.config.planted_bugs.stale_follower_reads
+            || (self.config.planted_bugs.stale_follower_reads()
                 && self.raw.raft.state != StateRole::Leader);
         if local {
             let result = self.serve_read(&kind);
@@ -21,7 +26,7 @@ impl Node {
         self.reads.push(WaitingRead { id, kind, deadline_tick });
     }
 
-    pub(super) fn serve_read(&self, kind: &ReadKind) -> Result<Response, Error> {
+    fn serve_read(&self, kind: &ReadKind) -> Result<Response, Error> {
         match kind {
             ReadKind::Get { key } => Ok(Response::Get(self.sm.get(key).cloned())),
             ReadKind::Range { query } => self
@@ -50,20 +55,14 @@ impl Node {
 
     // ------------------------------------------------------------------ timeouts
 
+    /// Fails the requests whose deadline passed (writes as indeterminate) and retries the
+    /// read rounds that got no answer.
     pub(super) fn expire_requests(&mut self) {
         let now = self.tick;
-        let expired: Vec<u64> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.deadline_tick <= now)
-            .map(|(index, _)| *index)
-            .collect();
-        for index in expired {
-            if let Some(w) = self.writes.remove(&index) {
-                self.reply(w.id, Err(Error::Indeterminate));
-            }
+        for w in self.writes.take_expired(now) {
+            self.reply(w.id, Err(Error::Indeterminate));
         }
-        let retry_ticks = if self.config.planted_bugs.skip_read_retry {
+        let retry_ticks = if self.config.planted_bugs.skip_read_retry() {
             u64::MAX
         } else {
             self.config.read_retry_ticks

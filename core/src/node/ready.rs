@@ -2,7 +2,23 @@
 //! hold back, applying committed entries (KV commands and conf changes), snapshots and log
 //! compaction, and noticing role changes.
 
-use super::*;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
+};
+use raft::{StateRole, Storage};
+use raft_proto::ConfChangeI as _;
+
+use super::pipeline::{Pushed, Released};
+use super::writes::WriteKind;
+use super::{encode_pb, raft_snapshot, Event, Node, PeerPayload, Role, Transmit};
+use crate::command::{Command, Proposal};
+use crate::error::{Error, InvalidArgument, Unavailable};
+use crate::command::WriteOutcome;
+use crate::members::{Conf, MemberInfo};
+use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
+use crate::request::Response;
+use crate::snapshot::SnapshotImage;
 
 impl Node {
     /// Every input ends here: the Ready it needs runs at the next `poll_*`, together with
@@ -28,6 +44,7 @@ impl Node {
         self.process_ready();
     }
 
+    /// Drains raft-rs: every Ready it has, into persist batches, transmits and answers.
     pub(super) fn process_ready(&mut self) {
         while self.raw.has_ready() {
             let mut rd = self.raw.ready();
@@ -52,7 +69,7 @@ impl Node {
                     .map(|e| LogRecord { index: e.index, bytes: encode_pb(e) })
                     .collect();
                 self.raw.mut_store().append(&entries);
-                if self.config.planted_bugs.answer_before_durable {
+                if self.config.planted_bugs.answer_before_durable() {
                     self.answer_writes_early(&entries);
                 }
             }
@@ -62,8 +79,8 @@ impl Node {
             }
             // A commit that covers a membership change waiting for its answer is synced
             // even alone (see `finish_write`).
-            batch.must_sync = rd.must_sync()
-                || (batch.hard_state.is_some() && !self.held_membership_replies.is_empty());
+            batch.must_sync =
+                rd.must_sync() || (batch.hard_state.is_some() && self.persist.holds_replies());
             let term = self.raw.raft.term;
             for rs in rd.take_read_states() {
                 self.reads.on_read_state(&rs.request_ctx, rs.index, term);
@@ -80,79 +97,54 @@ impl Node {
     /// The planted bug `answer_before_durable`: answers our `Set`s among `entries` now.
     fn answer_writes_early(&mut self, entries: &[Entry]) {
         for e in entries {
-            let Some(w) = self.writes.get(&e.index) else { continue };
-            let ours = w.term == e.term && e.context.as_ref() == w.token.to_le_bytes();
+            let Some(w) = self.writes.get(e.index) else { continue };
+            let ours = w.is_entry(e);
             let is_set = matches!(
                 Proposal::decode(&e.data),
                 Ok(Proposal { command: Command::Set { .. }, .. })
             );
             if ours && is_set && w.kind == WriteKind::Kv {
-                if let Some(w) = self.writes.remove(&e.index) {
+                if let Some(w) = self.writes.take(e.index) {
                     self.reply(w.id, Ok(Response::Set { revision: e.index }));
                 }
             }
         }
     }
 
-    pub(super) fn push_transmit(&mut self, m: Message) {
+    fn push_transmit(&mut self, m: Message) {
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         let to = m.to;
         self.transmits.push_back(Transmit { to, payload: PeerPayload(encode_pb(&m)), is_snapshot });
     }
 
-    pub(super) fn enqueue_persist(
-        &mut self,
-        ready: Option<u64>,
-        mut batch: PersistBatch,
-        held: Vec<Message>,
-    ) {
-        if batch.is_empty() {
-            match self.unacked.back_mut() {
-                Some(last) => {
-                    if ready.is_some() {
-                        last.ready_number = ready;
-                    }
-                    last.held.extend(held);
-                }
-                None => {
-                    for m in held {
-                        self.push_transmit(m);
-                    }
-                    if let Some(n) = ready {
-                        self.raw.on_persist_ready(n);
-                        self.sync_raft_applied();
-                    }
+    /// Hands a batch to the persist pipeline with the messages that wait for it.
+    fn enqueue_persist(&mut self, ready: Option<u64>, batch: PersistBatch, held: Vec<Message>) {
+        match self.persist.push(ready, batch, held) {
+            Pushed::Released(released) => self.release(released),
+            Pushed::Queued(id) => {
+                if self.config.planted_bugs.ack_before_durable() {
+                    self.ack_persisted(id);
                 }
             }
-            return;
-        }
-        let id = self.next_persist_id;
-        self.next_persist_id += 1;
-        batch.id = id;
-        let commit = batch
-            .hard_state
-            .as_deref()
-            .and_then(|b| HardState::parse_from_bytes(b).ok())
-            .map(|hs| hs.commit);
-        self.persist_out.push_back(batch);
-        self.unacked.push_back(Unacked { batch_id: id, ready_number: ready, held, commit });
-        if self.config.planted_bugs.ack_before_durable {
-            self.ack_persisted(id);
         }
     }
 
+    /// Every batch up to and including `id` is durable.
     pub(super) fn ack_persisted(&mut self, id: PersistId) {
-        let mut ready = None;
-        while self.unacked.front().is_some_and(|u| u.batch_id <= id) {
-            let Some(u) = self.unacked.pop_front() else { break };
-            ready = u.ready_number.or(ready);
-            for m in u.held {
-                self.push_transmit(m);
-            }
-            self.durable_commit = self.durable_commit.max(u.commit.unwrap_or(0));
+        let released = self.persist.ack(id);
+        self.release(released);
+    }
+
+    /// Sends what the pipeline released, answers the membership changes now durable, and
+    /// tells raft-rs which Ready is persisted.
+    fn release(&mut self, released: Released) {
+        for m in released.messages {
+            self.push_transmit(m);
         }
-        self.release_membership_replies();
-        if let Some(n) = ready {
+        for (id, result) in released.replies {
+            self.reply(id, result);
+        }
+        if let Some(n) = released.ready_number {
             self.raw.on_persist_ready(n);
             self.sync_raft_applied();
         }
@@ -160,7 +152,7 @@ impl Node {
 
     /// Tells raft-rs how far the state machine has applied. After installing a snapshot the
     /// state machine is ahead of what raft-rs accepts until the snapshot is durable.
-    pub(super) fn sync_raft_applied(&mut self) {
+    fn sync_raft_applied(&mut self) {
         let log = &self.raw.raft.raft_log;
         let target = self.sm.applied_index().min(log.persisted).min(log.committed);
         if target > log.applied {
@@ -168,16 +160,13 @@ impl Node {
         }
     }
 
-    pub(super) fn install_snapshot(&mut self, snap: Snapshot, batch: &mut PersistBatch) {
+    fn install_snapshot(&mut self, snap: Snapshot, batch: &mut PersistBatch) {
         // Validated in handle_peer_message, so decoding cannot fail here.
         let Ok(image) = SnapshotImage::decode(&snap.data) else { return };
         let index = image.index;
-        let stale: Vec<u64> = self.writes.range(..=index).map(|(i, _)| *i).collect();
-        for i in stale {
-            if let Some(w) = self.writes.remove(&i) {
-                // The snapshot may or may not contain our entry.
-                self.reply(w.id, Err(Error::Indeterminate));
-            }
+        for w in self.writes.take_up_to(index) {
+            // The snapshot may or may not contain our entry.
+            self.reply(w.id, Err(Error::Indeterminate));
         }
         batch.snapshot = Some(SnapshotRecord { index, bytes: snap.data.to_vec() });
         batch.truncate_from = Some(0);
@@ -187,7 +176,7 @@ impl Node {
         self.push_event(Event::MembershipChanged);
     }
 
-    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
         for e in entries {
             if e.index <= self.sm.applied_index() {
                 continue;
@@ -210,7 +199,7 @@ impl Node {
         }
     }
 
-    pub(super) fn apply_normal(&mut self, e: &Entry) -> Result<Response, Error> {
+    fn apply_normal(&mut self, e: &Entry) -> Result<Response, Error> {
         if e.data.is_empty() {
             // A new leader's empty entry: never a client's proposal.
             self.sm.skip(e.index);
@@ -221,7 +210,7 @@ impl Node {
             self.sm.skip(e.index);
             return Err(Unavailable::Dropped.into());
         };
-        if self.config.planted_bugs.skip_session_dedup {
+        if self.config.planted_bugs.skip_session_dedup() {
             proposal.session = None;
         }
         match self.sm.apply(e.index, &proposal) {
@@ -233,7 +222,7 @@ impl Node {
         }
     }
 
-    pub(super) fn apply_conf_change(
+    fn apply_conf_change(
         &mut self,
         index: u64,
         cc: Option<(Vec<u8>, ConfChangeV2)>,
@@ -255,14 +244,19 @@ impl Node {
                             self.sm.members_mut().insert(node, info);
                         }
                     }
-                    if node == self.config.id && self.removed {
-                        self.readded();
+                    if node == self.config.id && self.membership.is_removed() {
+                        // A leader added it back (under the same Raft id) before it heard that
+                        // this node was leaving. It serves as a member again until that leader,
+                        // hearing it is leaving, removes it for good. It does not take the
+                        // leave back: that news would race the leader's view again, and the
+                        // two could go on adding and removing it.
+                        self.membership.set_readded();
                     }
                 }
                 ConfChangeType::RemoveNode => {
                     self.sm.members_mut().remove(&node);
                     if node == self.config.id {
-                        self.removed = true;
+                        self.membership.set_removed();
                         // Out for good, even if a leader that has not heard this yet adds it
                         // back under the same id (it then serves until removed again).
                         self.announce_leaving();
@@ -282,16 +276,16 @@ impl Node {
             }
         }
         self.push_event(Event::MembershipChanged);
-        if self.removed {
+        if self.membership.is_removed() {
             self.fail_everything(Unavailable::Removed);
         }
         Ok(Response::Membership { index })
     }
 
     /// Answers the proposal waiting at this entry's index, if this node made one.
-    pub(super) fn finish_write(&mut self, e: &Entry, outcome: Result<Response, Error>) {
-        let Some(w) = self.writes.remove(&e.index) else { return };
-        let ours = w.term == e.term && e.context.as_ref() == w.token.to_le_bytes();
+    fn finish_write(&mut self, e: &Entry, outcome: Result<Response, Error>) {
+        let Some(w) = self.writes.take(e.index) else { return };
+        let ours = w.is_entry(e);
         let result = if !ours {
             Err(Unavailable::Dropped.into())
         } else if w.kind == WriteKind::Membership {
@@ -304,27 +298,19 @@ impl Node {
         // the change in its log but an older commit index on disk, it would restart in the
         // old configuration and could need the removed node's vote to make progress (voters
         // {a, b} minus b, then a restarts: only b could elect it).
-        if w.kind == WriteKind::Membership && result.is_ok() && e.index > self.durable_commit {
-            self.held_membership_replies.push((e.index, w.id, result));
+        if w.kind == WriteKind::Membership
+            && result.is_ok()
+            && e.index > self.persist.durable_commit()
+        {
+            self.persist.hold_reply(e.index, w.id, result);
             return;
         }
         self.reply(w.id, result);
     }
 
-    /// Answers the held membership changes that the durable commit index now covers.
-    pub(super) fn release_membership_replies(&mut self) {
-        let durable = self.durable_commit;
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_membership_replies)
-            .into_iter()
-            .partition(|(i, _, _)| *i <= durable);
-        self.held_membership_replies = later;
-        for (_, id, result) in due {
-            self.reply(id, result);
-        }
-    }
-
-    pub(super) fn fail_everything(&mut self, why: Unavailable) {
-        for (_, w) in std::mem::take(&mut self.writes) {
+    /// Fails every waiting request: writes as indeterminate, reads with `why`.
+    fn fail_everything(&mut self, why: Unavailable) {
+        for w in self.writes.take_all() {
             self.reply(w.id, Err(Error::Indeterminate));
         }
         for id in self.reads.drain_all() {
@@ -334,7 +320,7 @@ impl Node {
 
     /// Takes a snapshot and compacts the log once enough entries were applied since the last,
     /// or when raft-rs needed one to catch a follower up.
-    pub(super) fn maybe_snapshot(&mut self) {
+    fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
         let store = self.raw.store();
         let last_snapshot = store.snapshot_index();
@@ -362,7 +348,7 @@ impl Node {
 
     /// Notices term / role / leader changes: emits an event, re-draws the election jitter,
     /// and retries read rounds of the old term.
-    pub(super) fn observe(&mut self) {
+    fn observe(&mut self) {
         let raft = &self.raw.raft;
         let now = (raft.term, Role::from(raft.state), raft.leader_id);
         if now == self.observed {
@@ -379,16 +365,5 @@ impl Node {
             term: now.0,
             leader: (now.2 != 0).then_some(now.2),
         });
-    }
-
-    pub(super) fn reply(&mut self, id: RequestId, result: Result<Response, Error>) {
-        self.replies.push_back(Reply { id, result });
-    }
-
-    pub(super) fn push_event(&mut self, e: Event) {
-        if self.events.len() >= MAX_QUEUED_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
     }
 }

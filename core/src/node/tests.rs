@@ -1,8 +1,15 @@
 //! The input-batching contract, on one leader whose followers are played by the test.
 
-use super::*;
-use crate::members::MemberInfo;
-use crate::persist::DurableState;
+use protobuf::Message as _;
+use raft::eraftpb::{HardState, Message, MessageType};
+
+use super::{Node, Role, Transmit};
+use crate::config::Config;
+use crate::kv::StateMachine;
+use crate::members::{Conf, MemberInfo, NodeId};
+use crate::persist::{DurableState, PersistBatch};
+use crate::request::{Consistency, Reply, Request, RequestId, Response};
+use crate::snapshot::SnapshotImage;
 
 fn info(id: NodeId) -> MemberInfo {
     MemberInfo {
@@ -32,6 +39,7 @@ fn leader_of_three() -> Node {
         snapshot: Some(image.encode()),
         hard_state: Some(hs.write_to_bytes().unwrap()),
         entries: Vec::new(),
+        node_meta: None,
     };
     let mut node = Node::new(config, durable).unwrap();
     node.raw.raft.become_candidate();
@@ -137,6 +145,7 @@ fn a_batch_is_answered_after_a_quorum_acknowledges_it() {
     assert!(replies.iter().all(|r| matches!(r.result, Ok(Response::Set { .. }))));
 }
 
+#[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_answer_before_durable_answers_at_append() {
     let mut node = leader_of_three();
@@ -188,4 +197,157 @@ fn reads_between_drains_share_one_round_and_later_ones_wait_for_it() {
     let ids: Vec<RequestId> = replies.iter().map(|r| r.id).collect();
     assert_eq!(ids, (0..20).collect::<Vec<_>>());
     assert_eq!(heartbeats(&transmits).len(), 2, "the queued reads' round");
+}
+
+fn gossip_config(id: NodeId, cluster_id: u64) -> crate::gossip::GossipConfig {
+    let identity = crate::gossip::GossipId {
+        gossip_addr: format!("n{id}:1"),
+        name: format!("n{id}"),
+        raft_id: id,
+        rpc_addr: format!("n{id}:2"),
+        cluster_id,
+        started_ms: 1,
+        bump: 0,
+        leaving: false,
+    };
+    crate::gossip::GossipConfig::new(identity, Vec::new())
+}
+
+fn durable_with_meta(meta: &crate::persist::NodeMeta) -> DurableState {
+    DurableState { node_meta: Some(meta.encode()), ..DurableState::default() }
+}
+
+#[test]
+fn a_node_gossips_its_stored_cluster_id_and_announces_to_the_peers_it_remembered() {
+    let meta = crate::persist::NodeMeta {
+        cluster_id: Some(42),
+        gossip_peers: [(2, "n2:1".to_owned()), (4, "n4:1".to_owned())].into(),
+    };
+    let mut config = Config::new(3, 9);
+    config.gossip = Some(gossip_config(3, 0));
+    let mut node = Node::new(config, durable_with_meta(&meta)).unwrap();
+    assert_eq!(node.cluster_id(), Some(42));
+    assert_eq!(node.gossip_identity().map(|g| g.cluster_id), Some(42));
+    node.handle_tick(0);
+    let mut to: Vec<String> = std::iter::from_fn(|| node.poll_datagram()).map(|d| d.to).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to, vec!["n2:1".to_owned(), "n4:1".to_owned()], "no configured seeds: only these");
+    assert!(node.poll_persist().is_none(), "nothing new to store");
+}
+
+#[test]
+fn a_given_cluster_id_is_stored_unless_another_one_is() {
+    let mut config = Config::new(3, 9);
+    config.gossip = Some(gossip_config(3, 7));
+    let mut node = Node::new(config.clone(), DurableState::default()).unwrap();
+    let batch = node.poll_persist().expect("the cluster id is stored at once");
+    assert!(batch.must_sync);
+    let meta = crate::persist::NodeMeta::decode(batch.node_meta.as_deref().unwrap()).unwrap();
+    assert_eq!(meta.cluster_id, Some(7));
+
+    let other = crate::persist::NodeMeta { cluster_id: Some(8), ..Default::default() };
+    let err = Node::new(config, durable_with_meta(&other)).unwrap_err();
+    assert!(matches!(err, crate::error::RecoveryError::Config(_)), "{err:?}");
+}
+
+#[test]
+fn corrupt_node_metadata_is_refused_at_start() {
+    let durable = DurableState { node_meta: Some(vec![1, 2, 3]), ..DurableState::default() };
+    let err = Node::new(Config::new(1, 1), durable).unwrap_err();
+    assert!(matches!(err, crate::error::RecoveryError::Corrupt("node metadata")), "{err:?}");
+}
+
+#[test]
+fn without_gossip_the_directory_is_the_member_table_and_the_leader() {
+    let node = leader_of_three();
+    let d = node.directory();
+    assert_eq!(d.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(d.get(2).and_then(|e| e.rpc_addr.as_deref()), Some("rpc:2"));
+    assert_eq!(d.get(2).and_then(|e| e.peer_addr.as_deref()), Some("peer:2"));
+    assert_eq!(d.get(1).and_then(|e| e.health), Some(crate::gossip::Health::Alive));
+    assert_eq!(d.get(3).and_then(|e| e.health), None, "no gossip: unseen");
+    assert_eq!(d.leader, node.leader_hint());
+    assert_eq!(
+        d.leader.map(|l| (l.id, l.name, l.rpc_addr)),
+        Some((1, "n1".into(), "rpc:1".into()))
+    );
+}
+
+/// A node that joined empty learns its cluster's id from the leader's gossip identity once it
+/// is in the configuration, stores it with a synced metadata batch, and gossips it again after
+/// a restart from what it stored; the gossip peers it saw are remembered on the way.
+#[test]
+fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
+    // Node 2: a voter of {1, 2} (snapshot at 1), no metadata yet.
+    let mut sm = StateMachine::new(Config::new(2, 1).session_limits);
+    sm.set_conf(Conf { voters: [1, 2].into_iter().collect(), ..Conf::default() });
+    for id in 1..=2 {
+        sm.members_mut().insert(id, info(id));
+    }
+    sm.skip(1);
+    let image = SnapshotImage { index: 1, term: 1, state: sm };
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 1;
+    let mut disk = DurableState {
+        snapshot: Some(image.encode()),
+        hard_state: Some(hs.write_to_bytes().unwrap()),
+        ..DurableState::default()
+    };
+    let mut config2 = Config::new(2, 5);
+    config2.gossip = Some(gossip_config(2, 0));
+    config2.gossip.as_mut().unwrap().seeds = vec!["n1:1".into()];
+    let mut n2 = Node::new(config2.clone(), disk.clone()).unwrap();
+    // Node 1 gossips cluster id 42 (a fresh node given it: it stores it too).
+    let mut config1 = Config::new(1, 6);
+    config1.gossip = Some(gossip_config(1, 42));
+    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+
+    // Node 2 hears of leader 1 over Raft.
+    let mut hb = Message::default();
+    hb.set_msg_type(MessageType::MsgHeartbeat);
+    hb.from = 1;
+    hb.to = 2;
+    hb.term = 2;
+    n2.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(n2.status().leader, Some(1));
+
+    let mut batches = Vec::new();
+    let mut learned = false;
+    for t in 1..=100 {
+        for n in [&mut n1, &mut n2] {
+            n.handle_tick(t * 100);
+        }
+        for _ in 0..4 {
+            let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
+            wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
+            wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
+            for d in wire {
+                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
+                let _ = to.handle_gossip(&d.payload);
+            }
+        }
+        while n1.poll_persist().is_some() {}
+        batches.extend(std::iter::from_fn(|| n2.poll_persist()));
+        learned |= std::iter::from_fn(|| n2.poll_event())
+            .any(|e| e == super::Event::ClusterIdLearned { cluster_id: 42 });
+    }
+    assert!(learned, "node 2 learned the cluster id");
+    assert_eq!(n2.cluster_id(), Some(42));
+    assert_eq!(n2.gossip_identity().map(|g| g.cluster_id), Some(42));
+    let stored = batches
+        .iter()
+        .find(|b| b.node_meta.is_some() && b.must_sync)
+        .expect("the learned id is stored, synced");
+    assert!(stored.entries.is_empty() && stored.hard_state.is_none(), "a metadata-only batch");
+    for b in &batches {
+        disk.apply(b);
+    }
+    let meta = crate::persist::NodeMeta::decode(disk.node_meta.as_deref().unwrap()).unwrap();
+    assert_eq!(meta.cluster_id, Some(42));
+    assert_eq!(meta.gossip_peers.get(&1).map(String::as_str), Some("n1:1"), "peer remembered");
+
+    let restarted = Node::new(config2, disk).unwrap();
+    assert_eq!(restarted.gossip_identity().map(|g| g.cluster_id), Some(42));
 }

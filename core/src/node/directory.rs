@@ -1,0 +1,236 @@
+//! [`Directory`]: where every known node is and how it is, as this node sees it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::LeaderHint;
+use crate::gossip::{newest, GossipId, GossipMember, Health, Incarnation};
+use crate::members::{MemberTable, NodeId};
+
+/// One node in the [`Directory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberEntry {
+    pub id: NodeId,
+    /// Its name: the member table's, else its newest gossip identity's.
+    pub name: String,
+    /// Where its rpc (client and peer) port is now: what its newest incarnation that is not
+    /// down announces in gossip (a node restarted on another port is found again without a
+    /// configuration change), else the member table's. `None` if neither names one.
+    pub rpc_addr: Option<String>,
+    /// Where to send it Raft messages: the gossiped rpc address as above, else the member
+    /// table's peer address.
+    pub peer_addr: Option<String>,
+    /// Its gossip (UDP) address, from its newest incarnation.
+    pub gossip_addr: Option<String>,
+    /// Its health in this node's failure detector (this node itself is alive); `None` when
+    /// gossip has not seen it (or does not run).
+    pub health: Option<Health>,
+    /// Its newest incarnation seen in gossip.
+    pub incarnation: Option<Incarnation>,
+    /// Its newest incarnation says it leaves the cluster for good.
+    pub leaving: bool,
+    /// It is in the replicated member table (else known from gossip only).
+    pub in_member_table: bool,
+}
+
+/// Every node this node knows of, from the replicated member table and the gossip view, one
+/// entry per Raft id, each built from the id's newest gossip incarnation (the one order:
+/// [`Incarnation`]); plus where the leader is. Built by `Node::directory`; the shell and the
+/// simulator read it rather than deciding among a node's gossip identities themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Directory {
+    pub members: BTreeMap<NodeId, MemberEntry>,
+    /// Where the leader is, if this node knows one.
+    pub leader: Option<LeaderHint>,
+}
+
+impl Directory {
+    pub fn get(&self, id: NodeId) -> Option<&MemberEntry> {
+        self.members.get(&id)
+    }
+
+    /// The node gossiping under `name` in the newest incarnation: a wiped node comes back
+    /// under its old name with a new Raft id. `None` if gossip has seen no node of that name.
+    pub fn newest_named(&self, name: &str) -> Option<&MemberEntry> {
+        self.members
+            .values()
+            .filter(|e| e.name == name && e.incarnation.is_some())
+            .max_by_key(|e| e.incarnation)
+    }
+}
+
+/// What the directory is built from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sources<'a> {
+    pub(super) self_id: NodeId,
+    /// This node's gossip identity (`None` without gossip).
+    pub(super) identity: Option<&'a GossipId>,
+    pub(super) members: &'a MemberTable,
+    /// Every other gossip member (empty without gossip).
+    pub(super) view: &'a [GossipMember],
+    pub(super) leader: Option<NodeId>,
+}
+
+impl Sources<'_> {
+    /// Node `id`'s entry, if either the member table or gossip knows it.
+    pub(super) fn entry(&self, id: NodeId) -> Option<MemberEntry> {
+        let info = self.members.get(&id);
+        let (newest_id, health) = if id == self.self_id {
+            (self.identity, Some(Health::Alive))
+        } else {
+            let m = newest(self.view, id);
+            (m.map(|m| &m.id), m.map(|m| m.health))
+        };
+        if info.is_none() && newest_id.is_none() {
+            return None;
+        }
+        let gossiped_rpc = if id == self.self_id {
+            self.identity.map(|g| g.rpc_addr.as_str())
+        } else {
+            newest(self.view.iter().filter(|m| m.health != Health::Down), id)
+                .map(|m| m.id.rpc_addr.as_str())
+        }
+        .filter(|a| !a.is_empty());
+        let non_empty = |a: &str| Some(a.to_owned()).filter(|a| !a.is_empty());
+        Some(MemberEntry {
+            id,
+            name: info.map_or_else(
+                || newest_id.map(|g| g.name.clone()).unwrap_or_default(),
+                |m| m.name.clone(),
+            ),
+            rpc_addr: gossiped_rpc
+                .map(str::to_owned)
+                .or_else(|| info.and_then(|m| non_empty(&m.rpc_addr))),
+            peer_addr: gossiped_rpc
+                .map(str::to_owned)
+                .or_else(|| info.and_then(|m| non_empty(&m.peer_addr))),
+            gossip_addr: newest_id.and_then(|g| non_empty(&g.gossip_addr)),
+            health,
+            incarnation: newest_id.map(GossipId::incarnation),
+            leaving: newest_id.is_some_and(|g| g.leaving),
+            in_member_table: info.is_some(),
+        })
+    }
+
+    /// Where the leader is: its id, the member table's name for it, and its rpc address as
+    /// in its entry.
+    pub(super) fn leader_hint(&self) -> Option<LeaderHint> {
+        let leader = self.leader?;
+        let name = self.members.get(&leader).map(|m| m.name.clone()).unwrap_or_default();
+        let rpc_addr = self.entry(leader).and_then(|e| e.rpc_addr).unwrap_or_default();
+        Some(LeaderHint { id: leader, name, rpc_addr })
+    }
+
+    pub(super) fn directory(&self) -> Directory {
+        let mut ids: BTreeSet<NodeId> = self.members.keys().copied().collect();
+        ids.extend(self.view.iter().map(|m| m.id.raft_id).filter(|id| *id != 0));
+        if self.identity.is_some() {
+            ids.insert(self.self_id);
+        }
+        Directory {
+            members: ids.into_iter().filter_map(|id| self.entry(id).map(|e| (id, e))).collect(),
+            leader: self.leader_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::members::MemberInfo;
+
+    fn gid(raft_id: NodeId, name: &str, port: u16, started_ms: u64) -> GossipId {
+        GossipId {
+            gossip_addr: format!("{name}:{port}"),
+            name: name.into(),
+            raft_id,
+            rpc_addr: format!("{name}:{}", port + 1),
+            cluster_id: 0,
+            started_ms,
+            bump: 0,
+            leaving: false,
+        }
+    }
+
+    fn info(id: NodeId, name: &str) -> MemberInfo {
+        MemberInfo {
+            id,
+            name: name.into(),
+            peer_addr: format!("{name}:table-peer"),
+            rpc_addr: format!("{name}:table-rpc"),
+            auto_promote: true,
+        }
+    }
+
+    #[test]
+    fn each_node_is_its_newest_incarnation_and_addresses_come_from_a_live_one() {
+        let me = gid(1, "a", 10, 1);
+        let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b")), (3, info(3, "c"))].into();
+        let view = vec![
+            // b restarted on another port; its old process is down.
+            GossipMember { id: gid(2, "b", 20, 5), health: Health::Down },
+            GossipMember { id: gid(2, "b", 30, 9), health: Health::Suspect },
+            // c's newest incarnation is down: its address falls back to the member table.
+            GossipMember { id: gid(3, "c", 40, 7), health: Health::Down },
+            // d is known from gossip only, and leaving.
+            GossipMember {
+                id: GossipId { leaving: true, ..gid(4, "d", 50, 3) },
+                health: Health::Alive,
+            },
+        ];
+        let s = Sources {
+            self_id: 1,
+            identity: Some(&me),
+            members: &members,
+            view: &view,
+            leader: Some(2),
+        };
+        let d = s.directory();
+        assert_eq!(d.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let a = d.get(1).unwrap();
+        assert_eq!((a.health, a.rpc_addr.as_deref()), (Some(Health::Alive), Some("a:11")));
+        let b = d.get(2).unwrap();
+        assert_eq!(b.health, Some(Health::Suspect));
+        assert_eq!(b.incarnation.map(|i| i.started_ms), Some(9));
+        assert_eq!((b.rpc_addr.as_deref(), b.peer_addr.as_deref()), (Some("b:31"), Some("b:31")));
+        assert_eq!(b.gossip_addr.as_deref(), Some("b:30"));
+        let c = d.get(3).unwrap();
+        assert_eq!(c.health, Some(Health::Down));
+        assert_eq!(
+            (c.rpc_addr.as_deref(), c.peer_addr.as_deref()),
+            (Some("c:table-rpc"), Some("c:table-peer"))
+        );
+        let dd = d.get(4).unwrap();
+        assert!(dd.leaving && !dd.in_member_table);
+        assert_eq!(dd.name, "d");
+        assert_eq!(d.leader, Some(LeaderHint { id: 2, name: "b".into(), rpc_addr: "b:31".into() }));
+    }
+
+    #[test]
+    fn without_gossip_the_member_table_is_the_directory() {
+        let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b"))].into();
+        let s = Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None };
+        let d = s.directory();
+        assert_eq!(d.members.len(), 2);
+        assert_eq!(d.get(1).unwrap().health, Some(Health::Alive), "a node is alive to itself");
+        assert_eq!(d.get(2).unwrap().health, None, "unseen");
+        assert_eq!(d.get(2).unwrap().rpc_addr.as_deref(), Some("b:table-rpc"));
+        assert!(d.leader.is_none());
+        assert!(d.newest_named("b").is_none(), "gossip has seen no b");
+    }
+
+    #[test]
+    fn a_wiped_node_is_found_under_its_name_by_its_newest_incarnation() {
+        let members = MemberTable::new();
+        let view = vec![
+            GossipMember { id: gid(3, "c", 40, 7), health: Health::Down },
+            GossipMember { id: gid(9, "c", 41, 70), health: Health::Alive },
+        ];
+        let s =
+            Sources { self_id: 1, identity: None, members: &members, view: &view, leader: None };
+        let d = s.directory();
+        let c = d.newest_named("c").unwrap();
+        assert_eq!((c.id, c.health), (9, Some(Health::Alive)));
+    }
+}
