@@ -248,7 +248,7 @@ fn a_given_cluster_id_is_stored_unless_another_one_is() {
 
     let other = crate::persist::NodeMeta { cluster_id: Some(8), ..Default::default() };
     let err = Node::new(config, durable_with_meta(&other)).unwrap_err();
-    assert!(matches!(err, crate::error::RecoveryError::Config(_)), "{err:?}");
+    assert!(matches!(err, crate::error::RecoveryError::ClusterIdMismatch), "{err:?}");
 }
 
 #[test]
