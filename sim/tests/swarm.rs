@@ -9,7 +9,8 @@
 //! - `planted_*`: each planted bug is caught within a bounded number of seeds.
 
 use mokv_core::PlantedBugs;
-use sim::run::{parse_bugs, run_seed};
+use sim::runner::parse_bugs;
+use sim::scenario::FaultScenario;
 use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
 
 /// Seeds the default `cargo test -p sim` runs (`MOKV_SIM_SEEDS` to change).
@@ -33,7 +34,7 @@ fn swarm() {
 /// 1002870, 1026581: the operator (the simulated admin) did not shut down a node whose
 /// removal had been applied before its own request was answered ("not a member"), and the
 /// quiescence check then expected that removed node to keep up (the checker now asks only
-/// the members of the leader's configuration to keep up; see `run_parts::final_reads`).
+/// the members of the leader's configuration to keep up; see `runner::final_reads`).
 /// 2024751: a removal answered before the leader's commit index covering it was durable; the
 /// operator shut the removed voter down, the leader crashed and restarted in the old
 /// configuration, which needed the removed voter (see `regressions.rs`).
@@ -47,7 +48,7 @@ const REGRESSION_SEEDS: &[u64] =
 #[test]
 fn regression_seeds() {
     for &seed in REGRESSION_SEEDS {
-        let report = run_seed(seed, PlantedBugs::default(), false);
+        let report = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
         assert!(report.failure_line().is_none(), "{}", report.failure_line().unwrap_or_default());
     }
 }
@@ -55,14 +56,14 @@ fn regression_seeds() {
 #[test]
 fn determinism() {
     for seed in [1u64, 17, 123, 4242, 99_991] {
-        let a = run_seed(seed, PlantedBugs::default(), false);
-        let b = run_seed(seed, PlantedBugs::default(), false);
+        let a = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
+        let b = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: trace differs between runs");
         assert_eq!(a.history_hash, b.history_hash, "seed {seed}: history differs between runs");
         assert_eq!(a.history.ops, b.history.ops, "seed {seed}");
     }
-    let a = run_seed(5, PlantedBugs::default(), false);
-    let b = run_seed(6, PlantedBugs::default(), false);
+    let a = sim::run::<FaultScenario>(5, PlantedBugs::default(), false);
+    let b = sim::run::<FaultScenario>(6, PlantedBugs::default(), false);
     assert_ne!(a.trace_hash, b.trace_hash, "different seeds should differ");
 }
 
@@ -75,7 +76,7 @@ fn replay() {
     let seed: u64 = seed.trim().parse().expect("MOKV_SIM_SEED must be a number");
     let bugs = std::env::var("MOKV_SIM_BUGS").map(|s| parse_bugs(&s)).unwrap_or_default();
     let trace = std::env::var("MOKV_SIM_TRACE").is_ok_and(|v| v == "1");
-    let report = run_seed(seed, bugs, trace);
+    let report = sim::run::<FaultScenario>(seed, bugs, trace);
     print_replay(&report);
     assert!(report.violations.is_empty(), "{}", report.failure_line().unwrap_or_default());
 }
@@ -84,8 +85,8 @@ fn replay() {
 /// count: the checkers themselves must see it); returns the seed.
 fn first_caught(bugs: PlantedBugs, max_seeds: u64) -> Option<u64> {
     (0..max_seeds).find(|&seed| {
-        let report = run_seed(seed, bugs, false);
-        let by_checker = report.violations.iter().any(|v| !v.starts_with("panic"));
+        let report = sim::run::<FaultScenario>(seed, bugs, false);
+        let by_checker = report.violations.iter().any(|v| !v.is_panic());
         if by_checker {
             println!("caught: {}", report.failure_line().unwrap_or_default());
         }
@@ -121,8 +122,8 @@ fn planted_skip_read_retry_is_caught_by_the_liveness_checker() {
     let mut bugs = PlantedBugs::default();
     bugs.skip_read_retry = true;
     let caught = (0..400).find(|&seed| {
-        let report = run_seed(seed, bugs, false);
-        let liveness = report.violations.iter().any(|v| v.starts_with("liveness"));
+        let report = sim::run::<FaultScenario>(seed, bugs, false);
+        let liveness = report.violations.iter().any(|v| v.is_liveness());
         if liveness {
             println!("caught: {}", report.failure_line().unwrap_or_default());
         }
@@ -141,10 +142,20 @@ fn planted_survey() {
         let bugs = parse_bugs(name);
         let mut kinds = std::collections::BTreeMap::<String, u32>::new();
         for seed in 0..200 {
-            let r = run_seed(seed, bugs, false);
-            let first = r.violations.first().map_or("clean", |v| {
-                v.split([':', ';']).next().unwrap_or(v).split(" v").next().unwrap_or(v)
-            });
+            let r = sim::run::<FaultScenario>(seed, bugs, false);
+            let first = r.violations.first().map_or_else(
+                || "clean".to_string(),
+                |v| {
+                    let v = v.to_string();
+                    v.split([':', ';'])
+                        .next()
+                        .unwrap_or(&v)
+                        .split(" v")
+                        .next()
+                        .unwrap_or(&v)
+                        .to_string()
+                },
+            );
             let key: String = first.chars().take(40).collect();
             *kinds.entry(key).or_default() += 1;
         }
