@@ -25,8 +25,11 @@ pub struct FaultTiming {
 /// A scheduled undo of a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Undo {
+    /// Every cut link restored.
     Heal,
+    /// A crashed node started again from its disk.
     Restart(NodeId),
+    /// A paused node running again.
     Resume(NodeId),
 }
 

@@ -283,3 +283,63 @@ impl fmt::Display for Undecided {
         write!(f, "linearizability of {} undecided within {} steps", self.key, self.max_steps)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{OpKind, Outcome};
+
+    fn op() -> Op {
+        Op {
+            client: 1,
+            kind: OpKind::Get { key: "k0".into(), linearizable: true },
+            invoke: 3,
+            invoke_tick: 10,
+            complete: Some(4),
+            complete_tick: Some(12),
+            outcome: Outcome::Read(None),
+            node: Some(2),
+            node_incarnation: Some(1),
+            attempts: 1,
+        }
+    }
+
+    /// The one-line messages other tools match on (level-2 tests, failure triage).
+    #[test]
+    fn messages() {
+        let v = Violation::History(HistoryViolation::NotLinearizable {
+            key: "k0".into(),
+            stuck_at: vec![(7, op()), (9, op())],
+        });
+        let line = v.to_string();
+        assert!(line.starts_with("history of key k0 is not linearizable; cannot place #7 Op {"));
+        assert!(line.contains(" / #9 Op {"), "{line}");
+        let twice = HistoryViolation::AppliedTwice {
+            value: 5,
+            first_read: 1,
+            first_index: 8,
+            read: 4,
+            index: 9,
+        };
+        assert_eq!(
+            twice.to_string(),
+            "write of v5 applied twice: read #1 saw it at index 8, read #4 at index 9"
+        );
+        let stuck = Violation::ClientStuck { client: 2, ticks: 2000, op: None };
+        assert!(stuck.is_liveness());
+        assert_eq!(
+            stuck.to_string(),
+            "liveness: client 2 still waiting 2000 ticks after the heal: "
+        );
+        let lag = Violation::Workload(WorkloadProblem::Lagging {
+            node: 3,
+            applied_index: 10,
+            most_advanced: 20,
+        });
+        assert_eq!(
+            lag.to_string(),
+            "workload: after quiescence n3 applied 10, the most advanced node 20"
+        );
+        assert!(Violation::Panic { message: "a\nb".into() }.to_string() == "panic: a b");
+    }
+}

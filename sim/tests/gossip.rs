@@ -7,7 +7,8 @@
 //!   (`MOKV_SIM_GOSSIP_SEEDS=<n>` for n seeds, `MOKV_SIM_FIRST_SEED=<s>` to start at s);
 //! - `regression_seeds`: seeds that found bugs, pinned;
 //! - `determinism`: the same seed twice gives the same trace;
-//! - `replay`: `MOKV_SIM_SEED=<n>` reruns one gossip seed (`MOKV_SIM_TRACE=1` for its trace).
+//! - `replay`: `MOKV_SIM_SEED=<n>` reruns one gossip seed (`MOKV_SIM_TRACE=1` for its trace,
+//!   `MOKV_SIM_BUGS=<list>` switches planted bugs on).
 
 use std::collections::BTreeSet;
 

@@ -7,11 +7,17 @@
 //! - `replay`: `MOKV_SIM_SEED=<n>` reruns one seed (`MOKV_SIM_TRACE=1` prints its trace,
 //!   `MOKV_SIM_BUGS=<list>` switches planted bugs on).
 //! - `planted_*`: each planted bug is caught within a bounded number of seeds.
+//! - `runner_drives_any_scenario_and_types_its_failures`: the runner with a scenario of the
+//!   test's own, clean and never converging.
 
-use mokv_core::PlantedBugs;
-use sim::runner::parse_bugs;
+use mokv_core::{Config, NodeId, PlantedBugs, Rng};
+use sim::harness::{FaultTiming, Harness};
+use sim::runner::{parse_bugs, Scenario, Setup};
 use sim::scenario::FaultScenario;
 use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
+use sim::violation::ConvergenceMismatch;
+use sim::workload::WorkloadKnobs;
+use sim::{Cluster, Violation};
 
 /// Seeds the default `cargo test -p sim` runs (`MOKV_SIM_SEEDS` to change).
 const DEFAULT_SEEDS: u64 = 100_000;
@@ -161,4 +167,84 @@ fn planted_survey() {
         }
         println!("{name}: {kinds:?}");
     }
+}
+
+/// A scenario that forms three voters, injects nothing (it only counts its fault events) and
+/// converges only if `CONVERGES`: the runner takes any [`Scenario`].
+struct Quiet<const CONVERGES: bool>;
+
+impl<const CONVERGES: bool> Scenario for Quiet<CONVERGES> {
+    type Fault = ();
+    const RNG_SALT: u64 = 0x9e1e;
+    const CONVERGE_TICKS: u64 = 50;
+    const REPLAY_TEST: &'static str = "--test swarm quiet";
+
+    fn draw(seed: u64, bugs: PlantedBugs, _rng: &mut Rng) -> (Self, Setup) {
+        let mut base = Config::new(1, 0);
+        base.planted_bugs = bugs;
+        let request_timeout_ticks = base.request_timeout_ticks;
+        let setup = Setup {
+            cluster: Cluster::form_with_config(seed, 3, base),
+            clients: 2,
+            knobs: WorkloadKnobs {
+                reply_loss_permille: 0,
+                follower_read_permille: 0,
+                client_timeout_ticks: 50,
+                trace: false,
+            },
+            timing: FaultTiming { fault_ticks: 300, mean_gap_ticks: 20, max_outage_ticks: 20 },
+            request_timeout_ticks,
+        };
+        (Quiet, setup)
+    }
+
+    fn plan(&self) -> &dyn std::fmt::Debug {
+        &"no faults"
+    }
+
+    fn faults(&self) -> &[()] {
+        &[()]
+    }
+
+    fn nodes(&self, c: &Cluster) -> Vec<NodeId> {
+        c.ids()
+    }
+
+    fn form(&mut self, _h: &mut Harness) -> Result<(), Violation> {
+        Ok(())
+    }
+
+    fn inject(&mut self, (): (), h: &mut Harness) {
+        h.count("no-op fault");
+    }
+
+    fn operate(&mut self, _h: &mut Harness, _nodes: &[NodeId]) {}
+
+    fn converged(&self, _h: &Harness) -> Result<(), ConvergenceMismatch> {
+        if CONVERGES {
+            Ok(())
+        } else {
+            Err(ConvergenceMismatch::Down { node: 99 })
+        }
+    }
+}
+
+#[test]
+fn runner_drives_any_scenario_and_types_its_failures() {
+    let clean = sim::run::<Quiet<true>>(3, PlantedBugs::default(), false);
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+    assert!(clean.ops > 0 && clean.counters["no-op fault"] > 0, "{clean:?}");
+    let again = sim::run::<Quiet<true>>(3, PlantedBugs::default(), false);
+    assert_eq!((clean.trace_hash, clean.history_hash), (again.trace_hash, again.history_hash));
+
+    let stuck = sim::run::<Quiet<false>>(3, PlantedBugs::default(), false);
+    assert_eq!(
+        stuck.violations,
+        [Violation::NotConverged { ticks: 50, mismatch: ConvergenceMismatch::Down { node: 99 } }]
+    );
+    assert_eq!(
+        stuck.failure_line().unwrap_or_default(),
+        "seed=3 violation=convergence: not converged 50 ticks after the heal: n99 is down; \
+         replay: MOKV_SIM_SEED=3 cargo test -p sim --test swarm quiet -- --nocapture"
+    );
 }
