@@ -9,6 +9,7 @@ use mokv_core::{Event, NodeId, Role};
 use crate::cluster::Cluster;
 use crate::history::{History, Observed, OpKind, Outcome, ValueId};
 use crate::linearizability::{self, Entry, RegOp, Verdict};
+use crate::violation::{HistoryViolation, Undecided, Violation};
 use crate::workload::KEYS;
 
 /// Step bound of the linearizability search, per key.
@@ -17,8 +18,8 @@ pub const MAX_SEARCH_STEPS: u64 = 2_000_000;
 /// Findings of the history checkers.
 #[derive(Debug, Default, Clone)]
 pub struct Findings {
-    pub violations: Vec<String>,
-    pub inconclusive: Vec<String>,
+    pub violations: Vec<HistoryViolation>,
+    pub inconclusive: Vec<Undecided>,
 }
 
 /// Runs every history checker.
@@ -103,11 +104,13 @@ pub fn check_monotonic_reads(h: &History, f: &mut Findings) {
                 let went_back = served_key.get(&k).is_some_and(|m| *m > o.mod_index)
                     || acked_write_between(&acked, &k, o.mod_index, served_max).is_some();
                 if went_back && f.violations.len() < 20 {
-                    f.violations.push(format!(
-                        "n{node} went back in time: read #{i} returned {k} at index {}, after the \
-                         same incarnation had served index {served_max}",
-                        o.mod_index
-                    ));
+                    f.violations.push(HistoryViolation::WentBackInTime {
+                        node,
+                        read: i,
+                        key: k.clone(),
+                        index: o.mod_index,
+                        served: served_max,
+                    });
                 }
             }
         }
@@ -135,17 +138,19 @@ pub fn check_range_snapshots(h: &History, f: &mut Findings) {
         let mut sorted = items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>();
         sorted.dedup();
         if sorted.len() != items.len() || !items.windows(2).all(|w| w[0].0 < w[1].0) {
-            f.violations.push(format!("range #{i} is not sorted or repeats a key"));
+            f.violations.push(HistoryViolation::RangeUnsorted { range: i });
             continue;
         }
         let at = items.iter().map(|(_, o)| o.mod_index).max().unwrap_or(0);
         for (k, o) in items {
             if let Some(r) = acked_write_between(&acked, k, o.mod_index, at) {
-                f.violations.push(format!(
-                    "range #{i} is no single state: {k} at index {} but a write at {r} is below \
-                     the range's index {at}",
-                    o.mod_index
-                ));
+                f.violations.push(HistoryViolation::RangeStaleKey {
+                    range: i,
+                    key: k.clone(),
+                    index: o.mod_index,
+                    write: r,
+                    range_index: at,
+                });
             }
         }
         for key in KEYS {
@@ -157,10 +162,12 @@ pub fn check_range_snapshots(h: &History, f: &mut Findings) {
             // newer than `at`: a delete leaves no index behind to raise it).
             if let Some((r, true)) = writes.iter().rev().find(|(r, _)| *r <= at) {
                 if !writes.iter().any(|(d, set)| !set && d > r) {
-                    f.violations.push(format!(
-                        "range #{i} is no single state: {key} missing, but set at {r} (below \
-                         the range's index {at}) and never deleted after"
-                    ));
+                    f.violations.push(HistoryViolation::RangeMissingKey {
+                        range: i,
+                        key: key.to_string(),
+                        set_at: *r,
+                        range_index: at,
+                    });
                 }
             }
         }
@@ -208,16 +215,14 @@ pub fn check_linearizable(h: &History, f: &mut Findings) {
         });
         match linearizability::check(&entries, MAX_SEARCH_STEPS) {
             Verdict::Ok => {}
-            Verdict::Inconclusive => f.inconclusive.push(format!(
-                "linearizability of {key} undecided within {MAX_SEARCH_STEPS} steps"
-            )),
+            Verdict::Inconclusive => {
+                f.inconclusive.push(Undecided { key: key.to_string(), max_steps: MAX_SEARCH_STEPS })
+            }
             Verdict::Violation { stuck_at } => {
-                let ops: Vec<String> =
-                    stuck_at.iter().map(|i| format!("#{i} {:?}", h.ops[*i])).collect();
-                f.violations.push(format!(
-                    "history of key {key} is not linearizable; cannot place {}",
-                    ops.join(" / ")
-                ));
+                f.violations.push(HistoryViolation::NotLinearizable {
+                    key: key.to_string(),
+                    stuck_at: stuck_at.iter().map(|i| (*i, h.ops[*i].clone())).collect(),
+                });
             }
         }
     }
@@ -253,19 +258,20 @@ pub fn check_serializable(h: &History, f: &mut Findings) {
         };
         for (key, o) in observations(op) {
             let Some(w) = writes.get(&o.value).map(|w| &h.ops[*w]) else {
-                f.violations.push(format!("read #{i} returned v{} that nobody wrote", o.value));
+                f.violations.push(HistoryViolation::UnwrittenValue { read: i, value: o.value });
                 continue;
             };
             let OpKind::Set { key: wkey, .. } = &w.kind else { continue };
             if *wkey != key {
-                f.violations
-                    .push(format!("read #{i} found v{} under {key}, written to {wkey}", o.value));
+                f.violations.push(HistoryViolation::WrongKey {
+                    read: i,
+                    value: o.value,
+                    key: key.clone(),
+                    written_to: wkey.clone(),
+                });
             }
             if !linearizable && op.complete.is_some_and(|c| w.invoke > c) {
-                f.violations.push(format!(
-                    "serializable read #{i} returned v{} before it was written",
-                    o.value
-                ));
+                f.violations.push(HistoryViolation::ReadBeforeWrite { read: i, value: o.value });
             }
         }
     }
@@ -279,11 +285,15 @@ pub fn check_at_most_once(h: &History, f: &mut Findings) {
     for (i, op) in h.ops.iter().enumerate() {
         for (_, o) in observations(op) {
             match seen.get(&o.value) {
-                Some((index, first)) if *index != o.mod_index => f.violations.push(format!(
-                    "write of v{} applied twice: read #{first} saw it at index {index}, read #{i} \
-                     at index {}",
-                    o.value, o.mod_index
-                )),
+                Some((index, first)) if *index != o.mod_index => {
+                    f.violations.push(HistoryViolation::AppliedTwice {
+                        value: o.value,
+                        first_read: *first,
+                        first_index: *index,
+                        read: i,
+                        index: o.mod_index,
+                    });
+                }
                 Some(_) => {}
                 None => {
                     seen.insert(o.value, (o.mod_index, i));
@@ -295,10 +305,13 @@ pub fn check_at_most_once(h: &History, f: &mut Findings) {
         let Some(w) = writes.get(value) else { continue };
         if let Outcome::Written { revision } = h.ops[*w].outcome {
             if revision != *index {
-                f.violations.push(format!(
-                    "write #{w} of v{value} acknowledged at revision {revision}, but read #{read} \
-                     saw it applied at index {index}"
-                ));
+                f.violations.push(HistoryViolation::RevisionMismatch {
+                    write: *w,
+                    value: *value,
+                    revision,
+                    read: *read,
+                    index: *index,
+                });
             }
         }
     }
@@ -312,7 +325,7 @@ pub struct Observer {
     leaders: BTreeMap<u64, NodeId>,
     last_applied: BTreeMap<NodeId, u64>,
     digests: BTreeMap<u64, (u64, NodeId)>,
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
     /// Print every node event (the readable trace).
     pub print_events: bool,
 }
@@ -326,9 +339,12 @@ impl Observer {
             }
             if let Event::RoleChanged { role: Role::Leader, term, .. } = e {
                 match self.leaders.get(term) {
-                    Some(other) if other != node => self.violations.push(format!(
-                        "two leaders in term {term}: n{other} and n{node} (tick {tick})"
-                    )),
+                    Some(other) if other != node => self.violations.push(Violation::TwoLeaders {
+                        term: *term,
+                        first: *other,
+                        second: *node,
+                        tick: *tick,
+                    }),
                     _ => {
                         self.leaders.insert(*term, *node);
                     }
@@ -347,11 +363,12 @@ impl Observer {
             match self.digests.get(&applied) {
                 Some((d, other)) if *d != digest => {
                     if self.violations.len() < 20 {
-                        self.violations.push(format!(
-                            "state diverged at applied index {applied}: n{other} and n{id} \
-                             (tick {})",
-                            c.now()
-                        ));
+                        self.violations.push(Violation::Diverged {
+                            applied_index: applied,
+                            first: *other,
+                            second: id,
+                            tick: c.now(),
+                        });
                     }
                 }
                 Some(_) => {}

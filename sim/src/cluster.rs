@@ -14,6 +14,8 @@ use mokv_core::{
     Transmit,
 };
 
+use crate::trace::{encode_reply, TraceHash};
+
 /// How the network misbehaves. All percentages are of packets; delays are in ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetFaults {
@@ -147,7 +149,7 @@ pub struct Cluster {
     delayed_reports: BTreeMap<(u64, u64), (NodeId, NodeId, bool)>,
     next_request: RequestId,
     events: Vec<(u64, NodeId, Event)>,
-    trace: u64,
+    trace: TraceHash,
     base_config: Config,
     refused: Vec<(u64, NodeId, String)>,
     /// Paused processes (a long GC or SIGSTOP): not ticked, inputs held until resumed.
@@ -210,7 +212,7 @@ impl Cluster {
             replies: BTreeMap::new(),
             next_request: 1,
             events: Vec::new(),
-            trace: FNV_OFFSET,
+            trace: TraceHash::default(),
             base_config,
             refused: Vec::new(),
             starts: BTreeMap::new(),
@@ -729,9 +731,10 @@ impl Cluster {
         self.slots.get(&id).map(|s| &s.disk)
     }
 
-    /// A hash of everything that crossed the network and every reply, in order.
+    /// A hash of everything that crossed the network and every reply, in order, over their
+    /// encoded bytes (see [`crate::trace`]).
     pub fn trace_hash(&self) -> u64 {
-        self.trace
+        self.trace.value()
     }
 
     // ------------------------------------------------------------------ plumbing
@@ -774,11 +777,7 @@ impl Cluster {
                 self.send_gossip(id, d.to, d.payload);
             }
             for r in replies {
-                self.trace_mix(&[
-                    b"reply",
-                    &r.id.to_le_bytes(),
-                    format!("{:?}", r.result).as_bytes(),
-                ]);
+                self.trace_mix(&[b"reply", &r.id.to_le_bytes(), &encode_reply(&r)]);
                 self.unanswered.remove(&r.id);
                 let incarnation = self.starts.get(&id).copied().unwrap_or_default();
                 self.replies.insert(r.id, (self.tick, incarnation, r));
@@ -949,15 +948,7 @@ impl Cluster {
     }
 
     fn trace_mix(&mut self, parts: &[&[u8]]) {
-        for part in parts {
-            for b in part.iter() {
-                self.trace ^= u64::from(*b);
-                self.trace = self.trace.wrapping_mul(FNV_PRIME);
-            }
-            self.trace ^= 0xff;
-            self.trace = self.trace.wrapping_mul(FNV_PRIME);
-        }
-        self.trace ^= self.tick;
+        self.trace.mix(self.tick, parts);
     }
 }
 
@@ -965,9 +956,6 @@ impl Cluster {
 pub fn gossip_addr(id: NodeId) -> String {
     format!("sim-gossip:n{id}")
 }
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// True when the reply is a success.
 pub fn is_ok(reply: &Option<Reply>) -> bool {

@@ -128,7 +128,9 @@ impl History {
         o.node = node;
     }
 
-    /// A stable summary of the history, for the determinism check.
+    /// A stable summary of the history, for the determinism check: FNV-1a over each op's
+    /// `Debug` text. Recorded history hashes (the witness that a change kept behaviour) were
+    /// taken this way, so it stays until they are retaken.
     pub fn hash(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for op in &self.ops {

@@ -4,14 +4,19 @@
 //! simulated disks ([`cluster::Cluster`]). Every random choice comes from the run's seed, so a
 //! seed replays bit for bit.
 //!
-//! A run ([`run::run_seed`]) draws a swarm fault plan ([`faults`]), drives concurrent clients
-//! ([`workload`]) whose operations are recorded ([`history`]), then checks the history and the
-//! cluster ([`checker`], [`linearizability`]).
+//! One runner ([`runner::run`]) drives every kind of run: a [`runner::Scenario`] draws its plan
+//! from the seed (which faults, how often, how lossy the network: swarm probabilities per
+//! seed), forms the cluster, injects faults and operates the cluster, and says what
+//! "converged" means after the heal; the runner drives concurrent clients ([`workload`]) whose
+//! operations are recorded ([`history`]), then checks the history and the cluster
+//! ([`checker`], [`linearizability`]). What is wrong comes back typed ([`violation`]); the
+//! trace hash is taken over encoded bytes ([`trace`]).
 //!
-//! Gossip runs ([`gossip_run::run_gossip_seed`]) let the cluster form and change through SWIM
-//! gossip and the leader's reconciler instead (joins by seed address, graceful leaves, crashes,
-//! wiped disks, partitions of gossip or Raft traffic only) and check that the Raft
-//! configuration converges after the heal, besides every history checker.
+//! Scenarios ([`scenario`]): the swarm ([`scenario::FaultScenario`]: every network and process
+//! fault, membership changed by an operator) and the gossip swarm ([`scenario::GossipScenario`]:
+//! the cluster forms and changes through SWIM gossip and the leader's reconciler — joins by seed
+//! address, graceful leaves, crashes, wiped disks, partitions of gossip or Raft traffic only —
+//! and the Raft configuration must converge after the heal). [`swarm`] runs ranges of seeds.
 //!
 //! This crate never touches real sockets, disks or clocks.
 //!
@@ -20,14 +25,16 @@
 
 pub mod checker;
 pub mod cluster;
-pub mod faults;
-pub mod gossip_run;
+pub mod harness;
 pub mod history;
 pub mod linearizability;
-pub mod run;
-mod run_parts;
+pub mod runner;
+pub mod scenario;
 pub mod swarm;
+pub mod trace;
+pub mod violation;
 pub mod workload;
 
 pub use cluster::{Cluster, NetFaults};
-pub use run::{run_seed, RunReport};
+pub use runner::{run, RunReport, Scenario};
+pub use violation::Violation;

@@ -8,14 +8,15 @@ use std::time::Instant;
 
 use mokv_core::PlantedBugs;
 
-use crate::run::RunReport;
+use crate::runner::{self, RunReport};
+use crate::scenario::{FaultScenario, GossipScenario};
 
-/// Which runner a swarm drives.
+/// Which scenario a swarm runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwarmKind {
-    /// Operator-driven membership, every network fault ([`crate::run::run_seed`]).
+    /// Operator-driven membership, every network fault ([`FaultScenario`]).
     Faults,
-    /// Gossip-driven membership ([`crate::gossip_run::run_gossip_seed`]).
+    /// Gossip-driven membership ([`GossipScenario`]).
     Gossip,
 }
 
@@ -27,19 +28,11 @@ impl SwarmKind {
         }
     }
 
-    /// Runs one seed of this kind.
+    /// Runs one seed of this kind (see [`runner::run`]).
     pub fn run(self, seed: u64, bugs: PlantedBugs, trace: bool) -> RunReport {
         match self {
-            SwarmKind::Faults => crate::run::run_seed(seed, bugs, trace),
-            SwarmKind::Gossip => crate::gossip_run::run_gossip_seed(seed, trace),
-        }
-    }
-
-    /// The one line a failed run prints, with its replay command.
-    pub fn failure_line(self, r: &RunReport) -> Option<String> {
-        match self {
-            SwarmKind::Faults => r.failure_line(),
-            SwarmKind::Gossip => crate::gossip_run::failure_line(r),
+            SwarmKind::Faults => runner::run::<FaultScenario>(seed, bugs, trace),
+            SwarmKind::Gossip => runner::run::<GossipScenario>(seed, bugs, trace),
         }
     }
 }
@@ -174,7 +167,7 @@ fn log_line(line: &str) {
 pub fn run_range(kind: SwarmKind, first_seed: u64, seeds: u64, bugs: PlantedBugs) -> SwarmSummary {
     run_parallel(kind.name(), first_seed, seeds, |seed| {
         let report = kind.run(seed, bugs, false);
-        SeedOutcome { failure: kind.failure_line(&report), inconclusive: report.inconclusive.len() }
+        SeedOutcome { failure: report.failure_line(), inconclusive: report.inconclusive.len() }
     })
 }
 

@@ -14,6 +14,7 @@ use mokv_core::{
 
 use crate::cluster::Cluster;
 use crate::history::{decode_value, encode_value, History, Observed, OpKind, Outcome};
+use crate::violation::WorkloadProblem;
 
 /// The workload's key space: small, so operations conflict often.
 pub const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
@@ -65,7 +66,7 @@ pub struct Client {
 }
 
 /// What the workload noticed that is wrong in itself (not a history property).
-pub type Problems = Vec<String>;
+pub type Problems = Vec<WorkloadProblem>;
 
 impl Client {
     pub fn new(id: u64) -> Self {
@@ -209,7 +210,7 @@ impl Client {
                     }
                     Response::Range(page) => {
                         if !page.next_page_token.is_empty() {
-                            problems.push(format!("op {op}: range of 5 keys needs 2 pages"));
+                            problems.push(WorkloadProblem::RangeNeedsTwoPages { op });
                         }
                         Outcome::Ranged(
                             page.items
@@ -221,7 +222,7 @@ impl Client {
                         )
                     }
                     other => {
-                        problems.push(format!("op {op}: unexpected response {other:?}"));
+                        problems.push(WorkloadProblem::UnexpectedResponse { op, response: other });
                         Outcome::ReadFailed
                     }
                 };
@@ -259,7 +260,7 @@ impl Client {
                 self.seq = 0;
             }
             Err(e) => {
-                problems.push(format!("op {op}: request refused as misuse: {e}"));
+                problems.push(WorkloadProblem::Misuse { op, error: e });
                 let outcome = if history.ops[op].kind.is_write() {
                     Outcome::MaybeApplied
                 } else {
@@ -306,7 +307,7 @@ fn observe(value: &[u8], mod_index: u64, problems: &mut Problems, op: usize) -> 
     match decode_value(value) {
         Some(value) => Some(Observed { value, mod_index }),
         None => {
-            problems.push(format!("op {op}: read a value no client wrote: {value:?}"));
+            problems.push(WorkloadProblem::UnknownValue { op, bytes: value.to_vec() });
             None
         }
     }

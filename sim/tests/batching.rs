@@ -17,7 +17,7 @@ use mokv_core::{
     Response, Rng,
 };
 use sim::cluster::get_value;
-use sim::run::run_seed;
+use sim::scenario::FaultScenario;
 use sim::{Cluster, NetFaults};
 
 fn set(key: &str, value: &str) -> Request {
@@ -142,8 +142,8 @@ fn planted_answer_before_durable_is_caught_by_the_batched_scenario() {
 #[test]
 fn planted_answer_before_durable_is_caught_by_the_swarm() {
     let caught = (0..200).find(|seed| {
-        let report = run_seed(*seed, bugs_answer_before_durable(), false);
-        let by_checker = report.violations.iter().any(|v| !v.starts_with("panic"));
+        let report = sim::run::<FaultScenario>(*seed, bugs_answer_before_durable(), false);
+        let by_checker = report.violations.iter().any(|v| !v.is_panic());
         if by_checker {
             println!("seed {seed}: caught: {}", report.violations[0]);
         }

@@ -7,14 +7,17 @@
 //!   (`MOKV_SIM_GOSSIP_SEEDS=<n>` for n seeds, `MOKV_SIM_FIRST_SEED=<s>` to start at s);
 //! - `regression_seeds`: seeds that found bugs, pinned;
 //! - `determinism`: the same seed twice gives the same trace;
-//! - `replay`: `MOKV_SIM_SEED=<n>` reruns one gossip seed (`MOKV_SIM_TRACE=1` for its trace).
+//! - `replay`: `MOKV_SIM_SEED=<n>` reruns one gossip seed (`MOKV_SIM_TRACE=1` for its trace,
+//!   `MOKV_SIM_BUGS=<list>` switches planted bugs on).
 
 use std::collections::BTreeSet;
 
 use mokv_core::gossip::Health;
 use mokv_core::{Config, NodeId, PlantedBugs, Request, Role};
 use sim::cluster::{gossip_addr, is_ok, Cluster, GossipParams, Traffic, MS_PER_TICK};
-use sim::gossip_run::{check_converged, failure_line, run_gossip_seed, wait_converged};
+use sim::runner::parse_bugs;
+use sim::scenario::gossip::{check_converged, wait_converged};
+use sim::scenario::GossipScenario;
 use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
 
 /// Generous bound on any convergence in the scenarios (virtual: 60 s).
@@ -365,8 +368,8 @@ fn determinism() {
     assert_eq!(scenario(7), scenario(7));
     assert_ne!(scenario(7), scenario(8));
     for seed in [3u64, 77] {
-        let a = run_gossip_seed(seed, false);
-        let b = run_gossip_seed(seed, false);
+        let a = sim::run::<GossipScenario>(seed, PlantedBugs::default(), false);
+        let b = sim::run::<GossipScenario>(seed, PlantedBugs::default(), false);
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: trace differs between runs");
         assert_eq!(a.history_hash, b.history_hash, "seed {seed}: history differs");
     }
@@ -421,8 +424,8 @@ const REGRESSION_SEEDS: &[u64] = &[
 #[test]
 fn regression_seeds() {
     for &seed in REGRESSION_SEEDS {
-        let report = run_gossip_seed(seed, false);
-        assert!(report.violations.is_empty(), "{}", failure_line(&report).unwrap_or_default());
+        let report = sim::run::<GossipScenario>(seed, PlantedBugs::default(), false);
+        assert!(report.violations.is_empty(), "{}", report.failure_line().unwrap_or_default());
     }
 }
 
@@ -435,8 +438,9 @@ fn replay() {
         return;
     };
     let seed: u64 = seed.trim().parse().expect("MOKV_SIM_SEED must be a number");
+    let bugs = std::env::var("MOKV_SIM_BUGS").map(|s| parse_bugs(&s)).unwrap_or_default();
     let trace = std::env::var("MOKV_SIM_TRACE").is_ok_and(|v| v == "1");
-    let report = run_gossip_seed(seed, trace);
+    let report = sim::run::<GossipScenario>(seed, bugs, trace);
     print_replay(&report);
-    assert!(report.violations.is_empty(), "{}", failure_line(&report).unwrap_or_default());
+    assert!(report.violations.is_empty(), "{}", report.failure_line().unwrap_or_default());
 }

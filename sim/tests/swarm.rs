@@ -7,10 +7,17 @@
 //! - `replay`: `MOKV_SIM_SEED=<n>` reruns one seed (`MOKV_SIM_TRACE=1` prints its trace,
 //!   `MOKV_SIM_BUGS=<list>` switches planted bugs on).
 //! - `planted_*`: each planted bug is caught within a bounded number of seeds.
+//! - `runner_drives_any_scenario_and_types_its_failures`: the runner with a scenario of the
+//!   test's own, clean and never converging.
 
-use mokv_core::PlantedBugs;
-use sim::run::{parse_bugs, run_seed};
+use mokv_core::{Config, NodeId, PlantedBugs, Rng};
+use sim::harness::{FaultTiming, Harness};
+use sim::runner::{parse_bugs, Scenario, Setup};
+use sim::scenario::FaultScenario;
 use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
+use sim::violation::ConvergenceMismatch;
+use sim::workload::WorkloadKnobs;
+use sim::{Cluster, Violation};
 
 /// Seeds the default `cargo test -p sim` runs (`MOKV_SIM_SEEDS` to change).
 const DEFAULT_SEEDS: u64 = 100_000;
@@ -33,7 +40,7 @@ fn swarm() {
 /// 1002870, 1026581: the operator (the simulated admin) did not shut down a node whose
 /// removal had been applied before its own request was answered ("not a member"), and the
 /// quiescence check then expected that removed node to keep up (the checker now asks only
-/// the members of the leader's configuration to keep up; see `run_parts::final_reads`).
+/// the members of the leader's configuration to keep up; see `runner::final_reads`).
 /// 2024751: a removal answered before the leader's commit index covering it was durable; the
 /// operator shut the removed voter down, the leader crashed and restarted in the old
 /// configuration, which needed the removed voter (see `regressions.rs`).
@@ -47,7 +54,7 @@ const REGRESSION_SEEDS: &[u64] =
 #[test]
 fn regression_seeds() {
     for &seed in REGRESSION_SEEDS {
-        let report = run_seed(seed, PlantedBugs::default(), false);
+        let report = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
         assert!(report.failure_line().is_none(), "{}", report.failure_line().unwrap_or_default());
     }
 }
@@ -55,14 +62,14 @@ fn regression_seeds() {
 #[test]
 fn determinism() {
     for seed in [1u64, 17, 123, 4242, 99_991] {
-        let a = run_seed(seed, PlantedBugs::default(), false);
-        let b = run_seed(seed, PlantedBugs::default(), false);
+        let a = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
+        let b = sim::run::<FaultScenario>(seed, PlantedBugs::default(), false);
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: trace differs between runs");
         assert_eq!(a.history_hash, b.history_hash, "seed {seed}: history differs between runs");
         assert_eq!(a.history.ops, b.history.ops, "seed {seed}");
     }
-    let a = run_seed(5, PlantedBugs::default(), false);
-    let b = run_seed(6, PlantedBugs::default(), false);
+    let a = sim::run::<FaultScenario>(5, PlantedBugs::default(), false);
+    let b = sim::run::<FaultScenario>(6, PlantedBugs::default(), false);
     assert_ne!(a.trace_hash, b.trace_hash, "different seeds should differ");
 }
 
@@ -75,7 +82,7 @@ fn replay() {
     let seed: u64 = seed.trim().parse().expect("MOKV_SIM_SEED must be a number");
     let bugs = std::env::var("MOKV_SIM_BUGS").map(|s| parse_bugs(&s)).unwrap_or_default();
     let trace = std::env::var("MOKV_SIM_TRACE").is_ok_and(|v| v == "1");
-    let report = run_seed(seed, bugs, trace);
+    let report = sim::run::<FaultScenario>(seed, bugs, trace);
     print_replay(&report);
     assert!(report.violations.is_empty(), "{}", report.failure_line().unwrap_or_default());
 }
@@ -84,8 +91,8 @@ fn replay() {
 /// count: the checkers themselves must see it); returns the seed.
 fn first_caught(bugs: PlantedBugs, max_seeds: u64) -> Option<u64> {
     (0..max_seeds).find(|&seed| {
-        let report = run_seed(seed, bugs, false);
-        let by_checker = report.violations.iter().any(|v| !v.starts_with("panic"));
+        let report = sim::run::<FaultScenario>(seed, bugs, false);
+        let by_checker = report.violations.iter().any(|v| !v.is_panic());
         if by_checker {
             println!("caught: {}", report.failure_line().unwrap_or_default());
         }
@@ -121,8 +128,8 @@ fn planted_skip_read_retry_is_caught_by_the_liveness_checker() {
     let mut bugs = PlantedBugs::default();
     bugs.skip_read_retry = true;
     let caught = (0..400).find(|&seed| {
-        let report = run_seed(seed, bugs, false);
-        let liveness = report.violations.iter().any(|v| v.starts_with("liveness"));
+        let report = sim::run::<FaultScenario>(seed, bugs, false);
+        let liveness = report.violations.iter().any(|v| v.is_liveness());
         if liveness {
             println!("caught: {}", report.failure_line().unwrap_or_default());
         }
@@ -141,13 +148,103 @@ fn planted_survey() {
         let bugs = parse_bugs(name);
         let mut kinds = std::collections::BTreeMap::<String, u32>::new();
         for seed in 0..200 {
-            let r = run_seed(seed, bugs, false);
-            let first = r.violations.first().map_or("clean", |v| {
-                v.split([':', ';']).next().unwrap_or(v).split(" v").next().unwrap_or(v)
-            });
+            let r = sim::run::<FaultScenario>(seed, bugs, false);
+            let first = r.violations.first().map_or_else(
+                || "clean".to_string(),
+                |v| {
+                    let v = v.to_string();
+                    v.split([':', ';'])
+                        .next()
+                        .unwrap_or(&v)
+                        .split(" v")
+                        .next()
+                        .unwrap_or(&v)
+                        .to_string()
+                },
+            );
             let key: String = first.chars().take(40).collect();
             *kinds.entry(key).or_default() += 1;
         }
         println!("{name}: {kinds:?}");
     }
+}
+
+/// A scenario that forms three voters, injects nothing (it only counts its fault events) and
+/// converges only if `CONVERGES`: the runner takes any [`Scenario`].
+struct Quiet<const CONVERGES: bool>;
+
+impl<const CONVERGES: bool> Scenario for Quiet<CONVERGES> {
+    type Fault = ();
+    const RNG_SALT: u64 = 0x9e1e;
+    const CONVERGE_TICKS: u64 = 50;
+    const REPLAY_TEST: &'static str = "--test swarm quiet";
+
+    fn draw(seed: u64, bugs: PlantedBugs, _rng: &mut Rng) -> (Self, Setup) {
+        let mut base = Config::new(1, 0);
+        base.planted_bugs = bugs;
+        let request_timeout_ticks = base.request_timeout_ticks;
+        let setup = Setup {
+            cluster: Cluster::form_with_config(seed, 3, base),
+            clients: 2,
+            knobs: WorkloadKnobs {
+                reply_loss_permille: 0,
+                follower_read_permille: 0,
+                client_timeout_ticks: 50,
+                trace: false,
+            },
+            timing: FaultTiming { fault_ticks: 300, mean_gap_ticks: 20, max_outage_ticks: 20 },
+            request_timeout_ticks,
+        };
+        (Quiet, setup)
+    }
+
+    fn plan(&self) -> &dyn std::fmt::Debug {
+        &"no faults"
+    }
+
+    fn faults(&self) -> &[()] {
+        &[()]
+    }
+
+    fn nodes(&self, c: &Cluster) -> Vec<NodeId> {
+        c.ids()
+    }
+
+    fn form(&mut self, _h: &mut Harness) -> Result<(), Violation> {
+        Ok(())
+    }
+
+    fn inject(&mut self, (): (), h: &mut Harness) {
+        h.count("no-op fault");
+    }
+
+    fn operate(&mut self, _h: &mut Harness, _nodes: &[NodeId]) {}
+
+    fn converged(&self, _h: &Harness) -> Result<(), ConvergenceMismatch> {
+        if CONVERGES {
+            Ok(())
+        } else {
+            Err(ConvergenceMismatch::Down { node: 99 })
+        }
+    }
+}
+
+#[test]
+fn runner_drives_any_scenario_and_types_its_failures() {
+    let clean = sim::run::<Quiet<true>>(3, PlantedBugs::default(), false);
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+    assert!(clean.ops > 0 && clean.counters["no-op fault"] > 0, "{clean:?}");
+    let again = sim::run::<Quiet<true>>(3, PlantedBugs::default(), false);
+    assert_eq!((clean.trace_hash, clean.history_hash), (again.trace_hash, again.history_hash));
+
+    let stuck = sim::run::<Quiet<false>>(3, PlantedBugs::default(), false);
+    assert_eq!(
+        stuck.violations,
+        [Violation::NotConverged { ticks: 50, mismatch: ConvergenceMismatch::Down { node: 99 } }]
+    );
+    assert_eq!(
+        stuck.failure_line().unwrap_or_default(),
+        "seed=3 violation=convergence: not converged 50 ticks after the heal: n99 is down; \
+         replay: MOKV_SIM_SEED=3 cargo test -p sim --test swarm quiet -- --nocapture"
+    );
 }

@@ -11,7 +11,7 @@
 //! Exits 1 when a seed fails; every failure prints one line with its replay command.
 
 use mokv_core::PlantedBugs;
-use sim::run::parse_bugs;
+use sim::runner::parse_bugs;
 use sim::swarm::{print_replay, run_range, SwarmKind};
 
 fn usage() -> ! {

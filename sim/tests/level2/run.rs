@@ -128,7 +128,7 @@ pub fn run(
     violations.extend(shared.problems.borrow().iter().cloned());
     let history = shared.history.borrow();
     let findings = check_history(&history);
-    violations.extend(findings.violations);
+    violations.extend(findings.violations.iter().map(ToString::to_string));
     if std::env::var_os("MOKV_SIM_TRACE").is_some() {
         for n in shared.trace.borrow().iter() {
             println!("{n}");
