@@ -25,8 +25,10 @@
 
 // Modules are private; the types other crates use are re-exported below, each under one path
 // (as quinn-proto does). `gossip` and `persist` stay public: each is a protocol of its own
-// (datagrams in and out; the durable format the shell writes) that a shell uses as a unit.
-mod codec;
+// (datagrams in and out; the durable format the shell writes) that a shell uses as a unit;
+// `codec` too: the byte encoding every durable record uses, which the simulator's trace hash
+// also writes with.
+pub mod codec;
 mod command;
 mod config;
 mod error;
@@ -43,7 +45,6 @@ mod rng;
 mod session;
 mod snapshot;
 
-pub use codec::DecodeError;
 pub use command::SessionRef;
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{

@@ -148,7 +148,7 @@ fn encode_error(w: &mut Writer, e: &Error) {
 
 #[cfg(test)]
 mod tests {
-    use mokv_core::kv::Versioned;
+    use mokv_core::Versioned;
     use mokv_core::{LeaderHint, Unavailable};
 
     use super::*;

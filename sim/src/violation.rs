@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use mokv_core::gossip::Health;
-use mokv_core::members::Conf;
+use mokv_core::Conf;
 use mokv_core::{Error, NodeId, RequestId, Response};
 
 use crate::history::{Op, ValueId};
