@@ -24,23 +24,14 @@
 //! - log or echo keys, values or private keys;
 //! - queue without bound: every channel has a capacity and a policy when full.
 
-pub mod authz;
-pub mod certs;
 pub mod config;
-pub mod disk;
-pub mod driver;
-pub mod embedded;
-pub mod gossip_crypto;
-pub mod gossip_net;
-pub mod kv_service;
 pub mod metrics;
-pub mod peer_link;
-pub mod peer_service;
-pub mod server;
-pub mod status;
+pub mod net;
+pub mod node;
+pub mod security;
 pub mod storage;
-pub mod tls;
-pub mod transport;
+
+pub use security::certs;
 
 /// Upper bound for `max-value-bytes` (a value travels in one Raft message).
 pub const MAX_VALUE_BYTES_LIMIT: usize = 16 << 20;

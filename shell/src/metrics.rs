@@ -30,7 +30,7 @@ pub fn node_status(s: &Status) {
 
 /// One client rpc answered with `code`.
 pub fn request(rpc: &'static str, code: tonic::Code) {
-    metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => crate::status::code_label(code))
+    metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => crate::net::status::code_label(code))
         .increment(1);
 }
 

@@ -9,7 +9,7 @@ use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::SnapshotChunk;
 use mokv_shell::config::{NodeConfig, Settings};
-use mokv_shell::server::RunningNode;
+use mokv_shell::node::server::RunningNode;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
@@ -98,9 +98,9 @@ async fn get(c: &mut KvClient<Channel>, key: &str) -> Result<Vec<u8>, tonic::Sta
 }
 
 async fn start(s: Settings) -> RunningNode {
-    mokv_shell::tls::install_crypto_provider();
+    mokv_shell::security::tls::install_crypto_provider();
     let cfg = NodeConfig::resolve(s).unwrap();
-    mokv_shell::server::start(&cfg).await.unwrap()
+    mokv_shell::node::server::start(&cfg).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +407,7 @@ async fn peer_certificate_reloads_without_restart() {
     put("n2-peer-key.pem", new.read("n2-key.pem"));
     put("n1-client-ca.pem", new.read("ca.pem"));
     // Both reloads are polled every CERT_RELOAD_INTERVAL; give them two rounds.
-    tokio::time::sleep(mokv_shell::tls::CERT_RELOAD_INTERVAL * 2).await;
+    tokio::time::sleep(mokv_shell::security::tls::CERT_RELOAD_INTERVAL * 2).await;
 
     n1.shutdown().await.unwrap();
     let n1 = start(n1_settings(n1_gossip)).await;

@@ -253,7 +253,7 @@ impl NodeSpec {
         arg("--server-tls-ca-file", certs.path("ca.pem").into());
         arg("--tick-ms", TICK_MS.to_string().into());
         // The driver's info lines say when a snapshot was installed; the rest stays quiet.
-        arg("--log-level", "warn,mokv_shell::driver=info".into());
+        arg("--log-level", "warn,mokv_shell::node::driver=info".into());
         NodeSpec { name: name.to_owned(), data_dir, args }
     }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mokv_core::{PlantedBugs, Rng, Role};
-use mokv_shell::driver::DriverHandle;
-use mokv_shell::embedded::{self, EmbeddedConfig};
+use mokv_shell::node::driver::DriverHandle;
+use mokv_shell::node::embedded::{self, EmbeddedConfig};
 use mokv_shell::storage::MemoryStorage;
 use turmoil::Sim;
 

@@ -1,7 +1,7 @@
 //! The client `KV` gRPC service (package `api`, wire-compatible with the original).
 //!
 //! Each rpc: identity from the verified client certificate → [`authorize`] → one core
-//! [`Request`] through the driver → the answer, or a status from [`crate::status`].
+//! [`Request`] through the driver → the answer, or a status from [`crate::net::status`].
 //!
 //! Writes on a follower are not forwarded: they fail UNAVAILABLE with the leader hint in the
 //! metadata (see `status.rs`), and the client retries on the leader. Reads are served by any
@@ -11,7 +11,7 @@
 //! pages; each page is one linearizable read, like etcd's paginated range).
 //!
 //! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
-//! documented in [`crate::authz`].
+//! documented in [`crate::security::authz`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
-use crate::driver::DriverHandle;
-use crate::status;
-use crate::tls::{identity_of, Identity};
+use crate::net::status;
+use crate::node::driver::DriverHandle;
+use crate::security::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
+use crate::security::tls::{identity_of, Identity};
 
 /// Keys per internal page of `List`.
 const LIST_PAGE: u32 = 256;

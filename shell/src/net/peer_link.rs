@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::transport::PeerConnector;
+use crate::net::transport::PeerConnector;
 
 /// Transmits queued per peer.
 const LINK_QUEUE: usize = 1024;

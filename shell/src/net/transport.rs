@@ -1,18 +1,18 @@
 //! How a node dials its peers, and who a plaintext caller is.
 //!
 //! `mokvd` dials peers over mutual TLS with its node certificate ([`PeerConnector::Tls`]) and
-//! accepts only TLS connections ([`crate::server::start`]). A program that runs nodes itself
+//! accepts only TLS connections ([`crate::node::server::start`]). A program that runs nodes itself
 //! over a network of its own (the simulator, over turmoil's simulated TCP) instead supplies a
 //! [`ChannelFactory`] that opens plaintext connections, and vouches for the caller of every
 //! connection it accepts ([`VouchedIdentity`]). Neither can be selected from `mokvd`'s
 //! configuration file, flags or environment: they exist only as this library API, used by
-//! [`crate::embedded`].
+//! [`crate::node::embedded`].
 
 use std::sync::Arc;
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::tls::Identity;
+use crate::security::tls::Identity;
 
 /// Turns a configured endpoint (keepalive, timeouts; scheme `http`) into a lazily connecting
 /// channel, typically with `Endpoint::connect_with_connector_lazy`.
@@ -90,10 +90,10 @@ mod tests {
     #[test]
     fn only_a_vouched_connection_names_a_plaintext_caller() {
         let bare = tonic::Request::new(());
-        assert_eq!(crate::tls::identity_of(&bare), None);
+        assert_eq!(crate::security::tls::identity_of(&bare), None);
         let mut vouched = tonic::Request::new(());
         let root = Identity { name: "root".into(), is_node: false };
         vouched.extensions_mut().insert(VouchedIdentity(root.clone()));
-        assert_eq!(crate::tls::identity_of(&vouched), Some(root));
+        assert_eq!(crate::security::tls::identity_of(&vouched), Some(root));
     }
 }

@@ -1,7 +1,7 @@
 //! Authorization: the single seam every request passes through (Casbin).
 //!
 //! ## Identities
-//! The subject is the CN of the caller's verified client certificate ([`crate::tls::Identity`]):
+//! The subject is the CN of the caller's verified client certificate ([`crate::security::tls::Identity`]):
 //! `root`, `nobody`, an application name, or a node name. No certificate → UNAUTHENTICATED
 //! (normally the TLS handshake already refuses such a client).
 //!
@@ -78,13 +78,13 @@ use casbin::rhai::Dynamic;
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use tonic::Status;
 
-use crate::status;
-use crate::tls::Identity;
+use crate::net::status;
+use crate::security::tls::Identity;
 
 /// The default model (the repository's `certs/model.conf`).
-pub const DEFAULT_MODEL: &str = include_str!("../../certs/model.conf");
+pub const DEFAULT_MODEL: &str = include_str!("../../../certs/model.conf");
 /// The default policy (the repository's `certs/policy.csv`): `root` may do everything.
-pub const DEFAULT_POLICY: &str = include_str!("../../certs/policy.csv");
+pub const DEFAULT_POLICY: &str = include_str!("../../../certs/policy.csv");
 /// The object of cluster operations (`GetServers`: [`Action::Discover`]).
 pub const CLUSTER_OBJECT: &str = "cluster";
 /// How often [`watch`] looks at the model and policy files.

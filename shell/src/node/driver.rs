@@ -35,9 +35,9 @@ use mokv_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::ClientTlsConfig;
 
-use crate::peer_link::{self, Feedback};
+use crate::net::peer_link::{self, Feedback};
+use crate::net::transport::PeerConnector;
 use crate::storage::Storage;
-use crate::transport::PeerConnector;
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
@@ -131,8 +131,8 @@ pub enum CallError {
 impl From<CallError> for tonic::Status {
     fn from(e: CallError) -> Self {
         match e {
-            CallError::Busy => crate::status::busy(),
-            CallError::Stopped => crate::status::shutting_down(),
+            CallError::Busy => crate::net::status::busy(),
+            CallError::Stopped => crate::net::status::shutting_down(),
         }
     }
 }
@@ -178,13 +178,13 @@ impl DriverHandle {
     }
 
     /// Like [`call`](Self::call), with core errors mapped to a gRPC status (leader hint
-    /// attached) by [`crate::status`].
+    /// attached) by [`crate::net::status`].
     pub async fn call_status(&self, request: Request) -> Result<Response, tonic::Status> {
         match self.call(request).await? {
             Ok(r) => Ok(r),
             Err(e) => {
                 let view = self.view.borrow();
-                Err(crate::status::from_core(&e, view.leader_hint.as_ref()))
+                Err(crate::net::status::from_core(&e, view.leader_hint.as_ref()))
             }
         }
     }
@@ -360,7 +360,7 @@ impl Driver {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
-        let (gossip_tx, gossip_in) = mpsc::channel(crate::gossip_net::GOSSIP_QUEUE);
+        let (gossip_tx, gossip_in) = mpsc::channel(crate::net::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());

@@ -70,13 +70,13 @@ pub struct Identity {
 }
 
 /// The identity of a request's caller; `None` without a verified certificate (or, on the
-/// plaintext connections of an embedding program, without its vouching: [`crate::transport`]).
+/// plaintext connections of an embedding program, without its vouching: [`crate::net::transport`]).
 pub fn identity_of<T>(req: &tonic::Request<T>) -> Option<Identity> {
     if let Some(conn) = req.extensions().get::<ConnIdentity>() {
         return conn.0.as_deref().cloned();
     }
     let Some(certs) = req.peer_certs() else {
-        return crate::transport::vouched_identity(req);
+        return crate::net::transport::vouched_identity(req);
     };
     identity_from_der(certs.first()?.as_ref())
 }
@@ -300,7 +300,7 @@ fn files_stamp(files: &TlsFiles) -> FilesStamp {
 pub async fn watch_peer(
     files: TlsFiles,
     interval: std::time::Duration,
-    driver: crate::driver::DriverHandle,
+    driver: crate::node::driver::DriverHandle,
 ) {
     let mut trigger = ReloadTrigger::new(&files);
     loop {
