@@ -4,4 +4,5 @@
 
 pub mod driver;
 pub mod embedded;
+pub mod handle;
 pub mod server;

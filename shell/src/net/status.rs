@@ -11,7 +11,6 @@
 //! | `Indeterminate`: timed out after the write was handed to Raft | DEADLINE_EXCEEDED |
 //! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
-//! | anything else (a bug) | INTERNAL |
 //!
 //! A write sent to a follower is not forwarded: the answer is UNAVAILABLE with the leader's
 //! name (`mokv-leader-id`) and client address (`mokv-leader-addr`) in the metadata, which the
@@ -19,22 +18,56 @@
 //! lengths only).
 
 use mokv_core::session::SessionError;
-use mokv_core::{Error, LeaderHint};
+use mokv_core::{Error, ErrorClass, LeaderHint, Request, Response};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::node::driver::{CallError, DriverHandle};
+
 /// Maps a core error; `hint` is the current leader, attached to UNAVAILABLE answers.
+///
+/// The error's class decides what the status means: a misuse is the caller's to fix
+/// (INVALID_ARGUMENT, or FAILED_PRECONDITION for state the request relies on), a retryable
+/// error is UNAVAILABLE (nothing was applied: retry, where the hint says), an indeterminate one
+/// says that the write may have been applied (DEADLINE_EXCEEDED, or ABORTED when the session can
+/// no longer tell).
 pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
-    match e {
-        Error::InvalidArgument(inner) => Status::invalid_argument(inner.to_string()),
-        Error::NotLeader { leader } => {
-            with_hint(Status::unavailable("not the leader"), leader.as_ref().or(hint))
+    match e.class() {
+        ErrorClass::Misuse => match e {
+            Error::InvalidArgument(inner) => Status::invalid_argument(inner.to_string()),
+            Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        },
+        ErrorClass::Retryable => match e {
+            Error::NotLeader { leader } => {
+                with_hint(Status::unavailable("not the leader"), leader.as_ref().or(hint))
+            }
+            Error::Unavailable(u) => with_hint(Status::unavailable(u.to_string()), hint),
+            _ => with_hint(Status::unavailable(e.to_string()), hint),
+        },
+        ErrorClass::Indeterminate => match e {
+            Error::Indeterminate => Status::deadline_exceeded(e.to_string()),
+            _ => Status::aborted(e.to_string()),
+        },
+    }
+}
+
+/// Why a request did not reach the core: the node is busy or stopping. Nothing was applied.
+impl From<CallError> for Status {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Busy => busy(),
+            CallError::Stopped => shutting_down(),
         }
-        Error::Unavailable(u) => with_hint(Status::unavailable(u.to_string()), hint),
-        Error::Indeterminate => Status::deadline_exceeded(e.to_string()),
-        Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
-        Error::Session(_) => Status::aborted(e.to_string()),
-        _ => Status::internal("internal error"),
+    }
+}
+
+/// Hands `request` to the core through the driver; a core error becomes its status, with the
+/// leader hint of the node's current view.
+pub async fn call(handle: &DriverHandle, request: Request) -> Result<Response, Status> {
+    match handle.call(request).await? {
+        Ok(r) => Ok(r),
+        Err(e) => Err(handle.with_view(|v| from_core(&e, v.leader_hint.as_ref()))),
     }
 }
 
@@ -111,5 +144,60 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         let s = from_core(&SessionError::ResultDiscarded.into(), Some(&hint));
         assert_eq!(s.code(), Code::Aborted);
+    }
+
+    /// Every class maps to its own codes, and the messages are the wire contract (clients and
+    /// the e2e tests read them; none carries a key or value).
+    #[test]
+    fn class_decides_the_code_and_messages_stay() {
+        let hint = LeaderHint { id: 7, name: "n7".into(), rpc_addr: "10.0.0.7:8400".into() };
+        let cases: [(Error, Code, &str); 7] = [
+            (InvalidArgument::EmptyKey.into(), Code::InvalidArgument, "key is empty"),
+            (
+                InvalidArgument::KeyTooLarge { len: 9, max: 8 }.into(),
+                Code::InvalidArgument,
+                "key is 9 bytes, the limit is 8",
+            ),
+            (
+                SessionError::Expired.into(),
+                Code::FailedPrecondition,
+                "session: client session expired; open a new session",
+            ),
+            (Error::NotLeader { leader: None }, Code::Unavailable, "not the leader"),
+            (Unavailable::Busy.into(), Code::Unavailable, "too many requests in flight"),
+            (
+                Error::Indeterminate,
+                Code::DeadlineExceeded,
+                "timed out; the write may or may not have been applied",
+            ),
+            (
+                SessionError::ResultDiscarded.into(),
+                Code::Aborted,
+                "session: result of this request was already discarded",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let s = from_core(&e, Some(&hint));
+            assert_eq!((s.code(), s.message()), (code, message), "{e:?}");
+            let family: &[Code] = match e.class() {
+                ErrorClass::Misuse => &[Code::InvalidArgument, Code::FailedPrecondition],
+                ErrorClass::Retryable => &[Code::Unavailable],
+                ErrorClass::Indeterminate => &[Code::DeadlineExceeded, Code::Aborted],
+            };
+            assert!(family.contains(&s.code()), "{e:?}");
+            // Only a retryable answer says where to retry.
+            let hinted = s.metadata().get(mokv_proto::LEADER_HINT_ID).is_some();
+            assert_eq!(hinted, e.class() == ErrorClass::Retryable, "{e:?}");
+        }
+        let busy: Status = CallError::Busy.into();
+        assert_eq!(
+            (busy.code(), busy.message()),
+            (Code::Unavailable, "too many requests in flight")
+        );
+        let stopped: Status = CallError::Stopped.into();
+        assert_eq!(
+            (stopped.code(), stopped.message()),
+            (Code::Unavailable, "the node is shutting down")
+        );
     }
 }

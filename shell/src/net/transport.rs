@@ -60,15 +60,6 @@ impl PeerConnector {
             PeerConnector::Plaintext(factory) => factory(endpoint),
         }
     }
-
-    /// A channel connected now (TLS), or at first use (plaintext: a failure then shows as the
-    /// status of the first call, as UNAVAILABLE either way).
-    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-        match self {
-            PeerConnector::Tls(_) => endpoint.connect().await,
-            PeerConnector::Plaintext(factory) => Ok(factory(endpoint)),
-        }
-    }
 }
 
 /// The caller of a plaintext connection as the program that accepted it vouches for it: the

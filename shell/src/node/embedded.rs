@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mokv_core::{MemberInfo, Node};
+use tokio::sync::watch;
 
 use crate::net::transport::{ChannelFactory, PeerConnector};
 use crate::node::driver::{Driver, DriverConfig};
@@ -77,9 +78,10 @@ where
         durable = storage.load()?;
     }
     let node = Node::new(cfg.core.clone(), durable)?;
-    let peer = PeerConnector::Plaintext(connect);
+    // Never replaced: the sender is dropped at once.
+    let (_, peer) = watch::channel(PeerConnector::Plaintext(connect));
     let (driver, handle) =
-        Driver::new(node, storage.clone(), DriverConfig { tick: cfg.tick, peer: peer.clone() });
+        Driver::new(node, storage.clone(), DriverConfig { tick: cfg.tick, peer });
     let driver = tokio::spawn(driver.with_clock(cfg.now_ms).run());
 
     let stopping = Arc::new(AtomicBool::new(false));

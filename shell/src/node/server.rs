@@ -23,6 +23,7 @@ use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
 use crate::net::transport::PeerConnector;
 use crate::node::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
+use crate::node::handle::NodeHandle;
 use crate::security::{authz, gossip_crypto, tls};
 use crate::storage::disk::Disk;
 
@@ -80,7 +81,7 @@ pub struct RunningNode {
     /// The advertised gossip (UDP) address: what other nodes list in `start-join-addrs`.
     pub gossip_addr: String,
     pub(crate) leave_on_shutdown: bool,
-    pub handle: DriverHandle,
+    pub(crate) handle: DriverHandle,
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) server_stop: Option<oneshot::Sender<()>>,
     pub(crate) server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -186,13 +187,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     core_config.gossip = Some(gossip_config);
     let node = Node::new(core_config, durable)?;
 
-    let peer_tls = PeerConnector::Tls(tls::client_config(&cfg.peer_tls)?);
+    // Reloaded peer certificates reach the driver's links through this channel.
+    let (peer_tls, peer_connector) =
+        watch::channel(PeerConnector::Tls(tls::client_config(&cfg.peer_tls)?));
     let server_tls = tls::ReloadableServerTls::load(&cfg.server_tls)?;
     let rustls_config = server_tls.server_config()?;
     let (mut driver, handle) = Driver::new(
         node,
         disk.clone(),
-        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer: peer_tls.clone() },
+        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer: peer_connector },
     );
     let key = gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
     let gossip = gossip_net::spawn(udp, key, handle.gossip_inbound());
@@ -220,7 +223,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         tokio::spawn(tls::watch_peer(
             cfg.peer_tls.clone(),
             tls::CERT_RELOAD_INTERVAL,
-            handle.clone(),
+            move |reloaded| {
+                peer_tls.send_replace(PeerConnector::Tls(reloaded));
+            },
         )),
     ];
     background.extend(gossip.tasks);
@@ -480,6 +485,11 @@ impl RunningNode {
         }
         self.handle.gossip_stop().await;
         tokio::time::sleep(GOSSIP_FLUSH).await;
+    }
+
+    /// A handle on the node: its view, and requests to its core.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle::new(self.handle.clone())
     }
 
     /// Resolves when the node stops on its own (a disk failure); the error says why.

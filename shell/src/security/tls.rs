@@ -294,20 +294,20 @@ fn files_stamp(files: &TlsFiles) -> FilesStamp {
 }
 
 /// Re-reads the node's outgoing (peer) certificate, key and CA when they change (checked every
-/// `interval`) or on SIGHUP, and hands each new client configuration to the driver, which
-/// reconnects its peer links with it. A set of files that does not load is logged and the
+/// `interval`) or on SIGHUP, and hands each new client configuration to `reloaded` (mokvd's
+/// server passes it on to the peer links). A set of files that does not load is logged and the
 /// previous configuration stays.
 pub async fn watch_peer(
     files: TlsFiles,
     interval: std::time::Duration,
-    driver: crate::node::driver::DriverHandle,
+    reloaded: impl Fn(ClientTlsConfig) + Send + 'static,
 ) {
     let mut trigger = ReloadTrigger::new(&files);
     loop {
         trigger.next(&files, interval).await;
         match client_config(&files) {
             Ok(c) => {
-                driver.set_peer_tls(c).await;
+                reloaded(c);
                 tracing::info!(cert = %files.cert.display(), "peer certificates reloaded");
             }
             Err(e) => {
