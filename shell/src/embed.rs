@@ -11,8 +11,8 @@
 //!
 //! Nothing here is reachable from `mokvd`'s configuration, flags or environment.
 
-pub use crate::net::transport::{ChannelFactory, VouchedIdentity};
+pub use crate::net::transport::ChannelFactory;
 pub use crate::node::embedded::{start, EmbeddedConfig};
-pub use crate::security::tls::Identity;
+pub use crate::security::identity::{Identity, VouchedIdentity};
 pub use crate::storage::disk::Disk;
 pub use crate::storage::{MemoryStorage, Storage};

@@ -31,7 +31,7 @@ use tonic::Status;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
-use crate::security::tls::{identity_of, Identity};
+use crate::security::identity::{identity_of, Identity};
 
 /// Keys per internal page of `List`.
 const LIST_PAGE: u32 = 256;

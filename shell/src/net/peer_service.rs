@@ -10,7 +10,7 @@ use tonic::{Status, Streaming};
 
 use crate::node::driver::DriverHandle;
 use crate::security::authz::authorize_peer;
-use crate::security::tls::identity_of;
+use crate::security::identity::identity_of;
 
 /// Largest snapshot accepted (reassembled in memory).
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;

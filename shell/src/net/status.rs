@@ -20,7 +20,7 @@
 use mokv_core::session::SessionError;
 use mokv_core::{Error, ErrorClass, LeaderHint, Request, Response};
 use tonic::metadata::MetadataValue;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::node::driver::{CallError, DriverHandle};
 
@@ -105,27 +105,12 @@ pub fn permission_denied() -> Status {
     Status::permission_denied("permission denied")
 }
 
-/// Short label of a code, for metrics.
-pub fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::InvalidArgument => "invalid_argument",
-        Code::NotFound => "not_found",
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission_denied",
-        Code::Unavailable => "unavailable",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Aborted => "aborted",
-        Code::Internal => "internal",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use mokv_core::{InvalidArgument, Unavailable};
+
+    use tonic::Code;
 
     #[test]
     fn table() {

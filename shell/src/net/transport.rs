@@ -1,18 +1,16 @@
-//! How a node dials its peers, and who a plaintext caller is.
+//! How a node dials its peers.
 //!
 //! `mokvd` dials peers over mutual TLS with its node certificate ([`PeerConnector::Tls`]) and
-//! accepts only TLS connections ([`crate::node::server::start`]). A program that runs nodes itself
-//! over a network of its own (the simulator, over turmoil's simulated TCP) instead supplies a
-//! [`ChannelFactory`] that opens plaintext connections, and vouches for the caller of every
-//! connection it accepts ([`VouchedIdentity`]). Neither can be selected from `mokvd`'s
-//! configuration file, flags or environment: they exist only as this library API, used by
-//! [`crate::node::embedded`].
+//! accepts only TLS connections ([`crate::node::server::start`]). A program that runs nodes
+//! itself over a network of its own (the simulator, over turmoil's simulated TCP) instead
+//! supplies a [`ChannelFactory`] that opens plaintext connections (and vouches for the caller of
+//! every connection it accepts: [`crate::security::identity::VouchedIdentity`]). Neither can be
+//! selected from `mokvd`'s configuration file, flags or environment: they exist only as this
+//! library API, used by [`crate::node::embedded`].
 
 use std::sync::Arc;
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-
-use crate::security::tls::Identity;
 
 /// Turns a configured endpoint (keepalive, timeouts; scheme `http`) into a lazily connecting
 /// channel, typically with `Endpoint::connect_with_connector_lazy`.
@@ -59,32 +57,5 @@ impl PeerConnector {
             PeerConnector::Tls(_) => endpoint.connect_lazy(),
             PeerConnector::Plaintext(factory) => factory(endpoint),
         }
-    }
-}
-
-/// The caller of a plaintext connection as the program that accepted it vouches for it: the
-/// `tonic::transport::server::Connected::ConnectInfo` of the embedding program's connection
-/// type, which tonic puts into every request's extensions. `mokvd`'s TLS connections never carry
-/// it, and request extensions cannot be set from the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VouchedIdentity(pub Identity);
-
-/// The vouched-for identity of a request's caller, if its connection carries one.
-pub(crate) fn vouched_identity<T>(req: &tonic::Request<T>) -> Option<Identity> {
-    req.extensions().get::<VouchedIdentity>().map(|v| v.0.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_vouched_connection_names_a_plaintext_caller() {
-        let bare = tonic::Request::new(());
-        assert_eq!(crate::security::tls::identity_of(&bare), None);
-        let mut vouched = tonic::Request::new(());
-        let root = Identity { name: "root".into(), is_node: false };
-        vouched.extensions_mut().insert(VouchedIdentity(root.clone()));
-        assert_eq!(crate::security::tls::identity_of(&vouched), Some(root));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Compared with [`crate::node::server::start`], the embedding program supplies what `mokvd` takes
 //! from the operating system and its configuration: the accepted connections (plaintext; the
-//! program vouches for each caller with [`crate::net::transport::VouchedIdentity`]), the outgoing
+//! program vouches for each caller with [`crate::security::identity::VouchedIdentity`]), the outgoing
 //! connector ([`ChannelFactory`]), the storage, the node id, the seed of the core's randomness
 //! and the wall clock. Everything else is the same code: the driver, the `KV` and `Peer`
 //! services, health, the status mapping. No TLS, no files, no OS threads, no OS randomness,

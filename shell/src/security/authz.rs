@@ -1,7 +1,7 @@
 //! Authorization: the single seam every request passes through (Casbin).
 //!
 //! ## Identities
-//! The subject is the CN of the caller's verified client certificate ([`crate::security::tls::Identity`]):
+//! The subject is the CN of the caller's verified client certificate ([`crate::security::identity::Identity`]):
 //! `root`, `nobody`, an application name, or a node name. No certificate → UNAUTHENTICATED
 //! (normally the TLS handshake already refuses such a client).
 //!
@@ -79,7 +79,7 @@ use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use tonic::Status;
 
 use crate::net::status;
-use crate::security::tls::Identity;
+use crate::security::identity::Identity;
 
 /// The default model (the repository's `certs/model.conf`).
 pub const DEFAULT_MODEL: &str = include_str!("../../../certs/model.conf");
