@@ -4,7 +4,7 @@
 //! protocol decisions.
 //!
 //! ## What this crate owns
-//! - the node ([`node`](self) module, private): the driver task that owns the core `Node` and
+//! - the node (`node`): the driver task that owns the core `Node` and
 //!   the disk writer thread (group commit into RocksDB), and starting and stopping a node
 //!   ([`start`], [`RunningNode`]);
 //! - the network (`net`): the gRPC services over mutual TLS, the client `KV` service and the
@@ -19,8 +19,9 @@
 //! - the API a program uses to run the same node in one process over its own network
 //!   ([`embed`]: the simulator's level 2); `mokvd` never takes that path.
 //!
-//! Only what `mokvd`, the tests and the simulator use is public; the modules above are private
-//! and their public items are re-exported here, each under one path.
+//! Only what `mokvd`, the tests and the simulator use is public: `node`, `net`, `security` and
+//! `storage` are private modules, and the items other crates need are re-exported here, each
+//! under one path.
 //!
 //! ## What it must never do
 //! - decide anything the core decides (what to persist, when to answer, what an error means);

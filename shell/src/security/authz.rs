@@ -87,7 +87,7 @@ pub const DEFAULT_MODEL: &str = include_str!("../../../certs/model.conf");
 pub const DEFAULT_POLICY: &str = include_str!("../../../certs/policy.csv");
 /// The object of cluster operations (`GetServers`: [`Action::Discover`]).
 pub const CLUSTER_OBJECT: &str = "cluster";
-/// How often [`watch`] looks at the model and policy files.
+/// How often the reload task (`watch`) looks at the model and policy files.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a client wants to do.
