@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-    mokv_shell::tls::install_crypto_provider();
+    mokv_shell::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -83,7 +83,7 @@ async fn run(
         let addr = std::net::SocketAddr::new(cfg.listen_host, port);
         mokv_shell::metrics::install(addr)?;
     }
-    let mut node = mokv_shell::server::start(&cfg).await?;
+    let mut node = mokv_shell::start(&cfg).await?;
     // One machine-readable line on stdout, for scripts and tests started with port 0.
     println!(
         "mokvd listening on {} (advertised {}, gossip {}, raft id {})",

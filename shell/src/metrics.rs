@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use mokv_core::{Role, Status};
+use tonic::Code;
 
 /// Serves `/metrics` on `addr` from the current tokio runtime.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -20,7 +21,7 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// Raft progress of this node, after every driver step.
-pub fn node_status(s: &Status) {
+pub(crate) fn node_status(s: &Status) {
     metrics::gauge!("mokv_raft_term").set(s.term as f64);
     metrics::gauge!("mokv_raft_commit_index").set(s.commit_index as f64);
     metrics::gauge!("mokv_raft_applied_index").set(s.applied_index as f64);
@@ -29,31 +30,47 @@ pub fn node_status(s: &Status) {
 }
 
 /// One client rpc answered with `code`.
-pub fn request(rpc: &'static str, code: tonic::Code) {
-    metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => crate::status::code_label(code))
-        .increment(1);
+pub(crate) fn request(rpc: &'static str, code: Code) {
+    metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => code_label(code)).increment(1);
 }
 
 /// One group commit: how many batches it held and how long the synced write took.
-pub fn persist_group(batches: usize, bytes: usize, seconds: f64) {
+pub(crate) fn persist_group(batches: usize, bytes: usize, seconds: f64) {
     metrics::histogram!("mokv_persist_group_batches").record(batches as f64);
     metrics::histogram!("mokv_persist_group_bytes").record(bytes as f64);
     metrics::histogram!("mokv_persist_write_seconds").record(seconds);
 }
 
 /// A message to a peer was dropped (queue full or no connection).
-pub fn peer_dropped() {
+pub(crate) fn peer_dropped() {
     metrics::counter!("mokv_peer_messages_dropped_total").increment(1);
 }
 
 /// A gossip datagram was dropped, and why (`unauthenticated`, `inbound_full`, ...).
-pub fn gossip_dropped(why: &'static str) {
+pub(crate) fn gossip_dropped(why: &'static str) {
     metrics::counter!("mokv_gossip_datagrams_dropped_total", "reason" => why).increment(1);
 }
 
 /// Gossip members by health, as this node sees them.
-pub fn gossip_members(alive: usize, suspect: usize, down: usize) {
+pub(crate) fn gossip_members(alive: usize, suspect: usize, down: usize) {
     metrics::gauge!("mokv_gossip_members", "health" => "alive").set(alive as f64);
     metrics::gauge!("mokv_gossip_members", "health" => "suspect").set(suspect as f64);
     metrics::gauge!("mokv_gossip_members", "health" => "down").set(down as f64);
+}
+
+/// Short label of a code, for metrics.
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
+        Code::Unavailable => "unavailable",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::Internal => "internal",
+        _ => "other",
+    }
 }

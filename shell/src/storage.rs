@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use mokv_core::persist::{DurableState, PersistBatch};
 
-use crate::disk::{Disk, DiskError};
+use crate::storage::disk::{Disk, DiskError};
+
+pub mod disk;
 
 /// A node's durable store: the core's persist batches plus a few metadata values the shell owns.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_shell::config::{NodeConfig, Settings};
-use mokv_shell::server::RunningNode;
+use mokv_shell::RunningNode;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
@@ -52,7 +52,7 @@ impl Certs {
 }
 
 async fn start(certs: &Certs, data: &Path, acl: Option<(PathBuf, PathBuf)>) -> RunningNode {
-    mokv_shell::tls::install_crypto_provider();
+    mokv_shell::install_crypto_provider();
     let (acl_model_file, acl_policy_file) = acl.unzip();
     let s = Settings {
         data_dir: Some(data.join("n1")),
@@ -70,7 +70,7 @@ async fn start(certs: &Certs, data: &Path, acl: Option<(PathBuf, PathBuf)>) -> R
         cluster_key: Some("authz-tests-cluster-key".to_owned()),
         ..Settings::default()
     };
-    mokv_shell::server::start(&NodeConfig::resolve(s).unwrap()).await.unwrap()
+    mokv_shell::start(&NodeConfig::resolve(s).unwrap()).await.unwrap()
 }
 
 /// Retries `f` until it returns `Some`, or panics at the deadline.
@@ -195,7 +195,7 @@ async fn prefix_identity_and_policy_reload_without_restart() {
     let certs = Certs::new(&tmp.path().join("certs"));
     let model = tmp.path().join("model.conf");
     let policy = tmp.path().join("policy.csv");
-    std::fs::write(&model, mokv_shell::authz::DEFAULT_MODEL).unwrap();
+    std::fs::write(&model, mokv_shell::DEFAULT_ACL_MODEL).unwrap();
     std::fs::write(&policy, APP_POLICY).unwrap();
     let node = start(&certs, tmp.path(), Some((model.clone(), policy.clone()))).await;
     let addr = node.rpc_addr.clone();
@@ -244,19 +244,19 @@ async fn prefix_identity_and_policy_reload_without_restart() {
 
     // A broken policy is rejected: the previous one stays in force.
     write_atomically(&policy, "p, nobody\n");
-    tokio::time::sleep(mokv_shell::authz::RELOAD_INTERVAL * 3).await;
+    tokio::time::sleep(mokv_shell::ACL_RELOAD_INTERVAL * 3).await;
     assert_eq!(get(&mut nobody, "pub/x").await.unwrap(), b"p");
     assert_eq!(get(&mut app, "app/x").await.unwrap(), b"1");
     denied(get(&mut nobody, "other").await, "other");
 
     // A model change applies too: deny rules, and Range leaves out what may not be consumed.
-    let deny_model = mokv_shell::authz::DEFAULT_MODEL
+    let deny_model = mokv_shell::DEFAULT_ACL_MODEL
         .replace("p = sub, obj, act", "p = sub, obj, act, eft")
         .replace(
             "e = some(where (p.eft == allow))",
             "e = some(where (p.eft == allow)) && !some(where (p.eft == deny))",
         );
-    assert_ne!(deny_model, mokv_shell::authz::DEFAULT_MODEL);
+    assert_ne!(deny_model, mokv_shell::DEFAULT_ACL_MODEL);
     write_atomically(
         &policy,
         "p, root, *, *, allow\n\
@@ -293,7 +293,7 @@ async fn a_bad_policy_file_stops_the_start() {
     let certs = Certs::new(&tmp.path().join("certs"));
     let policy = tmp.path().join("policy.csv");
     std::fs::write(&policy, "p, root\n").unwrap();
-    mokv_shell::tls::install_crypto_provider();
+    mokv_shell::install_crypto_provider();
     let s = Settings {
         data_dir: Some(tmp.path().join("n1")),
         node_name: Some("n1".to_owned()),
@@ -307,8 +307,8 @@ async fn a_bad_policy_file_stops_the_start() {
         cluster_key: Some("authz-tests-cluster-key".to_owned()),
         ..Settings::default()
     };
-    let e = mokv_shell::server::start(&NodeConfig::resolve(s).unwrap()).await.unwrap_err();
-    assert!(matches!(e, mokv_shell::server::StartError::Authz(_)), "{e}");
+    let e = mokv_shell::start(&NodeConfig::resolve(s).unwrap()).await.unwrap_err();
+    assert!(matches!(e, mokv_shell::StartError::Authz(_)), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +377,7 @@ async fn certificates_reload_from_disk_without_restart() {
     let rotated = Certs::new(&tmp.path().join("rotated"));
     // A broken certificate file first: refused, the old certificates stay.
     write_atomically(&certs.dir.join("n1.pem"), "not a certificate");
-    tokio::time::sleep(mokv_shell::tls::CERT_RELOAD_INTERVAL * 2).await;
+    tokio::time::sleep(mokv_shell::CERT_RELOAD_INTERVAL * 2).await;
     assert_eq!(get(&mut certs.kv(&addr, "root"), "ready").await.unwrap(), b"1");
     for f in ["n1-key.pem", "ca.pem", "n1.pem"] {
         let text = String::from_utf8(rotated.read(f)).unwrap();

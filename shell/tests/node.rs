@@ -9,7 +9,7 @@ use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::SnapshotChunk;
 use mokv_shell::config::{NodeConfig, Settings};
-use mokv_shell::server::RunningNode;
+use mokv_shell::RunningNode;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
@@ -98,9 +98,9 @@ async fn get(c: &mut KvClient<Channel>, key: &str) -> Result<Vec<u8>, tonic::Sta
 }
 
 async fn start(s: Settings) -> RunningNode {
-    mokv_shell::tls::install_crypto_provider();
+    mokv_shell::install_crypto_provider();
     let cfg = NodeConfig::resolve(s).unwrap();
-    mokv_shell::server::start(&cfg).await.unwrap()
+    mokv_shell::start(&cfg).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +219,7 @@ async fn three_nodes_form_through_bootstrap_and_join() {
         start(Settings { start_join_addrs: Some(join3), ..settings(&certs, tmp.path(), "n3") })
             .await;
 
-    let h = n1.handle.clone();
+    let h = n1.handle();
     eventually("three voters", || {
         let v = h.view();
         async move { (v.status.conf.voters.len() == 3).then_some(()) }
@@ -243,7 +243,7 @@ async fn three_nodes_form_through_bootstrap_and_join() {
     }
 
     // A write on a follower: UNAVAILABLE with the leader hint.
-    let leader = n1.handle.view().status.leader.unwrap();
+    let leader = n1.handle().view().status.leader.unwrap();
     let follower = [&n1, &n2, &n3].into_iter().find(|n| n.id != leader).unwrap();
     let mut cf = kv(&certs, &follower.rpc_addr, "root").await;
     let e = set(&mut cf, "k", "x").await.unwrap_err();
@@ -395,7 +395,7 @@ async fn peer_certificate_reloads_without_restart() {
         ..settings(&old, tmp.path(), "n2")
     })
     .await;
-    let h = n1.handle.clone();
+    let h = n1.handle();
     eventually("two voters", || {
         let v = h.view();
         async move { (v.status.conf.voters.len() == 2).then_some(()) }
@@ -407,13 +407,13 @@ async fn peer_certificate_reloads_without_restart() {
     put("n2-peer-key.pem", new.read("n2-key.pem"));
     put("n1-client-ca.pem", new.read("ca.pem"));
     // Both reloads are polled every CERT_RELOAD_INTERVAL; give them two rounds.
-    tokio::time::sleep(mokv_shell::tls::CERT_RELOAD_INTERVAL * 2).await;
+    tokio::time::sleep(mokv_shell::CERT_RELOAD_INTERVAL * 2).await;
 
     n1.shutdown().await.unwrap();
     let n1 = start(n1_settings(n1_gossip)).await;
     // A leader needs n2's vote, which only reaches n1 over a new connection.
     // A leader needs the votes of both; n2's messages reach n1 only over a new connection.
-    let (h1, h2) = (n1.handle.clone(), n2.handle.clone());
+    let (h1, h2) = (n1.handle(), n2.handle());
     let leader = eventually("a leader both nodes know", || {
         let (v1, v2) = (h1.view().status, h2.view().status);
         async move { v1.leader.filter(|l| v2.leader == Some(*l)) }

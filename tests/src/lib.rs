@@ -13,15 +13,15 @@
 //!   [`Mokvd::wipe_and_start`] / [`Mokvd::restart_on_new_rpc_port`]: a node back with an empty
 //!   data dir / on another rpc port.
 //!
-//! The binaries under test are passed in by path: `CARGO_BIN_EXE_*` exists only in the
-//! integration tests (see [`Bins`] and `tests/Cargo.toml`).
+//! The binaries under test are the real `mokvd` and `mokv`, built by cargo from their own
+//! packages once per test process ([`Bins::get`]) and run as processes.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mokv_client::{Client, ClientConfig, TlsFiles};
@@ -49,15 +49,72 @@ pub struct Bins {
     pub mokv: PathBuf,
 }
 
-/// `Bins` of the calling integration test (the bins of this package, built fresh by cargo).
-#[macro_export]
-macro_rules! bins {
-    () => {
-        $crate::Bins {
-            mokvd: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-mokvd")),
-            mokv: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_e2e-mokv")),
+impl Bins {
+    /// `mokvd` and `mokv` as their packages build them, from this checkout.
+    ///
+    /// The first call in a test process runs `cargo build -p mokv-shell --bin mokvd -p
+    /// mokv-client --bin mokv` into the target dir and profile of the running test, and waits
+    /// for it; later calls return the same paths. Cargo rebuilds what changed and only that, so
+    /// the binaries are never stale, and they are built exactly as `mokvd` and `mokv` ship (their
+    /// packages' dependencies and features, nothing of the test crate's). Cargo does not build
+    /// another package's binaries for an integration test, and `CARGO_BIN_EXE_*` names only the
+    /// test's own package's, hence this step.
+    pub fn get() -> Bins {
+        static BUILT: OnceLock<Result<Bins, String>> = OnceLock::new();
+        match BUILT.get_or_init(build_bins) {
+            Ok(bins) => bins.clone(),
+            Err(e) => panic!("building the binaries under test: {e}"),
         }
+    }
+}
+
+/// Runs cargo once for both binaries (see [`Bins::get`]).
+fn build_bins() -> Result<Bins, String> {
+    // This test runs as <target dir>/<profile dir>/deps/<test>-<hash>; cargo puts binaries into
+    // <target dir>/<profile dir>. The profile dir is named after the profile, except `debug`
+    // for `dev` (and `test`, which builds into it).
+    let exe = std::env::current_exe().map_err(|e| format!("the test's own path: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in a cargo target dir", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} is not in a cargo target dir", exe.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err(format!("no profile dir in {}", exe.display())),
     };
+    // The cargo running this test (cargo sets CARGO for the processes it runs), else the one
+    // that built it.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("the test crate is not inside the workspace")?;
+    let status = Command::new(&cargo)
+        // The workspace's `.cargo/config.toml` applies (cargo reads it from the working dir).
+        .current_dir(workspace)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--profile", profile])
+        .args(["-p", "mokv-shell", "--bin", "mokvd", "-p", "mokv-client", "--bin", "mokv"])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        return Err(format!("cargo build failed ({status}); its errors are above"));
+    }
+    let bins = Bins { mokvd: profile_dir.join("mokvd"), mokv: profile_dir.join("mokv") };
+    for bin in [&bins.mokvd, &bins.mokv] {
+        if !bin.is_file() {
+            return Err(format!("cargo build made no {}", bin.display()));
+        }
+    }
+    Ok(bins)
 }
 
 /// Retries `f` every [`POLL`] until it returns `Some`; panics after [`DEADLINE`].
@@ -253,7 +310,7 @@ impl NodeSpec {
         arg("--server-tls-ca-file", certs.path("ca.pem").into());
         arg("--tick-ms", TICK_MS.to_string().into());
         // The driver's info lines say when a snapshot was installed; the rest stays quiet.
-        arg("--log-level", "warn,mokv_shell::driver=info".into());
+        arg("--log-level", "warn,mokv_shell::node::driver=info".into());
         NodeSpec { name: name.to_owned(), data_dir, args }
     }
 

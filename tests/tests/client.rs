@@ -14,7 +14,7 @@ use mokv_client::{
 };
 use mokv_proto::api::Suffrage;
 use mokv_tests::{
-    bins, eventually, find_leader, free_tcp_ports, scrape_metrics, Bins, Certs, Mokvd, NodeSpec,
+    eventually, find_leader, free_tcp_ports, scrape_metrics, Bins, Certs, Mokvd, NodeSpec,
 };
 
 /// Nodes of one test, each with a metrics port: certificates for `names` (started on demand).
@@ -41,7 +41,7 @@ impl Net {
 
     /// [`Net::start`] with the Casbin policy `policy` (identities `root`, `app`, `nobody`).
     async fn start_with(certified: usize, start: usize, policy: Option<&str>) -> Net {
-        let bins = bins!();
+        let bins = Bins::get();
         let tmp = tempfile::tempdir().expect("temp dir");
         let names: Vec<String> = (1..=certified).map(|i| format!("n{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

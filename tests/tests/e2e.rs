@@ -10,7 +10,7 @@ use mokv_client::{ClientError, ReadMode};
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_tests::{
-    bins, eventually, eventually_within, find_leader, original, read_all, Certs, Cluster, Mokvd,
+    eventually, eventually_within, find_leader, original, read_all, Bins, Certs, Cluster, Mokvd,
     NodeSpec,
 };
 use tonic::Code;
@@ -44,7 +44,7 @@ fn refused_code(r: Result<impl std::fmt::Debug, ClientError>) -> Code {
 
 /// A single bootstrapped node, ready to take writes.
 async fn single_node(tmp: &std::path::Path) -> (Certs, Mokvd) {
-    let bins = bins!();
+    let bins = Bins::get();
     let certs = Certs::generate(&bins, &tmp.join("certs"), &["n1"], &["root", "nobody"]);
     let node = Mokvd::start(
         &bins.mokvd,
@@ -64,7 +64,7 @@ async fn single_node(tmp: &std::path::Path) -> (Certs, Mokvd) {
 /// right after each write; Delete; List with keys and values; Range pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_and_read_linearizably_everywhere() {
-    let mut cluster = Cluster::start(bins!(), &[]).await;
+    let mut cluster = Cluster::start(Bins::get(), &[]).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let leader_addr = cluster.nodes[leader].addr.clone();
@@ -175,7 +175,7 @@ async fn three_nodes_replicate_and_read_linearizably_everywhere() {
 /// acknowledged write lost, and the killed node restarts from its data dir and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_crash_under_writes_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start(bins!(), &[]).await;
+    let mut cluster = Cluster::start(Bins::get(), &[]).await;
     let old_leader = cluster.leader().await;
 
     const WRITERS: usize = 4;
@@ -282,7 +282,7 @@ async fn leader_crash_under_writes_loses_no_acknowledged_write() {
 /// snapshot after its restart (the leader compacted its log past the node's last entry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start(bins!(), &[("--snapshot-threshold", "50")]).await;
+    let mut cluster = Cluster::start(Bins::get(), &[("--snapshot-threshold", "50")]).await;
     let leader = cluster.leader().await;
     let down = (leader + 1) % 3;
     let mut client = cluster.client();
@@ -336,7 +336,7 @@ async fn restarted_node_catches_up_by_snapshot() {
 async fn clients_without_a_valid_certificate_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (certs, node) = single_node(tmp.path()).await;
-    let bins = bins!();
+    let bins = Bins::get();
 
     let mut anon = KvClient::new(certs.channel(&node.addr, None));
     let e = raw_get(&mut anon, "ready").await.unwrap_err();
@@ -505,7 +505,7 @@ async fn bad_input_is_invalid_argument_and_the_node_keeps_serving() {
 /// `mokv` (the CLI) against `mokvd --dev`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_talks_to_a_dev_node() {
-    let bins = bins!();
+    let bins = Bins::get();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let spec = NodeSpec {

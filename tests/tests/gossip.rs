@@ -13,8 +13,7 @@ use mokv_client::ReadMode;
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{Health, Server, Suffrage};
 use mokv_tests::{
-    bins, free_tcp_ports, free_udp_ports, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE,
-    POLL,
+    free_tcp_ports, free_udp_ports, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE, POLL,
 };
 use tonic::transport::Channel;
 
@@ -47,7 +46,7 @@ fn name(i: usize) -> String {
 impl Net {
     /// Certificates for `n1..n{certified}` and the `root` client; no node started yet.
     fn new(certified: usize) -> Net {
-        let bins = bins!();
+        let bins = Bins::get();
         let tmp = tempfile::tempdir().expect("temp dir");
         let names: Vec<String> = (0..certified).map(name).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -1,5 +1,5 @@
 //! The node hosts: three (or more) turmoil hosts `n1`, `n2`, ... each running the real shell
-//! (driver, core, KV and Peer services) through `mokv_shell::embedded`, with in-memory storage.
+//! (driver, core, KV and Peer services) through `mokv_shell::embed`, with in-memory storage.
 //! `n1` bootstraps the cluster; the others are added as learners through the leader's driver
 //! (what mokvd's gossip reconciler does; gossip itself is simulated at level 1 and tested with
 //! real processes) and promoted by the core once caught up.
@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mokv_core::{PlantedBugs, Rng, Role};
-use mokv_shell::driver::DriverHandle;
-use mokv_shell::embedded::{self, EmbeddedConfig};
-use mokv_shell::storage::MemoryStorage;
+use mokv_shell::embed::{self, EmbeddedConfig, MemoryStorage};
+use mokv_shell::NodeHandle;
 use turmoil::Sim;
 
 use super::net::{self, RPC_PORT};
@@ -36,7 +35,7 @@ fn sim_now_ms() -> u64 {
 
 /// Driver handles of the running nodes, by host name: how the test observes the nodes (roles,
 /// terms, applied index) without going through the network. Replaced when a node restarts.
-pub type Registry = Rc<RefCell<BTreeMap<String, DriverHandle>>>;
+pub type Registry = Rc<RefCell<BTreeMap<String, NodeHandle>>>;
 
 /// The node hosts of every level-2 cluster.
 pub const NODE_HOSTS: [&str; 3] = ["n1", "n2", "n3"];
@@ -83,9 +82,9 @@ pub fn add_nodes(sim: &mut Sim<'_>, seed: u64, bugs: PlantedBugs) -> Registry {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", RPC_PORT)).await?;
                 let name = cfg.name.clone();
                 let mut node =
-                    embedded::start(cfg, storage, net::channel_factory(), net::incoming(listener))
+                    embed::start(cfg, storage, net::channel_factory(), net::incoming(listener))
                         .await?;
-                registry.borrow_mut().insert(name, node.handle.clone());
+                registry.borrow_mut().insert(name, node.handle());
                 node.wait_failed().await?;
                 Err("the node's driver stopped".into())
             }
@@ -199,9 +198,8 @@ pub fn add_gated_node(
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", RPC_PORT)).await?;
             let name = cfg.name.clone();
             let mut node =
-                embedded::start(cfg, storage, net::channel_factory(), net::incoming(listener))
-                    .await?;
-            registry.borrow_mut().insert(name, node.handle.clone());
+                embed::start(cfg, storage, net::channel_factory(), net::incoming(listener)).await?;
+            registry.borrow_mut().insert(name, node.handle());
             node.wait_failed().await?;
             Err("the node's driver stopped".into())
         }

@@ -6,8 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use mokv_shell::tls::Identity;
-use mokv_shell::transport::VouchedIdentity;
+use mokv_shell::embed::{Identity, VouchedIdentity};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
 

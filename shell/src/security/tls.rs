@@ -1,15 +1,16 @@
-//! Mutual TLS for both gRPC directions, and the caller's identity.
+//! Mutual TLS for both gRPC directions.
 //!
 //! The server terminates TLS 1.3 itself (tokio-rustls, ring) and hands tonic the established
 //! streams: a server certificate plus the CA that every client certificate must chain to; a
 //! client without a certificate, or with one that does not verify (other CA, expired, not yet
 //! valid), fails the handshake. Both come from [`ReloadableServerTls`], re-read from disk on
 //! change or SIGHUP ([`watch`]), which tonic's fixed `ServerTlsConfig` could not do. The
-//! caller's [`Identity`] (the subject CN of the verified end-entity certificate) is parsed ONCE
+//! caller's identity (the subject CN of the verified end-entity certificate) is parsed ONCE
 //! per connection, right after the handshake ([`MtlsConn`]), and every request of that
-//! connection carries it ([`identity_of`]).
+//! connection carries it ([`crate::security::identity`]).
 //!
-//! Peer connections present the node's own certificate (`peer-tls-*`, read at start).
+//! Peer connections present the node's own certificate (`peer-tls-*`, read at start, reloaded
+//! by [`watch_peer`]).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -22,9 +23,9 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use tonic::transport::{Certificate, ClientTlsConfig};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::TlsFiles;
+use crate::security::identity::{identity_from_der, ConnIdentity};
 
 /// Installs ring as rustls's process-wide crypto provider (idempotent). tonic picks ring itself
 /// with `tls-ring`; this covers rustls helpers that ask for the process default.
@@ -57,35 +58,6 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig, TlsError> {
         .ca_certificate(Certificate::from_pem(ca))
         .identity(tonic::transport::Identity::from_pem(cert, key)))
 }
-
-/// Who is calling, from the verified client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Subject common name: `root`, `nobody`, a node name, ...
-    pub name: String,
-    /// The certificate is also valid for server authentication: a node certificate (as
-    /// `mokvd certs` makes them). Client certificates carry client auth only. Only nodes may
-    /// call the peer service.
-    pub is_node: bool,
-}
-
-/// The identity of a request's caller; `None` without a verified certificate (or, on the
-/// plaintext connections of an embedding program, without its vouching: [`crate::transport`]).
-pub fn identity_of<T>(req: &tonic::Request<T>) -> Option<Identity> {
-    if let Some(conn) = req.extensions().get::<ConnIdentity>() {
-        return conn.0.as_deref().cloned();
-    }
-    let Some(certs) = req.peer_certs() else {
-        return crate::transport::vouched_identity(req);
-    };
-    identity_from_der(certs.first()?.as_ref())
-}
-
-/// The identity of an mTLS connection's client, parsed once after the handshake; tonic hands
-/// a copy to every request of the connection (`Connected::ConnectInfo`). Request extensions
-/// cannot be set from the wire.
-#[derive(Debug, Clone)]
-pub struct ConnIdentity(pub Option<Arc<Identity>>);
 
 /// A server-side mTLS connection with its client's identity.
 #[derive(Debug)]
@@ -159,17 +131,6 @@ impl tokio::io::AsyncWrite for MtlsConn {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-}
-
-/// Parses the subject CN and extended key usage of a DER certificate.
-pub fn identity_from_der(der: &[u8]) -> Option<Identity> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
-    let is_node = match cert.extended_key_usage() {
-        Ok(Some(eku)) => eku.value.server_auth || eku.value.any,
-        _ => false,
-    };
-    Some(Identity { name, is_node })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,20 +255,20 @@ fn files_stamp(files: &TlsFiles) -> FilesStamp {
 }
 
 /// Re-reads the node's outgoing (peer) certificate, key and CA when they change (checked every
-/// `interval`) or on SIGHUP, and hands each new client configuration to the driver, which
-/// reconnects its peer links with it. A set of files that does not load is logged and the
+/// `interval`) or on SIGHUP, and hands each new client configuration to `reloaded` (mokvd's
+/// server passes it on to the peer links). A set of files that does not load is logged and the
 /// previous configuration stays.
 pub async fn watch_peer(
     files: TlsFiles,
     interval: std::time::Duration,
-    driver: crate::driver::DriverHandle,
+    reloaded: impl Fn(ClientTlsConfig) + Send + 'static,
 ) {
     let mut trigger = ReloadTrigger::new(&files);
     loop {
         trigger.next(&files, interval).await;
         match client_config(&files) {
             Ok(c) => {
-                driver.set_peer_tls(c).await;
+                reloaded(c);
                 tracing::info!(cert = %files.cert.display(), "peer certificates reloaded");
             }
             Err(e) => {

@@ -7,18 +7,19 @@
 //! peer unreachable and opens a new stream for the next messages (at most one attempt per
 //! [`REOPEN_INTERVAL`]; HTTP/2 keepalive notices dead connections).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mokv_core::{NodeId, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 // tokio's clock, not std's: the same in mokvd, and simulated time under a simulator.
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::transport::PeerConnector;
+use crate::net::transport::PeerConnector;
 
 /// Transmits queued per peer.
 const LINK_QUEUE: usize = 1024;
@@ -43,19 +44,70 @@ pub enum Feedback {
     Snapshot { to: NodeId, delivered: bool },
 }
 
-/// The driver's side of a link.
+/// The driver's side of every link: at most one per peer, to the address the driver last
+/// routed that peer's messages to, dialing with the connector in force when it was made.
 ///
-/// Dropping a link closes its queue; the task still sends what is queued, then ends. Aborting
-/// it instead lost the last messages to a member that was just removed — among them the
-/// commit that tells it of its own removal.
+/// The connector arrives through a channel wired by whoever started the node (reloaded peer
+/// certificates in mokvd); a new one drops every link, so the next message to each peer makes
+/// a new link with it.
 #[derive(Debug)]
-pub struct Link {
-    pub addr: String,
+pub struct Links {
+    from: NodeId,
+    connector: watch::Receiver<PeerConnector>,
+    feedback: mpsc::Sender<Feedback>,
+    links: BTreeMap<NodeId, Link>,
+}
+
+impl Links {
+    /// Links of node `from`, reporting to `feedback`.
+    pub fn new(
+        from: NodeId,
+        connector: watch::Receiver<PeerConnector>,
+        feedback: mpsc::Sender<Feedback>,
+    ) -> Self {
+        Self { from, connector, feedback, links: BTreeMap::new() }
+    }
+
+    /// Queues `t` on the link to `t.to` at `addr` without waiting, first making that link if
+    /// there is none, its address changed or its task ended; `false` when the message was
+    /// dropped (the queue is full).
+    pub fn send(&mut self, addr: &str, t: Transmit) -> bool {
+        if self.connector.has_changed().unwrap_or(false) {
+            self.connector.mark_unchanged();
+            self.links.clear();
+        }
+        let to = t.to;
+        // The address is copied only when a link is (re)made, not per message.
+        let usable = self.links.get(&to).is_some_and(|l| l.addr == addr && !l.is_closed());
+        if !usable {
+            let peer = self.connector.borrow().clone();
+            let link = Link::spawn(self.from, to, addr.to_owned(), peer, self.feedback.clone());
+            self.links.insert(to, link);
+        }
+        self.links.get(&to).is_some_and(|l| l.try_send(t))
+    }
+
+    /// Drops the links to the peers `keep` refuses.
+    pub fn retain(&mut self, mut keep: impl FnMut(&NodeId) -> bool) {
+        self.links.retain(|id, _| keep(id));
+    }
+
+    /// Drops every link.
+    pub fn clear(&mut self) {
+        self.links.clear();
+    }
+}
+
+/// One link. Dropping it closes its queue; the task still sends what is queued, then ends (the
+/// last messages to a member that was just removed carry the commit that tells it so).
+#[derive(Debug)]
+struct Link {
+    addr: String,
     tx: mpsc::Sender<Transmit>,
 }
 
 impl Link {
-    pub fn spawn(
+    fn spawn(
         from: NodeId,
         to: NodeId,
         addr: String,
@@ -68,11 +120,11 @@ impl Link {
     }
 
     /// Queues without waiting; `false` when the queue is full (or the task ended).
-    pub fn try_send(&self, t: Transmit) -> bool {
+    fn try_send(&self, t: Transmit) -> bool {
         self.tx.try_send(t).is_ok()
     }
 
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 }

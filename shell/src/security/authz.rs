@@ -1,7 +1,7 @@
 //! Authorization: the single seam every request passes through (Casbin).
 //!
 //! ## Identities
-//! The subject is the CN of the caller's verified client certificate ([`crate::tls::Identity`]):
+//! The subject is the CN of the caller's verified client certificate ([`crate::security::identity::Identity`]):
 //! `root`, `nobody`, an application name, or a node name. No certificate → UNAUTHENTICATED
 //! (normally the TLS handshake already refuses such a client).
 //!
@@ -78,16 +78,16 @@ use casbin::rhai::Dynamic;
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use tonic::Status;
 
-use crate::status;
-use crate::tls::Identity;
+use crate::net::status;
+use crate::security::identity::Identity;
 
 /// The default model (the repository's `certs/model.conf`).
-pub const DEFAULT_MODEL: &str = include_str!("../../certs/model.conf");
+pub const DEFAULT_MODEL: &str = include_str!("../../../certs/model.conf");
 /// The default policy (the repository's `certs/policy.csv`): `root` may do everything.
-pub const DEFAULT_POLICY: &str = include_str!("../../certs/policy.csv");
+pub const DEFAULT_POLICY: &str = include_str!("../../../certs/policy.csv");
 /// The object of cluster operations (`GetServers`: [`Action::Discover`]).
 pub const CLUSTER_OBJECT: &str = "cluster";
-/// How often [`watch`] looks at the model and policy files.
+/// How often the reload task (`watch`) looks at the model and policy files.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a client wants to do.
@@ -97,7 +97,8 @@ pub enum Action {
     Produce,
     /// A read (Get, List, Range).
     Consume,
-    /// Reserved for cluster operations (no rpc uses it now).
+    /// Reserved for cluster operations: policies may grant it, no rpc asks for it yet.
+    #[allow(dead_code)]
     Admin,
     /// Learning the members and their addresses (GetServers).
     Discover,
@@ -233,16 +234,6 @@ impl Authorizer {
             Ok(mut p) => *p = policy,
             Err(poisoned) => *poisoned.into_inner() = policy,
         }
-    }
-
-    /// Checks one request against the policy in force; see the module doc for objects.
-    pub fn check(
-        &self,
-        identity: Option<Identity>,
-        action: Action,
-        obj: &str,
-    ) -> Result<Identity, Status> {
-        self.snapshot().check(identity, action, obj)
     }
 }
 

@@ -300,9 +300,9 @@ mod tests {
             let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
             parsed.contents
         };
-        let id = crate::tls::identity_from_der(&der(&node)).unwrap();
+        let id = crate::security::identity::identity_from_der(&der(&node)).unwrap();
         assert_eq!((id.name.as_str(), id.is_node), ("n1", true));
-        let id = crate::tls::identity_from_der(&der(&client)).unwrap();
+        let id = crate::security::identity::identity_from_der(&der(&client)).unwrap();
         assert_eq!((id.name.as_str(), id.is_node), ("root", false));
     }
 

@@ -33,11 +33,10 @@ use mokv_core::{
     Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::ClientTlsConfig;
 
-use crate::peer_link::{self, Feedback};
+use crate::net::peer_link::{Feedback, Links};
+use crate::net::transport::PeerConnector;
 use crate::storage::Storage;
-use crate::transport::PeerConnector;
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
@@ -113,7 +112,6 @@ struct PeerInbound {
 
 enum Control {
     LearnAddress { id: NodeId, addr: String },
-    PeerTls(ClientTlsConfig),
     Leave,
     GossipStop,
     Stop,
@@ -126,15 +124,6 @@ pub enum CallError {
     Busy,
     #[error("the node is shutting down")]
     Stopped,
-}
-
-impl From<CallError> for tonic::Status {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::Busy => crate::status::busy(),
-            CallError::Stopped => crate::status::shutting_down(),
-        }
-    }
 }
 
 /// A cheap, cloneable way to talk to the driver.
@@ -175,18 +164,6 @@ impl DriverHandle {
             .map_err(|_| CallError::Stopped)?;
         permit.send(Call { request, reply: tx });
         rx.await.map_err(|_| CallError::Stopped)
-    }
-
-    /// Like [`call`](Self::call), with core errors mapped to a gRPC status (leader hint
-    /// attached) by [`crate::status`].
-    pub async fn call_status(&self, request: Request) -> Result<Response, tonic::Status> {
-        match self.call(request).await? {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let view = self.view.borrow();
-                Err(crate::status::from_core(&e, view.leader_hint.as_ref()))
-            }
-        }
     }
 
     /// This node's Raft id.
@@ -238,12 +215,6 @@ impl DriverHandle {
         let _ = self.control.send(Control::LearnAddress { id, addr }).await;
     }
 
-    /// New peer certificates: links reconnect with them (queued messages still leave on the
-    /// old connections).
-    pub async fn set_peer_tls(&self, tls: ClientTlsConfig) {
-        let _ = self.control.send(Control::PeerTls(tls)).await;
-    }
-
     /// Starts leaving the cluster for good (see `Node::handle_leave`).
     pub async fn leave(&self) {
         let _ = self.control.send(Control::Leave).await;
@@ -287,8 +258,10 @@ struct DiskProgress {
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub tick: Duration,
-    /// How peer links connect (mTLS in mokvd).
-    pub peer: PeerConnector,
+    /// How peer links connect (mTLS in mokvd). A new value (reloaded certificates) applies to
+    /// links made from then on: the links reconnect at their next message, and what the old
+    /// connections hold still leaves on them. The driver never looks inside.
+    pub peer: watch::Receiver<PeerConnector>,
 }
 
 /// Why the driver stopped abnormally.
@@ -303,12 +276,11 @@ pub enum DriverError {
 /// The task that owns the core node.
 pub struct Driver {
     node: Node,
-    config: DriverConfig,
+    tick: Duration,
     calls: mpsc::Receiver<Call>,
     peers_in: mpsc::Receiver<PeerInbound>,
     control: mpsc::Receiver<Control>,
     feedback: mpsc::Receiver<Feedback>,
-    feedback_tx: mpsc::Sender<Feedback>,
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
     disk_writer: Option<DiskWriter>,
@@ -317,7 +289,7 @@ pub struct Driver {
     acked: u64,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     next_request: RequestId,
-    links: BTreeMap<NodeId, peer_link::Link>,
+    links: Links,
     gossip_in: mpsc::Receiver<Vec<u8>>,
     gossip_out: Option<mpsc::Sender<Datagram>>,
     /// rpc addresses gossip announces, preferred over the member table's (a node restarted
@@ -360,7 +332,7 @@ impl Driver {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
-        let (gossip_tx, gossip_in) = mpsc::channel(crate::gossip_net::GOSSIP_QUEUE);
+        let (gossip_tx, gossip_in) = mpsc::channel(crate::net::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
@@ -375,6 +347,7 @@ impl Driver {
             Some(DiskWriter::Task(tokio::spawn(task)))
         };
         let (view, view_rx) = watch::channel(view_of(&node));
+        let node_id = node.id();
         let handle = DriverHandle {
             id: node.id(),
             calls: calls_tx,
@@ -385,12 +358,11 @@ impl Driver {
         };
         let driver = Driver {
             node,
-            config,
+            tick: config.tick,
             calls,
             peers_in,
             control,
             feedback,
-            feedback_tx,
             disk_tx: Some(disk_tx),
             disk_progress,
             disk_writer,
@@ -398,7 +370,7 @@ impl Driver {
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
-            links: BTreeMap::new(),
+            links: Links::new(node_id, config.peer, feedback_tx),
             gossip_in,
             gossip_out: None,
             gossip_addrs: BTreeMap::new(),
@@ -423,7 +395,7 @@ impl Driver {
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
     pub async fn run(mut self) -> Result<(), DriverError> {
-        let mut ticker = tokio::time::interval(self.config.tick);
+        let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Outputs of Node::new (a lone voter campaigns at once).
         let mut result = self.drain().await;
@@ -531,12 +503,6 @@ impl Driver {
             Control::Stop => return Step::Stop,
             Control::LearnAddress { id, addr } => {
                 self.learned.insert(id, addr);
-            }
-            Control::PeerTls(tls) => {
-                self.config.peer = PeerConnector::Tls(tls);
-                // Dropped links drain what they hold; new ones dial with the new certificate
-                // at the next message.
-                self.links.clear();
             }
             Control::Leave => self.node.handle_leave(),
             Control::GossipStop => self.node.handle_gossip_stop(),
@@ -668,24 +634,11 @@ impl Driver {
                 }
             },
         };
-        // The address is copied only when a link is (re)made, not per message.
-        let usable = self.links.get(&t.to).is_some_and(|l| l.addr == addr && !l.is_closed());
-        if !usable {
-            let link = peer_link::Link::spawn(
-                self.node.id(),
-                t.to,
-                addr.to_owned(),
-                self.config.peer.clone(),
-                self.feedback_tx.clone(),
-            );
-            self.links.insert(t.to, link);
-        }
-        match self.links.get(&t.to) {
-            Some(link) if link.try_send(t) => Ok(()),
-            _ => {
-                crate::metrics::peer_dropped();
-                Err(is_snapshot)
-            }
+        if self.links.send(addr, t) {
+            Ok(())
+        } else {
+            crate::metrics::peer_dropped();
+            Err(is_snapshot)
         }
     }
 
@@ -701,8 +654,7 @@ impl Driver {
                 self.members_dirty = true;
                 let members = self.node.members();
                 // Links to nodes that left; learned addresses are superseded.
-                self.links
-                    .retain(|id, _| members.contains_key(id) || self.learned.contains_key(id));
+                self.links.retain(|id| members.contains_key(id) || self.learned.contains_key(id));
                 self.learned.retain(|id, _| !members.contains_key(id));
                 tracing::info!(conf = ?self.node.status().conf, "membership changed");
             }

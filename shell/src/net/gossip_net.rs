@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::gossip_crypto::{ClusterKey, OVERHEAD};
+use crate::security::gossip_crypto::{ClusterKey, OVERHEAD};
 
 /// Datagrams waiting for the driver, and for the socket.
 pub const GOSSIP_QUEUE: usize = 1024;

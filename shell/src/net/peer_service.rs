@@ -1,16 +1,16 @@
 //! The `Peer` gRPC service (node to node): Raft message streams and snapshot chunks.
 //! (Members join through gossip; see `mokv_core::gossip`.)
 //!
-//! Only callers with a node certificate get in ([`crate::authz::authorize_peer`]): raft-rs's
+//! Only callers with a node certificate get in ([`crate::security::authz::authorize_peer`]): raft-rs's
 //! decoder must only see bytes from authenticated peers, and every message is size-bounded.
 
 use mokv_proto::peer::peer_server::Peer;
 use mokv_proto::peer::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
 use tonic::{Status, Streaming};
 
-use crate::authz::authorize_peer;
-use crate::driver::DriverHandle;
-use crate::tls::identity_of;
+use crate::node::driver::DriverHandle;
+use crate::security::authz::authorize_peer;
+use crate::security::identity::identity_of;
 
 /// Largest snapshot accepted (reassembled in memory).
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;

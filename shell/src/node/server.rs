@@ -19,13 +19,16 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
 use crate::config::NodeConfig;
-use crate::disk::Disk;
-use crate::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
-use crate::kv_service::KvService;
-use crate::peer_link::MAX_PEER_MESSAGE_BYTES;
-use crate::peer_service::PeerService;
+use crate::net::gossip_net;
+use crate::net::kv_service::KvService;
+use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
+use crate::net::peer_service::PeerService;
+use crate::net::transport::PeerConnector;
+use crate::node::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
+use crate::node::handle::NodeHandle;
+use crate::security::{authz, gossip_crypto, tls};
+use crate::storage::disk::Disk;
 use crate::storage::Storage;
-use crate::transport::PeerConnector;
 
 /// The node's Raft id (8 big-endian bytes): chosen by the shell before the core starts.
 const META_NODE_ID: &str = "node-id";
@@ -48,7 +51,7 @@ const GOSSIP_FLUSH: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
-    Disk(#[from] crate::disk::DiskError),
+    Disk(#[from] crate::storage::disk::DiskError),
     #[error("data dir {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error("corrupt node metadata: {0}")]
@@ -56,7 +59,7 @@ pub enum StartError {
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] tls::TlsError),
     #[error("TLS configuration: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("recovering the raft state: {0}")]
@@ -66,7 +69,7 @@ pub enum StartError {
     #[error("reflection: {0}")]
     Reflection(String),
     #[error("authorization: {0}")]
-    Authz(#[from] crate::authz::AuthzError),
+    Authz(#[from] authz::AuthzError),
 }
 
 /// A running node.
@@ -80,7 +83,7 @@ pub struct RunningNode {
     /// The advertised gossip (UDP) address: what other nodes list in `start-join-addrs`.
     pub gossip_addr: String,
     pub(crate) leave_on_shutdown: bool,
-    pub handle: DriverHandle,
+    pub(crate) handle: DriverHandle,
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) server_stop: Option<oneshot::Sender<()>>,
     pub(crate) server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -95,11 +98,9 @@ fn random_u64() -> Result<u64, StartError> {
 /// Starts a node as configured. Returns once the port is bound and the driver runs.
 pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     // Authorization first: a bad model or policy file stops the start before anything is touched.
-    let authz = crate::authz::Authorizer::load(
-        cfg.acl_model_file.as_deref(),
-        cfg.acl_policy_file.as_deref(),
-    )
-    .await?;
+    let authz =
+        authz::Authorizer::load(cfg.acl_model_file.as_deref(), cfg.acl_policy_file.as_deref())
+            .await?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.display().to_string(),
         source,
@@ -186,22 +187,24 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
 
-    let peer_tls = PeerConnector::Tls(crate::tls::client_config(&cfg.peer_tls)?);
-    let server_tls = crate::tls::ReloadableServerTls::load(&cfg.server_tls)?;
+    // Reloaded peer certificates reach the driver's links through this channel.
+    let (peer_tls, peer_connector) =
+        watch::channel(PeerConnector::Tls(tls::client_config(&cfg.peer_tls)?));
+    let server_tls = tls::ReloadableServerTls::load(&cfg.server_tls)?;
     let rustls_config = server_tls.server_config()?;
     let (mut driver, handle) = Driver::new(
         node,
         disk.clone(),
-        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer: peer_tls.clone() },
+        DriverConfig { tick: Duration::from_millis(cfg.tick_ms), peer: peer_connector },
     );
-    let key = crate::gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
-    let gossip = crate::gossip_net::spawn(udp, key, handle.gossip_inbound());
+    let key = gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
+    let gossip = gossip_net::spawn(udp, key, handle.gossip_inbound());
     driver.set_gossip_outbound(gossip.outbound.clone());
     let driver = tokio::spawn(driver.run());
 
     let stopping = Arc::new(AtomicBool::new(false));
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
-    let incoming = crate::tls::incoming(listener, rustls_config);
+    let incoming = tls::incoming(listener, rustls_config);
     let services = Services {
         handle: handle.clone(),
         stopping: stopping.clone(),
@@ -214,20 +217,22 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 
     let mut background = vec![
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
-        tokio::spawn(crate::tls::watch(server_tls, crate::tls::CERT_RELOAD_INTERVAL)),
-        tokio::spawn(crate::tls::watch_peer(
+        tokio::spawn(tls::watch(server_tls, tls::CERT_RELOAD_INTERVAL)),
+        tokio::spawn(tls::watch_peer(
             cfg.peer_tls.clone(),
-            crate::tls::CERT_RELOAD_INTERVAL,
-            handle.clone(),
+            tls::CERT_RELOAD_INTERVAL,
+            move |reloaded| {
+                peer_tls.send_replace(PeerConnector::Tls(reloaded));
+            },
         )),
     ];
     background.extend(gossip.tasks);
     if cfg.acl_model_file.is_some() || cfg.acl_policy_file.is_some() {
-        background.push(tokio::spawn(crate::authz::watch(
+        background.push(tokio::spawn(authz::watch(
             authz,
             cfg.acl_model_file.clone(),
             cfg.acl_policy_file.clone(),
-            crate::authz::RELOAD_INTERVAL,
+            authz::RELOAD_INTERVAL,
         )));
     }
     tracing::info!(id, %local_addr, %rpc_addr, %gossip_addr, "node started");
@@ -250,7 +255,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 pub(crate) struct Services {
     pub handle: DriverHandle,
     pub stopping: Arc<AtomicBool>,
-    pub authz: crate::authz::Authorizer,
+    pub authz: authz::Authorizer,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_concurrent_streams: u32,
@@ -259,7 +264,7 @@ pub(crate) struct Services {
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Spawns the gRPC server (KV, Peer, health, reflection) on `incoming`: mokvd's TLS
-/// connections, or an embedding program's plaintext ones ([`crate::embedded`]). Returns the
+/// connections, or an embedding program's plaintext ones ([`crate::node::embedded`]). Returns the
 /// stop signal, the server task and the health reporter.
 pub(crate) fn serve<I, IO, IE>(
     incoming: I,
@@ -432,6 +437,11 @@ impl RunningNode {
         }
         self.handle.gossip_stop().await;
         tokio::time::sleep(GOSSIP_FLUSH).await;
+    }
+
+    /// A handle on the node: its view, and requests to its core.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle::new(self.handle.clone())
     }
 
     /// Resolves when the node stops on its own (a disk failure); the error says why.

@@ -1,7 +1,7 @@
 //! The client `KV` gRPC service (package `api`, wire-compatible with the original).
 //!
 //! Each rpc: identity from the verified client certificate → [`authorize`] → one core
-//! [`Request`] through the driver → the answer, or a status from [`crate::status`].
+//! [`Request`] through the driver → the answer, or a status from [`crate::net::status`].
 //!
 //! Writes on a follower are not forwarded: they fail UNAVAILABLE with the leader hint in the
 //! metadata (see `status.rs`), and the client retries on the leader. Reads are served by any
@@ -11,7 +11,7 @@
 //! pages; each page is one linearizable read, like etcd's paginated range).
 //!
 //! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
-//! documented in [`crate::authz`].
+//! documented in [`crate::security::authz`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
-use crate::driver::DriverHandle;
-use crate::status;
-use crate::tls::{identity_of, Identity};
+use crate::net::status;
+use crate::node::driver::DriverHandle;
+use crate::security::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
+use crate::security::identity::{identity_of, Identity};
 
 /// Keys per internal page of `List`.
 const LIST_PAGE: u32 = 256;
@@ -115,7 +115,7 @@ impl Kv for KvService {
             self.admit(&request, Action::Consume, &request.get_ref().key)?;
             let GetRequest { key, consistency: c } = request.into_inner();
             let req = Request::Get { key: key.clone(), consistency: consistency(c)? };
-            match self.handle.call_status(req).await? {
+            match status::call(&self.handle, req).await? {
                 Response::Get(Some(v)) => Ok(tonic::Response::new(GetResponse {
                     key,
                     value: v.value,
@@ -139,7 +139,7 @@ impl Kv for KvService {
             self.admit(&request, Action::Produce, &request.get_ref().key)?;
             let SetRequest { key, value, session: s } = request.into_inner();
             let req = Request::Set { key, value, session: session(s) };
-            match self.handle.call_status(req).await? {
+            match status::call(&self.handle, req).await? {
                 Response::Set { revision } => {
                     Ok(tonic::Response::new(SetResponse { ok: true, revision }))
                 }
@@ -157,7 +157,7 @@ impl Kv for KvService {
         let r = async {
             self.admit(&request, Action::Produce, &request.get_ref().key)?;
             let DeleteRequest { key, session: s } = request.into_inner();
-            match self.handle.call_status(Request::Delete { key, session: session(s) }).await? {
+            match status::call(&self.handle, Request::Delete { key, session: session(s) }).await? {
                 Response::Delete { existed, revision } => {
                     Ok(tonic::Response::new(DeleteResponse { ok: existed, revision }))
                 }
@@ -187,7 +187,7 @@ impl Kv for KvService {
                     ..RangeQuery::default()
                 };
                 let req = Request::Range { query, consistency: Consistency::Linearizable };
-                let page = match handle.call_status(req).await {
+                let page = match status::call(&handle, req).await {
                     Ok(Response::Range(p)) => p,
                     Ok(_) => {
                         let _ = tx.send(Err(unexpected())).await;
@@ -267,7 +267,7 @@ impl Kv for KvService {
                 keys_only: q.keys_only,
             };
             let req = Request::Range { query, consistency: consistency(q.consistency)? };
-            match self.handle.call_status(req).await? {
+            match status::call(&self.handle, req).await? {
                 Response::Range(p) => Ok(tonic::Response::new(RangeResponse {
                     kvs: p
                         .items

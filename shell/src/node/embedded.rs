@@ -1,9 +1,9 @@
 //! Starting a node inside another program, over that program's network: the simulator's entry
 //! point (level 2: the real services, driver and core over turmoil's simulated TCP).
 //!
-//! Compared with [`crate::server::start`], the embedding program supplies what `mokvd` takes
+//! Compared with [`crate::node::server::start`], the embedding program supplies what `mokvd` takes
 //! from the operating system and its configuration: the accepted connections (plaintext; the
-//! program vouches for each caller with [`crate::transport::VouchedIdentity`]), the outgoing
+//! program vouches for each caller with [`crate::security::identity::VouchedIdentity`]), the outgoing
 //! connector ([`ChannelFactory`]), the storage, the node id, the seed of the core's randomness
 //! and the wall clock. Everything else is the same code: the driver, the `KV` and `Peer`
 //! services, health, the status mapping. No TLS, no files, no OS threads, no OS randomness,
@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mokv_core::{MemberInfo, Node};
+use tokio::sync::watch;
 
-use crate::driver::{Driver, DriverConfig};
-use crate::server::{RunningNode, Services, StartError};
+use crate::net::transport::{ChannelFactory, PeerConnector};
+use crate::node::driver::{Driver, DriverConfig};
+use crate::node::server::{self, RunningNode, Services, StartError};
+use crate::security::authz;
 use crate::storage::Storage;
-use crate::transport::{ChannelFactory, PeerConnector};
 
 /// What the embedding program decides about one node.
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let authz = crate::authz::Authorizer::defaults().await?;
+    let authz = authz::Authorizer::defaults().await?;
     let id = cfg.core.id;
     let me = MemberInfo {
         id,
@@ -77,9 +79,10 @@ where
         durable = storage.load()?;
     }
     let node = Node::new(cfg.core.clone(), durable)?;
-    let peer = PeerConnector::Plaintext(connect);
+    // Never replaced: the sender is dropped at once.
+    let (_, peer) = watch::channel(PeerConnector::Plaintext(connect));
     let (driver, handle) =
-        Driver::new(node, storage.clone(), DriverConfig { tick: cfg.tick, peer: peer.clone() });
+        Driver::new(node, storage.clone(), DriverConfig { tick: cfg.tick, peer });
     let driver = tokio::spawn(driver.with_clock(cfg.now_ms).run());
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -91,9 +94,9 @@ where
         max_value_bytes: cfg.core.max_value_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
     };
-    let (server_stop, server, health) = crate::server::serve(incoming, services)?;
+    let (server_stop, server, health) = server::serve(incoming, services)?;
     let background =
-        vec![tokio::spawn(crate::server::report_health(health, handle.watch(), stopping.clone()))];
+        vec![tokio::spawn(server::report_health(health, handle.watch(), stopping.clone()))];
     Ok(RunningNode {
         id,
         local_addr: cfg.local_addr,

@@ -1,0 +1,10 @@
+//! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`]) and the one
+//! mapping of core errors to their status codes ([`status`]); the outgoing peer links
+//! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]).
+
+pub mod gossip_net;
+pub mod kv_service;
+pub mod peer_link;
+pub mod peer_service;
+pub mod status;
+pub mod transport;
