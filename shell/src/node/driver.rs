@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
-    Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response, Role, Status,
-    Transmit,
+    Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response,
+    Role, Status, Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -61,40 +61,23 @@ pub struct View {
     pub status: Status,
     pub members: BTreeMap<NodeId, MemberInfo>,
     pub leader_hint: Option<LeaderHint>,
-    /// Every other node gossip knows, with its health in this node's view.
+    /// Every other gossip identity, with its health in this node's view (metrics).
     pub gossip: Vec<GossipMember>,
+    /// Every node the core knows of, each by its newest incarnation (`Node::directory`).
+    pub directory: Directory,
     /// The cluster this node's data belongs to (0: none yet).
     pub cluster_id: u64,
-    /// This process's own rpc address as it gossips it (empty without gossip).
-    pub self_rpc_addr: String,
 }
 
 impl View {
-    /// Where member `id`'s rpc port is now: its newest live gossip incarnation's address, else
-    /// the replicated member table's (see `Node::rpc_addr_of`).
+    /// Where member `id`'s rpc port is now (its directory entry's address).
     pub fn rpc_addr_of(&self, id: NodeId) -> Option<String> {
-        if id == self.status.id && !self.self_rpc_addr.is_empty() {
-            return Some(self.self_rpc_addr.clone());
-        }
-        self.gossip
-            .iter()
-            .filter(|m| m.id.raft_id == id && m.health != Health::Down)
-            .max_by_key(|m| (m.id.started_ms, m.id.bump))
-            .map(|m| m.id.rpc_addr.clone())
-            .filter(|a| !a.is_empty())
-            .or_else(|| self.members.get(&id).map(|m| m.rpc_addr.clone()))
+        self.directory.get(id).and_then(|e| e.rpc_addr.clone())
     }
 
     /// Health of Raft member `id` in this node's view (`None`: gossip has not seen it).
     pub fn health(&self, id: NodeId) -> Option<Health> {
-        if id == self.status.id {
-            return Some(Health::Alive);
-        }
-        self.gossip
-            .iter()
-            .filter(|m| m.id.raft_id == id)
-            .max_by_key(|m| (m.id.started_ms, m.id.bump, m.id.leaving))
-            .map(|m| m.health)
+        self.directory.get(id).and_then(|e| e.health)
     }
 }
 
@@ -292,9 +275,9 @@ pub struct Driver {
     links: Links,
     gossip_in: mpsc::Receiver<Vec<u8>>,
     gossip_out: Option<mpsc::Sender<Datagram>>,
-    /// rpc addresses gossip announces, preferred over the member table's (a node restarted
-    /// on another port is reachable again without a configuration change).
-    gossip_addrs: BTreeMap<NodeId, String>,
+    /// Where each node's peer port is now (`MemberEntry::peer_addr`: gossip's newest live
+    /// incarnation, else the member table), refreshed when membership or gossip changes.
+    peer_addrs: BTreeMap<NodeId, String>,
     /// Addresses told by the embedding program ([`DriverHandle::learn_address`]); the member
     /// table supersedes them.
     learned: BTreeMap<NodeId, String>,
@@ -317,9 +300,13 @@ fn view_of(node: &Node) -> View {
         members: node.members().clone(),
         leader_hint: node.leader_hint(),
         gossip: node.gossip_members(),
-        cluster_id: node.gossip_identity().map_or(0, |g| g.cluster_id),
-        self_rpc_addr: node.gossip_identity().map(|g| g.rpc_addr.clone()).unwrap_or_default(),
+        directory: node.directory(),
+        cluster_id: node.cluster_id().unwrap_or(0),
     }
+}
+
+fn peer_addrs_of(node: &Node) -> BTreeMap<NodeId, String> {
+    node.directory().members.into_values().filter_map(|e| Some((e.id, e.peer_addr?))).collect()
 }
 
 fn now_ms() -> u64 {
@@ -356,6 +343,7 @@ impl Driver {
             gossip: gossip_tx,
             view: view_rx,
         };
+        let peer_addrs = peer_addrs_of(&node);
         let driver = Driver {
             node,
             tick: config.tick,
@@ -373,7 +361,7 @@ impl Driver {
             links: Links::new(node_id, config.peer, feedback_tx),
             gossip_in,
             gossip_out: None,
-            gossip_addrs: BTreeMap::new(),
+            peer_addrs,
             learned: BTreeMap::new(),
             gossip_dirty: false,
             view,
@@ -609,10 +597,11 @@ impl Driver {
             }
             if gossip_changed {
                 old.gossip = node.gossip_members();
-                old.cluster_id = node.gossip_identity().map_or(0, |g| g.cluster_id);
+                old.cluster_id = node.cluster_id().unwrap_or(0);
             }
             if notable {
                 old.leader_hint = node.leader_hint();
+                old.directory = node.directory();
             }
             old.status = status;
             notable
@@ -623,16 +612,12 @@ impl Driver {
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
     fn route(&mut self, t: Transmit) -> Result<(), bool> {
         let is_snapshot = t.is_snapshot;
-        let addr: &str = match (self.gossip_addrs.get(&t.to), self.node.members().get(&t.to)) {
-            (Some(a), _) => a,
-            (None, Some(m)) if !m.peer_addr.is_empty() => &m.peer_addr,
-            _ => match self.learned.get(&t.to) {
-                Some(a) => a,
-                None => {
-                    crate::metrics::peer_dropped();
-                    return Err(is_snapshot);
-                }
-            },
+        let addr: &str = match self.peer_addrs.get(&t.to).or_else(|| self.learned.get(&t.to)) {
+            Some(a) => a,
+            None => {
+                crate::metrics::peer_dropped();
+                return Err(is_snapshot);
+            }
         };
         if self.links.send(addr, t) {
             Ok(())
@@ -656,6 +641,7 @@ impl Driver {
                 // Links to nodes that left; learned addresses are superseded.
                 self.links.retain(|id| members.contains_key(id) || self.learned.contains_key(id));
                 self.learned.retain(|id, _| !members.contains_key(id));
+                self.peer_addrs = peer_addrs_of(&self.node);
                 tracing::info!(conf = ?self.node.status().conf, "membership changed");
             }
             Event::Removed => tracing::warn!("this node was removed from the cluster"),
@@ -664,25 +650,14 @@ impl Driver {
                 self.gossip_dirty = true;
                 let view = self.node.gossip_members();
                 let (mut alive, mut suspect, mut down) = (0, 0, 0);
-                self.gossip_addrs.clear();
                 for m in &view {
                     match m.health {
                         Health::Alive => alive += 1,
                         Health::Suspect => suspect += 1,
                         Health::Down => down += 1,
                     }
-                    // Latest incarnation of each up node: where its rpc port is now.
-                    if m.health != Health::Down && !m.id.rpc_addr.is_empty() {
-                        let newer = view.iter().any(|o| {
-                            o.id.raft_id == m.id.raft_id
-                                && o.health != Health::Down
-                                && (o.id.started_ms, o.id.bump) > (m.id.started_ms, m.id.bump)
-                        });
-                        if !newer {
-                            self.gossip_addrs.insert(m.id.raft_id, m.id.rpc_addr.clone());
-                        }
-                    }
                 }
+                self.peer_addrs = peer_addrs_of(&self.node);
                 crate::metrics::gossip_members(alive, suspect, down);
                 tracing::debug!(alive, suspect, down, "gossip membership changed");
             }
