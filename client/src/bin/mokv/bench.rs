@@ -14,7 +14,8 @@
 //! each measured window and reports the CPU time each process spent per operation, and each
 //! process's resident memory at the end (`/proc/PID/status`); the generator itself is always
 //! listed as `bench`. The result is one table, also printed as `mokv-bench-json: {...}` lines
-//! for scripts.
+//! for scripts; with `--output json` it is one JSON document (`{"results": [...]}`, the same
+//! objects) instead.
 //!
 //! The generator talks to the generated gRPC client directly (no retries, no routing): an
 //! error is counted and the client backs off briefly.
@@ -28,7 +29,10 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{GetRequest, ReadConsistency, SetRequest};
+use serde::Serialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::output::{json_line, Output};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -105,13 +109,13 @@ pub struct Target {
 }
 
 /// Runs the benchmark on its own multi-threaded runtime; prints the table.
-pub fn main(target: &Target, args: &BenchArgs) -> Result<(), String> {
+pub fn main(target: &Target, args: &BenchArgs, output: Output) -> Result<(), String> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build().map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(run(target, args))
+    rt.block_on(run(target, args, output))
 }
 
 struct Setup {
@@ -368,7 +372,7 @@ async fn run_workload(
     Ok(Row { workload: w, ops, errors, secs: window, hist, procs })
 }
 
-async fn run(target: &Target, args: &BenchArgs) -> Result<(), String> {
+async fn run(target: &Target, args: &BenchArgs, output: Output) -> Result<(), String> {
     let s = setup(target, args).await?;
     eprintln!(
         "bench: {} clients, {} connection(s) per node, {} node(s), leader {}, {} keys of {} bytes, \
@@ -404,7 +408,10 @@ async fn run(target: &Target, args: &BenchArgs) -> Result<(), String> {
         );
         rows.push(row);
     }
-    print_table(&rows);
+    match output {
+        Output::Table => print_table(&rows),
+        Output::Json => json_line(&BenchJson { results: rows.iter().map(RowJson::new).collect() }),
+    }
     Ok(())
 }
 
@@ -483,6 +490,49 @@ fn print_table(rows: &[Row]) {
             r.errors,
             procs.join(",")
         );
+    }
+}
+
+/// `--output json`: every workload's row.
+#[derive(Debug, Serialize)]
+struct BenchJson<'a> {
+    results: Vec<RowJson<'a>>,
+}
+
+/// One workload (the fields of the `mokv-bench-json:` lines).
+#[derive(Debug, Serialize)]
+struct RowJson<'a> {
+    workload: String,
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    procs: Vec<ProcJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProcJson<'a> {
+    name: &'a str,
+    cpu_us_per_op: Option<f64>,
+    rss_kib: Option<u64>,
+}
+
+impl<'a> RowJson<'a> {
+    fn new(r: &'a Row) -> Self {
+        RowJson {
+            workload: format!("{:?}", r.workload),
+            ops_per_s: r.ops as f64 / r.secs,
+            p50_ms: ms(&r.hist, 0.5),
+            p99_ms: ms(&r.hist, 0.99),
+            p999_ms: ms(&r.hist, 0.999),
+            errors: r.errors,
+            procs: r
+                .procs
+                .iter()
+                .map(|(name, cpu, rss)| ProcJson { name, cpu_us_per_op: *cpu, rss_kib: *rss })
+                .collect(),
+        }
     }
 }
 

@@ -1,19 +1,28 @@
 //! `mokv`: command-line client. Defaults reach the node started by `mokvd --dev`. One endpoint
 //! is enough: the client discovers the other members.
+//!
+//! Every command prints text (`--output table`, the default) or JSON (`--output json`, see
+//! [`output`]), and ends with one of the exit codes of [`exit`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use mokv_client::{
-    default_dev_dir, Client, ClientConfig, RangeOptions, ReadFrom, ReadMode, ReadOptions, Stream,
-    TlsFiles,
+    default_dev_dir, Client, ClientConfig, ClientError, RangeOptions, ReadFrom, ReadMode,
+    ReadOptions, Stream, TlsFiles,
 };
 
+use crate::exit::Exit;
+use crate::output::{json_line, Output};
+
 mod bench;
+mod exit;
+mod output;
 
 #[derive(Debug, Parser)]
-#[command(name = "mokv", about = "mokv command-line client", version)]
+#[command(name = "mokv", about = "mokv command-line client", version, after_help = exit::HELP)]
 struct Cli {
     /// Comma-separated client addresses of cluster nodes; one is enough (the others are
     /// discovered).
@@ -35,6 +44,21 @@ struct Cli {
     /// leader, or any.
     #[arg(long, default_value = "followers", value_parser = parse_read_from)]
     read_from: ReadFrom,
+    /// Output format: table (text) or json (one document per command, one object per line
+    /// for `list --all`).
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        env = "MOKV_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    output: Output,
+    /// Give up on a call after this many milliseconds, retries included (exit code 5, or 7
+    /// for a write that may have been applied).
+    #[arg(long, global = true, env = "MOKV_CALL_TIMEOUT_MS", default_value_t = 15_000)]
+    call_timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +92,11 @@ enum Command {
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script for mokv (e.g. `source <(mokv completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn parse_read_from(s: &str) -> Result<ReadFrom, String> {
@@ -84,50 +113,62 @@ async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
 
-fn print_entry(e: &mokv_client::Entry, keys_only: bool) {
-    if keys_only {
-        println!("{}", e.key);
-    } else {
-        println!("{}\t{}", e.key, String::from_utf8_lossy(&e.value));
+/// Why a command failed: its exit code and a message without keys or values.
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure { exit: Exit::of(&e), message: e.to_string() }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Bench(args) = &cli.command {
-        // The generator builds its own multi-threaded runtime.
-        let dev = TlsFiles::dev(&default_dev_dir());
-        let target = bench::Target {
-            endpoints: cli.endpoints.clone(),
-            ca: cli.ca.clone().unwrap_or(dev.ca),
-            cert: cli.cert.clone().unwrap_or(dev.cert),
-            key: cli.key.clone().unwrap_or(dev.key),
-        };
-        return match bench::main(&target, args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mokv bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("mokv: {e}");
-            return ExitCode::FAILURE;
+            // --help and --version end here too, successfully; clap's own code for a usage
+            // error (2) would collide with "not found".
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mokv: {e}");
-            ExitCode::FAILURE
+    let output = cli.output;
+    let result = match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "mokv", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Bench(args) => {
+            // The generator builds its own multi-threaded runtime.
+            let dev = TlsFiles::dev(&default_dev_dir());
+            let target = bench::Target {
+                endpoints: cli.endpoints.clone(),
+                ca: cli.ca.clone().unwrap_or(dev.ca),
+                cert: cli.cert.clone().unwrap_or(dev.cert),
+                key: cli.key.clone().unwrap_or(dev.key),
+            };
+            bench::main(&target, args, output)
+                .map_err(|e| Failure { exit: Exit::Error, message: format!("bench: {e}") })
+        }
+        _ => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(run(cli)),
+            Err(e) => Err(Failure { exit: Exit::Error, message: e.to_string() }),
+        },
+    };
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(f) => {
+            output::report(output, f.exit, &f.message);
+            f.exit.into()
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     let dev = TlsFiles::dev(&default_dev_dir());
     let tls = TlsFiles {
         ca: cli.ca.unwrap_or(dev.ca),
@@ -136,61 +177,74 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
     };
     let mut config = ClientConfig::new(cli.endpoints, tls);
     config.read_from = cli.read_from;
+    let call_timeout = Duration::from_millis(cli.call_timeout_ms.max(1));
+    config.call_timeout = call_timeout;
+    config.request_timeout = config.request_timeout.min(call_timeout);
+    let json = cli.output == Output::Json;
     let mode = if cli.serializable { ReadMode::Serializable } else { ReadMode::Linearizable };
     let read = ReadOptions::new().mode(mode);
     let client = Client::connect(config)?;
     match cli.command {
         Command::Get { key } => match client.get(&key, read).await? {
+            Some(e) if json => json_line(&output::EntryJson::new(&e, false)),
             Some(e) => println!("{}", String::from_utf8_lossy(&e.value)),
-            None => {
-                eprintln!("mokv: key not found");
-                return Ok(ExitCode::from(2));
-            }
+            None => return Err(Failure { exit: Exit::NotFound, message: "key not found".into() }),
         },
         Command::Set { key, value } => {
             let revision = client.set(&key, value.as_bytes()).await?;
-            println!("OK (revision {revision})");
+            if json {
+                json_line(&output::SetJson { key: &key, revision });
+            } else {
+                println!("OK (revision {revision})");
+            }
         }
         Command::Delete { key } => {
-            let existed = client.delete(&key).await?;
-            println!("{}", if existed { "deleted" } else { "not found" });
+            let deleted = client.delete(&key).await?;
+            if json {
+                json_line(&output::DeleteJson { key: &key, deleted });
+            } else {
+                println!("{}", if deleted { "deleted" } else { "not found" });
+            }
         }
         Command::List { prefix, limit, page_token, all: true, keys_only } => {
             let opts = RangeOptions { page_size: limit, keys_only, page_token, read };
             let mut entries = Box::pin(client.range_stream(&prefix, opts));
             while let Some(e) = next(&mut entries).await {
-                print_entry(&e?, keys_only);
+                let e = e?;
+                if json {
+                    json_line(&output::EntryJson::new(&e, keys_only));
+                } else {
+                    output::print_entry(&e, keys_only);
+                }
             }
         }
         Command::List { prefix, limit, page_token, all: false, keys_only } => {
             let (entries, next) =
                 client.range(&prefix, limit, &page_token, keys_only, read).await?;
-            for e in &entries {
-                print_entry(e, keys_only);
-            }
-            if !next.is_empty() {
-                println!("next page: --page-token {next}");
+            if json {
+                let kvs = entries.iter().map(|e| output::EntryJson::new(e, keys_only)).collect();
+                let next_page_token = (!next.is_empty()).then_some(next.as_str());
+                json_line(&output::PageJson { kvs, next_page_token });
+            } else {
+                for e in &entries {
+                    output::print_entry(e, keys_only);
+                }
+                if !next.is_empty() {
+                    println!("next page: --page-token {next}");
+                }
             }
         }
-        Command::Bench(_) => {} // ran in main, on its own runtime
         Command::Members => {
             let members = client.members().await?;
-            println!(
-                "{:<16} {:<16} {:<24} {:<8} {:<8} HEALTH",
-                "NAME", "ID", "RPC ADDRESS", "LEADER", "ROLE"
-            );
-            for m in members {
-                println!(
-                    "{:<16} {:<16x} {:<24} {:<8} {:<8} {}",
-                    m.name,
-                    m.raft_id,
-                    m.rpc_addr,
-                    if m.is_leader { "yes" } else { "" },
-                    if m.voter { "voter" } else { "learner" },
-                    m.health
-                );
+            if json {
+                let members = members.iter().map(output::MemberJson::new).collect();
+                json_line(&output::MembersJson { members });
+            } else {
+                output::print_members(&members);
             }
         }
+        // Ran in main (bench on its own runtime; completions need no cluster).
+        Command::Bench(_) | Command::Completions { .. } => {}
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
