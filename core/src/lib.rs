@@ -47,7 +47,8 @@ pub use codec::DecodeError;
 pub use command::SessionRef;
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
-    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
+    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuotaExceeded, RecoveryError,
+    Unavailable,
 };
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};

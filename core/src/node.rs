@@ -1,5 +1,7 @@
 //! [`Node`]: one mokv replica as a sans-io state machine.
 
+#[cfg(test)]
+mod budget_tests;
 mod conf_change;
 mod directory;
 mod gossip;
@@ -211,6 +213,9 @@ pub struct Node {
     seen_read_contexts: SeenReadContexts,
     /// Inputs arrived since the last Ready (see the contract on [`Node`]).
     ready_due: bool,
+    /// Bytes of the entries applied since the last snapshot (taken or installed), for
+    /// [`Config::snapshot_threshold_bytes`].
+    applied_bytes_since_snapshot: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -300,6 +305,7 @@ impl Node {
             applied: sm.applied_index(),
             max_size_per_msg: config.max_append_bytes,
             max_inflight_msgs: config.max_inflight_appends,
+            max_uncommitted_size: config.max_in_memory_log_bytes,
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
@@ -367,6 +373,7 @@ impl Node {
             meta,
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
+            applied_bytes_since_snapshot: 0,
         };
         if node.meta != stored_meta {
             node.persist_meta(true);
@@ -492,6 +499,7 @@ impl Node {
                 let proposal = Proposal {
                     session,
                     proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Set { key, value },
                 };
                 self.propose_write(id, checked.map(|()| proposal));
@@ -501,6 +509,7 @@ impl Node {
                 let proposal = Proposal {
                     session,
                     proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Delete { key },
                 };
                 self.propose_write(id, checked.map(|()| proposal));
