@@ -94,6 +94,12 @@ pub struct QuotaExceeded {
     pub quota_bytes: u64,
 }
 
+impl QuotaExceeded {
+    pub const fn new(state_bytes: u64, growth_bytes: u64, quota_bytes: u64) -> Self {
+        Self { state_bytes, growth_bytes, quota_bytes }
+    }
+}
+
 impl Error {
     /// What the caller may do next. Every consumer that needs to decide between "fix the
     /// request", "retry" and "retry only with a session" asks this instead of matching variants,

@@ -496,11 +496,7 @@ pub(crate) mod tests {
         Proposal { session, proposed_at_ms: now, quota_state_bytes: None, command }
     }
 
-    fn step(
-        sm: &mut StateMachine,
-        now: &mut u64,
-        op: &Op,
-    ) -> Option<Result<WriteOutcome, Error>> {
+    fn step(sm: &mut StateMachine, now: &mut u64, op: &Op) -> Option<Result<WriteOutcome, Error>> {
         let index = sm.applied_index() + 1;
         let p = match op {
             Op::Set(k, v) => {
@@ -722,7 +718,10 @@ pub(crate) mod tests {
         let mut sm = StateMachine::default();
         set(&mut sm, 0, sref(9, 1, 1), "k", b"1").unwrap();
         set(&mut sm, 0, sref(9, 2, 2), "k", b"2").unwrap();
-        assert_eq!(set(&mut sm, 0, sref(9, 1, 1), "k", b"1"), Err(SessionError::ResultDiscarded.into()));
+        assert_eq!(
+            set(&mut sm, 0, sref(9, 1, 1), "k", b"1"),
+            Err(SessionError::ResultDiscarded.into())
+        );
         assert_eq!(sm.get("k").unwrap().value, b"2");
     }
 
@@ -785,7 +784,10 @@ pub(crate) mod tests {
         assert_eq!(sm.applied_index(), 4, "a refused write still consumes its entry");
         // Growing an existing key is refused too; rewriting it at its size or smaller is not.
         assert!(quota_set(&mut sm, quota, None, "k0", 101).is_err());
-        assert_eq!(quota_set(&mut sm, quota, None, "k0", 100), Ok(WriteOutcome::Set { revision: 6 }));
+        assert_eq!(
+            quota_set(&mut sm, quota, None, "k0", 100),
+            Ok(WriteOutcome::Set { revision: 6 })
+        );
         quota_set(&mut sm, quota, None, "k0", 10).unwrap();
         assert_eq!(sm.state_bytes(), quota - 90);
         // A delete is always applied and makes room.

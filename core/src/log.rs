@@ -100,7 +100,8 @@ impl MemLog {
             self.last_index() + 1
         );
         let keep = (first.index - self.offset_index - 1) as usize;
-        let dropped: u64 = self.entries.get(keep..).unwrap_or_default().iter().map(entry_bytes).sum();
+        let dropped: u64 =
+            self.entries.get(keep..).unwrap_or_default().iter().map(entry_bytes).sum();
         self.entries.truncate(keep);
         self.entries.extend_from_slice(ents);
         self.bytes = self.bytes - dropped + ents.iter().map(entry_bytes).sum::<u64>();

@@ -36,6 +36,7 @@ pub mod kv_service;
 pub mod metrics;
 pub mod peer_link;
 pub mod peer_service;
+pub mod quota;
 pub mod server;
 pub mod status;
 pub mod storage;

@@ -185,6 +185,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     };
     core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
+    crate::metrics::quota_state_bytes(cfg.quota_state_bytes);
 
     let peer_tls = PeerConnector::Tls(crate::tls::client_config(&cfg.peer_tls)?);
     let server_tls = crate::tls::ReloadableServerTls::load(&cfg.server_tls)?;

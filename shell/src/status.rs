@@ -11,6 +11,7 @@
 //! | `Indeterminate`: timed out after the write was handed to Raft | DEADLINE_EXCEEDED |
 //! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
+//! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
 //! | anything else (a bug) | INTERNAL |
 //!
 //! A write sent to a follower is not forwarded: the answer is UNAVAILABLE with the leader's
@@ -34,6 +35,7 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
         Error::Indeterminate => Status::deadline_exceeded(e.to_string()),
         Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
         Error::Session(_) => Status::aborted(e.to_string()),
+        Error::QuotaExceeded(_) => Status::resource_exhausted(e.to_string()),
         _ => Status::internal("internal error"),
     }
 }
@@ -84,6 +86,7 @@ pub fn code_label(code: Code) -> &'static str {
         Code::DeadlineExceeded => "deadline_exceeded",
         Code::FailedPrecondition => "failed_precondition",
         Code::Aborted => "aborted",
+        Code::ResourceExhausted => "resource_exhausted",
         Code::Internal => "internal",
         _ => "other",
     }
@@ -111,5 +114,12 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         let s = from_core(&SessionError::ResultDiscarded.into(), Some(&hint));
         assert_eq!(s.code(), Code::Aborted);
+        let s = from_core(&mokv_core::QuotaExceeded::new(900, 200, 1_000).into(), None);
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "state quota exceeded: the data holds 900 bytes, this write would add 200, the quota \
+             is 1000"
+        );
     }
 }

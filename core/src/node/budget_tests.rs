@@ -142,7 +142,8 @@ fn the_state_quota_refuses_growth_until_a_delete_makes_room() {
     assert!(!refused.to_string().contains("k9"), "no key in the message: {refused}");
     assert!(node.state().get("k9").is_none());
 
-    let reply = call(&mut node, &mut disk, 100, Request::Delete { key: "k0".into(), session: None });
+    let reply =
+        call(&mut node, &mut disk, 100, Request::Delete { key: "k0".into(), session: None });
     assert!(matches!(reply.result, Ok(Response::Delete { existed: true, .. })), "{reply:?}");
     assert!(node.state().state_bytes() < state_bytes);
     let reply = call(&mut node, &mut disk, 101, set("k9", 1_000));
@@ -160,7 +161,8 @@ fn range_pages_are_bounded_by_max_page_bytes() {
     let mut query = RangeQuery { limit: 100, ..RangeQuery::default() };
     let mut pages = Vec::new();
     for id in 100.. {
-        let request = Request::Range { query: query.clone(), consistency: Consistency::Linearizable };
+        let request =
+            Request::Range { query: query.clone(), consistency: Consistency::Linearizable };
         let Ok(Response::Range(page)) = call(&mut node, &mut disk, id, request).result else {
             panic!("range failed");
         };
