@@ -151,6 +151,10 @@ const KEYS: &[&str] = &[
     "leave-on-shutdown",
     "gossip-probe-ms",
     "gossip-suspect-ms",
+    "snapshot-threshold-bytes",
+    "max-in-memory-log-bytes",
+    "max-page-bytes",
+    "quota-state-bytes",
 ];
 
 #[test]
