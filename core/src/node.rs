@@ -265,7 +265,12 @@ impl Node {
         let mut sm = StateMachine::new(config.session_limits);
         if let Some(bytes) = &durable.snapshot {
             let image = SnapshotImage::decode(bytes).map_err(RecoveryError::Snapshot)?;
-            log.install_snapshot(raft_snapshot(&image, bytes.clone()));
+            log.install_snapshot(raft_snapshot(
+                image.index,
+                image.term,
+                image.state.conf(),
+                bytes.clone(),
+            ));
             sm = image.state;
         }
         if let Some(bytes) = &durable.hard_state {
@@ -764,12 +769,12 @@ fn encode_pb(m: &impl protobuf::Message) -> Vec<u8> {
     m.write_to_bytes().unwrap_or_default()
 }
 
-fn raft_snapshot(image: &SnapshotImage, bytes: Vec<u8>) -> Snapshot {
+fn raft_snapshot(index: u64, term: u64, conf: &Conf, bytes: Vec<u8>) -> Snapshot {
     let mut snap = Snapshot::default();
     snap.data = bytes.into();
     let meta = snap.mut_metadata();
-    meta.index = image.index;
-    meta.term = image.term;
-    meta.set_conf_state(image.state.conf().to_raft());
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(conf.to_raft());
     snap
 }

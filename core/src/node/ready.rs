@@ -354,9 +354,9 @@ impl Node {
             return;
         }
         let Ok(term) = store.term(applied) else { return };
-        let image = SnapshotImage { index: applied, term, state: self.sm.clone() };
-        let bytes = image.encode();
-        let snapshot = raft_snapshot(&image, bytes.clone());
+        // Encoded from the live state: taking a snapshot never copies the state itself.
+        let bytes = crate::snapshot::encode_state(applied, term, &self.sm);
+        let snapshot = raft_snapshot(applied, term, self.sm.conf(), bytes.clone());
         let keep_from = applied.saturating_sub(self.config.log_keep_entries);
         let store = self.raw.mut_store();
         store.set_snapshot(snapshot);
