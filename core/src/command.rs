@@ -8,8 +8,11 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 
-/// Format version written as the first byte of every encoded proposal.
+/// Format version written as the first byte of every encoded proposal: 1 without a state
+/// quota, 2 with one (after `proposed_at_ms`). Version 1 stays the encoding of a proposal
+/// without a quota, so such proposals keep their bytes.
 const PROPOSAL_VERSION: u8 = 1;
+const PROPOSAL_VERSION_WITH_QUOTA: u8 = 2;
 
 /// Tag bytes of [`Command`] variants. Numbers are never reused; new commands (CAS,
 /// transactions) take new tags.
@@ -88,13 +91,19 @@ pub struct Proposal {
     /// The proposing leader's clock in milliseconds. The state machine has no clock of its
     /// own; this is the only time it ever sees (used for session expiry).
     pub proposed_at_ms: u64,
+    /// The proposing leader's state quota (`Config::quota_state_bytes`). Every replica
+    /// decides with this one, so replicas configured differently still refuse the same writes.
+    pub quota_state_bytes: Option<u64>,
     pub command: Command,
 }
 
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.payload_len());
-        w.put_u8(PROPOSAL_VERSION);
+        w.put_u8(match self.quota_state_bytes {
+            None => PROPOSAL_VERSION,
+            Some(_) => PROPOSAL_VERSION_WITH_QUOTA,
+        });
         match &self.session {
             None => w.put_bool(false),
             Some(s) => {
@@ -105,6 +114,9 @@ impl Proposal {
             }
         }
         w.put_u64(self.proposed_at_ms);
+        if let Some(quota) = self.quota_state_bytes {
+            w.put_u64(quota);
+        }
         match &self.command {
             Command::Set { key, value } => {
                 w.put_u8(TAG_SET);
@@ -121,10 +133,11 @@ impl Proposal {
 
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
         let mut r = Reader::new(bytes);
-        match r.get_u8()? {
-            PROPOSAL_VERSION => {}
+        let with_quota = match r.get_u8()? {
+            PROPOSAL_VERSION => false,
+            PROPOSAL_VERSION_WITH_QUOTA => true,
             v => return Err(DecodeError::UnsupportedVersion(u32::from(v))),
-        }
+        };
         let session = if r.get_bool()? {
             Some(SessionRef {
                 client_id: r.get_u64()?,
@@ -135,6 +148,7 @@ impl Proposal {
             None
         };
         let proposed_at_ms = r.get_u64()?;
+        let quota_state_bytes = if with_quota { Some(r.get_u64()?) } else { None };
         let command = match r.get_u8()? {
             TAG_SET => {
                 let key = r.get_str()?.to_owned();
@@ -145,7 +159,7 @@ impl Proposal {
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
         r.finish()?;
-        Ok(Proposal { session, proposed_at_ms, command })
+        Ok(Proposal { session, proposed_at_ms, quota_state_bytes, command })
     }
 
     /// Size hint for the variable part, so encoding allocates once.
@@ -177,8 +191,13 @@ pub(crate) mod tests {
     }
 
     fn arb_proposal() -> impl Strategy<Value = Proposal> {
-        (arb_session(), any::<u64>(), arb_command()).prop_map(
-            |(session, proposed_at_ms, command)| Proposal { session, proposed_at_ms, command },
+        (arb_session(), any::<u64>(), proptest::option::of(any::<u64>()), arb_command()).prop_map(
+            |(session, proposed_at_ms, quota_state_bytes, command)| Proposal {
+                session,
+                proposed_at_ms,
+                quota_state_bytes,
+                command,
+            },
         )
     }
 
@@ -186,6 +205,7 @@ pub(crate) mod tests {
         Proposal {
             session: Some(SessionRef { client_id: 7, seq: 3, first_unacked_seq: 2 }),
             proposed_at_ms: 1_000,
+            quota_state_bytes: None,
             command: Command::Set { key: "k".into(), value: b"v".to_vec() },
         }
     }
@@ -193,8 +213,8 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unknown_version() {
         let mut bytes = sample().encode();
-        bytes[0] = 2;
-        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnsupportedVersion(2)));
+        bytes[0] = 3;
+        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnsupportedVersion(3)));
     }
 
     #[test]
@@ -204,6 +224,17 @@ pub(crate) mod tests {
         // version (1) + session flag (1) + proposed_at_ms (8), then the tag.
         bytes[10] = 99;
         assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnknownTag(99)));
+    }
+
+    #[test]
+    fn a_quota_is_version_2_and_no_quota_keeps_version_1_bytes() {
+        let plain = sample().encode();
+        assert_eq!(plain[0], 1);
+        let with = Proposal { quota_state_bytes: Some(1 << 20), ..sample() };
+        let bytes = with.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(bytes.len(), plain.len() + 8);
+        assert_eq!(Proposal::decode(&bytes).unwrap(), with);
     }
 
     #[test]
@@ -218,6 +249,7 @@ pub(crate) mod tests {
         let p = Proposal {
             session: None,
             proposed_at_ms: 0,
+            quota_state_bytes: None,
             command: Command::Delete { key: "ab".into() },
         };
         let mut bytes = p.encode();

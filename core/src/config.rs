@@ -30,6 +30,14 @@ pub struct Config {
     pub max_inflight_appends: usize,
     /// Take a snapshot (and compact the log) after this many applied entries.
     pub snapshot_threshold_entries: u64,
+    /// Take a snapshot (and compact the log) once the entries applied since the last one hold
+    /// this many bytes, whatever their number.
+    pub snapshot_threshold_bytes: u64,
+    /// Bound on the in-memory Raft log. Applied entries are compacted, oldest first (taking a
+    /// snapshot when the ones left are not yet covered by one), until the log fits again; the
+    /// leader also refuses proposals as busy once its uncommitted entries hold this many bytes
+    /// (raft-rs `max_uncommitted_size`). At least `max_append_bytes`.
+    pub max_in_memory_log_bytes: u64,
     /// Entries kept in the log behind a snapshot so slightly lagging followers catch up from
     /// the log rather than by snapshot.
     pub log_keep_entries: u64,
@@ -48,6 +56,16 @@ pub struct Config {
     pub default_page_size: usize,
     /// The cap on any page.
     pub max_page_size: usize,
+    /// The cap on the keys and values of one page, in bytes (a page always holds at least one
+    /// item, so that paging makes progress). The default keeps a page of default-sized values
+    /// under gRPC's 4 MiB default message limit.
+    pub max_page_bytes: usize,
+    /// The state quota (like etcd's `quota-backend-bytes`): a write that would take the data
+    /// ([`crate::StateMachine::state_bytes`]) past it is refused with
+    /// [`crate::Error::QuotaExceeded`]; deletes and writes that do not grow the data are always
+    /// applied. The leader stamps its quota into each proposal and every replica decides with
+    /// that one, at apply time, so all replicas refuse the same writes. `None`: no quota.
+    pub quota_state_bytes: Option<u64>,
     /// A learner marked auto-promote becomes a voter once it is at most this many entries
     /// behind the leader's last index.
     pub promote_lag_entries: u64,
@@ -74,6 +92,8 @@ impl Config {
             max_append_bytes: 1024 * 1024,
             max_inflight_appends: 256,
             snapshot_threshold_entries: 10_000,
+            snapshot_threshold_bytes: 64 << 20,
+            max_in_memory_log_bytes: 256 << 20,
             log_keep_entries: 1_000,
             request_timeout_ticks: 50,
             read_retry_ticks: 10,
@@ -81,6 +101,8 @@ impl Config {
             max_read_rounds_in_flight: 1,
             default_page_size: 100,
             max_page_size: 1_000,
+            max_page_bytes: 2 << 20,
+            quota_state_bytes: None,
             promote_lag_entries: 100,
             session_limits: SessionLimits::default(),
             gossip: None,
@@ -118,6 +140,16 @@ impl Config {
         }
         if self.snapshot_threshold_entries == 0 {
             return bad("snapshot_threshold_entries", "must be positive");
+        }
+        if self.snapshot_threshold_bytes == 0 {
+            return bad("snapshot_threshold_bytes", "must be positive");
+        }
+        // raft-rs refuses an uncommitted-size limit below its message size.
+        if self.max_in_memory_log_bytes < self.max_append_bytes {
+            return bad("max_in_memory_log_bytes", "must be at least max_append_bytes");
+        }
+        if self.max_page_bytes == 0 {
+            return bad("max_page_bytes", "must be positive");
         }
         if let Some(g) = &self.gossip {
             if g.identity.raft_id != self.id || !g.identity.is_well_formed() {

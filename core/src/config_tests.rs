@@ -10,12 +10,15 @@ fn defaults_are_valid() {
 #[test]
 fn each_check_names_its_field() {
     type BreakIt = fn(&mut Config);
-    let cases: [(&str, BreakIt); 5] = [
+    let cases: [(&str, BreakIt); 8] = [
         ("id", |c| c.id = 0),
         ("election_ticks", |c| c.election_ticks = 1),
         ("heartbeat_ticks", |c| c.heartbeat_ticks = c.election_ticks),
         ("max_key_bytes", |c| c.max_key_bytes = 0),
         ("snapshot_threshold_entries", |c| c.snapshot_threshold_entries = 0),
+        ("snapshot_threshold_bytes", |c| c.snapshot_threshold_bytes = 0),
+        ("max_in_memory_log_bytes", |c| c.max_in_memory_log_bytes = c.max_append_bytes - 1),
+        ("max_page_bytes", |c| c.max_page_bytes = 0),
     ];
     for (field, break_it) in cases {
         let mut c = Config::new(1, 0);

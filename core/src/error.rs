@@ -73,6 +73,31 @@ pub enum Error {
     Indeterminate,
     #[error("session: {0}")]
     Session(#[from] SessionError),
+    /// The write would take the data past the state quota; it was not applied. Deleting keys
+    /// (or writing smaller values) makes room.
+    #[error("state quota exceeded: {0}")]
+    QuotaExceeded(#[from] QuotaExceeded),
+}
+
+/// Why a write was refused by the state quota: sizes only, never keys or values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the data holds {state_bytes} bytes, this write would add {growth_bytes}, the quota is {quota_bytes}"
+)]
+#[non_exhaustive]
+pub struct QuotaExceeded {
+    /// [`crate::StateMachine::state_bytes`] when the write was refused.
+    pub state_bytes: u64,
+    /// By how much the write would have grown it.
+    pub growth_bytes: u64,
+    /// The quota the leader stamped into the proposal.
+    pub quota_bytes: u64,
+}
+
+impl QuotaExceeded {
+    pub const fn new(state_bytes: u64, growth_bytes: u64, quota_bytes: u64) -> Self {
+        Self { state_bytes, growth_bytes, quota_bytes }
+    }
 }
 
 impl Error {
@@ -83,7 +108,10 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::InvalidArgument(_) => ErrorClass::Misuse,
-            Error::NotLeader { .. } | Error::Unavailable(_) => ErrorClass::Retryable,
+            // Nothing was applied; retrying is safe, and succeeds once room has been made.
+            Error::NotLeader { .. } | Error::Unavailable(_) | Error::QuotaExceeded(_) => {
+                ErrorClass::Retryable
+            }
             Error::Indeterminate => ErrorClass::Indeterminate,
             Error::Session(SessionError::Expired) => ErrorClass::Misuse,
             Error::Session(_) => ErrorClass::Indeterminate,

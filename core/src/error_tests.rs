@@ -20,6 +20,10 @@ fn every_error_has_its_class() {
         (Error::Indeterminate, ErrorClass::Indeterminate),
         (SessionError::Expired.into(), ErrorClass::Misuse),
         (SessionError::ResultDiscarded.into(), ErrorClass::Indeterminate),
+        (
+            QuotaExceeded { state_bytes: 10, growth_bytes: 2, quota_bytes: 11 }.into(),
+            ErrorClass::Retryable,
+        ),
     ];
     for (error, class) in rows {
         assert_eq!(error.class(), class, "{error:?}");

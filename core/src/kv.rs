@@ -9,8 +9,22 @@ use std::ops::Bound;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::command::{Command, Proposal, WriteOutcome};
+use crate::error::{Error, QuotaExceeded};
 use crate::members::{Conf, MemberInfo, MemberTable};
-use crate::session::{SessionError, SessionLimits, Sessions};
+use crate::session::{SessionLimits, Sessions};
+
+/// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
+/// fixed part in the snapshot encoding (two length prefixes and three u64s).
+const KEY_OVERHEAD_BYTES: u64 = 4 + 4 + 8 * 3;
+
+/// What one [`RangeItem`] costs towards a page's byte bound besides its key and value: the
+/// fixed part of its gRPC encoding (three varint revisions, field tags and lengths), rounded up.
+const RANGE_ITEM_OVERHEAD_BYTES: usize = 48;
+
+/// The bytes `key` holding `value` adds to [`StateMachine::state_bytes`].
+fn key_state_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64 + KEY_OVERHEAD_BYTES
+}
 
 /// A stored value with the log indices that explain it (etcd's `create_revision`,
 /// `mod_revision`, `version`).
@@ -101,6 +115,8 @@ fn decode_page_token(token: &str) -> Result<String, InvalidPageToken> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateMachine {
     data: BTreeMap<String, Versioned>,
+    /// [`key_state_bytes`] summed over `data` (derived from it, so not encoded).
+    state_bytes: u64,
     sessions: Sessions,
     members: MemberTable,
     conf: Conf,
@@ -117,6 +133,7 @@ impl StateMachine {
     pub(crate) fn new(limits: SessionLimits) -> Self {
         Self {
             data: BTreeMap::new(),
+            state_bytes: 0,
             sessions: Sessions::new(limits),
             members: MemberTable::new(),
             conf: Conf::default(),
@@ -131,17 +148,29 @@ impl StateMachine {
     /// Applies one committed proposal at raft log `index`. Deterministic. Also advances
     /// applied_index.
     ///
-    /// A session error is a normal outcome (the entry is still consumed): the client is told,
-    /// and every replica refuses the same way.
-    pub(crate) fn apply(
-        &mut self,
-        index: u64,
-        proposal: &Proposal,
-    ) -> Result<WriteOutcome, SessionError> {
+    /// A session error or a write over the proposal's state quota is a normal outcome (the
+    /// entry is still consumed): the client is told, and every replica refuses the same way.
+    /// The quota is checked after deduplication, so a retry of a write that was applied gets
+    /// its first answer even once the state is full.
+    pub(crate) fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, Error> {
         self.advance_applied(index);
         let data = &mut self.data;
+        let state_bytes = &mut self.state_bytes;
+        let command = &proposal.command;
         self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
-            apply_command(data, index, &proposal.command)
+            let growth_bytes = growth_bytes(data, command);
+            if let Some(quota_bytes) = proposal.quota_state_bytes {
+                if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
+                    let state_bytes = *state_bytes;
+                    return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
+                }
+            }
+            let key = key_of(command);
+            let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+            let outcome = apply_command(data, index, command);
+            let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+            *state_bytes = *state_bytes - before + after;
+            Ok(outcome)
         })
     }
 
@@ -168,8 +197,19 @@ impl StateMachine {
         self.data.get(key)
     }
 
-    /// One page of keys in ascending byte order.
-    pub(crate) fn range(&self, q: &RangeQuery) -> Result<RangePage, InvalidPageToken> {
+    /// Bytes of the data: every key and value plus a fixed cost per key (its size in a
+    /// snapshot). What the state quota bounds.
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes
+    }
+
+    /// One page of keys in ascending byte order: at most `q.limit` items and, past the first,
+    /// at most `max_bytes` of keys and values (see `RANGE_ITEM_OVERHEAD_BYTES`).
+    pub(crate) fn range(
+        &self,
+        q: &RangeQuery,
+        max_bytes: usize,
+    ) -> Result<RangePage, InvalidPageToken> {
         let first = q.prefix.as_str().max(q.start_key.as_str());
         let last = if q.page_token.is_empty() {
             None
@@ -187,23 +227,33 @@ impl StateMachine {
             _ => Bound::Included(first),
         };
         let limit = q.limit.max(1);
-        let mut matching = self
+        let matching = self
             .data
             .range::<str, _>((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&q.prefix));
-        let items: Vec<RangeItem> = matching
-            .by_ref()
-            .take(limit)
-            .map(|(k, v)| RangeItem {
+        let mut items: Vec<RangeItem> = Vec::new();
+        let mut page_bytes = 0usize;
+        let mut more = false;
+        for (k, v) in matching {
+            let value: &[u8] = if q.keys_only { &[] } else { &v.value };
+            let item_bytes = k.len() + value.len() + RANGE_ITEM_OVERHEAD_BYTES;
+            if items.len() == limit
+                || (!items.is_empty() && page_bytes.saturating_add(item_bytes) > max_bytes)
+            {
+                more = true;
+                break;
+            }
+            page_bytes += item_bytes;
+            items.push(RangeItem {
                 key: k.clone(),
-                value: if q.keys_only { Vec::new() } else { v.value.clone() },
+                value: value.to_vec(),
                 create_index: v.create_index,
                 mod_index: v.mod_index,
                 version: v.version,
-            })
-            .collect();
-        let next_page_token = match (matching.next(), items.last()) {
-            (Some(_), Some(last)) => encode_page_token(&last.key),
+            });
+        }
+        let next_page_token = match items.last() {
+            Some(last) if more => encode_page_token(&last.key),
             _ => String::new(),
         };
         Ok(RangePage { items, next_page_token })
@@ -295,6 +345,7 @@ impl StateMachine {
         // Two length prefixes and three u64s.
         let n = r.get_count(4 + 4 + 8 * 3)?;
         let mut data = BTreeMap::new();
+        let mut state_bytes = 0u64;
         for _ in 0..n {
             let key = r.get_str()?;
             if data.last_key_value().is_some_and(|(prev, _): (&String, _)| prev.as_str() >= key) {
@@ -310,9 +361,28 @@ impl StateMachine {
             if v.version == 0 || v.create_index > v.mod_index || v.mod_index > applied_index {
                 return Err(DecodeError::Invalid("key version"));
             }
+            state_bytes += key_state_bytes(&key, &v.value);
             data.insert(key, v);
         }
-        Ok(Self { data, sessions, members, conf, applied_index })
+        Ok(Self { data, state_bytes, sessions, members, conf, applied_index })
+    }
+}
+
+/// The key a command writes.
+fn key_of(command: &Command) -> &str {
+    match command {
+        Command::Set { key, .. } | Command::Delete { key } => key,
+    }
+}
+
+/// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not).
+fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
+    match command {
+        Command::Set { key, value } => {
+            let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+            key_state_bytes(key, value).saturating_sub(before)
+        }
+        Command::Delete { .. } => 0,
     }
 }
 
@@ -353,6 +423,7 @@ fn apply_command(
 pub(crate) mod tests {
     use super::*;
     use crate::command::SessionRef;
+    use crate::session::SessionError;
     use proptest::prelude::*;
 
     /// One random step against the state machine and the model.
@@ -422,14 +493,10 @@ pub(crate) mod tests {
     }
 
     fn proposal(now: u64, session: Option<SessionRef>, command: Command) -> Proposal {
-        Proposal { session, proposed_at_ms: now, command }
+        Proposal { session, proposed_at_ms: now, quota_state_bytes: None, command }
     }
 
-    fn step(
-        sm: &mut StateMachine,
-        now: &mut u64,
-        op: &Op,
-    ) -> Option<Result<WriteOutcome, SessionError>> {
+    fn step(sm: &mut StateMachine, now: &mut u64, op: &Op) -> Option<Result<WriteOutcome, Error>> {
         let index = sm.applied_index() + 1;
         let p = match op {
             Op::Set(k, v) => {
@@ -455,11 +522,17 @@ pub(crate) mod tests {
     }
 
     /// Every key of `sm` under `q`, by following page tokens to the end.
-    fn page_through(sm: &StateMachine, mut q: RangeQuery) -> Vec<RangeItem> {
+    fn page_through(sm: &StateMachine, mut q: RangeQuery, max_bytes: usize) -> Vec<RangeItem> {
         let mut all = Vec::new();
         for _ in 0..1_000 {
-            let page = sm.range(&q).unwrap();
+            let page = sm.range(&q, max_bytes).unwrap();
             assert!(page.items.len() <= q.limit.max(1));
+            let bytes: usize = page
+                .items
+                .iter()
+                .map(|i| i.key.len() + i.value.len() + RANGE_ITEM_OVERHEAD_BYTES)
+                .sum();
+            assert!(page.items.len() == 1 || bytes <= max_bytes, "{bytes} > {max_bytes}");
             all.extend(page.items);
             if page.next_page_token.is_empty() {
                 return all;
@@ -512,11 +585,13 @@ pub(crate) mod tests {
                             .iter()
                             .filter(|(k, _)| k.starts_with(prefix.as_str()) && *k >= start_key)
                             .collect();
-                        let first = sm.range(&q).unwrap();
+                        let first = sm.range(&q, usize::MAX).unwrap();
                         let n = (*limit).max(1).min(expected.len());
                         prop_assert_eq!(first.items.len(), n);
                         prop_assert_eq!(first.next_page_token.is_empty(), expected.len() <= n);
-                        let all = page_through(&sm, q);
+                        let all = page_through(&sm, q.clone(), usize::MAX);
+                        // A byte bound changes the pages, never what they add up to.
+                        prop_assert_eq!(&page_through(&sm, q, 2 * RANGE_ITEM_OVERHEAD_BYTES), &all);
                         let got: Vec<(&String, &Vec<u8>)> =
                             all.iter().map(|i| (&i.key, &i.value)).collect();
                         if *keys_only {
@@ -530,6 +605,8 @@ pub(crate) mod tests {
                     }
                 }
                 prop_assert_eq!(sm.len(), model.len());
+                let state_bytes: u64 = model.iter().map(|(k, v)| key_state_bytes(k, v)).sum();
+                prop_assert_eq!(sm.state_bytes(), state_bytes);
             }
         }
 
@@ -562,7 +639,7 @@ pub(crate) mod tests {
         fn garbage_page_tokens_are_rejected_or_valid(token in ".{0,12}", prefix in "[ab]{0,2}") {
             let sm = build(&[Op::Set("a".into(), vec![1]), Op::Set("b".into(), vec![2])]);
             let q = RangeQuery { prefix, limit: 1, page_token: token, ..RangeQuery::default() };
-            let _ = sm.range(&q);
+            let _ = sm.range(&q, usize::MAX);
         }
     }
 
@@ -572,7 +649,7 @@ pub(crate) mod tests {
         session: Option<SessionRef>,
         key: &str,
         value: &[u8],
-    ) -> Result<WriteOutcome, SessionError> {
+    ) -> Result<WriteOutcome, Error> {
         let index = sm.applied_index() + 1;
         sm.apply(
             index,
@@ -628,6 +705,7 @@ pub(crate) mod tests {
         let del = Proposal {
             session: sref(9, 3, 1),
             proposed_at_ms: 0,
+            quota_state_bytes: None,
             command: Command::Delete { key: "missing".into() },
         };
         let first = sm.apply(5, &del);
@@ -640,7 +718,10 @@ pub(crate) mod tests {
         let mut sm = StateMachine::default();
         set(&mut sm, 0, sref(9, 1, 1), "k", b"1").unwrap();
         set(&mut sm, 0, sref(9, 2, 2), "k", b"2").unwrap();
-        assert_eq!(set(&mut sm, 0, sref(9, 1, 1), "k", b"1"), Err(SessionError::ResultDiscarded));
+        assert_eq!(
+            set(&mut sm, 0, sref(9, 1, 1), "k", b"1"),
+            Err(SessionError::ResultDiscarded.into())
+        );
         assert_eq!(sm.get("k").unwrap().value, b"2");
     }
 
@@ -655,10 +736,10 @@ pub(crate) mod tests {
         set(&mut sm, 200, sref(2, 1, 1), "b", b"").unwrap();
         set(&mut sm, 300, sref(3, 1, 1), "c", b"").unwrap();
         // Client 1 was the least recently active.
-        assert_eq!(set(&mut sm, 300, sref(1, 2, 2), "a", b""), Err(SessionError::Expired));
+        assert_eq!(set(&mut sm, 300, sref(1, 2, 2), "a", b""), Err(SessionError::Expired.into()));
         assert!(sm.sessions().get(2).is_some());
         set(&mut sm, 1_250, None, "z", b"").unwrap();
-        assert_eq!(set(&mut sm, 1_250, sref(2, 2, 2), "b", b""), Err(SessionError::Expired));
+        assert_eq!(set(&mut sm, 1_250, sref(2, 2, 2), "b", b""), Err(SessionError::Expired.into()));
         assert_eq!(
             set(&mut sm, 0, sref(3, 2, 2), "c", b"x"),
             Ok(WriteOutcome::Set { revision: 7 })
@@ -669,9 +750,90 @@ pub(crate) mod tests {
     #[test]
     fn unknown_session_with_acked_seqs_is_expired() {
         let mut sm = StateMachine::default();
-        assert_eq!(set(&mut sm, 0, sref(4, 5, 3), "k", b"v"), Err(SessionError::Expired));
+        assert_eq!(set(&mut sm, 0, sref(4, 5, 3), "k", b"v"), Err(SessionError::Expired.into()));
         assert!(sm.get("k").is_none());
         assert_eq!(sm.applied_index(), 1);
+    }
+
+    fn quota_set(
+        sm: &mut StateMachine,
+        quota: u64,
+        session: Option<SessionRef>,
+        key: &str,
+        value_len: usize,
+    ) -> Result<WriteOutcome, Error> {
+        let index = sm.applied_index() + 1;
+        let command = Command::Set { key: key.into(), value: vec![1; value_len] };
+        let p = Proposal { session, proposed_at_ms: 0, quota_state_bytes: Some(quota), command };
+        sm.apply(index, &p)
+    }
+
+    #[test]
+    fn the_quota_refuses_growth_and_allows_deletes_and_shrinking() {
+        let mut sm = StateMachine::default();
+        let one = key_state_bytes("k0", &[0; 100]);
+        let quota = 3 * one;
+        for i in 0..3 {
+            quota_set(&mut sm, quota, None, &format!("k{i}"), 100).unwrap();
+        }
+        assert_eq!(sm.state_bytes(), quota);
+        let refused = quota_set(&mut sm, quota, None, "k3", 100);
+        let expected = QuotaExceeded { state_bytes: quota, growth_bytes: one, quota_bytes: quota };
+        assert_eq!(refused, Err(expected.into()));
+        assert!(sm.get("k3").is_none());
+        assert_eq!(sm.applied_index(), 4, "a refused write still consumes its entry");
+        // Growing an existing key is refused too; rewriting it at its size or smaller is not.
+        assert!(quota_set(&mut sm, quota, None, "k0", 101).is_err());
+        assert_eq!(
+            quota_set(&mut sm, quota, None, "k0", 100),
+            Ok(WriteOutcome::Set { revision: 6 })
+        );
+        quota_set(&mut sm, quota, None, "k0", 10).unwrap();
+        assert_eq!(sm.state_bytes(), quota - 90);
+        // A delete is always applied and makes room.
+        let del = Proposal {
+            session: None,
+            proposed_at_ms: 0,
+            quota_state_bytes: Some(0),
+            command: Command::Delete { key: "k1".into() },
+        };
+        sm.apply(8, &del).unwrap();
+        assert_eq!(sm.state_bytes(), 2 * one - 90);
+        quota_set(&mut sm, quota, None, "k3", 100).unwrap();
+        // The quota travels in the proposal: without one, nothing is refused.
+        set(&mut sm, 0, None, "k4", &[0; 1000]).unwrap();
+        assert!(sm.state_bytes() > quota);
+    }
+
+    #[test]
+    fn under_a_full_quota_a_retry_still_gets_its_first_answer() {
+        let mut sm = StateMachine::default();
+        let quota = key_state_bytes("a", &[0; 10]);
+        let first = quota_set(&mut sm, quota, sref(5, 1, 1), "a", 10);
+        assert_eq!(first, Ok(WriteOutcome::Set { revision: 1 }));
+        assert_eq!(quota_set(&mut sm, quota, sref(5, 1, 1), "a", 10), first);
+        // A refused seq is not remembered: once there is room, a copy of it applies.
+        assert!(quota_set(&mut sm, quota, sref(5, 2, 1), "b", 10).is_err());
+        assert!(quota_set(&mut sm, 2 * quota, sref(5, 2, 1), "b", 10).is_ok());
+        assert!(sm.get("b").is_some());
+    }
+
+    #[test]
+    fn pages_are_bounded_by_bytes_but_hold_at_least_one_item() {
+        let sm = build(&[
+            Op::Set("a".into(), vec![0; 100]),
+            Op::Set("b".into(), vec![0; 100]),
+            Op::Set("c".into(), vec![0; 10]),
+        ]);
+        let item = 1 + 100 + RANGE_ITEM_OVERHEAD_BYTES;
+        let q = RangeQuery { limit: 10, ..RangeQuery::default() };
+        let page = sm.range(&q, 2 * item - 1).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.next_page_token, encode_page_token("a"));
+        let page = sm.range(&q, 1).unwrap();
+        assert_eq!(page.items.len(), 1, "one item even over the bound");
+        let q = RangeQuery { keys_only: true, ..q };
+        assert_eq!(sm.range(&q, 3 * (1 + RANGE_ITEM_OVERHEAD_BYTES)).unwrap().items.len(), 3);
     }
 
     #[test]
@@ -684,13 +846,13 @@ pub(crate) mod tests {
             ..RangeQuery::default()
         };
         for token in ["x", "v1.6", "v1.zz", "v1.ff", "v2.61", "v1.6A"] {
-            assert_eq!(sm.range(&q("", token)), Err(InvalidPageToken));
+            assert_eq!(sm.range(&q("", token), usize::MAX), Err(InvalidPageToken));
         }
         // A token from another prefix.
-        assert_eq!(sm.range(&q("a", "v1.62")), Err(InvalidPageToken));
-        let page = sm.range(&q("a", "")).unwrap();
+        assert_eq!(sm.range(&q("a", "v1.62"), usize::MAX), Err(InvalidPageToken));
+        let page = sm.range(&q("a", ""), usize::MAX).unwrap();
         assert_eq!(page.next_page_token, encode_page_token("aa"));
-        let page = sm.range(&q("a", &page.next_page_token)).unwrap();
+        let page = sm.range(&q("a", &page.next_page_token), usize::MAX).unwrap();
         assert_eq!(page.items[0].key, "ab");
         assert_eq!(page.next_page_token, "");
         assert_eq!(InvalidPageToken.to_string(), "invalid page token");

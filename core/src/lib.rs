@@ -48,7 +48,8 @@ mod snapshot;
 pub use command::SessionRef;
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
-    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
+    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuotaExceeded, RecoveryError,
+    Unavailable,
 };
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};

@@ -19,15 +19,27 @@ pub struct MemLog {
     offset_index: u64,
     offset_term: u64,
     entries: Vec<Entry>,
+    /// [`entry_bytes`] summed over `entries`.
+    bytes: u64,
     /// The most recent snapshot (data included), sent to followers that are behind the log.
     snapshot: Snapshot,
     /// Set when raft-rs asked for a snapshot newer than the one we hold.
     snapshot_wanted: Cell<bool>,
 }
 
+/// What one entry costs in memory: its payload and context plus the `Entry` itself.
+pub fn entry_bytes(e: &Entry) -> u64 {
+    (e.data.len() + e.context.len() + std::mem::size_of::<Entry>()) as u64
+}
+
 impl MemLog {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Bytes held by the entries in memory ([`entry_bytes`] of each).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -61,6 +73,7 @@ impl MemLog {
         self.offset_index = meta.index;
         self.offset_term = meta.term;
         self.entries.clear();
+        self.bytes = 0;
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.conf_state = meta.get_conf_state().clone();
@@ -87,8 +100,11 @@ impl MemLog {
             self.last_index() + 1
         );
         let keep = (first.index - self.offset_index - 1) as usize;
+        let dropped: u64 =
+            self.entries.get(keep..).unwrap_or_default().iter().map(entry_bytes).sum();
         self.entries.truncate(keep);
         self.entries.extend_from_slice(ents);
+        self.bytes = self.bytes - dropped + ents.iter().map(entry_bytes).sum::<u64>();
     }
 
     /// Drops entries up to and including `index` (which must be applied).
@@ -99,9 +115,28 @@ impl MemLog {
         let index = index.min(self.last_index());
         let term = self.term(index).unwrap_or(self.offset_term);
         let drop = (index - self.offset_index) as usize;
-        self.entries.drain(..drop);
+        let dropped: u64 = self.entries.drain(..drop).map(|e| entry_bytes(&e)).sum();
+        self.bytes -= dropped;
         self.offset_index = index;
         self.offset_term = term;
+    }
+
+    /// Drops the oldest entries, none above `up_to`, until at most `budget` bytes are left.
+    /// Returns the new compaction index when it moved.
+    pub fn compact_to_fit(&mut self, budget: u64, up_to: u64) -> Option<u64> {
+        let mut bytes = self.bytes;
+        let mut to = self.offset_index;
+        for e in &self.entries {
+            if bytes <= budget || e.index > up_to {
+                break;
+            }
+            bytes -= entry_bytes(e);
+            to = e.index;
+        }
+        (to > self.offset_index).then(|| {
+            self.compact_to(to);
+            to
+        })
     }
 
     pub fn entry(&self, index: u64) -> Option<&Entry> {
@@ -198,6 +233,32 @@ mod tests {
         assert!(Storage::term(&log, 0).is_err());
         assert!(log.entries(1, 3, None, GetEntriesContext::empty(false)).is_err());
         assert_eq!(log.entries(2, 3, None, GetEntriesContext::empty(false)).unwrap().len(), 1);
+    }
+
+    fn big(index: u64, len: usize) -> Entry {
+        let mut e = ent(index, 1);
+        e.data = vec![7; len].into();
+        e
+    }
+
+    #[test]
+    fn bytes_follow_appends_truncations_and_compactions() {
+        let mut log = MemLog::new();
+        let size = |len| entry_bytes(&big(0, len));
+        log.append(&[big(1, 10), big(2, 20), big(3, 30)]);
+        assert_eq!(log.bytes(), size(10) + size(20) + size(30));
+        log.append(&[big(3, 5), big(4, 1)]);
+        assert_eq!(log.bytes(), size(10) + size(20) + size(5) + size(1));
+        log.compact_to(1);
+        assert_eq!(log.bytes(), size(20) + size(5) + size(1));
+        // Over budget, but only entries up to 2 may go.
+        assert_eq!(log.compact_to_fit(0, 2), Some(2));
+        assert_eq!(log.bytes(), size(5) + size(1));
+        assert_eq!(log.compact_to_fit(size(5) + size(1), 4), None, "already fits");
+        assert_eq!(log.compact_to_fit(size(1), 4), Some(3));
+        assert_eq!(MemLog::first_index(&log), 4);
+        log.install_snapshot(Snapshot::default());
+        assert_eq!(log.bytes(), 0);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! [`Node`]: one mokv replica as a sans-io state machine.
 
+#[cfg(test)]
+mod budget_tests;
 mod conf_change;
 mod directory;
 mod gossip;
@@ -211,6 +213,9 @@ pub struct Node {
     seen_read_contexts: SeenReadContexts,
     /// Inputs arrived since the last Ready (see the contract on [`Node`]).
     ready_due: bool,
+    /// Bytes of the entries applied since the last snapshot (taken or installed), for
+    /// [`Config::snapshot_threshold_bytes`].
+    applied_bytes_since_snapshot: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -260,7 +265,12 @@ impl Node {
         let mut sm = StateMachine::new(config.session_limits);
         if let Some(bytes) = &durable.snapshot {
             let image = SnapshotImage::decode(bytes).map_err(RecoveryError::Snapshot)?;
-            log.install_snapshot(raft_snapshot(&image, bytes.clone()));
+            log.install_snapshot(raft_snapshot(
+                image.index,
+                image.term,
+                image.state.conf(),
+                bytes.clone(),
+            ));
             sm = image.state;
         }
         if let Some(bytes) = &durable.hard_state {
@@ -300,6 +310,7 @@ impl Node {
             applied: sm.applied_index(),
             max_size_per_msg: config.max_append_bytes,
             max_inflight_msgs: config.max_inflight_appends,
+            max_uncommitted_size: config.max_in_memory_log_bytes,
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
@@ -367,6 +378,7 @@ impl Node {
             meta,
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
+            applied_bytes_since_snapshot: 0,
         };
         if node.meta != stored_meta {
             node.persist_meta(true);
@@ -492,6 +504,7 @@ impl Node {
                 let proposal = Proposal {
                     session,
                     proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Set { key, value },
                 };
                 self.propose_write(id, checked.map(|()| proposal));
@@ -501,6 +514,7 @@ impl Node {
                 let proposal = Proposal {
                     session,
                     proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Delete { key },
                 };
                 self.propose_write(id, checked.map(|()| proposal));
@@ -755,12 +769,12 @@ fn encode_pb(m: &impl protobuf::Message) -> Vec<u8> {
     m.write_to_bytes().unwrap_or_default()
 }
 
-fn raft_snapshot(image: &SnapshotImage, bytes: Vec<u8>) -> Snapshot {
+fn raft_snapshot(index: u64, term: u64, conf: &Conf, bytes: Vec<u8>) -> Snapshot {
     let mut snap = Snapshot::default();
     snap.data = bytes.into();
     let meta = snap.mut_metadata();
-    meta.index = image.index;
-    meta.term = image.term;
-    meta.set_conf_state(image.state.conf().to_raft());
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(conf.to_raft());
     snap
 }

@@ -129,23 +129,28 @@ impl Sessions {
     /// expires idle sessions), then either calls `apply` and remembers its outcome, returns
     /// the remembered outcome of an earlier identical request, or refuses.
     ///
+    /// `apply` may refuse the write (`Err`: nothing was changed, such as a write over the state
+    /// quota). A refusal is answered but not remembered, so the same seq may be applied by a
+    /// later copy. That is safe: copies of one seq are applied in the order the client sent
+    /// them, and the client only sends another after an answer that did not settle the write.
+    ///
     /// Without a session, or with client id 0, `apply` always runs (no deduplication).
-    pub fn execute(
+    pub fn execute<E: From<SessionError>>(
         &mut self,
         proposed_at_ms: u64,
         session: Option<&SessionRef>,
-        apply: impl FnOnce() -> WriteOutcome,
-    ) -> Result<WriteOutcome, SessionError> {
+        apply: impl FnOnce() -> Result<WriteOutcome, E>,
+    ) -> Result<WriteOutcome, E> {
         self.advance_time(proposed_at_ms);
         let Some(s) = session.filter(|s| s.client_id != 0) else {
-            return Ok(apply());
+            return apply();
         };
         let now = self.cluster_time_ms;
         if !self.by_client.contains_key(&s.client_id) {
             if s.first_unacked_seq > 1 {
                 // The client has had answers in a session we no longer know: it expired (or
                 // was evicted), and its earlier writes may be in flight again.
-                return Err(SessionError::Expired);
+                return Err(SessionError::Expired.into());
             }
             self.make_room();
             self.by_client.insert(
@@ -162,9 +167,9 @@ impl Sessions {
             return Ok(outcome);
         }
         if s.seq < session.discarded_below {
-            return Err(SessionError::ResultDiscarded);
+            return Err(SessionError::ResultDiscarded.into());
         }
-        let outcome = apply();
+        let outcome = apply()?;
         session.results.insert(s.seq, outcome);
         while session.results.len() > max_results {
             // Dropping a result also forbids every smaller seq: a pipelined request still in
@@ -296,8 +301,25 @@ mod tests {
     ) -> Result<WriteOutcome, SessionError> {
         s.execute(now, Some(&r), || {
             *applied += 1;
-            WriteOutcome::Set { revision }
+            Ok(WriteOutcome::Set { revision })
         })
+    }
+
+    /// A write without a session at cluster time `now`.
+    fn set_alone(s: &mut Sessions, now: u64, revision: u64) {
+        s.execute(now, None, || Ok::<_, SessionError>(WriteOutcome::Set { revision })).unwrap();
+    }
+
+    /// A refused write is answered, not remembered: a later copy of the seq may apply.
+    #[test]
+    fn a_refusal_is_not_remembered() {
+        let mut s = Sessions::new(SessionLimits::default());
+        let refused = s.execute(0, Some(&sref(1, 1, 1)), || Err(SessionError::Expired));
+        assert_eq!(refused, Err(SessionError::Expired));
+        let mut n = 0;
+        assert_eq!(run(&mut s, 0, sref(1, 1, 1), 2, &mut n), Ok(WriteOutcome::Set { revision: 2 }));
+        assert_eq!(run(&mut s, 0, sref(1, 1, 1), 3, &mut n), Ok(WriteOutcome::Set { revision: 2 }));
+        assert_eq!(n, 1);
     }
 
     fn limits(ttl: u64, sessions: usize, results: usize) -> SessionLimits {
@@ -316,7 +338,7 @@ mod tests {
             run(&mut s, 0, sref(0, 1, 1), rev, &mut n).unwrap();
             s.execute(0, None, || {
                 n += 1;
-                WriteOutcome::Set { revision: rev }
+                Ok::<_, SessionError>(WriteOutcome::Set { revision: rev })
             })
             .unwrap();
         }
@@ -393,18 +415,18 @@ mod tests {
         run(&mut s, 1_000, sref(1, 1, 1), 1, &mut n).unwrap();
         run(&mut s, 1_050, sref(2, 1, 1), 2, &mut n).unwrap();
         // Exactly at the TTL the session lives.
-        s.execute(1_100, None, || WriteOutcome::Set { revision: 3 }).unwrap();
+        set_alone(&mut s, 1_100, 3);
         assert!(s.get(1).is_some());
-        s.execute(1_101, None, || WriteOutcome::Set { revision: 4 }).unwrap();
+        set_alone(&mut s, 1_101, 4);
         assert!(s.get(1).is_none());
         assert!(s.get(2).is_some());
         // A proposal stamped by a leader whose clock lags does not move time back.
-        s.execute(10, None, || WriteOutcome::Set { revision: 5 }).unwrap();
+        set_alone(&mut s, 10, 5);
         assert_eq!(s.cluster_time_ms(), 1_101);
         assert_eq!(run(&mut s, 10, sref(1, 2, 2), 6, &mut n), Err(SessionError::Expired));
         // Activity keeps a session alive.
         run(&mut s, 1_140, sref(2, 2, 2), 7, &mut n).unwrap();
-        s.execute(1_200, None, || WriteOutcome::Set { revision: 8 }).unwrap();
+        set_alone(&mut s, 1_200, 8);
         assert!(s.get(2).is_some());
         assert_eq!(s.get(2).unwrap().last_active_ms(), 1_140);
     }

@@ -81,6 +81,16 @@ declare::settings! {
         /// Snapshot and compact the log after this many applied entries.
         snapshot_threshold_entries as "snapshot-threshold": u64 =
             core_defaults().snapshot_threshold_entries,
+        /// Snapshot and compact the log once the entries applied since the last snapshot hold
+        /// this many bytes.
+        snapshot_threshold_bytes: u64 = core_defaults().snapshot_threshold_bytes,
+        /// Bound on the Raft log held in memory: applied entries are compacted (with a
+        /// snapshot when needed) to stay under it, and the leader refuses proposals as busy
+        /// while its uncommitted entries hold this much.
+        max_in_memory_log_bytes: u64 = core_defaults().max_in_memory_log_bytes,
+        /// Bound on the keys and values of one `Range` page (and of each internal page of
+        /// `List`); a page holds at least one item.
+        max_page_bytes: usize = core_defaults().max_page_bytes,
         /// Remove a member from the Raft configuration after it has been down this long;
         /// 0: never, a down member stays and is reported.
         dead_member_timeout_ms: u64 = core_defaults().dead_member_timeout_ms,
@@ -101,6 +111,10 @@ declare::settings! {
         acl_policy_file: PathBuf,
         /// Prometheus `/metrics` port (unset: off).
         metrics_port: u16,
+        /// State quota (like etcd's `quota-backend-bytes`): writes that would take the data
+        /// (keys, values and 32 bytes per key) past it fail RESOURCE_EXHAUSTED; deletes still
+        /// work. The leader's setting applies to the whole cluster (unset: no quota).
+        quota_state_bytes: u64,
     }
     inputs {
         /// Host (name or IP) other nodes and clients use to reach this node's rpc port.
@@ -372,6 +386,10 @@ impl NodeConfig {
         c.max_value_bytes = self.max_value_bytes;
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
         c.log_keep_entries = c.log_keep_entries.min(self.snapshot_threshold_entries);
+        c.snapshot_threshold_bytes = self.snapshot_threshold_bytes;
+        c.max_in_memory_log_bytes = self.max_in_memory_log_bytes;
+        c.max_page_bytes = self.max_page_bytes;
+        c.quota_state_bytes = self.quota_state_bytes;
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c
     }

@@ -29,6 +29,23 @@ pub(crate) fn node_status(s: &Status) {
     metrics::gauge!("mokv_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });
 }
 
+/// Bytes of the replicated data (`StateMachine::state_bytes`: what the state quota bounds).
+pub fn state_bytes(bytes: u64) {
+    metrics::gauge!("mokv_state_bytes").set(bytes as f64);
+}
+
+/// The configured state quota; not exported without one.
+pub fn quota_state_bytes(quota: Option<u64>) {
+    if let Some(q) = quota {
+        metrics::gauge!("mokv_quota_state_bytes").set(q as f64);
+    }
+}
+
+/// A write was refused by the state quota.
+pub fn quota_refused() {
+    metrics::counter!("mokv_quota_refused_writes_total").increment(1);
+}
+
 /// One client rpc answered with `code`.
 pub(crate) fn request(rpc: &'static str, code: Code) {
     metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => code_label(code)).increment(1);
@@ -70,6 +87,7 @@ fn code_label(code: Code) -> &'static str {
         Code::DeadlineExceeded => "deadline_exceeded",
         Code::FailedPrecondition => "failed_precondition",
         Code::Aborted => "aborted",
+        Code::ResourceExhausted => "resource_exhausted",
         Code::Internal => "internal",
         _ => "other",
     }

@@ -5,4 +5,5 @@
 pub mod driver;
 pub mod embedded;
 pub mod handle;
+pub mod quota;
 pub mod server;

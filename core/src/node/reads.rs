@@ -31,7 +31,7 @@ impl Node {
             ReadKind::Get { key } => Ok(Response::Get(self.sm.get(key).cloned())),
             ReadKind::Range { query } => self
                 .sm
-                .range(query)
+                .range(query, self.config.max_page_bytes)
                 .map(Response::Range)
                 .map_err(|_| InvalidArgument::BadPageToken.into()),
         }

@@ -15,6 +15,7 @@ use super::{encode_pb, raft_snapshot, Event, Node, PeerPayload, Role, Transmit};
 use crate::command::WriteOutcome;
 use crate::command::{Command, Proposal};
 use crate::error::{Error, InvalidArgument, Unavailable};
+use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
 use crate::request::Response;
@@ -172,6 +173,7 @@ impl Node {
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
         self.sm = image.state;
+        self.applied_bytes_since_snapshot = 0;
         self.push_event(Event::SnapshotInstalled { index });
         self.push_event(Event::MembershipChanged);
     }
@@ -181,6 +183,7 @@ impl Node {
             if e.index <= self.sm.applied_index() {
                 continue;
             }
+            self.applied_bytes_since_snapshot += entry_bytes(&e);
             let outcome = match e.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&e),
                 EntryType::EntryConfChange => {
@@ -218,7 +221,7 @@ impl Node {
             Ok(WriteOutcome::Deleted { existed, revision }) => {
                 Ok(Response::Delete { existed, revision })
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -318,26 +321,48 @@ impl Node {
         }
     }
 
-    /// Takes a snapshot and compacts the log once enough entries were applied since the last,
-    /// or when raft-rs needed one to catch a follower up.
+    /// Keeps the in-memory log within [`Config::max_in_memory_log_bytes`] and takes a snapshot
+    /// (compacting the log) once enough entries or bytes were applied since the last, or when
+    /// raft-rs needed one to catch a follower up.
+    ///
+    /// The byte budget, after every Ready: applied entries already covered by the snapshot go
+    /// first, oldest first; if the log is still over budget, a snapshot at the applied index
+    /// lets the rest go too. Only entries not yet applied can stay beyond the budget, and
+    /// raft-rs bounds those on the leader (`max_uncommitted_size`). Compacting down to half the
+    /// budget leaves room, so that compactions do not come at every Ready.
+    ///
+    /// [`Config::max_in_memory_log_bytes`]: crate::Config::max_in_memory_log_bytes
     fn maybe_snapshot(&mut self) {
         let applied = self.sm.applied_index();
+        let budget = self.config.max_in_memory_log_bytes;
+        let low_water = budget / 2;
         let store = self.raw.store();
         let last_snapshot = store.snapshot_index();
         let wanted = store.take_snapshot_wanted();
-        if applied <= last_snapshot
-            || (applied - last_snapshot < self.config.snapshot_threshold_entries && !wanted)
-        {
+        if store.bytes() > budget {
+            if let Some(to) = self.raw.mut_store().compact_to_fit(low_water, last_snapshot) {
+                let batch = PersistBatch { compact_to: Some(to), ..PersistBatch::default() };
+                self.enqueue_persist(None, batch, Vec::new());
+            }
+        }
+        let store = self.raw.store();
+        let due = applied.saturating_sub(last_snapshot) >= self.config.snapshot_threshold_entries
+            || self.applied_bytes_since_snapshot >= self.config.snapshot_threshold_bytes
+            || store.bytes() > budget
+            || wanted;
+        if applied <= last_snapshot || !due {
             return;
         }
         let Ok(term) = store.term(applied) else { return };
-        let image = SnapshotImage { index: applied, term, state: self.sm.clone() };
-        let bytes = image.encode();
-        let snapshot = raft_snapshot(&image, bytes.clone());
-        let compact_to = applied.saturating_sub(self.config.log_keep_entries);
+        // Encoded from the live state: taking a snapshot never copies the state itself.
+        let bytes = crate::snapshot::encode_state(applied, term, &self.sm);
+        let snapshot = raft_snapshot(applied, term, self.sm.conf(), bytes.clone());
+        let keep_from = applied.saturating_sub(self.config.log_keep_entries);
         let store = self.raw.mut_store();
         store.set_snapshot(snapshot);
-        store.compact_to(compact_to);
+        store.compact_to(keep_from);
+        let compact_to = store.compact_to_fit(low_water, applied).unwrap_or(keep_from);
+        self.applied_bytes_since_snapshot = 0;
         let batch = PersistBatch {
             snapshot: Some(SnapshotRecord { index: applied, bytes }),
             compact_to: Some(compact_to),

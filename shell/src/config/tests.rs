@@ -151,6 +151,10 @@ const KEYS: &[&str] = &[
     "leave-on-shutdown",
     "gossip-probe-ms",
     "gossip-suspect-ms",
+    "snapshot-threshold-bytes",
+    "max-in-memory-log-bytes",
+    "max-page-bytes",
+    "quota-state-bytes",
 ];
 
 #[test]
@@ -206,6 +210,10 @@ fn defaults_of_core_settings_come_from_the_core() {
     assert_eq!(c.max_key_bytes, core.max_key_bytes);
     assert_eq!(c.max_value_bytes, core.max_value_bytes);
     assert_eq!(c.snapshot_threshold_entries, core.snapshot_threshold_entries);
+    assert_eq!(c.snapshot_threshold_bytes, core.snapshot_threshold_bytes);
+    assert_eq!(c.max_in_memory_log_bytes, core.max_in_memory_log_bytes);
+    assert_eq!(c.max_page_bytes, core.max_page_bytes);
+    assert_eq!(c.quota_state_bytes, core.quota_state_bytes);
     assert_eq!(c.dead_member_timeout_ms, core.dead_member_timeout_ms);
     assert_eq!(c.peer_tls, c.server_tls, "the peer side defaults to the server side");
 }
@@ -220,6 +228,11 @@ fn core_checks_are_reported_with_the_key() {
     assert!(e.0.starts_with("election-ticks:"), "{e}");
     let s = Settings { max_key_bytes: Some(0), ..minimal() };
     assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("max-key-bytes:"));
+    let s = Settings { max_in_memory_log_bytes: Some(1), ..minimal() };
+    assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("max-in-memory-log-bytes:"));
+    let s = Settings { quota_state_bytes: Some(1 << 20), ..minimal() };
+    let c = NodeConfig::resolve(s).unwrap();
+    assert_eq!(c.core_config(1, 0).quota_state_bytes, Some(1 << 20));
 }
 
 /// Marks the start of the generated table in the README.

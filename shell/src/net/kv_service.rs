@@ -7,8 +7,10 @@
 //! metadata (see `status.rs`), and the client retries on the leader. Reads are served by any
 //! node (linearizable through ReadIndex by default).
 //!
-//! `List` streams every key with its value, paging through the core's range reads (bounded
-//! pages; each page is one linearizable read, like etcd's paginated range).
+//! `List` streams every key with its value, paging through the core's range reads (pages
+//! bounded by count and by bytes, `max-page-bytes`; each page is one linearizable read, like
+//! etcd's paginated range). A stream buffers at most three pages: the one being sent, one
+//! queued, and the next one read while the queue is full.
 //!
 //! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
 //! documented in [`crate::security::authz`].
@@ -24,8 +26,11 @@ use mokv_proto::api::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse, KeyValue,
     RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse, Suffrage,
 };
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::net::status;
@@ -33,10 +38,34 @@ use crate::node::driver::DriverHandle;
 use crate::security::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
 use crate::security::identity::{identity_of, Identity};
 
-/// Keys per internal page of `List`.
+/// Keys per internal page of `List` (the core also bounds a page by bytes).
 const LIST_PAGE: u32 = 256;
-/// Items buffered between the paging task and the gRPC stream.
-const LIST_BUFFER: usize = 256;
+/// Pages queued between the paging task and the gRPC stream.
+const LIST_BUFFER_PAGES: usize = 1;
+
+/// The items of the pages the paging task reads, one by one.
+struct ListItems {
+    pages: mpsc::Receiver<Result<Vec<GetResponse>, Status>>,
+    page: std::vec::IntoIter<GetResponse>,
+}
+
+impl Stream for ListItems {
+    type Item = Result<GetResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(item) = self.page.next() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            match self.pages.poll_recv(cx) {
+                Poll::Ready(Some(Ok(page))) => self.page = page.into_iter(),
+                Poll::Ready(Some(Err(s))) => return Poll::Ready(Some(Err(s))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct KvService {
@@ -168,7 +197,7 @@ impl Kv for KvService {
         counted("delete", r)
     }
 
-    type ListStream = ReceiverStream<Result<GetResponse, Status>>;
+    type ListStream = Pin<Box<dyn Stream<Item = Result<GetResponse, Status>> + Send>>;
 
     async fn list(
         &self,
@@ -176,7 +205,7 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<Self::ListStream>, Status> {
         let r = self.admit(&request, Action::Consume, &range_object(""));
         let (caller, policy) = counted("list", r)?;
-        let (tx, rx) = mpsc::channel(LIST_BUFFER);
+        let (tx, rx) = mpsc::channel(LIST_BUFFER_PAGES);
         let handle = self.handle.clone();
         tokio::spawn(async move {
             let mut token = String::new();
@@ -198,20 +227,20 @@ impl Kv for KvService {
                         return;
                     }
                 };
-                for i in page.items {
-                    if !policy.allows(&caller.name, &i.key, Action::Consume) {
-                        continue;
-                    }
-                    let item = GetResponse {
+                let items = page
+                    .items
+                    .into_iter()
+                    .filter(|i| policy.allows(&caller.name, &i.key, Action::Consume))
+                    .map(|i| GetResponse {
                         key: i.key,
                         value: i.value,
                         create_revision: i.create_index,
                         mod_revision: i.mod_index,
                         version: i.version,
-                    };
-                    if tx.send(Ok(item)).await.is_err() {
-                        return; // the client went away
-                    }
+                    })
+                    .collect();
+                if tx.send(Ok(items)).await.is_err() {
+                    return; // the client went away
                 }
                 if page.next_page_token.is_empty() {
                     return;
@@ -219,7 +248,8 @@ impl Kv for KvService {
                 token = page.next_page_token;
             }
         });
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        let items = ListItems { pages: rx, page: Vec::new().into_iter() };
+        Ok(tonic::Response::new(Box::pin(items)))
     }
 
     async fn get_servers(

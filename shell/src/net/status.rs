@@ -11,6 +11,7 @@
 //! | `Indeterminate`: timed out after the write was handed to Raft | DEADLINE_EXCEEDED |
 //! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
+//! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
 //!
 //! A write sent to a follower is not forwarded: the answer is UNAVAILABLE with the leader's
 //! name (`mokv-leader-id`) and client address (`mokv-leader-addr`) in the metadata, which the
@@ -43,6 +44,8 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
                 with_hint(Status::unavailable("not the leader"), leader.as_ref().or(hint))
             }
             Error::Unavailable(u) => with_hint(Status::unavailable(u.to_string()), hint),
+            // Retryable once data is deleted (or the quota raised); no other node would accept it.
+            Error::QuotaExceeded(_) => Status::resource_exhausted(e.to_string()),
             _ => with_hint(Status::unavailable(e.to_string()), hint),
         },
         ErrorClass::Indeterminate => match e {
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn class_decides_the_code_and_messages_stay() {
         let hint = LeaderHint { id: 7, name: "n7".into(), rpc_addr: "10.0.0.7:8400".into() };
-        let cases: [(Error, Code, &str); 7] = [
+        let cases: [(Error, Code, &str); 8] = [
             (InvalidArgument::EmptyKey.into(), Code::InvalidArgument, "key is empty"),
             (
                 InvalidArgument::KeyTooLarge { len: 9, max: 8 }.into(),
@@ -160,19 +163,25 @@ mod tests {
                 Code::Aborted,
                 "session: result of this request was already discarded",
             ),
+            (
+                mokv_core::QuotaExceeded::new(900, 200, 1_000).into(),
+                Code::ResourceExhausted,
+                "state quota exceeded: the data holds 900 bytes, this write would add 200, the \
+                 quota is 1000",
+            ),
         ];
         for (e, code, message) in cases {
             let s = from_core(&e, Some(&hint));
             assert_eq!((s.code(), s.message()), (code, message), "{e:?}");
             let family: &[Code] = match e.class() {
                 ErrorClass::Misuse => &[Code::InvalidArgument, Code::FailedPrecondition],
-                ErrorClass::Retryable => &[Code::Unavailable],
+                ErrorClass::Retryable => &[Code::Unavailable, Code::ResourceExhausted],
                 ErrorClass::Indeterminate => &[Code::DeadlineExceeded, Code::Aborted],
             };
             assert!(family.contains(&s.code()), "{e:?}");
-            // Only a retryable answer says where to retry.
+            // Only an UNAVAILABLE answer says where to retry (a full store is full everywhere).
             let hinted = s.metadata().get(mokv_proto::LEADER_HINT_ID).is_some();
-            assert_eq!(hinted, e.class() == ErrorClass::Retryable, "{e:?}");
+            assert_eq!(hinted, s.code() == Code::Unavailable, "{e:?}");
         }
         let busy: Status = CallError::Busy.into();
         assert_eq!(

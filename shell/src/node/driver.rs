@@ -286,6 +286,7 @@ pub struct Driver {
     /// The core reported a membership change (also sent after a snapshot install) since the
     /// view was last published.
     members_dirty: bool,
+    quota_refusals: crate::node::quota::QuotaRefusals,
 }
 
 impl std::fmt::Debug for Driver {
@@ -366,6 +367,7 @@ impl Driver {
             gossip_dirty: false,
             view,
             members_dirty: false,
+            quota_refusals: crate::node::quota::QuotaRefusals::default(),
         };
         (driver, handle)
     }
@@ -547,6 +549,9 @@ impl Driver {
                 }
             }
             while let Some(reply) = self.node.poll_reply() {
+                if let Err(Error::QuotaExceeded(q)) = &reply.result {
+                    self.quota_refusals.refused(q);
+                }
                 if let Some(tx) = self.waiting.remove(&reply.id) {
                     let _ = tx.send(reply.result);
                 }
@@ -574,6 +579,7 @@ impl Driver {
         }
         let status = self.node.status();
         crate::metrics::node_status(&status);
+        crate::metrics::state_bytes(self.node.state().state_bytes());
         // The member table is copied only when it changed, not after every request.
         let members_changed = std::mem::take(&mut self.members_dirty);
         let gossip_changed = std::mem::take(&mut self.gossip_dirty);

@@ -186,6 +186,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     };
     core_config.gossip = Some(cfg.gossip_config(identity));
     let node = Node::new(core_config, durable)?;
+    crate::metrics::quota_state_bytes(cfg.quota_state_bytes);
 
     // Reloaded peer certificates reach the driver's links through this channel.
     let (peer_tls, peer_connector) =
