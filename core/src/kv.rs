@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::command::{Command, Proposal, WriteOutcome};
+use crate::command::{Command, Condition, KeyRevisions, Proposal, WriteOutcome};
 use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionError, SessionLimits, Sessions};
 
@@ -346,6 +346,38 @@ fn apply_command(
         Command::Delete { key } => {
             WriteOutcome::Deleted { existed: data.remove(key).is_some(), revision: index }
         }
+        // A write whose condition holds is applied as the plain write, through the same path
+        // (one place that changes data).
+        Command::SetIf { key, value, condition } => match check(data, index, key, condition) {
+            Ok(()) => {
+                let set = Command::Set { key: key.clone(), value: value.clone() };
+                apply_command(data, index, &set)
+            }
+            Err(failed) => failed,
+        },
+        Command::DeleteIf { key, condition } => match check(data, index, key, condition) {
+            Ok(()) => apply_command(data, index, &Command::Delete { key: key.clone() }),
+            Err(failed) => failed,
+        },
+    }
+}
+
+/// Evaluates `condition` on `key` as of this entry (every replica holds the same state
+/// here); the failed outcome carries the key's revisions for the caller to retry with.
+fn check(
+    data: &BTreeMap<String, Versioned>,
+    index: u64,
+    key: &str,
+    condition: &Condition,
+) -> Result<(), WriteOutcome> {
+    let current = data.get(key);
+    if condition.holds(current) {
+        Ok(())
+    } else {
+        Err(WriteOutcome::ConditionFailed {
+            revision: index,
+            current: current.map(KeyRevisions::from),
+        })
     }
 }
 
@@ -696,3 +728,7 @@ pub(crate) mod tests {
         assert_eq!(InvalidPageToken.to_string(), "invalid page token");
     }
 }
+
+#[cfg(test)]
+#[path = "kv_cas_tests.rs"]
+mod cas_tests;

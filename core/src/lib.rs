@@ -44,7 +44,7 @@ mod session;
 mod snapshot;
 
 pub use codec::DecodeError;
-pub use command::SessionRef;
+pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
