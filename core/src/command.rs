@@ -204,12 +204,24 @@ impl WriteOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
-    Set { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// Set, only if `condition` holds when applied.
-    SetIf { key: String, value: Vec<u8>, condition: Condition },
+    SetIf {
+        key: String,
+        value: Vec<u8>,
+        condition: Condition,
+    },
     /// Delete, only if `condition` holds when applied.
-    DeleteIf { key: String, condition: Condition },
+    DeleteIf {
+        key: String,
+        condition: Condition,
+    },
 }
 
 /// One replicated write: the command plus what the state machine needs to apply it

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mokv_client::{
-    default_dev_dir, Client, ClientConfig, RangeOptions, ReadFrom, ReadMode, ReadOptions, Stream,
-    TlsFiles,
+    default_dev_dir, CasOutcome, Client, ClientConfig, Condition, RangeOptions, ReadFrom, ReadMode,
+    ReadOptions, Stream, TlsFiles,
 };
 
 mod bench;
@@ -43,10 +43,29 @@ struct Cli {
 enum Command {
     /// Print the value of KEY.
     Get { key: String },
-    /// Set KEY to VALUE.
-    Set { key: String, value: String },
+    /// Set KEY to VALUE. With a condition (compare-and-swap): only if it holds when the write
+    /// is applied; otherwise exit code 3 and the key's current revision and version.
+    Set {
+        key: String,
+        value: String,
+        /// Only if KEY does not exist.
+        #[arg(long, conflicts_with_all = ["if_version", "if_mod_revision"])]
+        if_absent: bool,
+        /// Only if KEY's version (writes since creation) is N (0: KEY does not exist).
+        #[arg(long, value_name = "N", conflicts_with = "if_mod_revision")]
+        if_version: Option<u64>,
+        /// Only if KEY was last written at revision R (0: KEY does not exist).
+        #[arg(long, value_name = "R")]
+        if_mod_revision: Option<u64>,
+    },
     /// Delete KEY.
-    Delete { key: String },
+    Delete {
+        key: String,
+        /// Only if KEY was last written at revision R; otherwise exit code 3 and the key's
+        /// current revision.
+        #[arg(long, value_name = "R")]
+        if_mod_revision: Option<u64>,
+    },
     /// List keys (and values) under a prefix, page by page.
     List {
         #[arg(long, default_value = "")]
@@ -90,6 +109,24 @@ fn print_entry(e: &mokv_client::Entry, keys_only: bool) {
     } else {
         println!("{}\t{}", e.key, String::from_utf8_lossy(&e.value));
     }
+}
+
+/// Exit code of a conditional write whose condition did not hold.
+const EXIT_CONDITION_FAILED: u8 = 3;
+
+/// Prints what a failed condition saw (one line on stdout, for scripts to retry with) and
+/// returns the exit code.
+fn condition_failed(outcome: &CasOutcome) -> ExitCode {
+    if let CasOutcome::Failed { revision, current } = outcome {
+        match current {
+            Some(k) => println!(
+                "condition failed: mod_revision {} version {} (at revision {revision})",
+                k.mod_revision, k.version
+            ),
+            None => println!("condition failed: key absent (at revision {revision})"),
+        }
+    }
+    ExitCode::from(EXIT_CONDITION_FAILED)
 }
 
 fn main() -> ExitCode {
@@ -147,13 +184,36 @@ async fn run(cli: Cli) -> Result<ExitCode, mokv_client::ClientError> {
                 return Ok(ExitCode::from(2));
             }
         },
-        Command::Set { key, value } => {
-            let revision = client.set(&key, value.as_bytes()).await?;
-            println!("OK (revision {revision})");
+        Command::Set { key, value, if_absent, if_version, if_mod_revision } => {
+            let condition = match (if_absent, if_version, if_mod_revision) {
+                (true, _, _) => Some(Condition::Absent),
+                (_, Some(n), _) => Some(Condition::Version(n)),
+                (_, _, Some(r)) => Some(Condition::ModRevision(r)),
+                _ => None,
+            };
+            match condition {
+                None => {
+                    let revision = client.set(&key, value.as_bytes()).await?;
+                    println!("OK (revision {revision})");
+                }
+                Some(c) => match client.set_if(&key, value.as_bytes(), c).await? {
+                    CasOutcome::Applied { revision } => println!("OK (revision {revision})"),
+                    failed => return Ok(condition_failed(&failed)),
+                },
+            }
         }
-        Command::Delete { key } => {
+        Command::Delete { key, if_mod_revision: None } => {
             let existed = client.delete(&key).await?;
             println!("{}", if existed { "deleted" } else { "not found" });
+        }
+        Command::Delete { key, if_mod_revision: Some(r) } => {
+            match client.delete_if(&key, Condition::ModRevision(r)).await? {
+                // Mod revision 0 holds only for a key that does not exist.
+                CasOutcome::Applied { .. } => {
+                    println!("{}", if r > 0 { "deleted" } else { "not found" });
+                }
+                failed => return Ok(condition_failed(&failed)),
+            }
         }
         Command::List { prefix, limit, page_token, all: true, keys_only } => {
             let opts = RangeOptions { page_size: limit, keys_only, page_token, read };
