@@ -16,7 +16,7 @@ use crate::discovery::Refresher;
 use crate::retry::{backoff, classify, leader_hint, Failure};
 use crate::sessions::{Sessions, Ticket};
 use crate::transport::{Dialer, Rng, Transport};
-use crate::types::{Entry, Member, NodeInfo};
+use crate::types::{CasOutcome, Condition, Entry, Member, NodeInfo};
 use crate::view::{Target, View};
 use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
 
@@ -26,9 +26,9 @@ use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
 /// [`ClientConfig::connections_per_node`]).
 ///
 /// What it does for each call:
-/// - **writes** (`set`, `delete`) go to the leader. A follower answers UNAVAILABLE with the
-///   leader's address in the metadata; the client resends there at once (no lookup in
-///   between). Each write carries a session `(client_id, seq)`, so a write retried after a lost
+/// - **writes** (`set`, `delete`, the conditional `set_if`, `delete_if`) go to the leader. A
+///   follower answers UNAVAILABLE with the leader's address in the metadata; the client
+///   resends there at once (no lookup in between). Each write carries a session `(client_id, seq)`, so a write retried after a lost
 ///   answer is applied once, also with many writes in flight;
 /// - **reads** (`get`, `range`, the streams) go where [`ReadOptions::from`] (default:
 ///   [`ClientConfig::read_from`]) says: healthy followers by default, spread by least
@@ -160,6 +160,7 @@ impl Client {
             key: key.to_owned(),
             value: value.to_vec(),
             session: Some(session),
+            condition: None,
         };
         let resp = self.write(build, |mut kv, req| async move { kv.set(req).await }).await?;
         Ok(resp.revision)
@@ -167,9 +168,72 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, ClientError> {
-        let build = |session| DeleteRequest { key: key.to_owned(), session: Some(session) };
+        let build = |session| DeleteRequest {
+            key: key.to_owned(),
+            session: Some(session),
+            condition: None,
+        };
         let resp = self.write(build, |mut kv, req| async move { kv.delete(req).await }).await?;
         Ok(resp.ok)
+    }
+
+    /// Compare-and-swap: writes `value` under `key` only if `condition` holds when the write
+    /// is applied. A condition that does not hold is [`CasOutcome::Failed`] (not an error),
+    /// with the key's revisions then. Applied at most once like every write: a retry after a
+    /// lost answer gets the first answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mokv_client::Client) -> Result<(), mokv_client::ClientError> {
+    /// use mokv_client::{CasOutcome, Condition, ReadMode};
+    /// // Increment a counter without losing concurrent increments.
+    /// loop {
+    ///     let current = client.get("counter", ReadMode::Linearizable).await?;
+    ///     let (n, condition) = match current {
+    ///         Some(e) => (String::from_utf8_lossy(&e.value).parse::<u64>().unwrap_or(0),
+    ///                     Condition::ModRevision(e.mod_revision)),
+    ///         None => (0, Condition::Absent),
+    ///     };
+    ///     let next = (n + 1).to_string();
+    ///     if client.set_if("counter", next.as_bytes(), condition).await?.is_applied() {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+    ) -> Result<CasOutcome, ClientError> {
+        let condition = condition.wire();
+        let build = |session| SetRequest {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            session: Some(session),
+            condition: Some(condition.clone()),
+        };
+        let resp = self.write(build, |mut kv, req| async move { kv.set(req).await }).await?;
+        Ok(CasOutcome::from_wire(resp.revision, resp.condition_failed))
+    }
+
+    /// Deletes `key` only if `condition` holds when the delete is applied; see
+    /// [`set_if`](Self::set_if). [`CasOutcome::Applied`] also when the key was already
+    /// absent and the condition allowed that ([`Condition::Absent`], version or mod revision
+    /// 0).
+    pub async fn delete_if(
+        &self,
+        key: &str,
+        condition: Condition,
+    ) -> Result<CasOutcome, ClientError> {
+        let condition = condition.wire();
+        let build = |session| DeleteRequest {
+            key: key.to_owned(),
+            session: Some(session),
+            condition: Some(condition.clone()),
+        };
+        let resp = self.write(build, |mut kv, req| async move { kv.delete(req).await }).await?;
+        Ok(CasOutcome::from_wire(resp.revision, resp.condition_failed))
     }
 
     /// Reads `key`; `None` when it does not exist. `opts` is a [`ReadMode`](crate::ReadMode),

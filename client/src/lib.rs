@@ -53,7 +53,7 @@ pub use error::ClientError;
 pub use futures_core::Stream;
 pub use tls::{default_dev_dir, TlsFiles};
 pub use transport::{ChannelFactory, Plaintext};
-pub use types::{Entry, Health, Member, NodeInfo, Role};
+pub use types::{CasOutcome, Condition, Entry, Health, KeyRevisions, Member, NodeInfo, Role};
 
 /// Locks `m`, also when a panic elsewhere poisoned it (every critical section here leaves the
 /// data consistent at each step).

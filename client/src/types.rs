@@ -41,6 +41,86 @@ impl From<api::GetResponse> for Entry {
     }
 }
 
+/// What a conditional write ([`Client::set_if`](crate::Client::set_if),
+/// [`Client::delete_if`](crate::Client::delete_if)) requires of its key. The cluster evaluates
+/// it when the write is applied, on the state at the write's own revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Condition {
+    /// The key does not exist.
+    Absent,
+    /// The key's version ([`Entry::version`]) is this; 0 means the key does not exist.
+    Version(u64),
+    /// The key was last written at this revision ([`Entry::mod_revision`]); 0 means the key
+    /// does not exist.
+    ModRevision(u64),
+    /// The key exists and holds exactly these bytes.
+    ValueEquals(Vec<u8>),
+}
+
+impl Condition {
+    pub(crate) fn wire(&self) -> api::Condition {
+        use api::condition::Check;
+        let check = match self {
+            Condition::Absent => Check::Absent(true),
+            Condition::Version(n) => Check::Version(*n),
+            Condition::ModRevision(r) => Check::ModRevision(*r),
+            Condition::ValueEquals(v) => Check::Value(v.clone()),
+        };
+        api::Condition { check: Some(check) }
+    }
+}
+
+/// A key's revisions as a failed condition saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRevisions {
+    /// Revision of the write that created the key.
+    pub create_revision: u64,
+    /// Revision of the write that last changed the key.
+    pub mod_revision: u64,
+    /// Writes the key has seen since it was created.
+    pub version: u64,
+}
+
+/// The answer to a conditional write. A condition that does not hold is a normal answer, not
+/// an error: nothing was written, and the key's state then is given to retry with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The condition held and the write was applied at `revision`.
+    Applied {
+        /// Revision (raft index) of the write.
+        revision: u64,
+    },
+    /// The condition did not hold when evaluated at `revision`; nothing was written.
+    Failed {
+        /// Revision at which the condition was evaluated.
+        revision: u64,
+        /// The key then; `None` when it did not exist.
+        current: Option<KeyRevisions>,
+    },
+}
+
+impl CasOutcome {
+    /// Whether the write was applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, CasOutcome::Applied { .. })
+    }
+
+    pub(crate) fn from_wire(revision: u64, failed: Option<api::ConditionFailed>) -> CasOutcome {
+        match failed {
+            None => CasOutcome::Applied { revision },
+            Some(f) => CasOutcome::Failed {
+                revision,
+                current: f.exists.then_some(KeyRevisions {
+                    create_revision: f.create_revision,
+                    mod_revision: f.mod_revision,
+                    version: f.version,
+                }),
+            },
+        }
+    }
+}
+
 /// A member's health as the answering node's gossip sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Health {

@@ -7,6 +7,7 @@
 //! of guessing.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::kv::Versioned;
 
 /// Format version written as the first byte of every encoded proposal: 1 without a state
 /// quota, 2 with one (after `proposed_at_ms`). Version 1 stays the encoding of a proposal
@@ -18,6 +19,96 @@ const PROPOSAL_VERSION_WITH_QUOTA: u8 = 2;
 /// transactions) take new tags.
 const TAG_SET: u8 = 1;
 const TAG_DELETE: u8 = 2;
+const TAG_SET_IF: u8 = 3;
+const TAG_DELETE_IF: u8 = 4;
+
+/// Tag bytes of [`Condition`] variants.
+const CONDITION_ABSENT: u8 = 1;
+const CONDITION_VERSION: u8 = 2;
+const CONDITION_MOD_REVISION: u8 = 3;
+const CONDITION_VALUE: u8 = 4;
+
+/// What a conditional write requires of its key. Evaluated when the entry is applied, against
+/// the state every replica has at that log index, so every replica decides the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Condition {
+    /// The key does not exist.
+    Absent,
+    /// The key's version (writes since it was created) is this. An absent key has version 0,
+    /// so `Version(0)` means absent (etcd's rule).
+    Version(u64),
+    /// The key was last written at this log index. An absent key has mod revision 0.
+    ModRevision(u64),
+    /// The key exists and holds exactly these bytes.
+    ValueEquals(Vec<u8>),
+}
+
+impl Condition {
+    /// Whether the condition holds for a key whose current state is `current`.
+    pub fn holds(&self, current: Option<&Versioned>) -> bool {
+        match self {
+            Condition::Absent => current.is_none(),
+            Condition::Version(n) => current.map_or(0, |v| v.version) == *n,
+            Condition::ModRevision(r) => current.map_or(0, |v| v.mod_index) == *r,
+            Condition::ValueEquals(value) => current.is_some_and(|v| v.value == *value),
+        }
+    }
+
+    fn encode_to(&self, w: &mut Writer) {
+        match self {
+            Condition::Absent => w.put_u8(CONDITION_ABSENT),
+            Condition::Version(n) => {
+                w.put_u8(CONDITION_VERSION);
+                w.put_u64(*n);
+            }
+            Condition::ModRevision(r) => {
+                w.put_u8(CONDITION_MOD_REVISION);
+                w.put_u64(*r);
+            }
+            Condition::ValueEquals(value) => {
+                w.put_u8(CONDITION_VALUE);
+                w.put_bytes(value);
+            }
+        }
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.get_u8()? {
+            CONDITION_ABSENT => Ok(Condition::Absent),
+            CONDITION_VERSION => Ok(Condition::Version(r.get_u64()?)),
+            CONDITION_MOD_REVISION => Ok(Condition::ModRevision(r.get_u64()?)),
+            CONDITION_VALUE => Ok(Condition::ValueEquals(r.get_bytes()?.to_vec())),
+            tag => Err(DecodeError::UnknownTag(tag)),
+        }
+    }
+
+    /// Bytes the condition adds to a proposal beyond a fixed header.
+    fn payload_len(&self) -> usize {
+        match self {
+            Condition::ValueEquals(value) => value.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A key's revisions (no value) at the moment a condition was evaluated: what a caller needs
+/// to retry. No value, so that an outcome kept in a session has a fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRevisions {
+    /// Log index of the write that created the key.
+    pub create_index: u64,
+    /// Log index of the latest write to the key.
+    pub mod_index: u64,
+    /// Writes since creation; 1 on create.
+    pub version: u64,
+}
+
+impl From<&Versioned> for KeyRevisions {
+    fn from(v: &Versioned) -> Self {
+        KeyRevisions { create_index: v.create_index, mod_index: v.mod_index, version: v.version }
+    }
+}
 
 /// Identifies a write within a client session so a retried write is applied at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +135,17 @@ pub enum WriteOutcome {
         existed: bool,
         revision: u64,
     },
+    /// A conditional write whose condition did not hold at log index `revision`: nothing was
+    /// written. `current` is the key then (`None`: absent).
+    ConditionFailed {
+        revision: u64,
+        current: Option<KeyRevisions>,
+    },
 }
 
 const OUTCOME_SET: u8 = 1;
 const OUTCOME_DELETED: u8 = 2;
+const OUTCOME_CONDITION_FAILED: u8 = 3;
 
 impl WriteOutcome {
     pub(crate) fn encode_to(&self, w: &mut Writer) {
@@ -61,6 +159,19 @@ impl WriteOutcome {
                 w.put_bool(existed);
                 w.put_u64(revision);
             }
+            WriteOutcome::ConditionFailed { revision, current } => {
+                w.put_u8(OUTCOME_CONDITION_FAILED);
+                w.put_u64(revision);
+                match current {
+                    None => w.put_bool(false),
+                    Some(k) => {
+                        w.put_bool(true);
+                        w.put_u64(k.create_index);
+                        w.put_u64(k.mod_index);
+                        w.put_u64(k.version);
+                    }
+                }
+            }
         }
     }
 
@@ -69,6 +180,23 @@ impl WriteOutcome {
             OUTCOME_SET => Ok(WriteOutcome::Set { revision: r.get_u64()? }),
             OUTCOME_DELETED => {
                 Ok(WriteOutcome::Deleted { existed: r.get_bool()?, revision: r.get_u64()? })
+            }
+            OUTCOME_CONDITION_FAILED => {
+                let revision = r.get_u64()?;
+                let current = if r.get_bool()? {
+                    let k = KeyRevisions {
+                        create_index: r.get_u64()?,
+                        mod_index: r.get_u64()?,
+                        version: r.get_u64()?,
+                    };
+                    if k.version == 0 || k.create_index > k.mod_index || k.mod_index >= revision {
+                        return Err(DecodeError::Invalid("key version"));
+                    }
+                    Some(k)
+                } else {
+                    None
+                };
+                Ok(WriteOutcome::ConditionFailed { revision, current })
             }
             tag => Err(DecodeError::UnknownTag(tag)),
         }
@@ -79,8 +207,24 @@ impl WriteOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
-    Set { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Set, only if `condition` holds when applied.
+    SetIf {
+        key: String,
+        value: Vec<u8>,
+        condition: Condition,
+    },
+    /// Delete, only if `condition` holds when applied.
+    DeleteIf {
+        key: String,
+        condition: Condition,
+    },
 }
 
 /// One replicated write: the command plus what the state machine needs to apply it
@@ -127,6 +271,17 @@ impl Proposal {
                 w.put_u8(TAG_DELETE);
                 w.put_str(key);
             }
+            Command::SetIf { key, value, condition } => {
+                w.put_u8(TAG_SET_IF);
+                w.put_str(key);
+                w.put_bytes(value);
+                condition.encode_to(&mut w);
+            }
+            Command::DeleteIf { key, condition } => {
+                w.put_u8(TAG_DELETE_IF);
+                w.put_str(key);
+                condition.encode_to(&mut w);
+            }
         }
         w.finish()
     }
@@ -156,6 +311,15 @@ impl Proposal {
                 Command::Set { key, value }
             }
             TAG_DELETE => Command::Delete { key: r.get_str()?.to_owned() },
+            TAG_SET_IF => {
+                let key = r.get_str()?.to_owned();
+                let value = r.get_bytes()?.to_vec();
+                Command::SetIf { key, value, condition: Condition::decode_from(&mut r)? }
+            }
+            TAG_DELETE_IF => {
+                let key = r.get_str()?.to_owned();
+                Command::DeleteIf { key, condition: Condition::decode_from(&mut r)? }
+            }
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
         r.finish()?;
@@ -167,6 +331,10 @@ impl Proposal {
         match &self.command {
             Command::Set { key, value } => key.len() + value.len(),
             Command::Delete { key } => key.len(),
+            Command::SetIf { key, value, condition } => {
+                key.len() + value.len() + condition.payload_len()
+            }
+            Command::DeleteIf { key, condition } => key.len() + condition.payload_len(),
         }
     }
 }
@@ -187,6 +355,35 @@ pub(crate) mod tests {
             (".{0,8}", proptest::collection::vec(any::<u8>(), 0..16))
                 .prop_map(|(key, value)| Command::Set { key, value }),
             ".{0,8}".prop_map(|key| Command::Delete { key }),
+            (".{0,8}", proptest::collection::vec(any::<u8>(), 0..16), arb_condition())
+                .prop_map(|(key, value, condition)| Command::SetIf { key, value, condition }),
+            (".{0,8}", arb_condition())
+                .prop_map(|(key, condition)| Command::DeleteIf { key, condition }),
+        ]
+    }
+
+    pub(crate) fn arb_condition() -> impl Strategy<Value = Condition> {
+        prop_oneof![
+            Just(Condition::Absent),
+            any::<u64>().prop_map(Condition::Version),
+            any::<u64>().prop_map(Condition::ModRevision),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(Condition::ValueEquals),
+        ]
+    }
+
+    fn arb_outcome() -> impl Strategy<Value = WriteOutcome> {
+        let current = proptest::option::of((1u64..100, 0u64..100, 1u64..100).prop_map(
+            |(create_index, later, version)| KeyRevisions {
+                create_index,
+                mod_index: create_index + later,
+                version,
+            },
+        ));
+        prop_oneof![
+            any::<u64>().prop_map(|revision| WriteOutcome::Set { revision }),
+            (any::<bool>(), any::<u64>())
+                .prop_map(|(existed, revision)| WriteOutcome::Deleted { existed, revision }),
+            current.prop_map(|current| WriteOutcome::ConditionFailed { revision: 200, current }),
         ]
     }
 
@@ -238,6 +435,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tags_are_stable() {
+        let tag = |command| {
+            Proposal { session: None, proposed_at_ms: 5, quota_state_bytes: None, command }.encode()
+                [10]
+        };
+        assert_eq!(tag(Command::Set { key: "k".into(), value: vec![1] }), TAG_SET);
+        assert_eq!(tag(Command::Delete { key: "k".into() }), TAG_DELETE);
+        let condition = Condition::Absent;
+        let set_if = Command::SetIf { key: "k".into(), value: vec![1], condition };
+        assert_eq!(tag(set_if), TAG_SET_IF);
+        let delete_if = Command::DeleteIf { key: "k".into(), condition: Condition::Version(3) };
+        assert_eq!(tag(delete_if), TAG_DELETE_IF);
+        assert_eq!((TAG_SET, TAG_DELETE, TAG_SET_IF, TAG_DELETE_IF), (1, 2, 3, 4));
+    }
+
+    #[test]
+    fn conditions_against_a_key() {
+        let v = Versioned { value: b"x".to_vec(), create_index: 3, mod_index: 7, version: 2 };
+        let present = Some(&v);
+        assert!(Condition::Absent.holds(None));
+        assert!(!Condition::Absent.holds(present));
+        assert!(Condition::Version(0).holds(None));
+        assert!(Condition::Version(2).holds(present));
+        assert!(!Condition::Version(1).holds(present));
+        assert!(Condition::ModRevision(0).holds(None));
+        assert!(Condition::ModRevision(7).holds(present));
+        assert!(!Condition::ModRevision(3).holds(present));
+        assert!(Condition::ValueEquals(b"x".to_vec()).holds(present));
+        assert!(!Condition::ValueEquals(b"y".to_vec()).holds(present));
+        // An absent key has no value, not even the empty one.
+        assert!(!Condition::ValueEquals(Vec::new()).holds(None));
+    }
+
+    #[test]
     fn rejects_trailing_bytes() {
         let mut bytes = sample().encode();
         bytes.push(0);
@@ -278,6 +509,16 @@ pub(crate) mod tests {
             for len in 0..bytes.len() {
                 prop_assert!(Proposal::decode(&bytes[..len]).is_err());
             }
+        }
+
+        #[test]
+        fn outcomes_round_trip(o in arb_outcome()) {
+            let mut w = Writer::new();
+            o.encode_to(&mut w);
+            let bytes = w.finish();
+            let mut r = Reader::new(&bytes);
+            prop_assert_eq!(WriteOutcome::decode_from(&mut r).unwrap(), o);
+            prop_assert!(r.finish().is_ok());
         }
 
         #[test]

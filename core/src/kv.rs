@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::command::{Command, Proposal, WriteOutcome};
+use crate::command::{Command, Condition, KeyRevisions, Proposal, WriteOutcome};
 use crate::error::{Error, QuotaExceeded};
 use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionLimits, Sessions};
@@ -371,18 +371,26 @@ impl StateMachine {
 /// The key a command writes.
 fn key_of(command: &Command) -> &str {
     match command {
-        Command::Set { key, .. } | Command::Delete { key } => key,
+        Command::Set { key, .. }
+        | Command::Delete { key }
+        | Command::SetIf { key, .. }
+        | Command::DeleteIf { key, .. } => key,
     }
 }
 
-/// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not).
+/// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not;
+/// a conditional write whose condition does not hold writes nothing).
 fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
+    let set_growth = |key: &str, value: &[u8]| {
+        let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+        key_state_bytes(key, value).saturating_sub(before)
+    };
     match command {
-        Command::Set { key, value } => {
-            let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-            key_state_bytes(key, value).saturating_sub(before)
+        Command::Set { key, value } => set_growth(key, value),
+        Command::SetIf { key, value, condition } if condition.holds(data.get(key.as_str())) => {
+            set_growth(key, value)
         }
-        Command::Delete { .. } => 0,
+        Command::SetIf { .. } | Command::Delete { .. } | Command::DeleteIf { .. } => 0,
     }
 }
 
@@ -416,6 +424,38 @@ fn apply_command(
         Command::Delete { key } => {
             WriteOutcome::Deleted { existed: data.remove(key).is_some(), revision: index }
         }
+        // A write whose condition holds is applied as the plain write, through the same path
+        // (one place that changes data).
+        Command::SetIf { key, value, condition } => match check(data, index, key, condition) {
+            Ok(()) => {
+                let set = Command::Set { key: key.clone(), value: value.clone() };
+                apply_command(data, index, &set)
+            }
+            Err(failed) => failed,
+        },
+        Command::DeleteIf { key, condition } => match check(data, index, key, condition) {
+            Ok(()) => apply_command(data, index, &Command::Delete { key: key.clone() }),
+            Err(failed) => failed,
+        },
+    }
+}
+
+/// Evaluates `condition` on `key` as of this entry (every replica holds the same state
+/// here); the failed outcome carries the key's revisions for the caller to retry with.
+fn check(
+    data: &BTreeMap<String, Versioned>,
+    index: u64,
+    key: &str,
+    condition: &Condition,
+) -> Result<(), WriteOutcome> {
+    let current = data.get(key);
+    if condition.holds(current) {
+        Ok(())
+    } else {
+        Err(WriteOutcome::ConditionFailed {
+            revision: index,
+            current: current.map(KeyRevisions::from),
+        })
     }
 }
 
@@ -858,3 +898,7 @@ pub(crate) mod tests {
         assert_eq!(InvalidPageToken.to_string(), "invalid page token");
     }
 }
+
+#[cfg(test)]
+#[path = "kv_cas_tests.rs"]
+mod cas_tests;

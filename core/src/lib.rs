@@ -45,7 +45,7 @@ mod rng;
 mod session;
 mod snapshot;
 
-pub use command::SessionRef;
+pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuotaExceeded, RecoveryError,

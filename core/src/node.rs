@@ -20,7 +20,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, HardState, Message, MessageType, Snapshot};
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 
-use crate::command::{Command, Proposal};
+use crate::command::{Command, Condition, Proposal};
 use crate::config::Config;
 use crate::error::{
     Error, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
@@ -519,6 +519,29 @@ impl Node {
                 };
                 self.propose_write(id, checked.map(|()| proposal));
             }
+            Request::SetIf { key, value, condition, session } => {
+                let checked = self
+                    .check_key(&key)
+                    .and_then(|()| self.check_value(&value))
+                    .and_then(|()| self.check_condition(&condition));
+                let proposal = Proposal {
+                    session,
+                    proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
+                    command: Command::SetIf { key, value, condition },
+                };
+                self.propose_write(id, checked.map(|()| proposal));
+            }
+            Request::DeleteIf { key, condition, session } => {
+                let checked = self.check_key(&key).and_then(|()| self.check_condition(&condition));
+                let proposal = Proposal {
+                    session,
+                    proposed_at_ms: self.now_ms,
+                    quota_state_bytes: self.config.quota_state_bytes,
+                    command: Command::DeleteIf { key, condition },
+                };
+                self.propose_write(id, checked.map(|()| proposal));
+            }
             Request::Get { key, consistency } => match self.check_key(&key) {
                 Ok(()) => self.read(id, ReadKind::Get { key }, consistency),
                 Err(e) => self.reply(id, Err(e)),
@@ -688,6 +711,14 @@ impl Node {
             .into());
         }
         Ok(())
+    }
+
+    /// A compared value is bounded like a stored one (a larger one could never match).
+    fn check_condition(&self, condition: &Condition) -> Result<(), Error> {
+        match condition {
+            Condition::ValueEquals(value) => self.check_value(value),
+            _ => Ok(()),
+        }
     }
 
     fn check_leader(&self) -> Result<(), Error> {

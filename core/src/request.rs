@@ -1,6 +1,6 @@
 //! Client requests the node accepts and the answers it gives.
 
-use crate::command::SessionRef;
+use crate::command::{Condition, KeyRevisions, SessionRef};
 use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
 use crate::members::{MemberInfo, NodeId};
@@ -28,6 +28,21 @@ pub enum Request {
     },
     Delete {
         key: String,
+        session: Option<SessionRef>,
+    },
+    /// `Set` if `condition` holds when the write is applied; answered
+    /// [`Response::Set`] or [`Response::ConditionFailed`].
+    SetIf {
+        key: String,
+        value: Vec<u8>,
+        condition: Condition,
+        session: Option<SessionRef>,
+    },
+    /// `Delete` if `condition` holds when the write is applied; answered
+    /// [`Response::Delete`] or [`Response::ConditionFailed`].
+    DeleteIf {
+        key: String,
+        condition: Condition,
         session: Option<SessionRef>,
     },
     Get {
@@ -67,6 +82,13 @@ pub enum Response {
     Delete {
         existed: bool,
         revision: u64,
+    },
+    /// The condition of a `SetIf`/`DeleteIf` did not hold at log index `revision`: nothing
+    /// was written (a normal answer, not an error; a retry of the same session seq gets it
+    /// again). `current` is the key at that index (`None`: absent), to retry with.
+    ConditionFailed {
+        revision: u64,
+        current: Option<KeyRevisions>,
     },
     /// `None`: the key does not exist.
     Get(Option<Versioned>),

@@ -91,7 +91,7 @@ where
 
 async fn set(c: &mut KvClient<Channel>, key: &str, value: &str) -> Result<u64, Status> {
     let r = c
-        .set(SetRequest { key: key.into(), value: value.into(), session: None })
+        .set(SetRequest { key: key.into(), value: value.into(), session: None, condition: None })
         .await?
         .into_inner();
     Ok(r.revision)
@@ -102,7 +102,10 @@ async fn get(c: &mut KvClient<Channel>, key: &str) -> Result<Vec<u8>, Status> {
 }
 
 async fn delete(c: &mut KvClient<Channel>, key: &str) -> Result<bool, Status> {
-    Ok(c.delete(DeleteRequest { key: key.into(), session: None }).await?.into_inner().ok)
+    Ok(c.delete(DeleteRequest { key: key.into(), session: None, condition: None })
+        .await?
+        .into_inner()
+        .ok)
 }
 
 /// Keys of one `Range` page over `prefix`.

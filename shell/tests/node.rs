@@ -87,7 +87,7 @@ where
 
 async fn set(c: &mut KvClient<Channel>, key: &str, value: &str) -> Result<u64, tonic::Status> {
     let r = c
-        .set(SetRequest { key: key.into(), value: value.into(), session: None })
+        .set(SetRequest { key: key.into(), value: value.into(), session: None, condition: None })
         .await?
         .into_inner();
     Ok(r.revision)
@@ -152,9 +152,17 @@ async fn single_node_serves_kv_over_mtls() {
     assert_eq!(page.kvs[0].key, "b/1");
     assert!(!page.next_page_token.is_empty());
 
-    let d = c.delete(DeleteRequest { key: "a".into(), session: None }).await.unwrap().into_inner();
+    let d = c
+        .delete(DeleteRequest { key: "a".into(), session: None, condition: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(d.ok);
-    let d = c.delete(DeleteRequest { key: "a".into(), session: None }).await.unwrap().into_inner();
+    let d = c
+        .delete(DeleteRequest { key: "a".into(), session: None, condition: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!d.ok, "deleting a missing key succeeds with ok=false");
     assert_eq!(get(&mut c, "a").await.unwrap_err().code(), Code::NotFound);
 

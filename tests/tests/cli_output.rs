@@ -75,7 +75,12 @@ async fn single_node(bins: &Bins, tmp: &Path) -> (Certs, Mokvd) {
     eventually("the node takes a write", || {
         let mut kv = kv.clone();
         async move {
-            let req = SetRequest { key: "ready".into(), value: b"1".to_vec(), session: None };
+            let req = SetRequest {
+                key: "ready".into(),
+                value: b"1".to_vec(),
+                session: None,
+                condition: None,
+            };
             kv.set(req).await.ok()
         }
     })

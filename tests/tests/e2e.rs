@@ -24,7 +24,7 @@ async fn raw_set(
     key: &str,
     value: Vec<u8>,
 ) -> Result<u64, tonic::Status> {
-    let r = kv.set(SetRequest { key: key.into(), value, session: None }).await?;
+    let r = kv.set(SetRequest { key: key.into(), value, session: None, condition: None }).await?;
     Ok(r.into_inner().revision)
 }
 
@@ -490,7 +490,10 @@ async fn bad_input_is_invalid_argument_and_the_node_keeps_serving() {
     // Missing keys.
     assert_eq!(raw_get(&mut kv, "missing").await.unwrap_err().code(), Code::NotFound);
     assert_eq!(client.get("missing", ReadMode::Linearizable).await.unwrap(), None);
-    let d = kv.delete(DeleteRequest { key: "missing".into(), session: None }).await.unwrap();
+    let d = kv
+        .delete(DeleteRequest { key: "missing".into(), session: None, condition: None })
+        .await
+        .unwrap();
     assert!(!d.into_inner().ok, "deleting a missing key is ok=false, not an error");
 
     // Still serving, with nothing of the refused writes applied.

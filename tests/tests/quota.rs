@@ -14,7 +14,11 @@ const VALUE_BYTES: usize = 4 * 1024;
 
 async fn set(kv: &mut KvClient<Channel>, key: &str) -> Result<u64, tonic::Status> {
     let value = vec![b'v'; VALUE_BYTES];
-    Ok(kv.set(SetRequest { key: key.into(), value, session: None }).await?.into_inner().revision)
+    Ok(kv
+        .set(SetRequest { key: key.into(), value, session: None, condition: None })
+        .await?
+        .into_inner()
+        .revision)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +74,10 @@ async fn writes_past_the_quota_are_resource_exhausted_and_a_delete_makes_room() 
     assert!(matches!(e, Err(ClientError::Refused { code: Code::ResourceExhausted, .. })), "{e:?}");
 
     // A delete is still applied, and makes room for the write that was refused.
-    let deleted = kv.delete(DeleteRequest { key: "k0".into(), session: None }).await.unwrap();
+    let deleted = kv
+        .delete(DeleteRequest { key: "k0".into(), session: None, condition: None })
+        .await
+        .unwrap();
     assert!(deleted.into_inner().ok);
     set(&mut kv, &full_key).await.unwrap();
     let e = set(&mut kv, "one-more").await.unwrap_err();

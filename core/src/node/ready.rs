@@ -221,6 +221,9 @@ impl Node {
             Ok(WriteOutcome::Deleted { existed, revision }) => {
                 Ok(Response::Delete { existed, revision })
             }
+            Ok(WriteOutcome::ConditionFailed { revision, current }) => {
+                Ok(Response::ConditionFailed { revision, current })
+            }
             Err(e) => Err(e),
         }
     }

@@ -351,3 +351,45 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
     let restarted = Node::new(config2, disk).unwrap();
     assert_eq!(restarted.gossip_identity().map(|g| g.cluster_id), Some(42));
 }
+
+/// Conditional writes through the node: decided at apply time in log order (two if-absent
+/// creations of one key in the same batch: the first wins), and a compared value larger than a
+/// value may be is refused before it is proposed.
+#[test]
+fn conditional_writes_are_decided_in_log_order() {
+    use crate::command::{Condition, KeyRevisions};
+    use crate::error::Error;
+
+    let mut node = leader_of_three();
+    let create = |value: &[u8]| Request::SetIf {
+        key: "lock".into(),
+        value: value.to_vec(),
+        condition: Condition::Absent,
+        session: None,
+    };
+    node.handle_request(1, create(b"a"));
+    node.handle_request(2, create(b"b"));
+    let too_large = vec![0; node.config.max_value_bytes + 1];
+    let compare = Condition::ValueEquals(too_large);
+    node.handle_request(
+        3,
+        Request::DeleteIf { key: "lock".into(), condition: compare, session: None },
+    );
+    let (_, _, replies) = drain_and_ack(&mut node);
+    assert_eq!(replies.len(), 1);
+    assert!(matches!(replies[0].result, Err(Error::InvalidArgument(_))), "{:?}", replies[0]);
+    let last = node.status().last_index;
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgAppendResponse);
+    m.from = 2;
+    m.to = 1;
+    m.term = node.status().term;
+    m.index = last;
+    node.handle_peer_message(&m.write_to_bytes().unwrap()).unwrap();
+    let (_, _, replies) = drain_and_ack(&mut node);
+    let first = last - 1;
+    assert_eq!(replies[0].result, Ok(Response::Set { revision: first }));
+    let current = Some(KeyRevisions { create_index: first, mod_index: first, version: 1 });
+    assert_eq!(replies[1].result, Ok(Response::ConditionFailed { revision: last, current }));
+    assert_eq!(node.state().get("lock").unwrap().value, b"a");
+}

@@ -12,19 +12,24 @@
 //! etcd's paginated range). A stream buffers at most three pages: the one being sent, one
 //! queued, and the next one read while the queue is full.
 //!
+//! `Set` and `Delete` with a `condition` become the core's conditional writes: a condition that
+//! does not hold is an OK answer with `ok = false` and `condition_failed` set (the key's
+//! revisions then), not an error status. They need `consume` on the key besides `produce`.
+//!
 //! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
 //! documented in [`crate::security::authz`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mokv_core::SessionRef;
+use mokv_core::{Condition, KeyRevisions, SessionRef};
 use mokv_core::{Consistency, Request, Response, Role};
 use mokv_core::{RangeItem, RangeQuery};
 use mokv_proto::api::kv_server::Kv;
 use mokv_proto::api::{
-    DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse, KeyValue,
-    RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse, Suffrage,
+    ConditionFailed, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse,
+    KeyValue, RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse,
+    Suffrage,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -96,6 +101,21 @@ impl KvService {
         }
         Ok((id, policy))
     }
+
+    /// A write needs `produce` on its key; a conditional one also `consume`, because its
+    /// answer tells the key's revisions and whether a compared value matched.
+    fn admit_write<T>(
+        &self,
+        req: &tonic::Request<T>,
+        key: &str,
+        conditional: bool,
+    ) -> Result<(), Status> {
+        self.admit(req, Action::Produce, key)?;
+        if conditional {
+            self.admit(req, Action::Consume, key)?;
+        }
+        Ok(())
+    }
 }
 
 fn consistency(c: i32) -> Result<Consistency, Status> {
@@ -112,6 +132,33 @@ fn session(s: Option<mokv_proto::api::Session>) -> Option<SessionRef> {
         seq: s.seq,
         first_unacked_seq: s.first_unacked_seq,
     })
+}
+
+/// The core's condition for a wire one; a condition with nothing set is refused rather than
+/// read as "no condition" (the caller asked for a compare).
+fn condition(c: mokv_proto::api::Condition) -> Result<Condition, Status> {
+    use mokv_proto::api::condition::Check;
+    match c.check {
+        Some(Check::Absent(true)) => Ok(Condition::Absent),
+        Some(Check::Version(n)) => Ok(Condition::Version(n)),
+        Some(Check::ModRevision(r)) => Ok(Condition::ModRevision(r)),
+        Some(Check::Value(v)) => Ok(Condition::ValueEquals(v)),
+        Some(Check::Absent(false)) | None => {
+            Err(Status::invalid_argument("condition: set exactly one of its fields"))
+        }
+    }
+}
+
+fn condition_failed(current: Option<KeyRevisions>) -> ConditionFailed {
+    match current {
+        Some(k) => ConditionFailed {
+            exists: true,
+            create_revision: k.create_index,
+            mod_revision: k.mod_index,
+            version: k.version,
+        },
+        None => ConditionFailed::default(),
+    }
 }
 
 fn unexpected() -> Status {
@@ -165,12 +212,27 @@ impl Kv for KvService {
         request: tonic::Request<SetRequest>,
     ) -> Result<tonic::Response<SetResponse>, Status> {
         let r = async {
-            self.admit(&request, Action::Produce, &request.get_ref().key)?;
-            let SetRequest { key, value, session: s } = request.into_inner();
-            let req = Request::Set { key, value, session: session(s) };
+            let conditional = request.get_ref().condition.is_some();
+            self.admit_write(&request, &request.get_ref().key, conditional)?;
+            let SetRequest { key, value, session: s, condition: c } = request.into_inner();
+            let req = match c {
+                None => Request::Set { key, value, session: session(s) },
+                Some(c) => {
+                    Request::SetIf { key, value, condition: condition(c)?, session: session(s) }
+                }
+            };
             match status::call(&self.handle, req).await? {
-                Response::Set { revision } => {
-                    Ok(tonic::Response::new(SetResponse { ok: true, revision }))
+                Response::Set { revision } => Ok(tonic::Response::new(SetResponse {
+                    ok: true,
+                    revision,
+                    condition_failed: None,
+                })),
+                Response::ConditionFailed { revision, current } => {
+                    Ok(tonic::Response::new(SetResponse {
+                        ok: false,
+                        revision,
+                        condition_failed: Some(condition_failed(current)),
+                    }))
                 }
                 _ => Err(unexpected()),
             }
@@ -184,11 +246,27 @@ impl Kv for KvService {
         request: tonic::Request<DeleteRequest>,
     ) -> Result<tonic::Response<DeleteResponse>, Status> {
         let r = async {
-            self.admit(&request, Action::Produce, &request.get_ref().key)?;
-            let DeleteRequest { key, session: s } = request.into_inner();
-            match status::call(&self.handle, Request::Delete { key, session: session(s) }).await? {
+            let conditional = request.get_ref().condition.is_some();
+            self.admit_write(&request, &request.get_ref().key, conditional)?;
+            let DeleteRequest { key, session: s, condition: c } = request.into_inner();
+            let req = match c {
+                None => Request::Delete { key, session: session(s) },
+                Some(c) => Request::DeleteIf { key, condition: condition(c)?, session: session(s) },
+            };
+            match status::call(&self.handle, req).await? {
                 Response::Delete { existed, revision } => {
-                    Ok(tonic::Response::new(DeleteResponse { ok: existed, revision }))
+                    Ok(tonic::Response::new(DeleteResponse {
+                        ok: existed,
+                        revision,
+                        condition_failed: None,
+                    }))
+                }
+                Response::ConditionFailed { revision, current } => {
+                    Ok(tonic::Response::new(DeleteResponse {
+                        ok: false,
+                        revision,
+                        condition_failed: Some(condition_failed(current)),
+                    }))
                 }
                 _ => Err(unexpected()),
             }

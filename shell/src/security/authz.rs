@@ -9,6 +9,7 @@
 //! | rpc | object | action |
 //! |---|---|---|
 //! | `Set`, `Delete` | the key | `produce` |
+//! | `Set`, `Delete` with a `condition` | the key | `produce` and `consume` |
 //! | `Get` | the key | `consume` |
 //! | `Range` | the prefix followed by `*` (`app/` → `app/*`; empty prefix → `*`) | `consume` |
 //! | `List` | `*` (every key) | `consume` |

@@ -221,8 +221,12 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
                 if i >= keys {
                     return;
                 }
-                let req =
-                    SetRequest { key: key(i, key_bytes), value: value.clone(), session: None };
+                let req = SetRequest {
+                    key: key(i, key_bytes),
+                    value: value.clone(),
+                    session: None,
+                    condition: None,
+                };
                 // Retried until it succeeds: later reads should find every key.
                 while kv.set(req.clone()).await.is_err() {
                     if errors.fetch_add(1, Ordering::Relaxed) > 10_000 {
@@ -314,7 +318,8 @@ async fn run_workload(
                     Workload::Get | Workload::Sget => false,
                 };
                 let ok = if put {
-                    let req = SetRequest { key: k, value: value.clone(), session: None };
+                    let req =
+                        SetRequest { key: k, value: value.clone(), session: None, condition: None };
                     writer.set(req).await.is_ok()
                 } else {
                     let consistency = if w == Workload::Sget {

@@ -16,8 +16,7 @@ pub enum Exit {
     Error,
     /// The key does not exist (`get`).
     NotFound,
-    /// Reserved for conditional writes whose condition did not hold.
-    #[allow(dead_code)] // reserved: no command returns it yet
+    /// A conditional write whose condition did not hold.
     ConditionFailed,
     /// The command line is wrong (unknown flag, missing argument, bad value).
     Usage,
@@ -99,7 +98,7 @@ Exit codes:
   0  ok
   1  error (bad certificate files, a request refused as invalid, anything without its own code)
   2  not found (get of a missing key)
-  3  condition failed (reserved for conditional writes)
+  3  condition failed (set --if-*, delete --if-mod-revision)
   4  usage error (unknown flag, missing or bad argument)
   5  unavailable: no node answered in time (unreachable, no leader, no quorum); nothing applied
   6  permission denied (certificate refused, or the identity may not do this)

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use mokv_client::{
-    default_dev_dir, Client, ClientConfig, ClientError, RangeOptions, ReadFrom, ReadMode,
-    ReadOptions, Stream, TlsFiles,
+    default_dev_dir, CasOutcome, Client, ClientConfig, ClientError, Condition, RangeOptions,
+    ReadFrom, ReadMode, ReadOptions, Stream, TlsFiles,
 };
 
 use crate::exit::Exit;
@@ -67,10 +67,29 @@ struct Cli {
 enum Command {
     /// Print the value of KEY.
     Get { key: String },
-    /// Set KEY to VALUE.
-    Set { key: String, value: String },
+    /// Set KEY to VALUE. With a condition (compare-and-swap): only if it holds when the write
+    /// is applied; otherwise exit code 3 and the key's current revision and version.
+    Set {
+        key: String,
+        value: String,
+        /// Only if KEY does not exist.
+        #[arg(long, conflicts_with_all = ["if_version", "if_mod_revision"])]
+        if_absent: bool,
+        /// Only if KEY's version (writes since creation) is N (0: KEY does not exist).
+        #[arg(long, value_name = "N", conflicts_with = "if_mod_revision")]
+        if_version: Option<u64>,
+        /// Only if KEY was last written at revision R (0: KEY does not exist).
+        #[arg(long, value_name = "R")]
+        if_mod_revision: Option<u64>,
+    },
     /// Delete KEY.
-    Delete { key: String },
+    Delete {
+        key: String,
+        /// Only if KEY was last written at revision R; otherwise exit code 3 and the key's
+        /// current revision.
+        #[arg(long, value_name = "R")]
+        if_mod_revision: Option<u64>,
+    },
     /// List keys (and values) under a prefix, page by page.
     List {
         #[arg(long, default_value = "")]
@@ -123,6 +142,33 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         Failure { exit: Exit::of(&e), message: e.to_string() }
     }
+}
+
+/// A conditional write whose condition did not hold: what the key was then goes to stdout (one
+/// line, or one JSON object), for a script to retry with; the exit code is 3.
+fn condition_failed(key: &str, outcome: &CasOutcome, json: bool) -> Failure {
+    if let CasOutcome::Failed { revision, current } = outcome {
+        if json {
+            json_line(&output::ConditionFailedJson {
+                key,
+                revision: *revision,
+                current: current.as_ref().map(|k| output::KeyRevisionsJson {
+                    create_revision: k.create_revision,
+                    mod_revision: k.mod_revision,
+                    version: k.version,
+                }),
+            });
+        } else {
+            match current {
+                Some(k) => println!(
+                    "condition failed: mod_revision {} version {} (at revision {revision})",
+                    k.mod_revision, k.version
+                ),
+                None => println!("condition failed: key absent (at revision {revision})"),
+            }
+        }
+    }
+    Failure { exit: Exit::ConditionFailed, message: "condition failed".into() }
 }
 
 fn main() -> ExitCode {
@@ -190,16 +236,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(e) => println!("{}", String::from_utf8_lossy(&e.value)),
             None => return Err(Failure { exit: Exit::NotFound, message: "key not found".into() }),
         },
-        Command::Set { key, value } => {
-            let revision = client.set(&key, value.as_bytes()).await?;
+        Command::Set { key, value, if_absent, if_version, if_mod_revision } => {
+            let condition = match (if_absent, if_version, if_mod_revision) {
+                (true, _, _) => Some(Condition::Absent),
+                (_, Some(n), _) => Some(Condition::Version(n)),
+                (_, _, Some(r)) => Some(Condition::ModRevision(r)),
+                _ => None,
+            };
+            let revision = match condition {
+                None => client.set(&key, value.as_bytes()).await?,
+                Some(c) => match client.set_if(&key, value.as_bytes(), c).await? {
+                    CasOutcome::Applied { revision } => revision,
+                    failed => return Err(condition_failed(&key, &failed, json)),
+                },
+            };
             if json {
                 json_line(&output::SetJson { key: &key, revision });
             } else {
                 println!("OK (revision {revision})");
             }
         }
-        Command::Delete { key } => {
-            let deleted = client.delete(&key).await?;
+        Command::Delete { key, if_mod_revision } => {
+            let deleted = match if_mod_revision {
+                None => client.delete(&key).await?,
+                Some(r) => match client.delete_if(&key, Condition::ModRevision(r)).await? {
+                    // Mod revision 0 holds only for a key that does not exist.
+                    CasOutcome::Applied { .. } => r > 0,
+                    failed => return Err(condition_failed(&key, &failed, json)),
+                },
+            };
             if json {
                 json_line(&output::DeleteJson { key: &key, deleted });
             } else {

@@ -67,6 +67,24 @@ pub struct SetJson<'a> {
     pub revision: u64,
 }
 
+/// `set`/`delete` whose condition did not hold (exit code 3): the key as the condition saw it.
+#[derive(Debug, Serialize)]
+pub struct ConditionFailedJson<'a> {
+    pub key: &'a str,
+    /// Revision at which the condition was evaluated.
+    pub revision: u64,
+    /// `null` when the key did not exist.
+    pub current: Option<KeyRevisionsJson>,
+}
+
+/// A key's revisions.
+#[derive(Debug, Serialize)]
+pub struct KeyRevisionsJson {
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
 /// `delete`.
 #[derive(Debug, Serialize)]
 pub struct DeleteJson<'a> {
