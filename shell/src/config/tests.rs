@@ -151,6 +151,9 @@ const KEYS: &[&str] = &[
     "leave-on-shutdown",
     "gossip-probe-ms",
     "gossip-suspect-ms",
+    "metrics-plain-http",
+    "metrics-client-auth",
+    "server-tls-crl-file",
 ];
 
 #[test]

@@ -290,7 +290,7 @@ impl Kv for KvService {
                     next_page_token: self
                         .page_tokens
                         .seal(&prefix, &p.next_page_token)
-                        .ok_or_else(|| Status::internal("no randomness for a page token"))?,
+                        .ok_or_else(|| Status::unavailable("no fresh nonce for a page token"))?,
                 })),
                 _ => Err(unexpected()),
             }

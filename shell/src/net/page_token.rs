@@ -8,6 +8,11 @@
 //! continues on any node; a token that does not open is INVALID_ARGUMENT.
 //!
 //! Token: `"p1." || hex(nonce (12) || ciphertext || tag (16))`.
+//!
+//! An embedded node ([`crate::node::embedded`]: no OS randomness, no secret from its program)
+//! uses [`PageTokens::embedded`]: a fixed key shared by every embedded node and nonces from a
+//! per-node counter. Its tokens name no key in clear and are tamper-evident, but anyone with this
+//! source can open them: there the embedding program is the trust boundary.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -22,7 +27,15 @@ const TAG_BYTES: usize = 16;
 /// Seals and opens page tokens.
 pub struct PageTokens {
     key: LessSafeKey,
-    rng: SystemRandom,
+    nonces: Nonces,
+}
+
+/// Where nonces come from: never twice the same under one key.
+enum Nonces {
+    /// Random 96-bit nonces (`mokvd`: nodes of a cluster share the key, so no counter).
+    Os(SystemRandom),
+    /// `node id (8) || counter (4)`: unique per embedded node for 2^32 tokens.
+    Counter { node: u64, next: std::sync::atomic::AtomicU32 },
 }
 
 impl std::fmt::Debug for PageTokens {
@@ -46,18 +59,34 @@ impl PageTokens {
         Self::with_key(ctx.finish().as_ref())
     }
 
-    /// A random key: tokens work only on this process (an embedded node without a cluster key).
-    /// `None` if the OS has no randomness.
-    pub fn random() -> Option<Self> {
-        let mut key = [0u8; 32];
-        SystemRandom::new().fill(&mut key).ok()?;
-        Some(Self::with_key(&key))
+    /// The tokens of embedded node `node_id` (see the module doc): deterministic, a key shared
+    /// by every embedded node.
+    pub fn embedded(node_id: u64) -> Self {
+        let mut t = Self::from_cluster_key(b"mokv embedded node");
+        t.nonces = Nonces::Counter { node: node_id, next: std::sync::atomic::AtomicU32::new(0) };
+        t
     }
 
     fn with_key(key: &[u8]) -> Self {
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, key)
             .expect("a 32-byte key always fits ChaCha20-Poly1305");
-        Self { key: LessSafeKey::new(unbound), rng: SystemRandom::new() }
+        Self { key: LessSafeKey::new(unbound), nonces: Nonces::Os(SystemRandom::new()) }
+    }
+
+    fn nonce(&self) -> Option<[u8; NONCE_LEN]> {
+        let mut nonce = [0u8; NONCE_LEN];
+        match &self.nonces {
+            Nonces::Os(rng) => rng.fill(&mut nonce).ok()?,
+            Nonces::Counter { node, next } => {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n == u32::MAX {
+                    return None; // exhausted: never reuse a nonce
+                }
+                nonce[..8].copy_from_slice(&node.to_be_bytes());
+                nonce[8..].copy_from_slice(&n.to_be_bytes());
+            }
+        }
+        Some(nonce)
     }
 
     fn aad(prefix: &str) -> Vec<u8> {
@@ -67,7 +96,7 @@ impl PageTokens {
     }
 
     /// Seals the core's token for a range over `prefix`; "" stays "" (no more pages). `None`
-    /// only if the OS has no randomness.
+    /// only without a fresh nonce (no OS randomness, or an embedded node's counter exhausted).
     pub fn seal(&self, prefix: &str, core_token: &str) -> Option<String> {
         if core_token.is_empty() {
             return Some(String::new());
@@ -77,8 +106,7 @@ impl PageTokens {
         body.extend_from_slice(&len.to_be_bytes());
         body.extend_from_slice(core_token.as_bytes());
         body.resize(body.len().div_ceil(PAD_BYTES) * PAD_BYTES, 0);
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).ok()?;
+        let nonce = self.nonce()?;
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -150,6 +178,11 @@ mod tests {
         for junk in ["x", "p1.", "p1.zz", "v1.61", "p1.00"] {
             assert_eq!(a.open("", junk), Err(InvalidToken), "{junk}");
         }
+        let e1 = PageTokens::embedded(1);
+        let e2 = PageTokens::embedded(2);
+        let t1 = e1.seal("", core).unwrap();
+        assert_ne!(t1, e1.seal("", core).unwrap());
+        assert_eq!(e2.open("", &t1).unwrap(), core, "embedded nodes share their key");
         assert_eq!(a.seal("", "").unwrap(), "");
         assert_eq!(a.open("", "").unwrap(), "");
     }
