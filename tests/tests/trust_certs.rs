@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mokv_proto::api::{RangeRequest, SetRequest};
+use mokv_proto::api::RangeRequest;
 use mokv_tests::{
     eventually, free_tcp_ports, scrape_metrics, Bins, Certs, Cluster, Mokvd, NodeSpec,
 };
