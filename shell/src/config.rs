@@ -98,6 +98,13 @@ declare::settings! {
         /// of only stopping (the member stays, reported down, and catches up when it restarts).
         #[arg(num_args = 0..=1, default_missing_value = "true")]
         leave_on_shutdown: bool = false,
+        /// Serve `/metrics` as plain HTTP instead of HTTPS with the node's server certificate.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        metrics_plain_http: bool = false,
+        /// Require scrapers of `/metrics` to present a client certificate from the cluster CA
+        /// (`server-tls-ca-file`, not revoked by `server-tls-crl-file`); HTTPS only.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        metrics_client_auth: bool = false,
         /// Gossip probe interval; failure detection takes about this plus `gossip-suspect-ms`.
         gossip_probe_ms: u64 = 1_000,
         /// How long a suspected member has to refute before it is declared down.
@@ -109,12 +116,17 @@ declare::settings! {
         /// Casbin policy CSV (unset: the built-in certs/policy.csv, `root` may do everything);
         /// reloaded when it changes.
         acl_policy_file: PathBuf,
-        /// Prometheus `/metrics` port (unset: off).
+        /// Prometheus `/metrics` port (unset: off); HTTPS with the server certificate unless
+        /// `metrics-plain-http`.
         metrics_port: u16,
         /// State quota (like etcd's `quota-backend-bytes`): writes that would take the data
         /// (keys, values and 32 bytes per key) past it fail RESOURCE_EXHAUSTED; deletes still
         /// work. The leader's setting applies to the whole cluster (unset: no quota).
         quota_state_bytes: u64,
+        /// PEM CRL(s) of revoked client and node certificates (`mokvd certs --revoke` writes
+        /// `crl.pem`); reloaded with the CA, and open connections of a certificate it revokes
+        /// are closed.
+        server_tls_crl_file: PathBuf,
     }
     inputs {
         /// Host (name or IP) other nodes and clients use to reach this node's rpc port.
@@ -352,6 +364,12 @@ impl NodeConfig {
         }
         if self.max_concurrent_streams == 0 {
             return Err(bad("max-concurrent-streams", "must be positive"));
+        }
+        if self.metrics_plain_http && self.metrics_client_auth {
+            return Err(bad(
+                "metrics-client-auth",
+                "needs HTTPS: it cannot be set with metrics-plain-http",
+            ));
         }
         if !(1..=10_000).contains(&self.tick_ms) {
             return Err(bad("tick-ms", "must be in 1..=10000"));

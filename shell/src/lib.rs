@@ -45,7 +45,9 @@ pub use security::authz::{
     RELOAD_INTERVAL as ACL_RELOAD_INTERVAL,
 };
 pub use security::certs;
-pub use security::tls::{install_crypto_provider, TlsError, CERT_RELOAD_INTERVAL};
+pub use security::tls::{
+    install_crypto_provider, ReloadableServerTls, TlsError, CERT_RELOAD_INTERVAL,
+};
 pub use storage::disk::DiskError;
 
 /// Upper bound for `max-value-bytes` (a value travels in one Raft message).

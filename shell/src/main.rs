@@ -81,7 +81,17 @@ async fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(port) = cfg.metrics_port {
         let addr = std::net::SocketAddr::new(cfg.listen_host, port);
-        mokv_shell::metrics::install(addr)?;
+        use mokv_shell::metrics::MetricsTransport;
+        let transport = if cfg.metrics_plain_http {
+            MetricsTransport::PlainHttp
+        } else {
+            let tls = mokv_shell::ReloadableServerTls::load(
+                &cfg.server_tls,
+                cfg.server_tls_crl_file.as_deref(),
+            )?;
+            MetricsTransport::Https { tls, client_auth: cfg.metrics_client_auth }
+        };
+        mokv_shell::metrics::install(addr, transport).await?;
     }
     let mut node = mokv_shell::start(&cfg).await?;
     // One machine-readable line on stdout, for scripts and tests started with port 0.

@@ -1,23 +1,150 @@
 //! Prometheus metrics (`/metrics` on `metrics-port`). Without a port nothing is installed and
 //! every recording below is a no-op.
+//!
+//! The endpoint is HTTPS by default, with the node's server certificate (reloaded like the rpc
+//! port's) and, with `metrics-client-auth`, only for scrapers that present a client certificate
+//! from the cluster CA (Prometheus: `tls_config.cert_file`). Plain HTTP is served only when
+//! `metrics-plain-http` asks for it. One request per connection (HTTP/1.x, `Connection:
+//! close`), a bounded request head and time, and at most [`MAX_SCRAPES`] at once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mokv_core::{Role, Status};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tonic::Code;
 
-/// Serves `/metrics` on `addr` from the current tokio runtime.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+use crate::security::tls::{self, ReloadableServerTls};
+
+/// Scrapes served at once; more connections wait for a place.
+const MAX_SCRAPES: usize = 16;
+/// Longest request head read.
+const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
+/// Bound on a whole scrape (handshake, request, answer).
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often histograms are drained into their summaries.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How `/metrics` is served.
+#[derive(Debug, Clone)]
+pub enum MetricsTransport {
+    /// Plain HTTP (only when the configuration asks for it).
+    PlainHttp,
+    /// HTTPS with the node's server certificate; `client_auth`: a verified client certificate
+    /// is required.
+    Https { tls: Arc<ReloadableServerTls>, client_auth: bool },
+}
+
+/// Installs the recorder and serves `/metrics` on `addr` from the current tokio runtime.
+pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<(), String> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
             &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
         )
         .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| format!("metrics on {addr}: {e}"))
+        .install_recorder()
+        .map_err(|e| format!("metrics recorder: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("metrics on {addr}: {e}"))?;
+    let acceptor = match &transport {
+        MetricsTransport::PlainHttp => None,
+        MetricsTransport::Https { tls, .. } => {
+            let mut config = tls.server_config().map_err(|e| format!("metrics TLS: {e}"))?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+    };
+    let client_auth = matches!(transport, MetricsTransport::Https { client_auth: true, .. });
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP_INTERVAL).await;
+            upkeep.run_upkeep();
+        }
+    });
+    if let MetricsTransport::Https { tls: t, .. } = transport {
+        tokio::spawn(tls::watch(t, tls::CERT_RELOAD_INTERVAL));
+    }
+    tokio::spawn(serve(listener, acceptor, client_auth, handle));
+    Ok(())
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    client_auth: bool,
+    handle: PrometheusHandle,
+) {
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok(place) = places.clone().acquire_owned().await else { return };
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a metrics connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            let scrape = async {
+                match acceptor {
+                    None => answer(tcp, true, &handle).await,
+                    Some(a) => {
+                        let Ok(tls) = a.accept(tcp).await else { return };
+                        let authorized =
+                            !client_auth || tls.get_ref().1.peer_certificates().is_some();
+                        answer(tls, authorized, &handle).await;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, scrape).await;
+        });
+    }
+}
+
+/// Reads one request head and answers it: the metrics for `GET /metrics`, 403 for a scraper
+/// without the required certificate, 404 otherwise.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    authorized: bool,
+    handle: &PrometheusHandle,
+) {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > MAX_REQUEST_HEAD_BYTES {
+            return;
+        }
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (status, body) = if !authorized {
+        ("403 Forbidden", "a client certificate from the cluster CA is required\n".to_owned())
+    } else if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
+        ("200 OK", handle.render())
+    } else {
+        ("404 Not Found", "not found\n".to_owned())
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if s.write_all(reply.as_bytes()).await.is_ok() && s.write_all(body.as_bytes()).await.is_ok() {
+        let _ = s.flush().await;
+        let _ = s.shutdown().await;
+    }
 }
 
 /// Raft progress of this node, after every driver step.

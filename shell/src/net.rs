@@ -1,9 +1,11 @@
-//! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`]) and the one
+//! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`]; opaque
+//! page tokens: [`page_token`]) and the one
 //! mapping of core errors to their status codes ([`status`]); the outgoing peer links
 //! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]).
 
 pub mod gossip_net;
 pub mod kv_service;
+pub mod page_token;
 pub mod peer_link;
 pub mod peer_service;
 pub mod status;

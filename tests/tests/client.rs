@@ -68,7 +68,8 @@ impl Net {
     fn add(&mut self) -> usize {
         let i = self.nodes.len();
         let mut spec = NodeSpec::node(&self.certs, &self.data, &self.names[i])
-            .with("--metrics-port", self.metrics[i].to_string());
+            .with("--metrics-port", self.metrics[i].to_string())
+            .flag("--metrics-plain-http");
         for (k, v) in &self.extra {
             spec = spec.with(k, v);
         }

@@ -365,7 +365,10 @@ async fn nodes_form_when_the_bootstrap_node_starts_after_the_others_met() {
     let ports = free_udp_ports(4);
     let metrics = free_tcp_ports(4);
     let spawn = |i: usize| {
-        let mut spec = net.spec(&name(i), &[("--metrics-port", &metrics[i].to_string())]);
+        let mut spec = net.spec(
+            &name(i),
+            &[("--metrics-port", &metrics[i].to_string()), ("--metrics-plain-http", "true")],
+        );
         if i == 0 {
             spec = spec.flag("--bootstrap");
         } else {

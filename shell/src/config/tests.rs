@@ -155,6 +155,9 @@ const KEYS: &[&str] = &[
     "max-in-memory-log-bytes",
     "max-page-bytes",
     "quota-state-bytes",
+    "metrics-plain-http",
+    "metrics-client-auth",
+    "server-tls-crl-file",
 ];
 
 #[test]

@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::net::page_token::PageTokens;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::{range_object, Action, Authorizer, Policy, CLUSTER_OBJECT};
@@ -77,13 +78,19 @@ pub struct KvService {
     handle: DriverHandle,
     stopping: Arc<AtomicBool>,
     authz: Authorizer,
+    page_tokens: Arc<PageTokens>,
 }
 
 impl KvService {
     /// `stopping` turns every new request away (UNAVAILABLE) during shutdown; `authz` decides
-    /// who may do what.
-    pub fn new(handle: DriverHandle, stopping: Arc<AtomicBool>, authz: Authorizer) -> Self {
-        Self { handle, stopping, authz }
+    /// who may do what; `page_tokens` seals `Range` page tokens (they never show key names).
+    pub fn new(
+        handle: DriverHandle,
+        stopping: Arc<AtomicBool>,
+        authz: Authorizer,
+        page_tokens: PageTokens,
+    ) -> Self {
+        Self { handle, stopping, authz, page_tokens: Arc::new(page_tokens) }
     }
 
     /// Checks `(caller, obj, action)` against the policy in force; returns the caller and that
@@ -367,11 +374,16 @@ impl Kv for KvService {
             let obj = range_object(&request.get_ref().prefix);
             let (caller, policy) = self.admit(&request, Action::Consume, &obj)?;
             let q = request.into_inner();
+            let page_token = self
+                .page_tokens
+                .open(&q.prefix, &q.page_token)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let prefix = q.prefix.clone();
             let query = RangeQuery {
                 prefix: q.prefix,
                 start_key: q.start_key,
                 limit: q.limit as usize,
-                page_token: q.page_token,
+                page_token,
                 keys_only: q.keys_only,
             };
             let req = Request::Range { query, consistency: consistency(q.consistency)? };
@@ -383,7 +395,10 @@ impl Kv for KvService {
                         .filter(|i| policy.allows(&caller.name, &i.key, Action::Consume))
                         .map(key_value)
                         .collect(),
-                    next_page_token: p.next_page_token,
+                    next_page_token: self
+                        .page_tokens
+                        .seal(&prefix, &p.next_page_token)
+                        .ok_or_else(|| Status::unavailable("no fresh nonce for a page token"))?,
                 })),
                 _ => Err(unexpected()),
             }

@@ -93,6 +93,7 @@ where
         max_key_bytes: cfg.core.max_key_bytes,
         max_value_bytes: cfg.core.max_value_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
+        page_tokens: crate::net::page_token::PageTokens::embedded(id),
     };
     let (server_stop, server, health) = server::serve(incoming, services)?;
     let background =

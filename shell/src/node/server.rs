@@ -21,6 +21,7 @@ use tonic_health::ServingStatus;
 use crate::config::NodeConfig;
 use crate::net::gossip_net;
 use crate::net::kv_service::KvService;
+use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
 use crate::net::transport::PeerConnector;
@@ -191,7 +192,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     // Reloaded peer certificates reach the driver's links through this channel.
     let (peer_tls, peer_connector) =
         watch::channel(PeerConnector::Tls(tls::client_config(&cfg.peer_tls)?));
-    let server_tls = tls::ReloadableServerTls::load(&cfg.server_tls)?;
+    let server_tls =
+        tls::ReloadableServerTls::load(&cfg.server_tls, cfg.server_tls_crl_file.as_deref())?;
     let rustls_config = server_tls.server_config()?;
     let (mut driver, handle) = Driver::new(
         node,
@@ -205,7 +207,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
-    let incoming = tls::incoming(listener, rustls_config);
+    let incoming = tls::incoming(listener, rustls_config, server_tls.connections());
     let services = Services {
         handle: handle.clone(),
         stopping: stopping.clone(),
@@ -213,6 +215,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         max_key_bytes: cfg.max_key_bytes,
         max_value_bytes: cfg.max_value_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
+        page_tokens: PageTokens::from_cluster_key(&cfg.cluster_key.0),
     };
     let (server_stop, server, health) = serve(incoming, services)?;
 
@@ -260,6 +263,8 @@ pub(crate) struct Services {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_concurrent_streams: u32,
+    /// Seals `Range` page tokens (the same key on every node of a cluster).
+    pub page_tokens: PageTokens,
 }
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
@@ -287,7 +292,7 @@ where
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
-    let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz))
+    let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let peer = PeerServer::new(PeerService::new(s.handle))

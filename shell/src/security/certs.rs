@@ -9,6 +9,11 @@
 //!   every `--host`; extended key usage server auth + client auth (one certificate serves the
 //!   node's port and authenticates it to its peers; server auth marks it as a node identity).
 //! - client certificates: CN = the given name (`root`, `nobody`, ...), client auth only.
+//!
+//! Lifetimes are bounded: node and client certificates are valid for [`DEFAULT_CERT_DAYS`]
+//! (`--days`), a new CA for [`DEFAULT_CA_DAYS`] (`--ca-days`), both from the start of the
+//! current UTC day. `--revoke NAME` adds the serial of `NAME.pem` to `crl.pem` (signed by the
+//! CA, every earlier revocation kept), which nodes load through `server-tls-crl-file`.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -33,7 +38,24 @@ pub struct CertsArgs {
     /// A client certificate with this CN (repeatable), e.g. root, nobody.
     #[arg(long = "client")]
     pub clients: Vec<String>,
+    /// Validity of the node and client certificates made by this run, in days.
+    #[arg(long, default_value_t = DEFAULT_CERT_DAYS, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub days: u32,
+    /// Validity of a CA made by this run (an existing CA is reused as it is), in days.
+    #[arg(long, default_value_t = DEFAULT_CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub ca_days: u32,
+    /// Revoke the certificate `<NAME>.pem` in `--out` (repeatable): its serial is added to
+    /// `crl.pem`, a CRL signed by the CA that keeps every earlier revocation.
+    #[arg(long = "revoke")]
+    pub revoke: Vec<String>,
 }
+
+/// Default validity of node and client certificates: one year.
+pub const DEFAULT_CERT_DAYS: u32 = 365;
+/// Default validity of a new CA: ten years.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+/// How long a CRL made by `--revoke` says it is current (its `nextUpdate`).
+const CRL_DAYS: u32 = 365;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
@@ -52,6 +74,8 @@ pub enum CertsError {
     },
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.'")]
     BadName(String),
+    #[error("{path}: not a PEM certificate or CRL")]
+    Parse { path: PathBuf },
 }
 
 fn rc(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CertsError {
@@ -65,8 +89,13 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
-/// Loads `ca.pem`/`ca-key.pem` from `dir`, or creates them.
+/// Loads `ca.pem`/`ca-key.pem` from `dir`, or creates them (valid [`DEFAULT_CA_DAYS`]).
 pub fn load_or_create_ca(dir: &Path) -> Result<Ca, CertsError> {
+    load_or_create_ca_for(dir, DEFAULT_CA_DAYS)
+}
+
+/// Loads `ca.pem`/`ca-key.pem` from `dir`, or creates them valid for `days` from today.
+pub fn load_or_create_ca_for(dir: &Path, days: u32) -> Result<Ca, CertsError> {
     create_dir(dir)?;
     let cert_path = dir.join("ca.pem");
     let key_path = dir.join("ca-key.pem");
@@ -80,6 +109,7 @@ pub fn load_or_create_ca(dir: &Path) -> Result<Ca, CertsError> {
     params.distinguished_name.push(DnType::CommonName, "mokv CA");
     params.distinguished_name.push(DnType::OrganizationName, "mokv");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    set_validity(&mut params, days);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -104,12 +134,24 @@ fn check_name(name: &str) -> Result<(), CertsError> {
     }
 }
 
-/// Writes `<name>.pem` and `<name>-key.pem`: a node certificate (server + client auth).
+/// Writes `<name>.pem` and `<name>-key.pem`: a node certificate (server + client auth),
+/// valid [`DEFAULT_CERT_DAYS`].
 pub fn write_node_cert(
     ca: &Ca,
     dir: &Path,
     name: &str,
     hosts: &[String],
+) -> Result<(PathBuf, PathBuf), CertsError> {
+    write_node_cert_for(ca, dir, name, hosts, DEFAULT_CERT_DAYS)
+}
+
+/// [`write_node_cert`] valid for `days` from today.
+pub fn write_node_cert_for(
+    ca: &Ca,
+    dir: &Path,
+    name: &str,
+    hosts: &[String],
+    days: u32,
 ) -> Result<(PathBuf, PathBuf), CertsError> {
     check_name(name)?;
     let mut sans: Vec<String> =
@@ -119,15 +161,28 @@ pub fn write_node_cert(
             sans.push(h.clone());
         }
     }
-    let params = CertificateParams::new(sans).map_err(rc(format!("node {name}: names")))?;
+    let mut params = CertificateParams::new(sans).map_err(rc(format!("node {name}: names")))?;
+    set_validity(&mut params, days);
     let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     issue(ca, dir, name, params, usages)
 }
 
-/// Writes `<cn>.pem` and `<cn>-key.pem`: a client certificate (client auth only).
+/// Writes `<cn>.pem` and `<cn>-key.pem`: a client certificate (client auth only), valid
+/// [`DEFAULT_CERT_DAYS`].
 pub fn write_client_cert(ca: &Ca, dir: &Path, cn: &str) -> Result<(PathBuf, PathBuf), CertsError> {
+    write_client_cert_for(ca, dir, cn, DEFAULT_CERT_DAYS)
+}
+
+/// [`write_client_cert`] valid for `days` from today.
+pub fn write_client_cert_for(
+    ca: &Ca,
+    dir: &Path,
+    cn: &str,
+    days: u32,
+) -> Result<(PathBuf, PathBuf), CertsError> {
     check_name(cn)?;
-    let params = CertificateParams::new(Vec::new()).map_err(rc(format!("client {cn}")))?;
+    let mut params = CertificateParams::new(Vec::new()).map_err(rc(format!("client {cn}")))?;
+    set_validity(&mut params, days);
     issue(ca, dir, cn, params, vec![ExtendedKeyUsagePurpose::ClientAuth])
 }
 
@@ -170,18 +225,111 @@ fn issue(
 
 /// Runs `mokvd certs`.
 pub fn run(args: &CertsArgs) -> Result<(), CertsError> {
-    let ca = load_or_create_ca(&args.out)?;
+    let ca = load_or_create_ca_for(&args.out, args.ca_days)?;
     println!("CA: {}", args.out.join("ca.pem").display());
     println!("cluster key: {}", ensure_cluster_key(&args.out)?.display());
     for n in &args.nodes {
-        let (c, _) = write_node_cert(&ca, &args.out, n, &args.hosts)?;
+        let (c, _) = write_node_cert_for(&ca, &args.out, n, &args.hosts, args.days)?;
         println!("node {n}: {}", c.display());
     }
     for cn in &args.clients {
-        let (c, _) = write_client_cert(&ca, &args.out, cn)?;
+        let (c, _) = write_client_cert_for(&ca, &args.out, cn, args.days)?;
         println!("client {cn}: {}", c.display());
     }
+    if !args.revoke.is_empty() {
+        let crl = revoke(&ca, &args.out, &args.revoke)?;
+        println!("CRL: {}", crl.display());
+    }
     Ok(())
+}
+
+/// Adds the serials of `<name>.pem` (for each of `names`) to `dir/crl.pem`, keeping the
+/// serials it already lists, and signs it anew with the CA (CRL number one higher). Returns
+/// the CRL's path.
+pub fn revoke(ca: &Ca, dir: &Path, names: &[String]) -> Result<PathBuf, CertsError> {
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+    let path = dir.join("crl.pem");
+    let mut serials: Vec<Vec<u8>> = Vec::new();
+    let mut number: u64 = 1;
+    if path.exists() {
+        let pem = read(&path)?;
+        let bad = || CertsError::Parse { path: path.clone() };
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| bad())?;
+        let (_, crl) = x509_parser::parse_x509_crl(&parsed.contents).map_err(|_| bad())?;
+        for r in crl.iter_revoked_certificates() {
+            serials.push(r.raw_serial().to_vec());
+        }
+        number = crl.crl_number().and_then(|n| u64::try_from(n).ok()).unwrap_or(0) + 1;
+    }
+    for name in names {
+        check_name(name)?;
+        let cert_path = dir.join(format!("{name}.pem"));
+        let pem = read(&cert_path)?;
+        let bad = || CertsError::Parse { path: cert_path.clone() };
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| bad())?;
+        let cert = parsed.parse_x509().map_err(|_| bad())?;
+        let serial = cert.raw_serial().to_vec();
+        if !serials.contains(&serial) {
+            serials.push(serial);
+        }
+    }
+    let today = today_utc();
+    let revoked_at = rcgen::date_time_ymd(today.0, today.1, today.2);
+    let next = civil_from_days(days_since_epoch() + i64::from(CRL_DAYS));
+    let params = CertificateRevocationListParams {
+        this_update: revoked_at,
+        next_update: rcgen::date_time_ymd(next.0, next.1, next.2),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: revoked_at,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.issuer).map_err(rc("signing the CRL"))?;
+    write_public(&path, &crl.pem().map_err(rc("encoding the CRL"))?)?;
+    Ok(path)
+}
+
+/// Valid from the start of the current UTC day for `days` days.
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let today = days_since_epoch();
+    let (y, m, d) = civil_from_days(today);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil_from_days(today + i64::from(days));
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+}
+
+fn days_since_epoch() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 86_400) as i64
+}
+
+fn today_utc() -> (i32, u8, u8) {
+    civil_from_days(days_since_epoch())
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
 }
 
 /// Makes sure `dir/cluster.key` holds a random gossip key (32 random bytes, hex; mode 0600)
@@ -304,6 +452,33 @@ mod tests {
         assert_eq!((id.name.as_str(), id.is_node), ("n1", true));
         let id = crate::security::identity::identity_from_der(&der(&client)).unwrap();
         assert_eq!((id.name.as_str(), id.is_node), ("root", false));
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_and_revocation_lists_serials() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = load_or_create_ca(dir.path()).unwrap();
+        let (node, _) = write_node_cert(&ca, dir.path(), "n1", &[]).unwrap();
+        let (alice, _) = write_client_cert_for(&ca, dir.path(), "alice", 30).unwrap();
+        let not_after = |p: &Path| {
+            let pem = std::fs::read_to_string(p).unwrap();
+            let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+            let c = parsed.parse_x509().unwrap();
+            (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86_400
+        };
+        assert_eq!(not_after(&node), i64::from(DEFAULT_CERT_DAYS));
+        assert_eq!(not_after(&alice), 30);
+        assert_eq!(not_after(&dir.path().join("ca.pem")), i64::from(DEFAULT_CA_DAYS));
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+
+        let crl = revoke(&ca, dir.path(), &["alice".into()]).unwrap();
+        revoke(&ca, dir.path(), &["n1".into(), "alice".into()]).unwrap();
+        let pem = std::fs::read_to_string(&crl).unwrap();
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, list) = x509_parser::parse_x509_crl(&parsed.contents).unwrap();
+        assert_eq!(list.iter_revoked_certificates().count(), 2, "earlier revocations kept");
+        assert!(revoke(&ca, dir.path(), &["nobody".into()]).is_err(), "no such certificate");
     }
 
     #[test]

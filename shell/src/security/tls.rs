@@ -10,14 +10,31 @@
 //! connection carries it ([`crate::security::identity`]).
 //!
 //! Peer connections present the node's own certificate (`peer-tls-*`, read at start, reloaded
-//! by [`watch_peer`]).
+//! by [`watch_peer`]). A reload parses both sides completely (certificate chain, private key,
+//! the key matches the certificate, CA, CRL) before anything is swapped; a set of files that
+//! fails any step is refused (a warning, `mokv_tls_reload_failures_total{role}`) and the
+//! previous identity stays, so a half-written file cannot cut a node off its peers.
+//!
+//! Revocation: `server-tls-crl-file` lists revoked certificates (`mokvd certs --revoke`); it is
+//! reloaded with the CA. After every successful reload, and every [`EXPIRY_CHECK_INTERVAL`],
+//! each open connection's client certificate is verified again against the verifier in force
+//! ([`ConnRegistry`]) and the connections whose certificate is revoked, expired or no longer
+//! chains to the CA are closed at once (an active close rather than a maximum connection age:
+//! a revocation takes effect within one reload, and idle trusted connections are not churned).
+//!
+//! Expiry: `mokv_tls_cert_expiry_seconds{role="server"|"peer"|"ca"}` is the time left, and
+//! a warning is logged when it falls below [`EXPIRY_WARNING`].
 
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -50,13 +67,64 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Client side: trusts `files.ca` and presents `files.cert` (the node certificate for peers).
+/// The files are parsed and the key matched to the certificate first: tonic would accept any
+/// bytes here and fail every later handshake.
 pub fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig, TlsError> {
     let cert = read("reading certificate", &files.cert)?;
     let key = read("reading private key", &files.key)?;
     let ca = read("reading CA certificate", &files.ca)?;
+    certified_key(files, &cert, &key)?;
+    roots(files, &ca)?;
     Ok(ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(tonic::transport::Identity::from_pem(cert, key)))
+}
+
+/// Expiry (`notAfter`, seconds since the epoch) of the first certificate of `files.cert`.
+fn cert_not_after(files: &TlsFiles) -> Option<i64> {
+    let pem = std::fs::read(&files.cert).ok()?;
+    let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    not_after_of(&der)
+}
+
+fn not_after_of(der: &[u8]) -> Option<i64> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(c.validity().not_after.timestamp())
+}
+
+/// Parses the certificate chain and key, and checks that they belong together.
+fn certified_key(files: &TlsFiles, cert: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("parsing certificate", &files.cert, e))?;
+    if chain.is_empty() {
+        return Err(invalid("parsing certificate", &files.cert, "no certificate in the file"));
+    }
+    // The key's parse error is not shown: it could quote key material.
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|_| invalid("parsing private key", &files.key, "not a PEM private key"))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|_| invalid("loading private key", &files.key, "unsupported private key"))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| invalid("matching certificate and key", &files.key, e))?;
+    Ok(certified)
+}
+
+/// Parses the CA file into a root store (at least one certificate).
+fn roots(files: &TlsFiles, ca: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| invalid("parsing CA certificate", &files.ca, e))?;
+        roots.add(c).map_err(|e| invalid("adding CA certificate", &files.ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("parsing CA certificate", &files.ca, "no certificate in the file"));
+    }
+    Ok(roots)
 }
 
 /// A server-side mTLS connection with its client's identity.
@@ -64,10 +132,14 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientTlsConfig, TlsError> {
 pub struct MtlsConn {
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     identity: ConnIdentity,
+    _registered: Option<Registered>,
 }
 
 impl MtlsConn {
-    fn new(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Self {
+    fn new(
+        stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        registered: Option<Registered>,
+    ) -> Self {
         let identity = stream
             .get_ref()
             .1
@@ -75,7 +147,7 @@ impl MtlsConn {
             .and_then(|c| c.first())
             .and_then(|der| identity_from_der(der.as_ref()))
             .map(Arc::new);
-        Self { stream, identity: ConnIdentity(identity) }
+        Self { stream, identity: ConnIdentity(identity), _registered: registered }
     }
 }
 
@@ -152,42 +224,44 @@ fn invalid(what: &'static str, path: &Path, why: impl std::fmt::Display) -> TlsE
 struct Loaded {
     key: Arc<CertifiedKey>,
     verifier: Arc<dyn ClientCertVerifier>,
+    /// `notAfter` of the presented certificate and of the CA that expires first.
+    cert_not_after: Option<i64>,
+    ca_not_after: Option<i64>,
 }
 
-fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
+fn load(files: &TlsFiles, crl: Option<&Path>) -> Result<Loaded, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = read("reading certificate", &files.cert)?;
-    let chain = CertificateDer::pem_slice_iter(&cert)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid("parsing certificate", &files.cert, e))?;
-    if chain.is_empty() {
-        return Err(invalid("parsing certificate", &files.cert, "no certificate in the file"));
-    }
-    // The key's parse error is not shown: it could quote key material.
     let key = read("reading private key", &files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key)
-        .map_err(|_| invalid("parsing private key", &files.key, "not a PEM private key"))?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|_| invalid("loading private key", &files.key, "unsupported private key"))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| invalid("matching certificate and key", &files.key, e))?;
+    let certified = certified_key(files, &cert, &key)?;
+    let cert_not_after = certified.cert.first().and_then(|c| not_after_of(c));
     let ca = read("reading CA certificate", &files.ca)?;
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ca) {
-        let c = c.map_err(|e| invalid("parsing CA certificate", &files.ca, e))?;
-        roots.add(c).map_err(|e| invalid("adding CA certificate", &files.ca, e))?;
-    }
+    let ca_not_after =
+        CertificateDer::pem_slice_iter(&ca).filter_map(|c| not_after_of(&c.ok()?)).min();
+    let roots = roots(files, &ca)?;
     // A client without a certificate completes the handshake and gets UNAUTHENTICATED from
     // every KV and Peer rpc (a clear status instead of a closed connection its library would
     // retry); only health and reflection answer it. A certificate that does not verify is still
     // refused in the handshake.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| invalid("CA certificate", &files.ca, e))?;
-    Ok(Loaded { key: Arc::new(certified), verifier })
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated();
+    if let Some(path) = crl {
+        let pem = read("reading CRL", path)?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("parsing CRL", path, e))?;
+        if crls.is_empty() {
+            return Err(invalid("parsing CRL", path, "no CRL in the file"));
+        }
+        // The CRL covers the certificates the CA issued (end entities: the CA is the trust
+        // anchor); a certificate of an issuer without a CRL here is not refused for that.
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let verifier = builder.build().map_err(|e| invalid("CA certificate or CRL", &files.ca, e))?;
+    Ok(Loaded { key: Arc::new(certified), verifier, cert_not_after, ca_not_after })
 }
 
 /// The server's certificate and client-certificate verifier, swappable at runtime: rustls asks
@@ -195,7 +269,9 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
 /// connections keep the certificates they were made with).
 pub struct ReloadableServerTls {
     files: TlsFiles,
+    crl: Option<PathBuf>,
     current: RwLock<Arc<Loaded>>,
+    conns: Arc<ConnRegistry>,
 }
 
 impl std::fmt::Debug for ReloadableServerTls {
@@ -206,20 +282,60 @@ impl std::fmt::Debug for ReloadableServerTls {
 }
 
 impl ReloadableServerTls {
-    /// Loads `files` (presented certificate and key, CA that client certificates must chain to).
-    pub fn load(files: &TlsFiles) -> Result<Arc<ReloadableServerTls>, TlsError> {
-        let loaded = load(files)?;
-        Ok(Arc::new(ReloadableServerTls {
+    /// Loads `files` (presented certificate and key, CA that client certificates must chain
+    /// to) and the CRL of revoked client certificates, if any.
+    pub fn load(
+        files: &TlsFiles,
+        crl: Option<&Path>,
+    ) -> Result<Arc<ReloadableServerTls>, TlsError> {
+        let loaded = load(files, crl)?;
+        let tls = Arc::new(ReloadableServerTls {
             files: files.clone(),
+            crl: crl.map(Path::to_path_buf),
             current: RwLock::new(Arc::new(loaded)),
-        }))
+            conns: Arc::default(),
+        });
+        tls.report_expiry(&mut ExpiryWarnings::default());
+        Ok(tls)
     }
 
-    /// Re-reads the files; on error the previous certificates stay in use.
+    /// Re-reads the files; on error the previous certificates stay in use. On success, the
+    /// open connections whose client certificate the new verifier refuses are closed.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let loaded = Arc::new(load(&self.files)?);
+        let loaded = Arc::new(load(&self.files, self.crl.as_deref())?);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+        self.close_untrusted();
         Ok(())
+    }
+
+    /// The open connections accepted with this configuration.
+    pub fn connections(&self) -> Arc<ConnRegistry> {
+        self.conns.clone()
+    }
+
+    /// Closes every open connection whose client certificate no longer verifies (revoked,
+    /// expired, or not from the CA in force). Returns how many.
+    pub fn close_untrusted(&self) -> usize {
+        let verifier = self.current().verifier.clone();
+        let closed = self.conns.close_where(|chain| {
+            let Some((end, rest)) = chain.split_first() else { return false };
+            verifier.verify_client_cert(end, rest, UnixTime::now()).is_err()
+        });
+        if closed > 0 {
+            tracing::warn!(
+                connections = closed,
+                "closed connections whose client certificate is no longer trusted"
+            );
+            metrics::counter!("mokv_tls_connections_closed_untrusted_total")
+                .increment(closed as u64);
+        }
+        closed
+    }
+
+    fn report_expiry(&self, warnings: &mut ExpiryWarnings) {
+        let l = self.current();
+        warnings.report("server", &self.files.cert, l.cert_not_after);
+        warnings.report("ca", &self.files.ca, l.ca_not_after);
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -241,11 +357,11 @@ impl ReloadableServerTls {
 
 type FilesStamp = Vec<Option<(u64, std::time::SystemTime, u64)>>;
 
-/// Modification stamp of a certificate, key and CA file: inode (a rename), modification time
-/// and length.
-fn files_stamp(files: &TlsFiles) -> FilesStamp {
+/// Modification stamp of certificate, key, CA (and CRL) files: inode (a rename),
+/// modification time and length.
+fn files_stamp(paths: &[PathBuf]) -> FilesStamp {
     use std::os::unix::fs::MetadataExt as _;
-    [&files.cert, &files.key, &files.ca]
+    paths
         .iter()
         .map(|p| {
             let m = std::fs::metadata(p).ok()?;
@@ -256,23 +372,79 @@ fn files_stamp(files: &TlsFiles) -> FilesStamp {
 
 /// Re-reads the node's outgoing (peer) certificate, key and CA when they change (checked every
 /// `interval`) or on SIGHUP, and hands each new client configuration to `reloaded` (mokvd's
-/// server passes it on to the peer links). A set of files that does not load is logged and the
-/// previous configuration stays.
+/// server passes it on to the peer links). A set of files that does not parse, or whose key
+/// does not match its certificate, is refused (logged, counted) and the previous identity
+/// stays.
 pub async fn watch_peer(
     files: TlsFiles,
-    interval: std::time::Duration,
+    interval: Duration,
     reloaded: impl Fn(ClientTlsConfig) + Send + 'static,
 ) {
-    let mut trigger = ReloadTrigger::new(&files);
+    let paths = vec![files.cert.clone(), files.key.clone(), files.ca.clone()];
+    let mut trigger = ReloadTrigger::new(&paths);
+    let mut warnings = ExpiryWarnings::default();
+    let mut not_after = cert_not_after(&files);
+    warnings.report("peer", &files.cert, not_after);
     loop {
-        trigger.next(&files, interval).await;
+        if !trigger.next_or_expiry_check(&paths, interval).await {
+            warnings.report("peer", &files.cert, not_after);
+            continue;
+        }
         match client_config(&files) {
             Ok(c) => {
                 reloaded(c);
+                not_after = cert_not_after(&files);
+                warnings.report("peer", &files.cert, not_after);
                 tracing::info!(cert = %files.cert.display(), "peer certificates reloaded");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "peer certificate reload failed; keeping the previous ones")
+            Err(e) => reload_refused("peer", &e),
+        }
+    }
+}
+
+fn reload_refused(role: &'static str, e: &TlsError) {
+    tracing::warn!("{role} certificate reload refused, keeping the previous ones: {e}");
+    metrics::counter!("mokv_tls_reload_failures_total", "role" => role).increment(1);
+}
+
+/// How often the time left on the certificates is reported, and open connections re-verified
+/// (an expired client certificate closes its connection within this).
+pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Below this time left, a certificate's expiry is logged as a warning (at most once an hour per
+/// certificate, and at every reload).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+const EXPIRY_WARNING_REPEAT: Duration = Duration::from_secs(3600);
+
+/// Reports `mokv_tls_cert_expiry_seconds{role}` and rate-limits the expiry warnings.
+#[derive(Default)]
+struct ExpiryWarnings {
+    last: BTreeMap<&'static str, std::time::Instant>,
+}
+
+impl ExpiryWarnings {
+    fn report(&mut self, role: &'static str, path: &Path, not_after: Option<i64>) {
+        let Some(not_after) = not_after else { return };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let left = not_after - now;
+        metrics::gauge!("mokv_tls_cert_expiry_seconds", "role" => role).set(left as f64);
+        if left >= EXPIRY_WARNING.as_secs() as i64 {
+            self.last.remove(role);
+            return;
+        }
+        let due = self.last.get(role).is_none_or(|t| t.elapsed() >= EXPIRY_WARNING_REPEAT);
+        if due {
+            self.last.insert(role, std::time::Instant::now());
+            if left <= 0 {
+                tracing::warn!(role, cert = %path.display(), "certificate has expired");
+            } else {
+                tracing::warn!(
+                    role,
+                    cert = %path.display(),
+                    days_left = left / 86_400,
+                    "certificate expires soon"
+                );
             }
         }
     }
@@ -283,10 +455,11 @@ pub async fn watch_peer(
 struct ReloadTrigger {
     hup: Option<tokio::signal::unix::Signal>,
     last: FilesStamp,
+    next_expiry_check: tokio::time::Instant,
 }
 
 impl ReloadTrigger {
-    fn new(files: &TlsFiles) -> Self {
+    fn new(files: &[PathBuf]) -> Self {
         let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -294,11 +467,21 @@ impl ReloadTrigger {
                 None
             }
         };
-        Self { hup, last: files_stamp(files) }
+        Self {
+            hup,
+            last: files_stamp(files),
+            next_expiry_check: tokio::time::Instant::now() + EXPIRY_CHECK_INTERVAL,
+        }
     }
 
-    async fn next(&mut self, files: &TlsFiles, interval: std::time::Duration) {
+    /// Waits until the files changed or SIGHUP (true), or [`EXPIRY_CHECK_INTERVAL`] passed
+    /// since the last expiry check (false).
+    async fn next_or_expiry_check(&mut self, files: &[PathBuf], interval: Duration) -> bool {
         loop {
+            if tokio::time::Instant::now() >= self.next_expiry_check {
+                self.next_expiry_check = tokio::time::Instant::now() + EXPIRY_CHECK_INTERVAL;
+                return false;
+            }
             let signalled = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
                 Some(()) = async {
@@ -311,7 +494,7 @@ impl ReloadTrigger {
             let stamp = files_stamp(files);
             if signalled || stamp != self.last {
                 self.last = stamp;
-                return;
+                return true;
             }
         }
     }
@@ -373,28 +556,106 @@ impl ClientCertVerifier for ReloadableServerTls {
 }
 
 /// Reloads `tls` when its files change (checked every `interval`) or on SIGHUP. A failed
-/// reload is logged and the previous certificates stay in use.
-pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration) {
-    let mut trigger = ReloadTrigger::new(&tls.files);
+/// reload is logged and the previous certificates stay in use. Every
+/// [`EXPIRY_CHECK_INTERVAL`] the expiry metrics are refreshed and open connections re-verified.
+pub async fn watch(tls: Arc<ReloadableServerTls>, interval: Duration) {
+    let mut paths = vec![tls.files.cert.clone(), tls.files.key.clone(), tls.files.ca.clone()];
+    paths.extend(tls.crl.clone());
+    let mut trigger = ReloadTrigger::new(&paths);
+    let mut warnings = ExpiryWarnings::default();
     loop {
-        trigger.next(&tls.files, interval).await;
+        if !trigger.next_or_expiry_check(&paths, interval).await {
+            tls.close_untrusted();
+            tls.report_expiry(&mut warnings);
+            continue;
+        }
         match tls.reload() {
             Ok(()) => {
+                warnings.last.clear();
+                tls.report_expiry(&mut warnings);
                 tracing::info!(cert = %tls.files.cert.display(), "server certificates reloaded")
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "certificate reload failed; keeping the previous ones")
+            Err(e) => reload_refused("server", &e),
+        }
+    }
+}
+
+/// The open mTLS connections that presented a client certificate, with that certificate, so
+/// that a reload can close those it no longer trusts.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    next_id: AtomicU64,
+    conns: Mutex<BTreeMap<u64, LiveConn>>,
+}
+
+#[derive(Debug)]
+struct LiveConn {
+    chain: Vec<CertificateDer<'static>>,
+    /// A duplicate of the connection's socket: `shutdown(2)` on it ends the connection for
+    /// every holder (the TLS stream then reads end-of-file and the server drops it).
+    socket: std::net::TcpStream,
+}
+
+impl ConnRegistry {
+    fn register(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        socket: std::net::TcpStream,
+    ) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, LiveConn { chain, socket });
+        Registered { id, registry: self.clone() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LiveConn>> {
+        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many connections are registered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shuts down (and forgets) the connections whose certificate chain `refused`.
+    fn close_where(&self, refused: impl Fn(&[CertificateDer<'static>]) -> bool) -> usize {
+        let mut conns = self.lock();
+        let doomed: Vec<u64> =
+            conns.iter().filter(|(_, c)| refused(&c.chain)).map(|(id, _)| *id).collect();
+        for id in &doomed {
+            if let Some(c) = conns.remove(id) {
+                let _ = c.socket.shutdown(std::net::Shutdown::Both);
             }
         }
+        doomed.len()
+    }
+}
+
+/// Removes its connection from the registry when the connection is dropped.
+#[derive(Debug)]
+struct Registered {
+    id: u64,
+    registry: Arc<ConnRegistry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
     }
 }
 
 /// TLS connections accepted on `listener`, each with its client's identity parsed once
 /// ([`MtlsConn`]): handshakes run concurrently (each bounded), failed ones are dropped. Ends
-/// when the receiver is dropped (the server stopped).
+/// when the receiver is dropped (the server stopped). Connections that presented a client certificate
+/// are registered in `conns` while open.
 pub fn incoming(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,
+    conns: Arc<ConnRegistry>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<MtlsConn, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -416,10 +677,26 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let conns = conns.clone();
             tokio::spawn(async move {
+                let dup = tcp.as_fd().try_clone_to_owned().map(std::net::TcpStream::from);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(MtlsConn::new(tls))).await;
+                        let chain =
+                            tls.get_ref().1.peer_certificates().map(|c| {
+                                c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>()
+                            });
+                        let registered = match (chain, dup) {
+                            (Some(chain), Ok(dup)) => Some(conns.register(chain, dup)),
+                            (Some(_), Err(e)) => {
+                                // Without a handle to close it, a revocation could not end
+                                // this connection: refuse it.
+                                tracing::warn!(error = %e, "duplicating a socket; connection dropped");
+                                return;
+                            }
+                            (None, _) => None,
+                        };
+                        let _ = tx.send(Ok(MtlsConn::new(tls, registered))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
