@@ -99,8 +99,12 @@ declare::settings! {
         /// Casbin policy CSV (unset: the built-in certs/policy.csv, `root` may do everything);
         /// reloaded when it changes.
         acl_policy_file: PathBuf,
-        /// Prometheus `/metrics` port (unset: off).
+        /// Prometheus `/metrics` port (unset: off; 0: a free port, reported in `ports-file`).
         metrics_port: u16,
+        /// After every listener is bound, write their addresses here (atomically: a temp file
+        /// renamed into place), one `rpc|gossip|metrics <ip:port>` per line; for scripts and
+        /// tests that start the node with port 0.
+        ports_file: PathBuf,
     }
     inputs {
         /// Host (name or IP) other nodes and clients use to reach this node's rpc port.

@@ -7,17 +7,89 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use mokv_core::{Role, Status};
 use tonic::Code;
 
-/// Serves `/metrics` on `addr` from the current tokio runtime.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Longest request head read from a scraper; a longer one is refused.
+const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// Scrapes served at once; further connections wait in the listen backlog.
+const MAX_CONCURRENT_SCRAPES: usize = 16;
+/// A scraper must send its request head and take the answer within this.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often histograms are rolled over (the exporter needs this when it does not serve).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds `addr` (port 0: a free port), installs the Prometheus recorder and serves
+/// `/metrics` there from the current tokio runtime; returns the bound address.
+pub async fn install(addr: SocketAddr) -> Result<SocketAddr, String> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("metrics on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
             &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
         )
         .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| format!("metrics on {addr}: {e}"))
+        .install_recorder()
+        .map_err(|e| format!("metrics on {bound}: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("metrics accept: {e}");
+                    continue;
+                }
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, serve_one(stream, &handle)).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+/// Answers one HTTP/1.x request: `GET /metrics` with the rendered text, anything else 404.
+async fn serve_one(
+    mut stream: tokio::net::TcpStream,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST_HEAD_BYTES {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let (status, body) = if method == Some(b"GET") && path == Some(b"/metrics") {
+        ("200 OK", handle.render())
+    } else {
+        ("404 Not Found", String::new())
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 /// Raft progress of this node, after every driver step.
