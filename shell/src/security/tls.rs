@@ -382,9 +382,11 @@ pub async fn watch(tls: Arc<ReloadableServerTls>, interval: std::time::Duration)
             Ok(()) => {
                 tracing::info!(cert = %tls.files.cert.display(), "server certificates reloaded")
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "certificate reload failed; keeping the previous ones")
-            }
+            Err(e) => tracing::warn!(
+                cert = %tls.files.cert.display(),
+                error = %e,
+                "certificate reload failed; keeping the previous ones"
+            ),
         }
     }
 }
