@@ -116,8 +116,8 @@ declare::settings! {
         /// Casbin policy CSV (unset: the built-in certs/policy.csv, `root` may do everything);
         /// reloaded when it changes.
         acl_policy_file: PathBuf,
-        /// Prometheus `/metrics` port (unset: off); HTTPS with the server certificate unless
-        /// `metrics-plain-http`.
+        /// Prometheus `/metrics` port (unset: off; 0: a free port, reported in `ports-file`);
+        /// HTTPS with the server certificate unless `metrics-plain-http`.
         metrics_port: u16,
         /// State quota (like etcd's `quota-backend-bytes`): writes that would take the data
         /// (keys, values and 32 bytes per key) past it fail RESOURCE_EXHAUSTED; deletes still
@@ -127,6 +127,10 @@ declare::settings! {
         /// `crl.pem`); reloaded with the CA, and open connections of a certificate it revokes
         /// are closed.
         server_tls_crl_file: PathBuf,
+        /// After every listener is bound, write their addresses here (atomically: a temp file
+        /// renamed into place), one `rpc|gossip|metrics <ip:port>` per line; for scripts and
+        /// tests that start the node with port 0.
+        ports_file: PathBuf,
     }
     inputs {
         /// Host (name or IP) other nodes and clients use to reach this node's rpc port.

@@ -79,21 +79,28 @@ async fn run(
     cfg: NodeConfig,
     dev: Option<mokv_shell::certs::DevCerts>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(port) = cfg.metrics_port {
-        let addr = std::net::SocketAddr::new(cfg.listen_host, port);
-        use mokv_shell::metrics::MetricsTransport;
-        let transport = if cfg.metrics_plain_http {
-            MetricsTransport::PlainHttp
-        } else {
-            let tls = mokv_shell::ReloadableServerTls::load(
-                &cfg.server_tls,
-                cfg.server_tls_crl_file.as_deref(),
-            )?;
-            MetricsTransport::Https { tls, client_auth: cfg.metrics_client_auth }
-        };
-        mokv_shell::metrics::install(addr, transport).await?;
-    }
+    let metrics_addr = match cfg.metrics_port {
+        Some(port) => {
+            let addr = std::net::SocketAddr::new(cfg.listen_host, port);
+            use mokv_shell::metrics::MetricsTransport;
+            let transport = if cfg.metrics_plain_http {
+                MetricsTransport::PlainHttp
+            } else {
+                let tls = mokv_shell::ReloadableServerTls::load(
+                    &cfg.server_tls,
+                    cfg.server_tls_crl_file.as_deref(),
+                )?;
+                MetricsTransport::Https { tls, client_auth: cfg.metrics_client_auth }
+            };
+            Some(mokv_shell::metrics::install(addr, transport).await?)
+        }
+        None => None,
+    };
     let mut node = mokv_shell::start(&cfg).await?;
+    if let Some(path) = &cfg.ports_file {
+        write_ports_file(path, &node, metrics_addr)
+            .map_err(|e| format!("writing ports-file {}: {e}", path.display()))?;
+    }
     // One machine-readable line on stdout, for scripts and tests started with port 0.
     println!(
         "mokvd listening on {} (advertised {}, gossip {}, raft id {})",
@@ -125,4 +132,28 @@ async fn run(
     node.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes `rpc`, `gossip` and (if on) `metrics` bound addresses to `path`: first to a temp file
+/// next to it, synced, then renamed, so a reader sees the whole file or none.
+fn write_ports_file(
+    path: &std::path::Path,
+    node: &mokv_shell::RunningNode,
+    metrics: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut text = format!("rpc {}\n", node.local_addr);
+    if let Some(g) = node.gossip_local_addr {
+        text.push_str(&format!("gossip {g}\n"));
+    }
+    if let Some(m) = metrics {
+        text.push_str(&format!("metrics {m}\n"));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -37,8 +37,12 @@ pub enum MetricsTransport {
     Https { tls: Arc<ReloadableServerTls>, client_auth: bool },
 }
 
-/// Installs the recorder and serves `/metrics` on `addr` from the current tokio runtime.
-pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<(), String> {
+/// Binds `addr` (port 0: a free port), installs the recorder and serves `/metrics` there from
+/// the current tokio runtime; returns the bound address.
+pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<SocketAddr, String> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("metrics on {addr}: {e}"))?;
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
@@ -47,8 +51,6 @@ pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<()
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("metrics recorder: {e}"))?;
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("metrics on {addr}: {e}"))?;
     let acceptor = match &transport {
         MetricsTransport::PlainHttp => None,
         MetricsTransport::Https { tls, .. } => {
@@ -69,7 +71,7 @@ pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<()
         tokio::spawn(tls::watch(t, tls::CERT_RELOAD_INTERVAL));
     }
     tokio::spawn(serve(listener, acceptor, client_auth, handle));
-    Ok(())
+    Ok(bound)
 }
 
 async fn serve(

@@ -52,6 +52,7 @@ impl Certs {
 }
 
 async fn start(certs: &Certs, data: &Path, acl: Option<(PathBuf, PathBuf)>) -> RunningNode {
+    capture_logs();
     mokv_shell::install_crypto_provider();
     let (acl_model_file, acl_policy_file) = acl.unzip();
     let s = Settings {
@@ -140,6 +141,38 @@ fn denied<T: std::fmt::Debug>(r: Result<T, Status>, key: &str) {
 }
 
 /// Writes `text` to `path` atomically (temporary file + rename), as operators should.
+/// Every log line of this test process at `info` and above (the tests of this file share it):
+/// what the tests wait on when the outcome of a reload is "nothing changed".
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Appends to [`LOG`].
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Routes this process's logs into [`LOG`] (once).
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("mokv_shell=info"))
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+/// Log lines containing every one of `needles`.
+fn logged(needles: &[&str]) -> usize {
+    let log = LOG.lock().unwrap();
+    String::from_utf8_lossy(&log).lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
 fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
@@ -246,8 +279,13 @@ async fn prefix_identity_and_policy_reload_without_restart() {
     assert_eq!(servers(&mut nobody).await.unwrap(), 1);
 
     // A broken policy is rejected: the previous one stays in force.
+    let rejected = "authorization model/policy rejected";
+    let before = logged(&[rejected]);
     write_atomically(&policy, "p, nobody\n");
-    tokio::time::sleep(mokv_shell::ACL_RELOAD_INTERVAL * 3).await;
+    eventually("the broken policy rejected", || async move {
+        (logged(&[rejected]) > before).then_some(())
+    })
+    .await;
     assert_eq!(get(&mut nobody, "pub/x").await.unwrap(), b"p");
     assert_eq!(get(&mut app, "app/x").await.unwrap(), b"1");
     denied(get(&mut nobody, "other").await, "other");
@@ -379,8 +417,14 @@ async fn certificates_reload_from_disk_without_restart() {
     // Rotate to a new CA: new server certificate and key, new CA for client certificates.
     let rotated = Certs::new(&tmp.path().join("rotated"));
     // A broken certificate file first: refused, the old certificates stay.
+    let cert = certs.dir.join("n1.pem").display().to_string();
+    let failed = "certificate reload refused";
     write_atomically(&certs.dir.join("n1.pem"), "not a certificate");
-    tokio::time::sleep(mokv_shell::CERT_RELOAD_INTERVAL * 2).await;
+    eventually("the broken certificate refused", || {
+        let cert = cert.clone();
+        async move { (logged(&[failed, &cert]) > 0).then_some(()) }
+    })
+    .await;
     assert_eq!(get(&mut certs.kv(&addr, "root"), "ready").await.unwrap(), b"1");
     for f in ["n1-key.pem", "ca.pem", "n1.pem"] {
         let text = String::from_utf8(rotated.read(f)).unwrap();

@@ -97,7 +97,40 @@ async fn get(c: &mut KvClient<Channel>, key: &str) -> Result<Vec<u8>, tonic::Sta
     Ok(c.get(GetRequest { key: key.into(), consistency: 0 }).await?.into_inner().value)
 }
 
+/// Every log line of this test process at `info` and above (the tests of this file share it):
+/// what the tests wait on when the outcome of a reload is "nothing changed".
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Appends to [`LOG`].
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Routes this process's logs into [`LOG`] (once).
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("mokv_shell=info"))
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+/// Log lines containing every one of `needles`.
+fn logged(needles: &[&str]) -> usize {
+    let log = LOG.lock().unwrap();
+    String::from_utf8_lossy(&log).lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
 async fn start(s: Settings) -> RunningNode {
+    capture_logs();
     mokv_shell::install_crypto_provider();
     let cfg = NodeConfig::resolve(s).unwrap();
     mokv_shell::start(&cfg).await.unwrap()
@@ -316,11 +349,20 @@ async fn mokvd_dev_runs_reloads_on_sighup_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mokvd"))
-        .args(["--dev", "--rpc-port", "0", "--log-level", "warn", "--data-dir"])
+        .args(["--dev", "--rpc-port", "0", "--data-dir"])
         .arg(&dir)
+        .args(["--log-level", "warn,mokv_shell::security::tls=info"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -347,7 +389,15 @@ async fn mokvd_dev_runs_reloads_on_sighup_and_stops_on_sigterm() {
     // connections are still served.
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The observed event: the reload's log line (the process handled the signal).
+    let start = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        let line = log_rx.recv_timeout(left).expect("no reload logged after SIGHUP");
+        if line.contains("server certificates reloaded") {
+            break;
+        }
+    }
     assert!(child.try_wait().unwrap().is_none(), "mokvd died on SIGHUP");
     let mut fresh = kv(&certs, &addr, "root").await;
     assert_eq!(get(&mut fresh, "hello").await.unwrap(), b"world");
@@ -411,11 +461,21 @@ async fn peer_certificate_reloads_without_restart() {
     .await;
 
     // Rotate: n2 presents a certificate of the new CA; n1 accepts only the new CA.
-    put("n2-peer.pem", new.read("n2.pem"));
+    let peer_cert = live.join("n2-peer.pem").display().to_string();
+    let n1_cert = old.dir.join("n1.pem").display().to_string();
+    let peer_reloaded = ["peer certificates reloaded", peer_cert.as_str()];
+    let n1_reloaded = ["server certificates reloaded", n1_cert.as_str()];
+    let before = (logged(&peer_reloaded), logged(&n1_reloaded));
     put("n2-peer-key.pem", new.read("n2-key.pem"));
+    put("n2-peer.pem", new.read("n2.pem"));
     put("n1-client-ca.pem", new.read("ca.pem"));
-    // Both reloads are polled every CERT_RELOAD_INTERVAL; give them two rounds.
-    tokio::time::sleep(mokv_shell::CERT_RELOAD_INTERVAL * 2).await;
+    // Both watchers log each reload that took effect (a half-rotated pair is refused and
+    // retried on the next poll, so the last logged reload holds both new files).
+    eventually("both reloads", || {
+        let done = logged(&peer_reloaded) > before.0 && logged(&n1_reloaded) > before.1;
+        async move { done.then_some(()) }
+    })
+    .await;
 
     n1.shutdown().await.unwrap();
     let n1 = start(n1_settings(n1_gossip)).await;

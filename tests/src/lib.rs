@@ -7,9 +7,12 @@
 //!   data dir and port.
 //! - [`Cluster`]: three nodes formed through bootstrap + join.
 //! - [`eventually`]: polling with a deadline (the only waiting the tests do).
+//! - Every node is started with port 0 for each listener and `--ports-file`; [`Mokvd`] reads
+//!   the bound rpc, gossip and metrics ports from it ([`Mokvd::metrics_port`], read with
+//!   [`metric`]).
 //! - [`servers`] / [`Certs::servers`]: one node's `GetServers` answer; [`free_udp_ports`]:
-//!   gossip ports known before the nodes start ([`free_tcp_ports`] for metrics ports, read with
-//!   [`metric`]); [`Mokvd::terminate`]: SIGTERM and wait for the exit;
+//!   gossip ports known before the nodes start (only where a node must list a seed that
+//!   starts after it); [`Mokvd::terminate`]: SIGTERM and wait for the exit;
 //!   [`Mokvd::wipe_and_start`] / [`Mokvd::restart_on_new_rpc_port`]: a node back with an empty
 //!   data dir / on another rpc port.
 //!
@@ -252,14 +255,6 @@ pub fn free_udp_ports(n: usize) -> Vec<u16> {
     sockets.iter().map(|s| s.local_addr().expect("local addr").port()).collect()
 }
 
-/// `n` distinct TCP ports that were free a moment ago on 127.0.0.1 (e.g. for `--metrics-port`).
-pub fn free_tcp_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free TCP port"))
-        .collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
-}
-
 /// The whole `/metrics` text served on 127.0.0.1:`port`, in one attempt bounded by `bound`;
 /// `None` if unreachable or not answered with 200 OK.
 pub async fn scrape_metrics(port: u16, bound: Duration) -> Option<String> {
@@ -340,6 +335,8 @@ pub struct Mokvd {
     /// The advertised gossip address (`127.0.0.1:<udp port>`): what others join through.
     pub gossip_addr: String,
     pub gossip_port: u16,
+    /// The bound `/metrics` port, when started with `--metrics-port` (0 gives a free one).
+    pub metrics_port: Option<u16>,
     pub raft_id: u64,
     /// Every stdout line (after the listening line) and stderr line, of every incarnation.
     output: Arc<Mutex<Vec<String>>>,
@@ -362,6 +359,7 @@ impl Mokvd {
             port: 0,
             gossip_addr: String::new(),
             gossip_port: 0,
+            metrics_port: None,
             raft_id: 0,
             output: Arc::new(Mutex::new(Vec::new())),
         };
@@ -373,8 +371,16 @@ impl Mokvd {
     /// listening line.
     fn spawn(&mut self, port: u16, gossip_port: u16) {
         assert!(self.child.is_none(), "{} is already running", self.spec.name);
+        let ports_file = self.ports_file();
+        match std::fs::remove_file(&ports_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing {}: {e}", ports_file.display()),
+        }
         let mut child = clean_command(&self.bin)
             .args(&self.spec.args)
+            .arg("--ports-file")
+            .arg(&ports_file)
             .args(["--rpc-port", &port.to_string()])
             .args(["--bind-addr", &format!("127.0.0.1:{gossip_port}")])
             .stdin(Stdio::null())
@@ -428,6 +434,25 @@ impl Mokvd {
         self.addr = advertised.to_owned();
         self.port = advertised.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         self.raft_id = raft_id;
+        // mokvd writes the ports file (atomically) before it prints the listening line.
+        let ports = std::fs::read_to_string(&ports_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", ports_file.display()));
+        let bound = |what: &str| {
+            ports.lines().find_map(|l| {
+                let addr = l.strip_prefix(what)?.strip_prefix(' ')?;
+                addr.rsplit(':').next()?.parse::<u16>().ok()
+            })
+        };
+        assert_eq!(bound("rpc"), Some(self.port), "ports file: {ports}");
+        assert_eq!(bound("gossip"), Some(self.gossip_port), "ports file: {ports}");
+        self.metrics_port = bound("metrics");
+    }
+
+    /// Where this node reports its bound addresses (`--ports-file`): next to its data dir.
+    fn ports_file(&self) -> PathBuf {
+        let mut name = self.spec.data_dir.as_os_str().to_owned();
+        name.push(".ports");
+        PathBuf::from(name)
     }
 
     pub fn name(&self) -> &str {

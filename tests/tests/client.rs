@@ -13,17 +13,14 @@ use mokv_client::{
     Client, ClientConfig, ClientError, Entry, RangeOptions, ReadFrom, ReadMode, Role, Stream,
 };
 use mokv_proto::api::Suffrage;
-use mokv_tests::{
-    eventually, find_leader, free_tcp_ports, scrape_metrics, Bins, Certs, Mokvd, NodeSpec,
-};
+use mokv_tests::{eventually, find_leader, scrape_metrics, Bins, Certs, Mokvd, NodeSpec};
 
-/// Nodes of one test, each with a metrics port: certificates for `names` (started on demand).
+/// Nodes of one test, each with a metrics port (`Mokvd::metrics_port`): certificates for `names` (started on demand).
 struct Net {
     bins: Bins,
     certs: Certs,
     data: PathBuf,
     names: Vec<String>,
-    metrics: Vec<u16>,
     /// `--flag value` pairs every node gets.
     extra: Vec<(String, String)>,
     nodes: Vec<Mokvd>,
@@ -47,7 +44,6 @@ impl Net {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let clients = ["root", "app", "nobody"];
         let certs = Certs::generate(&bins, &tmp.path().join("certs"), &refs, &clients);
-        let metrics = free_tcp_ports(certified);
         let data = tmp.path().join("data");
         let mut extra = Vec::new();
         if let Some(p) = policy {
@@ -55,8 +51,7 @@ impl Net {
             std::fs::write(&path, p).expect("writing the policy");
             extra.push(("--acl-policy-file".to_owned(), path.display().to_string()));
         }
-        let mut net =
-            Net { bins, certs, data, names, metrics, extra, nodes: Vec::new(), _tmp: tmp };
+        let mut net = Net { bins, certs, data, names, extra, nodes: Vec::new(), _tmp: tmp };
         for _ in 0..start {
             net.add();
         }
@@ -68,7 +63,7 @@ impl Net {
     fn add(&mut self) -> usize {
         let i = self.nodes.len();
         let mut spec = NodeSpec::node(&self.certs, &self.data, &self.names[i])
-            .with("--metrics-port", self.metrics[i].to_string())
+            .with("--metrics-port", "0")
             .flag("--metrics-plain-http");
         for (k, v) in &self.extra {
             spec = spec.with(k, v);
@@ -136,8 +131,8 @@ impl Net {
 
     /// `mokv_requests_total{rpc, code="ok"}` of node `i` (0 before its first such rpc).
     async fn ok_requests(&self, i: usize, rpc: &str) -> u64 {
-        let text =
-            scrape(self.metrics[i]).await.unwrap_or_else(|| panic!("no metrics from n{}", i + 1));
+        let port = self.nodes[i].metrics_port.expect("started with --metrics-port");
+        let text = scrape(port).await.unwrap_or_else(|| panic!("no metrics from n{}", i + 1));
         let rpc = format!("rpc=\"{rpc}\"");
         text.lines()
             .filter(|l| l.starts_with("mokv_requests_total{") && l.contains(&rpc))

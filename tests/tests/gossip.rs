@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use mokv_client::ReadMode;
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{Health, Server, Suffrage};
-use mokv_tests::{
-    free_tcp_ports, free_udp_ports, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE, POLL,
-};
+use mokv_tests::{free_udp_ports, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE, POLL};
 use tonic::transport::Channel;
 
 /// Generous bound on failure detection: the test nodes probe every 200 ms and suspect for 1 s,
@@ -363,12 +361,9 @@ async fn five_nodes_from_a_ring(order: &[usize], bound: Duration) -> Duration {
 async fn nodes_form_when_the_bootstrap_node_starts_after_the_others_met() {
     let mut net = Net::new(4);
     let ports = free_udp_ports(4);
-    let metrics = free_tcp_ports(4);
     let spawn = |i: usize| {
-        let mut spec = net.spec(
-            &name(i),
-            &[("--metrics-port", &metrics[i].to_string()), ("--metrics-plain-http", "true")],
-        );
+        let mut spec =
+            net.spec(&name(i), &[("--metrics-port", "0"), ("--metrics-plain-http", "true")]);
         if i == 0 {
             spec = spec.flag("--bootstrap");
         } else {
@@ -380,7 +375,8 @@ async fn nodes_form_when_the_bootstrap_node_starts_after_the_others_met() {
     let others: Vec<Mokvd> = (1..4).map(spawn).collect();
     // Every one of n2..n4 sees the two others alive in gossip.
     let start = Instant::now();
-    for &port in &metrics[1..] {
+    for node in &others {
+        let port = node.metrics_port.expect("started with --metrics-port");
         mokv_tests::eventually("a gossip group of n2..n4", || async move {
             let alive = metric(port, "mokv_gossip_members{health=\"alive\"}").await?;
             (alive >= 2.0).then_some(())

@@ -5,7 +5,7 @@
 use mokv_client::ClientError;
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{DeleteRequest, SetRequest};
-use mokv_tests::{eventually, free_tcp_ports, metric, Bins, Certs, Mokvd, NodeSpec};
+use mokv_tests::{eventually, metric, Bins, Certs, Mokvd, NodeSpec};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -26,12 +26,13 @@ async fn writes_past_the_quota_are_resource_exhausted_and_a_delete_makes_room() 
     let tmp = tempfile::tempdir().unwrap();
     let bins = Bins::get();
     let certs = Certs::generate(&bins, &tmp.path().join("certs"), &["n1"], &["root"]);
-    let metrics_port = free_tcp_ports(1)[0];
     let spec = NodeSpec::node(&certs, &tmp.path().join("data"), "n1")
         .flag("--bootstrap")
         .with("--quota-state-bytes", QUOTA_BYTES.to_string())
-        .with("--metrics-port", metrics_port.to_string());
+        .with("--metrics-port", "0")
+        .flag("--metrics-plain-http");
     let node = Mokvd::start(&bins.mokvd, spec);
+    let metrics_port = node.metrics_port.expect("started with --metrics-port");
     let mut kv = certs.kv(&node.addr);
     eventually("the node takes a write", || {
         let mut kv = kv.clone();

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mokv_proto::api::RangeRequest;
-use mokv_tests::{
-    eventually, free_tcp_ports, scrape_metrics, Bins, Certs, Cluster, Mokvd, NodeSpec,
-};
+use mokv_tests::{eventually, scrape_metrics, Bins, Certs, Cluster, Mokvd, NodeSpec};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -253,12 +251,10 @@ async fn metrics_over_tls_with_cert_expiry_and_optional_client_auth() {
     let certs = Certs::generate(&bins, &tmp.path().join("certs"), &[], &["root"]);
     // A node certificate that expires in 10 days: below the 30-day warning threshold.
     mokvd_certs(&bins, &certs.dir, &["--node", "n1", "--days", "10"]);
-    let ports = free_tcp_ports(2);
-    let node =
-        one_node(&bins, &certs, &tmp.path().join("a"), &[("--metrics-port", ports[0].to_string())]);
+    let node = one_node(&bins, &certs, &tmp.path().join("a"), &[("--metrics-port", "0".into())]);
+    let port = node.metrics_port.expect("started with --metrics-port");
     let (status, body) =
-        eventually("an HTTPS scrape", || async { scrape_https(&certs, None, ports[0]).await })
-            .await;
+        eventually("an HTTPS scrape", || async { scrape_https(&certs, None, port).await }).await;
     assert!(status.contains("200"), "{status}");
     let server = sample(&body, "mokv_tls_cert_expiry_seconds{role=\"server\"}").expect("server");
     let ca = sample(&body, "mokv_tls_cert_expiry_seconds{role=\"ca\"}").expect("ca");
@@ -268,7 +264,7 @@ async fn metrics_over_tls_with_cert_expiry_and_optional_client_auth() {
     assert!((3649.0 * day..=3650.0 * day).contains(&ca), "CA: {ca} s");
     assert!(node.output_contains("certificate expires soon"), "{}", node.log_tail(20));
     assert!(
-        scrape_metrics(ports[0], Duration::from_secs(2)).await.is_none(),
+        scrape_metrics(port, Duration::from_secs(2)).await.is_none(),
         "plain HTTP is not served unless asked for"
     );
     drop(node);
@@ -277,14 +273,15 @@ async fn metrics_over_tls_with_cert_expiry_and_optional_client_auth() {
         &bins,
         &certs,
         &tmp.path().join("b"),
-        &[("--metrics-port", ports[1].to_string()), ("--metrics-client-auth", "true".into())],
+        &[("--metrics-port", "0".into()), ("--metrics-client-auth", "true".into())],
     );
+    let port = node.metrics_port.expect("started with --metrics-port");
     let (status, body) = eventually("an HTTPS scrape with root's certificate", || async {
-        scrape_https(&certs, Some("root"), ports[1]).await
+        scrape_https(&certs, Some("root"), port).await
     })
     .await;
     assert!(status.contains("200") && body.contains("mokv_tls_cert_expiry_seconds"), "{status}");
-    let (status, _) = scrape_https(&certs, None, ports[1]).await.expect("an answer");
+    let (status, _) = scrape_https(&certs, None, port).await.expect("an answer");
     assert!(status.contains("403"), "a scraper without a certificate: {status}");
     drop(node);
 }

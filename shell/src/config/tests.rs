@@ -137,6 +137,7 @@ const KEYS: &[&str] = &[
     "peer-tls-key-file",
     "peer-tls-ca-file",
     "metrics-port",
+    "ports-file",
     "log-level",
     "max-key-bytes",
     "max-value-bytes",

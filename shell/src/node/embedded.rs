@@ -103,6 +103,7 @@ where
         local_addr: cfg.local_addr,
         rpc_addr: cfg.rpc_addr,
         gossip_addr: String::new(),
+        gossip_local_addr: None,
         leave_on_shutdown: false,
         handle,
         stopping,

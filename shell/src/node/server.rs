@@ -83,6 +83,9 @@ pub struct RunningNode {
     pub rpc_addr: String,
     /// The advertised gossip (UDP) address: what other nodes list in `start-join-addrs`.
     pub gossip_addr: String,
+    /// Where the gossip (UDP) socket is bound (port 0 in `bind-addr` gives a free port);
+    /// `None` for an embedded node, which has no gossip.
+    pub gossip_local_addr: Option<SocketAddr>,
     pub(crate) leave_on_shutdown: bool,
     pub(crate) handle: DriverHandle,
     pub(crate) stopping: Arc<AtomicBool>,
@@ -143,8 +146,9 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let udp = tokio::net::UdpSocket::bind(gossip_bind)
         .await
         .map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
-    let gossip_port =
-        udp.local_addr().map_err(|source| StartError::Bind { addr: gossip_bind, source })?.port();
+    let gossip_local_addr =
+        udp.local_addr().map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
+    let gossip_port = gossip_local_addr.port();
     let gossip_addr = format_addr(&cfg.advertise_host, gossip_port);
 
     let mut core_config = cfg.core_config(id, random_u64()?);
@@ -245,6 +249,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         local_addr,
         rpc_addr,
         gossip_addr,
+        gossip_local_addr: Some(gossip_local_addr),
         leave_on_shutdown: cfg.leave_on_shutdown,
         handle,
         stopping,

@@ -397,13 +397,16 @@ pub async fn watch_peer(
                 warnings.report("peer", &files.cert, not_after);
                 tracing::info!(cert = %files.cert.display(), "peer certificates reloaded");
             }
-            Err(e) => reload_refused("peer", &e),
+            Err(e) => reload_refused("peer", &files.cert, &e),
         }
     }
 }
 
-fn reload_refused(role: &'static str, e: &TlsError) {
-    tracing::warn!("{role} certificate reload refused, keeping the previous ones: {e}");
+fn reload_refused(role: &'static str, cert: &std::path::Path, e: &TlsError) {
+    tracing::warn!(
+        cert = %cert.display(),
+        "{role} certificate reload refused, keeping the previous ones: {e}"
+    );
     metrics::counter!("mokv_tls_reload_failures_total", "role" => role).increment(1);
 }
 
@@ -575,7 +578,7 @@ pub async fn watch(tls: Arc<ReloadableServerTls>, interval: Duration) {
                 tls.report_expiry(&mut warnings);
                 tracing::info!(cert = %tls.files.cert.display(), "server certificates reloaded")
             }
-            Err(e) => reload_refused("server", &e),
+            Err(e) => reload_refused("server", &tls.files.cert, &e),
         }
     }
 }
