@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
-    Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response,
-    Role, Status, Transmit,
+    Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Now, Request, RequestId,
+    Response, Role, Status, Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -280,8 +280,11 @@ pub struct Driver {
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
     disk_writer: Option<DiskWriter>,
-    /// The wall clock in milliseconds, for the core's session expiry.
+    /// The wall clock in milliseconds: only the core's proposal stamps (session cluster time).
     now_ms: fn() -> u64,
+    /// Where the monotonic clock the core's timers run on starts (tokio's, so a simulated
+    /// runtime's paused time drives it too).
+    started: tokio::time::Instant,
     acked: u64,
     waiting: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: RequestId,
@@ -369,6 +372,7 @@ impl Driver {
             disk_progress,
             disk_writer,
             now_ms,
+            started: tokio::time::Instant::now(),
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
@@ -390,10 +394,17 @@ impl Driver {
         self.gossip_out = Some(tx);
     }
 
-    /// Replaces the wall clock the core's session expiry reads (a simulator passes its own).
+    /// Replaces the wall clock that stamps proposals (a simulator passes its own); the core's
+    /// timers keep running on the monotonic clock.
     pub fn with_clock(mut self, now_ms: fn() -> u64) -> Self {
         self.now_ms = now_ms;
         self
+    }
+
+    /// The clocks handed to the core at a tick.
+    fn now(&self) -> Now {
+        let monotonic_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Now { monotonic_ms, wall_ms: (self.now_ms)() }
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -414,7 +425,7 @@ impl Driver {
                     Ok(Step::Go)
                 }
                 _ = ticker.tick() => {
-                    self.node.handle_tick((self.now_ms)());
+                    self.node.handle_tick(self.now());
                     Ok(Step::Go)
                 }
                 Some(fb) = self.feedback.recv() => {
