@@ -45,6 +45,17 @@ use writes::{PendingWrites, WriteKind};
 const MAX_QUEUED_EVENTS: usize = 1024;
 
 /// A Raft message in raft-rs's own encoding, routed by the shell without being looked at.
+/// The shell's clocks at a tick, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    /// Since some fixed point of this process (`Instant`): never steps back, meaningless
+    /// across processes. Drives every timer of the node.
+    pub monotonic_ms: u64,
+    /// Since the Unix epoch: may step either way (NTP). Used only where a timestamp is
+    /// replicated and compared on other nodes (the proposal stamp that is session cluster time).
+    pub wall_ms: u64,
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct PeerPayload(pub Vec<u8>);
 
@@ -195,7 +206,11 @@ pub struct Node {
     sm: StateMachine,
     rng: Rng,
     tick: u64,
+    /// The shell's monotonic clock (never steps back): gossip's and membership's timers.
     now_ms: u64,
+    /// The shell's wall clock, kept monotonic: stamps proposals ("cluster time" for session
+    /// expiry, which must mean the same on every replica, so it cannot be a per-process clock).
+    wall_ms: u64,
     /// Election ticks still to swallow this term (randomised election timeout; see `observe`).
     jitter_ticks_left: u64,
     observed: (u64, Role, u64),
@@ -365,6 +380,7 @@ impl Node {
             rng,
             tick: 0,
             now_ms: 0,
+            wall_ms: 0,
             jitter_ticks_left: 0,
             observed,
             reads,
@@ -396,10 +412,13 @@ impl Node {
 
     // ------------------------------------------------------------------ inputs
 
-    /// One tick of logical time. `now_ms` is the shell's clock, used only to stamp proposals
-    /// (session expiry); it may jump or repeat but the node keeps it monotonic.
-    pub fn handle_tick(&mut self, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+    /// One tick of logical time, with the shell's two clocks ([`Now`]): timers (gossip
+    /// probes and suspicion, how long a member has been down) run on the monotonic one, so a
+    /// wall clock step never freezes or rushes them; the wall clock only stamps proposals.
+    /// Both may repeat; the node keeps each monotonic.
+    pub fn handle_tick(&mut self, now: Now) {
+        self.now_ms = self.now_ms.max(now.monotonic_ms);
+        self.wall_ms = self.wall_ms.max(now.wall_ms);
         self.tick += 1;
         if self.raw.raft.state != StateRole::Leader && self.jitter_ticks_left > 0 {
             self.jitter_ticks_left -= 1;
@@ -503,7 +522,7 @@ impl Node {
                 let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
                 let proposal = Proposal {
                     session,
-                    proposed_at_ms: self.now_ms,
+                    proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Set { key, value },
                 };
@@ -513,7 +532,7 @@ impl Node {
                 let checked = self.check_key(&key);
                 let proposal = Proposal {
                     session,
-                    proposed_at_ms: self.now_ms,
+                    proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Delete { key },
                 };

@@ -71,7 +71,7 @@ fn leader(seed: u64) -> (Node, DurableState) {
         if node.status().role == Role::Leader {
             break;
         }
-        node.handle_tick(t);
+        node.handle_tick(mokv_core::Now { monotonic_ms: t, wall_ms: t });
         drain(&mut node, &mut disk);
     }
     assert_eq!(node.status().role, Role::Leader);
@@ -290,7 +290,7 @@ proptest! {
         let _ = node.handle_peer_message(&bytes);
         drain(&mut node, &mut disk);
         for t in 0..3 {
-            node.handle_tick(1_000 + t);
+            node.handle_tick(mokv_core::Now { monotonic_ms: 1_000 + t, wall_ms: 1_000 + t });
             drain(&mut node, &mut disk);
         }
         still_answers(&mut node, &mut disk);
@@ -469,7 +469,7 @@ proptest! {
                 drain(&mut node, &mut disk);
             }
             for t in 0..3 {
-                node.handle_tick(1_000 + t);
+                node.handle_tick(mokv_core::Now { monotonic_ms: 1_000 + t, wall_ms: 1_000 + t });
                 drain(&mut node, &mut disk);
             }
         }

@@ -667,7 +667,8 @@ impl Cluster {
                 continue;
             }
             if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
-                n.handle_tick(now_ms);
+                // One virtual clock: it never steps, so it serves as both.
+                n.handle_tick(mokv_core::Now { monotonic_ms: now_ms, wall_ms: now_ms });
                 self.drain(id);
             }
         }

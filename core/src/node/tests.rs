@@ -228,7 +228,7 @@ fn a_node_gossips_its_stored_cluster_id_and_announces_to_the_peers_it_remembered
     let mut node = Node::new(config, durable_with_meta(&meta)).unwrap();
     assert_eq!(node.cluster_id(), Some(42));
     assert_eq!(node.gossip_identity().map(|g| g.cluster_id), Some(42));
-    node.handle_tick(0);
+    node.handle_tick(super::Now::default());
     let mut to: Vec<String> = std::iter::from_fn(|| node.poll_datagram()).map(|d| d.to).collect();
     to.sort();
     to.dedup();
@@ -317,7 +317,7 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
     let mut learned = false;
     for t in 1..=100 {
         for n in [&mut n1, &mut n2] {
-            n.handle_tick(t * 100);
+            n.handle_tick(super::Now { monotonic_ms: t * 100, wall_ms: t * 100 });
         }
         for _ in 0..4 {
             let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
@@ -392,4 +392,58 @@ fn conditional_writes_are_decided_in_log_order() {
     let current = Some(KeyRevisions { create_index: first, mod_index: first, version: 1 });
     assert_eq!(replies[1].result, Ok(Response::ConditionFailed { revision: last, current }));
     assert_eq!(node.state().get("lock").unwrap().value, b"a");
+}
+
+fn tick_at(n: &mut Node, monotonic_ms: u64, wall_ms: u64) {
+    n.handle_tick(crate::node::Now { monotonic_ms, wall_ms });
+}
+
+/// Gossip's timers run on the monotonic clock: when this node's wall clock steps back an hour
+/// (an NTP correction) while the monotonic one moves on, a peer that went silent is still
+/// suspected and declared down in the usual few seconds.
+#[test]
+fn a_backward_wall_clock_step_does_not_freeze_failure_detection() {
+    let mut config1 = Config::new(1, 6);
+    config1.gossip = Some(gossip_config(1, 42));
+    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+    let mut config2 = Config::new(2, 5);
+    let mut g2 = gossip_config(2, 42);
+    g2.seeds = vec!["n1:1".into()];
+    config2.gossip = Some(g2);
+    let mut n2 = Node::new(config2, DurableState::default()).unwrap();
+    let health_of_2 = |n1: &Node| n1.directory().get(2).and_then(|e| e.health);
+
+    let wall_start_ms = 10 * 3_600_000;
+    let mut t = 0u64;
+    // Both alive and talking, clocks agreeing.
+    for _ in 0..50 {
+        t += 100;
+        tick_at(&mut n1, t, wall_start_ms + t);
+        tick_at(&mut n2, t, wall_start_ms + t);
+        for _ in 0..4 {
+            let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
+            wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
+            wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
+            for d in wire {
+                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
+                let _ = to.handle_gossip(&d.payload);
+            }
+        }
+    }
+    assert_eq!(health_of_2(&n1), Some(crate::gossip::Health::Alive));
+
+    // Node 2 goes silent; node 1's wall clock steps back one hour, its monotonic clock goes on.
+    let stepped_wall_ms = wall_start_ms + t - 3_600_000;
+    let mut down_after_ms = None;
+    for i in 1..=200u64 {
+        t += 100;
+        tick_at(&mut n1, t, stepped_wall_ms + i * 100);
+        while n1.poll_datagram().is_some() {}
+        if health_of_2(&n1) == Some(crate::gossip::Health::Down) {
+            down_after_ms = Some(i * 100);
+            break;
+        }
+    }
+    let down_after_ms = down_after_ms.expect("node 2 is declared down despite the clock step");
+    assert!(down_after_ms <= 10_000, "declared down after {down_after_ms} ms");
 }

@@ -9,6 +9,7 @@
 //! | `NotLeader` — writes sent to a follower | UNAVAILABLE, leader hint in metadata |
 //! | `Unavailable` (no leader, busy, read not confirmed, shutting down, ...) | UNAVAILABLE, hint when known |
 //! | `Indeterminate`: timed out after the write was handed to Raft | DEADLINE_EXCEEDED |
+//! | the node stopped (shutdown, disk failure, panic) with the request in flight | DEADLINE_EXCEEDED |
 //! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
 //! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
@@ -55,12 +56,15 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
     }
 }
 
-/// Why a request did not reach the core: the node is busy or stopping. Nothing was applied.
+/// Why a request got no answer from the core: the node is busy or stopping (nothing was
+/// applied: UNAVAILABLE), or it stopped with the request in flight (DEADLINE_EXCEEDED: a write
+/// may still commit).
 impl From<CallError> for Status {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Busy => busy(),
             CallError::Stopped => shutting_down(),
+            CallError::Interrupted => Status::deadline_exceeded(e.to_string()),
         }
     }
 }
@@ -193,5 +197,7 @@ mod tests {
             (stopped.code(), stopped.message()),
             (Code::Unavailable, "the node is shutting down")
         );
+        let interrupted: Status = CallError::Interrupted.into();
+        assert_eq!(interrupted.code(), Code::DeadlineExceeded);
     }
 }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
-    Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Request, RequestId, Response,
-    Role, Status, Transmit,
+    Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Now, Request, RequestId,
+    Response, Role, Status, Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -81,9 +81,12 @@ impl View {
     }
 }
 
+/// The answer to one call: the core's, or [`CallError::Stopped`] for a call the core never saw.
+type Reply = Result<Result<Response, Error>, CallError>;
+
 struct Call {
     request: Request,
-    reply: oneshot::Sender<Result<Response, Error>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// The messages of one received `RaftBatch` (or one snapshot): one input.
@@ -105,8 +108,16 @@ enum Control {
 pub enum CallError {
     #[error("the node is busy")]
     Busy,
+    /// The request never reached the core: nothing was applied.
     #[error("the node is shutting down")]
     Stopped,
+    /// The node stopped (shutdown, disk failure, panic of the driver) after the request reached
+    /// the core: a write may already be in the log and may still commit, so its outcome is
+    /// unknown, exactly like a write that timed out.
+    #[error(
+        "the node stopped with the request in flight; the write may or may not have been applied"
+    )]
+    Interrupted,
 }
 
 /// A cheap, cloneable way to talk to the driver.
@@ -146,7 +157,9 @@ impl DriverHandle {
             .map_err(|_| CallError::Busy)?
             .map_err(|_| CallError::Stopped)?;
         permit.send(Call { request, reply: tx });
-        rx.await.map_err(|_| CallError::Stopped)
+        // A dropped sender: the driver ended without answering (it answers `Stopped` itself for
+        // calls it never handed to the core), possibly by a panic, so the call may be in the log.
+        rx.await.map_err(|_| CallError::Interrupted)?
     }
 
     /// This node's Raft id.
@@ -267,10 +280,13 @@ pub struct Driver {
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
     disk_writer: Option<DiskWriter>,
-    /// The wall clock in milliseconds, for the core's session expiry.
+    /// The wall clock in milliseconds: only the core's proposal stamps (session cluster time).
     now_ms: fn() -> u64,
+    /// Where the monotonic clock the core's timers run on starts (tokio's, so a simulated
+    /// runtime's paused time drives it too).
+    started: tokio::time::Instant,
     acked: u64,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
+    waiting: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: RequestId,
     links: Links,
     gossip_in: mpsc::Receiver<Vec<u8>>,
@@ -356,6 +372,7 @@ impl Driver {
             disk_progress,
             disk_writer,
             now_ms,
+            started: tokio::time::Instant::now(),
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
@@ -377,10 +394,17 @@ impl Driver {
         self.gossip_out = Some(tx);
     }
 
-    /// Replaces the wall clock the core's session expiry reads (a simulator passes its own).
+    /// Replaces the wall clock that stamps proposals (a simulator passes its own); the core's
+    /// timers keep running on the monotonic clock.
     pub fn with_clock(mut self, now_ms: fn() -> u64) -> Self {
         self.now_ms = now_ms;
         self
+    }
+
+    /// The clocks handed to the core at a tick.
+    fn now(&self) -> Now {
+        let monotonic_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Now { monotonic_ms, wall_ms: (self.now_ms)() }
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -401,7 +425,7 @@ impl Driver {
                     Ok(Step::Go)
                 }
                 _ = ticker.tick() => {
-                    self.node.handle_tick((self.now_ms)());
+                    self.node.handle_tick(self.now());
                     Ok(Step::Go)
                 }
                 Some(fb) = self.feedback.recv() => {
@@ -553,7 +577,7 @@ impl Driver {
                     self.quota_refusals.refused(q);
                 }
                 if let Some(tx) = self.waiting.remove(&reply.id) {
-                    let _ = tx.send(reply.result);
+                    let _ = tx.send(Ok(reply.result));
                 }
             }
             while let Some(event) = self.node.poll_event() {
@@ -675,11 +699,20 @@ impl Driver {
         }
     }
 
-    /// Stops the links, fails waiting callers (dropping their senders), and lets the disk
-    /// writer finish what is queued.
+    /// Stops the links, answers waiting callers, and lets the disk writer finish what is queued.
+    ///
+    /// A call the core has seen may be in the log (and commit on another node, or when this one
+    /// restarts): it is answered [`CallError::Interrupted`] (indeterminate). A call still in the
+    /// queue never reached the core: [`CallError::Stopped`] (nothing applied).
     async fn finish(&mut self) {
         self.links.clear();
-        self.waiting.clear();
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Err(CallError::Interrupted));
+        }
+        self.calls.close();
+        while let Ok(call) = self.calls.try_recv() {
+            let _ = call.reply.send(Err(CallError::Stopped));
+        }
         self.disk_tx = None;
         match self.disk_writer.take() {
             Some(DiskWriter::Thread(t)) => {
@@ -766,4 +799,97 @@ fn write_group(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mokv_core::persist::DurableState;
+    use tonic::Code;
+
+    use super::*;
+    use crate::net::transport::ChannelFactory;
+    use crate::storage::disk::DiskError;
+    use crate::storage::MemoryStorage;
+
+    /// A memory store whose writes fail once `fail` is set: a disk that dies under the node.
+    #[derive(Debug, Default)]
+    struct FailingDisk {
+        inner: MemoryStorage,
+        fail: AtomicBool,
+    }
+
+    impl Storage for FailingDisk {
+        fn load(&self) -> Result<DurableState, DiskError> {
+            self.inner.load()
+        }
+        fn write(&self, batches: &[PersistBatch]) -> Result<(), DiskError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(DiskError::MalformedLogKey { len: 0 });
+            }
+            self.inner.write(batches)
+        }
+        fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DiskError> {
+            self.inner.get_meta(key)
+        }
+        fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DiskError> {
+            self.inner.put_meta(key, value)
+        }
+        fn blocks(&self) -> bool {
+            false
+        }
+    }
+
+    /// A one-voter node that is leader, on a disk the test can break.
+    async fn leader(
+    ) -> (Arc<FailingDisk>, DriverHandle, tokio::task::JoinHandle<Result<(), DriverError>>) {
+        let disk = Arc::new(FailingDisk::default());
+        let config = mokv_core::Config::new(1, 7);
+        let me = MemberInfo {
+            id: 1,
+            name: "n1".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            rpc_addr: "127.0.0.1:1".into(),
+            auto_promote: true,
+        };
+        let cluster = NonZeroU64::new(9).unwrap();
+        disk.write(&[Node::bootstrap(&me, &config, cluster)]).unwrap();
+        let node = Node::new(config, disk.load().unwrap()).unwrap();
+        let connect: ChannelFactory = Arc::new(|e: tonic::transport::Endpoint| e.connect_lazy());
+        let (_, peer) = watch::channel(PeerConnector::Plaintext(connect));
+        let tick = Duration::from_millis(5);
+        let (driver, handle) = Driver::new(node, disk.clone(), DriverConfig { tick, peer });
+        let task = tokio::spawn(driver.run());
+        let mut view = handle.watch();
+        tokio::time::timeout(Duration::from_secs(10), view.wait_for(|v| v.status.can_serve()))
+            .await
+            .expect("the lone voter leads in time")
+            .expect("driver alive");
+        (disk, handle, task)
+    }
+
+    fn set(key: &str) -> Request {
+        Request::Set { key: key.into(), value: b"v".to_vec(), session: None }
+    }
+
+    /// A write handed to Raft when the disk fails may still commit (on another node, or after
+    /// a restart replays the log): its caller is told DEADLINE_EXCEEDED, never UNAVAILABLE.
+    #[tokio::test]
+    async fn a_write_in_flight_when_the_disk_fails_is_indeterminate() {
+        let (disk, handle, task) = leader().await;
+        assert!(matches!(handle.call(set("a")).await, Ok(Ok(_))));
+        disk.fail.store(true, Ordering::SeqCst);
+        let answer = handle.call(set("b")).await;
+        let status: tonic::Status = match answer {
+            Err(e) => e.into(),
+            Ok(r) => panic!("the write was answered {r:?}"),
+        };
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(matches!(task.await, Ok(Err(DriverError::Disk(_)))));
+        // Calls after the stop never reach the core: nothing applied, UNAVAILABLE.
+        let after: tonic::Status = handle.call(set("c")).await.unwrap_err().into();
+        assert_eq!(after.code(), Code::Unavailable);
+    }
 }
