@@ -10,6 +10,9 @@ use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, SetRequest};
 use mokv_shell::config::{NodeConfig, Settings};
 use mokv_shell::RunningNode;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+mod common;
+use common::{capture_logs, logged};
 use tonic::{Code, Status};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -141,38 +144,6 @@ fn denied<T: std::fmt::Debug>(r: Result<T, Status>, key: &str) {
 }
 
 /// Writes `text` to `path` atomically (temporary file + rename), as operators should.
-/// Every log line of this test process at `info` and above (the tests of this file share it):
-/// what the tests wait on when the outcome of a reload is "nothing changed".
-static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
-
-/// Appends to [`LOG`].
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Routes this process's logs into [`LOG`] (once).
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("mokv_shell=info"))
-        .with_ansi(false)
-        .with_writer(|| LogWriter)
-        .try_init();
-}
-
-/// Log lines containing every one of `needles`.
-fn logged(needles: &[&str]) -> usize {
-    let log = LOG.lock().unwrap();
-    String::from_utf8_lossy(&log).lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
-}
-
 fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
