@@ -230,7 +230,7 @@ async fn conditions_through_library_cli_and_grpc() {
     );
     // The flags exclude each other.
     let out = cli.run(&["set", "c", "1", "--if-absent", "--if-version", "0"]);
-    assert_eq!(out.status.code(), Some(2), "clap usage error expected");
+    assert_eq!(out.status.code(), Some(4), "a usage error expected (exit code 4)");
 
     // gRPC: the failure is an OK answer; a condition with nothing set is INVALID_ARGUMENT.
     let mut kv = certs.kv(&node.addr);
