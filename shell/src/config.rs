@@ -57,6 +57,12 @@ declare::settings! {
         bind_addr: String = "127.0.0.1:8401".to_owned(),
         /// Port of the gRPC services (client KV and peer); 0 picks a free port.
         rpc_port: u16 = DEFAULT_RPC_PORT,
+        /// Take the gossip UDP socket from standard input (inetd style) instead of binding
+        /// `bind-addr`'s port: for supervisors and tests that bind the socket themselves and
+        /// must know the port before the node starts. `bind-addr`'s host still sets the rpc
+        /// listen host.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        gossip_socket_on_stdin: bool = false,
         /// Gossip addresses (`bind-addr`) of other nodes to join through, comma separated; tried
         /// with backoff until one answers.
         #[arg(value_delimiter = ',')]

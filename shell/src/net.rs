@@ -1,9 +1,11 @@
 //! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`]; opaque
 //! page tokens: [`page_token`]) and the one
 //! mapping of core errors to their status codes ([`status`]); the outgoing peer links
-//! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]).
+//! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]), bound here or
+//! inherited ([`inherited`]).
 
 pub mod gossip_net;
+pub mod inherited;
 pub mod kv_service;
 pub mod page_token;
 pub mod peer_link;

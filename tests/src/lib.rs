@@ -10,9 +10,9 @@
 //! - Every node is started with port 0 for each listener and `--ports-file`; [`Mokvd`] reads
 //!   the bound rpc, gossip and metrics ports from it ([`Mokvd::metrics_port`], read with
 //!   [`metric`]).
-//! - [`servers`] / [`Certs::servers`]: one node's `GetServers` answer; [`free_udp_ports`]:
-//!   gossip ports known before the nodes start (only where a node must list a seed that
-//!   starts after it); [`Mokvd::terminate`]: SIGTERM and wait for the exit;
+//! - [`servers`] / [`Certs::servers`]: one node's `GetServers` answer; [`gossip_sockets`]:
+//!   gossip sockets bound by the test and handed to the node (only where a node must list a
+//!   seed that starts after it); [`Mokvd::terminate`]: SIGTERM and wait for the exit;
 //!   [`Mokvd::wipe_and_start`] / [`Mokvd::restart_on_new_rpc_port`]: a node back with an empty
 //!   data dir / on another rpc port.
 //!
@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -246,13 +247,10 @@ pub async fn servers(kv: &KvClient<Channel>) -> Option<Vec<Server>> {
     r.ok().map(|r| r.into_inner().servers)
 }
 
-/// `n` distinct UDP ports that were free a moment ago on 127.0.0.1 (bound together, then
-/// released), for gossip addresses that must be known before the nodes start.
-pub fn free_udp_ports(n: usize) -> Vec<u16> {
-    let sockets: Vec<std::net::UdpSocket> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a free UDP port"))
-        .collect();
-    sockets.iter().map(|s| s.local_addr().expect("local addr").port()).collect()
+/// `n` UDP sockets bound to free ports on 127.0.0.1, for gossip addresses that must be known
+/// before the nodes start; hand each to [`Mokvd::start_with_gossip_socket`].
+pub fn gossip_sockets(n: usize) -> Vec<UdpSocket> {
+    (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").expect("binding a free UDP port")).collect()
 }
 
 /// The whole `/metrics` text served on 127.0.0.1:`port`, in one attempt bounded by `bound`;
@@ -342,16 +340,56 @@ pub struct Mokvd {
     output: Arc<Mutex<Vec<String>>>,
 }
 
+/// Where a starting node's gossip socket comes from.
+enum Gossip {
+    /// mokvd binds this port (0: a free one).
+    Port(u16),
+    /// The test's bound socket, handed over on mokvd's stdin.
+    Inherit(UdpSocket),
+}
+
+impl Gossip {
+    fn port(&self) -> u16 {
+        match self {
+            Gossip::Port(p) => *p,
+            Gossip::Inherit(s) => s.local_addr().expect("bound gossip socket").port(),
+        }
+    }
+
+    fn flag(&self) -> &'static [&'static str] {
+        match self {
+            Gossip::Port(_) => &[],
+            Gossip::Inherit(_) => &["--gossip-socket-on-stdin"],
+        }
+    }
+
+    fn stdin(self) -> Stdio {
+        match self {
+            Gossip::Port(_) => Stdio::null(),
+            Gossip::Inherit(s) => Stdio::from(std::os::fd::OwnedFd::from(s)),
+        }
+    }
+}
+
 impl Mokvd {
     /// Starts `mokvd` on ephemeral rpc and gossip ports and waits for its listening line.
     pub fn start(bin: &Path, spec: NodeSpec) -> Mokvd {
-        Self::start_with_gossip_port(bin, spec, 0)
+        let mut node = Mokvd::stopped(bin, spec);
+        node.spawn_on(0, Gossip::Port(0));
+        node
     }
 
-    /// Starts `mokvd` on an ephemeral rpc port and the given gossip port (known before the
-    /// start, so that nodes can list each other in `start-join-addrs` in any start order).
-    pub fn start_with_gossip_port(bin: &Path, spec: NodeSpec, gossip_port: u16) -> Mokvd {
-        let mut node = Mokvd {
+    /// Starts a node whose gossip socket the test bound beforehand (to know its port before
+    /// the node starts, e.g. for seeds of nodes started earlier): the bound socket is handed
+    /// to mokvd on its stdin (`--gossip-socket-on-stdin`), never released and re-bound.
+    pub fn start_with_gossip_socket(bin: &Path, spec: NodeSpec, socket: UdpSocket) -> Mokvd {
+        let mut node = Mokvd::stopped(bin, spec);
+        node.spawn_on(0, Gossip::Inherit(socket));
+        node
+    }
+
+    fn stopped(bin: &Path, spec: NodeSpec) -> Mokvd {
+        Mokvd {
             bin: bin.to_path_buf(),
             spec,
             child: None,
@@ -362,14 +400,16 @@ impl Mokvd {
             metrics_port: None,
             raft_id: 0,
             output: Arc::new(Mutex::new(Vec::new())),
-        };
-        node.spawn(0, gossip_port);
-        node
+        }
     }
 
-    /// Starts a process with `--rpc-port port`, gossip on `gossip_port`, and reads the
-    /// listening line.
+    /// Starts a process with `--rpc-port port` and gossip on `gossip_port` (a restart on the
+    /// node's own earlier ports), and reads the listening line.
     fn spawn(&mut self, port: u16, gossip_port: u16) {
+        self.spawn_on(port, Gossip::Port(gossip_port));
+    }
+
+    fn spawn_on(&mut self, port: u16, gossip: Gossip) {
         assert!(self.child.is_none(), "{} is already running", self.spec.name);
         let ports_file = self.ports_file();
         match std::fs::remove_file(&ports_file) {
@@ -382,8 +422,9 @@ impl Mokvd {
             .arg("--ports-file")
             .arg(&ports_file)
             .args(["--rpc-port", &port.to_string()])
-            .args(["--bind-addr", &format!("127.0.0.1:{gossip_port}")])
-            .stdin(Stdio::null())
+            .args(["--bind-addr", &format!("127.0.0.1:{}", gossip.port())])
+            .args(gossip.flag())
+            .stdin(gossip.stdin())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

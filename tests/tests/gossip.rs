@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mokv_client::ReadMode;
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{Health, Server, Suffrage};
-use mokv_tests::{free_udp_ports, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE, POLL};
+use mokv_tests::{gossip_sockets, metric, servers, Bins, Certs, Mokvd, NodeSpec, DEADLINE, POLL};
 use tonic::transport::Channel;
 
 /// Generous bound on failure detection: the test nodes probe every 200 ms and suspect for 1 s,
@@ -73,7 +73,12 @@ impl Net {
     ) {
         assert!(self.nodes.is_empty());
         let n = order.len();
-        let ports = free_udp_ports(n);
+        let mut sockets: Vec<Option<std::net::UdpSocket>> =
+            gossip_sockets(n).into_iter().map(Some).collect();
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.local_addr().ok()).expect("bound").port())
+            .collect();
         let mut started: Vec<Option<Mokvd>> = (0..n).map(|_| None).collect();
         for &i in order {
             let mut spec = self.spec(&name(i), extra);
@@ -85,7 +90,8 @@ impl Net {
             if !join.is_empty() {
                 spec = spec.with("--start-join-addrs", join.join(","));
             }
-            let node = Mokvd::start_with_gossip_port(&self.bins.mokvd, spec, ports[i]);
+            let socket = sockets[i].take().expect("each node starts once");
+            let node = Mokvd::start_with_gossip_socket(&self.bins.mokvd, spec, socket);
             assert_eq!(node.gossip_port, ports[i]);
             started[i] = Some(node);
         }
@@ -360,8 +366,13 @@ async fn five_nodes_from_a_ring(order: &[usize], bound: Duration) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_form_when_the_bootstrap_node_starts_after_the_others_met() {
     let mut net = Net::new(4);
-    let ports = free_udp_ports(4);
-    let spawn = |i: usize| {
+    let mut sockets: Vec<Option<std::net::UdpSocket>> =
+        gossip_sockets(4).into_iter().map(Some).collect();
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.as_ref().and_then(|s| s.local_addr().ok()).expect("bound").port())
+        .collect();
+    let mut spawn = |i: usize| {
         let mut spec =
             net.spec(&name(i), &[("--metrics-port", "0"), ("--metrics-plain-http", "true")]);
         if i == 0 {
@@ -370,9 +381,10 @@ async fn nodes_form_when_the_bootstrap_node_starts_after_the_others_met() {
             // n2 lists n3, n3 lists n4, n4 lists n1.
             spec = spec.with("--start-join-addrs", format!("127.0.0.1:{}", ports[(i + 1) % 4]));
         }
-        Mokvd::start_with_gossip_port(&net.bins.mokvd, spec, ports[i])
+        let socket = sockets[i].take().expect("each node starts once");
+        Mokvd::start_with_gossip_socket(&net.bins.mokvd, spec, socket)
     };
-    let others: Vec<Mokvd> = (1..4).map(spawn).collect();
+    let others: Vec<Mokvd> = (1..4).map(&mut spawn).collect();
     // Every one of n2..n4 sees the two others alive in gossip.
     let start = Instant::now();
     for node in &others {
@@ -724,4 +736,21 @@ async fn full_restart_without_the_seed_reforms_gossip_from_remembered_peers() {
     let got = net.read_on(1, "before", ReadMode::Linearizable).await;
     assert_eq!(got.as_deref(), Some(&b"1"[..]));
     net.write_and_read_everywhere(&rest, "after", "2").await;
+}
+
+/// `--gossip-socket-on-stdin` with something other than a UDP socket on stdin (here a TCP
+/// listener's socket) stops the start with a clear error instead of gossiping on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_socket_on_stdin_must_be_udp() {
+    let net = Net::new(1);
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a TCP port");
+    let out = std::process::Command::new(&net.bins.mokvd)
+        .args(&net.spec(&name(0), &[]).args)
+        .args(["--bootstrap", "--gossip-socket-on-stdin", "--rpc-port", "0"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(tcp)))
+        .output()
+        .expect("running mokvd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mokvd started on a TCP socket: {stderr}");
+    assert!(stderr.contains("stdin is not a UDP socket"), "unexpected error: {stderr}");
 }

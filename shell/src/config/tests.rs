@@ -159,6 +159,7 @@ const KEYS: &[&str] = &[
     "metrics-plain-http",
     "metrics-client-auth",
     "server-tls-crl-file",
+    "gossip-socket-on-stdin",
 ];
 
 #[test]

@@ -141,11 +141,15 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         auto_promote: true,
     };
 
-    // Gossip on bind-addr's host and port (port 0: a free one, advertised as bound).
+    // Gossip on bind-addr's host and port (port 0: a free one, advertised as bound), or on
+    // the socket handed over on stdin.
     let gossip_bind = SocketAddr::new(cfg.listen_host, port_of(&cfg.bind_addr));
-    let udp = tokio::net::UdpSocket::bind(gossip_bind)
-        .await
-        .map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
+    let udp = if cfg.gossip_socket_on_stdin {
+        crate::net::inherited::udp_socket_on_stdin()
+    } else {
+        tokio::net::UdpSocket::bind(gossip_bind).await
+    }
+    .map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
     let gossip_local_addr =
         udp.local_addr().map_err(|source| StartError::Bind { addr: gossip_bind, source })?;
     let gossip_port = gossip_local_addr.port();
