@@ -30,7 +30,9 @@
 //!
 //! [`Disk::write`] is group commit: every batch the driver has queued goes into one RocksDB
 //! `WriteBatch`, applied atomically, synced (WAL fdatasync) if any of them asks for it. WAL
-//! files are recycled, so a sync does not also update file metadata. Operations
+//! files are recycled, so a sync does not also update file metadata; unsynced records wait
+//! in RocksDB's WAL buffer (`manual_wal_flush`) until the next sync or a clean close, so a
+//! killed process loses what a power cut would. Operations
 //! inside a `WriteBatch` take effect in the order they were added, which gives each
 //! `PersistBatch` its documented order (snapshot, truncate, compact, entries, hard state, node
 //! metadata).
@@ -107,6 +109,15 @@ pub struct Disk {
     last_index_bound: AtomicU64,
 }
 
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // A clean close writes out (and syncs) the records still in the WAL buffer.
+        if let Err(e) = self.db.flush_wal(true) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "flushing the write-ahead log at close");
+        }
+    }
+}
+
 impl Disk {
     /// Opens (creating if missing) the store under `dir` (e.g. `<data-dir>/raft`).
     pub fn open(dir: &Path) -> Result<Disk, DiskError> {
@@ -119,6 +130,12 @@ impl Disk {
         // blocks that are already allocated, and its fdatasync need not also write the file's
         // new size to the journal (a second disk write per sync on an appending file).
         opts.set_recycle_log_file_num(4);
+        // Write-ahead log records stay in RocksDB's own buffer until a synced write (or a full
+        // buffer) writes them out, so a crash of the process loses exactly what a power loss
+        // may lose: everything not yet synced. Raft asks for a sync wherever it needs one
+        // (`PersistBatch::must_sync`), so this is safe, and it is what lets the power-loss test
+        // (`tests/tests/power_loss.rs`) see a missing sync with kill -9 alone.
+        opts.set_manual_wal_flush(true);
         let db = DB::open(&opts, dir)
             .map_err(|source| DiskError::Open { path: dir.to_path_buf(), source })?;
         // The highest log key: the last key below `m` (the hard state `h` sorts before the log).
