@@ -21,8 +21,6 @@ const DETECTION_BOUND: Duration = Duration::from_secs(30);
 /// Bound on a graceful stop: a leaving node waits at most 10 s for its removal, a leader up to
 /// 3 s for its hand-over, the server up to 3 s to drain.
 const EXIT_BOUND: Duration = Duration::from_secs(30);
-/// How long a node with the wrong cluster key is watched not to join.
-const STRANGER_WINDOW: Duration = Duration::from_secs(5);
 
 /// Nodes `n1..` of one test: own temp dir, certificates, processes (killed on drop).
 struct Net {
@@ -653,7 +651,8 @@ async fn wiped_node_rejoins_under_a_new_raft_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_with_another_cluster_key_cannot_join() {
     let mut net = Net::new(4);
-    net.start(&[0, 1, 2], &[], seed_n1_n2);
+    let metrics = [("--metrics-port", "0"), ("--metrics-plain-http", "true")];
+    net.start(&[0, 1, 2], &metrics, seed_n1_n2);
     let members: Vec<usize> = (0..3).collect();
     net.until_views(&members, "3 alive voters and a leader", DEADLINE, |s| formed(s, 3)).await;
 
@@ -671,9 +670,21 @@ async fn node_with_another_cluster_key_cannot_join() {
     let stranger = Mokvd::start(&net.bins.mokvd, spec);
     net.add(stranger);
 
+    // n4 keeps trying to join through its seeds n1 and n2, which refuse its datagrams (they
+    // do not open with the cluster key): views are checked until each seed has refused
+    // REFUSALS of them, so the check spans n4's join attempts, not a guessed time window.
+    const REFUSALS: f64 = 5.0;
+    let refused = |i: usize| {
+        let port = net.nodes[i].metrics_port.expect("members run with --metrics-port");
+        async move {
+            metric(port, "mokv_gossip_datagrams_dropped_total{reason=\"unauthenticated\"}")
+                .await
+                .unwrap_or(0.0)
+        }
+    };
     let start = Instant::now();
     let mut polls = 0;
-    while start.elapsed() < STRANGER_WINDOW {
+    loop {
         for &i in &members {
             let view = servers(&net.kvs[i]).await;
             if let Some(view) = &view {
@@ -689,11 +700,18 @@ async fn node_with_another_cluster_key_cannot_join() {
             );
         }
         polls += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (by_n1, by_n2) = (refused(0).await, refused(1).await);
+        if by_n1 >= REFUSALS && by_n2 >= REFUSALS {
+            eprintln!(
+                "n4 with another cluster key: {by_n1} and {by_n2} datagrams refused by n1 and n2, \
+                 absent from {polls} rounds of views over {:?}",
+                start.elapsed()
+            );
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "n1/n2 refused only {by_n1}/{by_n2} datagrams of n4");
+        tokio::time::sleep(POLL).await;
     }
-    eprintln!(
-        "n4 with another cluster key: absent from {polls} rounds of views over {STRANGER_WINDOW:?}"
-    );
     net.write_and_read_everywhere(&members, "stranger-kept-out", "1").await;
 
     // The same node with the cluster's key joins: the key was the only obstacle.
