@@ -3,6 +3,7 @@
 //! mapping of core errors to their status codes ([`status`]); the outgoing peer links
 //! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]).
 
+pub mod cluster_service;
 pub mod gossip_net;
 pub mod kv_service;
 pub mod page_token;
