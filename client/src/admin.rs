@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use mokv_proto::api::cluster_client::ClusterClient;
 use mokv_proto::api::{
-    MemberListRequest, MemberRemoveRequest, MemberRole, MemberStatusRequest,
-    MemberStatusResponse, MemberView, TransferLeaderRequest,
+    MemberListRequest, MemberRemoveRequest, MemberRole, MemberStatusRequest, MemberStatusResponse,
+    MemberView, TransferLeaderRequest,
 };
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -203,7 +203,8 @@ impl Admin {
 
     /// The configuration's members as the first answering endpoint knows them.
     pub async fn members(&self) -> Result<Vec<MemberEntry>, ClientError> {
-        let list = self.call(|mut c| async move { c.member_list(MemberListRequest {}).await }).await?;
+        let list =
+            self.call(|mut c| async move { c.member_list(MemberListRequest {}).await }).await?;
         let mut members: Vec<MemberEntry> = list
             .members
             .into_iter()
@@ -258,9 +259,8 @@ impl Admin {
     /// The whole-cluster table: every member asked for its own numbers (see the module
     /// documentation).
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        let first = self
-            .call(|mut c| async move { c.member_status(MemberStatusRequest {}).await })
-            .await?;
+        let first =
+            self.call(|mut c| async move { c.member_status(MemberStatusRequest {}).await }).await?;
         let first_id = first.node.as_ref().map_or(0, |n| n.raft_id);
         let mut tasks = tokio::task::JoinSet::new();
         for m in first.members.iter().filter(|m| m.raft_id != first_id) {
@@ -291,7 +291,9 @@ fn table(
     let leader = answers
         .values()
         .filter_map(|r| r.as_ref().ok())
-        .filter(|r| r.node.as_ref().is_some_and(|n| RaftRole::from_wire(n.role) == RaftRole::Leader))
+        .filter(|r| {
+            r.node.as_ref().is_some_and(|n| RaftRole::from_wire(n.role) == RaftRole::Leader)
+        })
         .max_by_key(|r| r.node.as_ref().map_or(0, |n| n.term));
     let viewer = leader.unwrap_or(first);
     let leader_id = leader.and_then(|l| l.node.as_ref()).map(|n| n.raft_id);

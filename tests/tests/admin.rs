@@ -66,8 +66,8 @@ async fn status_shows_the_cluster_transfer_moves_the_leader_and_remove_takes_a_f
 
     // One table for the whole cluster from any node: three members, one leader, one term,
     // every member's own indexes and version.
-    let leader = status_until(&c, &n1, "3 members, one leader, one term", |d| settled_leader(d, 3))
-        .await;
+    let leader =
+        status_until(&c, &n1, "3 members, one leader, one term", |d| settled_leader(d, 3)).await;
     let doc = status(&c, &n1).json();
     for m in members(&doc) {
         assert_eq!(field(&m, "version"), env!("CARGO_PKG_VERSION"), "{m}");
@@ -91,21 +91,18 @@ async fn status_shows_the_cluster_transfer_moves_the_leader_and_remove_takes_a_f
     let run = mokv_cli(&c.bins, &c.certs, "root", &n1, &["member", "transfer-leader", &target]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("started"), "{run:?}");
-    let now_leading =
-        status_until(&c, &n1, "the named node leads", |d| settled_leader(d, 3)).await;
+    let now_leading = status_until(&c, &n1, "the named node leads", |d| settled_leader(d, 3)).await;
     assert_eq!(now_leading, target);
 
     // member remove of a follower: the list shows two, writes still commit.
     let gone = ["n1", "n2", "n3"].into_iter().find(|n| *n != target).unwrap().to_owned();
-    let stay: Vec<usize> =
-        (0..3).filter(|i| c.nodes[*i].name() != gone).collect();
+    let stay: Vec<usize> = (0..3).filter(|i| c.nodes[*i].name() != gone).collect();
     let via = c.nodes[stay[0]].addr.clone();
     let run = mokv_cli(&c.bins, &c.certs, "root", &via, &["member", "remove", &gone, "-o", "json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.json()["index"].as_u64().unwrap_or(0) > 0, "{run:?}");
     let list = mokv_cli(&c.bins, &c.certs, "root", &via, &["member", "list", "-o", "json"]);
-    let mut expected: Vec<String> =
-        stay.iter().map(|i| c.nodes[*i].name().to_owned()).collect();
+    let mut expected: Vec<String> = stay.iter().map(|i| c.nodes[*i].name().to_owned()).collect();
     expected.sort();
     assert_eq!(names(&list), expected, "{list:?}");
 
@@ -188,7 +185,8 @@ async fn force_removes_past_the_guard() {
             .then_some(())
     })
     .await;
-    let run = mokv_cli(&c.bins, &c.certs, "root", &via, &["member", "remove", &other_name, "--force"]);
+    let run =
+        mokv_cli(&c.bins, &c.certs, "root", &via, &["member", "remove", &other_name, "--force"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     // {leader, down} is left; the configuration has two voters (the leader may have stepped
     // down without a quorum: any node answers the list).

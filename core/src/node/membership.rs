@@ -85,7 +85,8 @@ impl Membership {
         self.removals_seen += 1;
         self.removed_ids.insert(id, (self.removals_seen, started_ms));
         if self.removed_ids.len() > MAX_REMEMBERED_REMOVALS {
-            let oldest = self.removed_ids.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| *id);
+            let oldest =
+                self.removed_ids.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| *id);
             if let Some(oldest) = oldest {
                 self.removed_ids.remove(&oldest);
             }

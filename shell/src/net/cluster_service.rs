@@ -155,7 +155,12 @@ impl Cluster for ClusterService {
         let id = self.member_named(&r.name)?;
         match status::call(&self.handle, Request::RemoveMember { id, force: r.force }).await? {
             Response::Membership { index } => {
-                tracing::warn!(raft_id = id, force = r.force, index, "member removed by an operator");
+                tracing::warn!(
+                    raft_id = id,
+                    force = r.force,
+                    index,
+                    "member removed by an operator"
+                );
                 Ok(tonic::Response::new(MemberRemoveResponse { index, raft_id: id }))
             }
             _ => Err(Status::internal("unexpected answer from the core")),

@@ -299,8 +299,11 @@ where
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
-    let cluster =
-        ClusterServer::new(ClusterService::new(s.handle.clone(), s.stopping.clone(), s.authz.clone()));
+    let cluster = ClusterServer::new(ClusterService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+    ));
     let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);

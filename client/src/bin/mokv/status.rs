@@ -118,8 +118,18 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 fn print_table(status: &ClusterStatus) {
     let header = [
-        "NAME", "ID", "RPC ADDRESS", "SUFFRAGE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
-        "HEALTH", "LAST CONTACT", "VERSION",
+        "NAME",
+        "ID",
+        "RPC ADDRESS",
+        "SUFFRAGE",
+        "ROLE",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "HEALTH",
+        "LAST CONTACT",
+        "VERSION",
     ];
     let rows: Vec<Vec<String>> = status
         .members
