@@ -73,10 +73,11 @@ impl Node {
                     health,
                     matched_index: progress.map(|p| p.matched),
                     recently_active: progress.map(|p| is_self || p.recent_active),
-                    last_contact_ms: (!is_self)
-                        .then(|| self.membership.last_heard_ms(id))
-                        .flatten()
-                        .map(|at| self.now_ms.saturating_sub(at)),
+                    last_contact_ms: if is_self {
+                        None
+                    } else {
+                        self.membership.last_heard_ms(id).map(|at| self.now_ms.saturating_sub(at))
+                    },
                 }
             })
             .collect();
