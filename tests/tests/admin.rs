@@ -45,8 +45,8 @@ async fn status_until<T>(
 ) -> T {
     eventually(what, || {
         let run = status(c, endpoint);
-        let doc = (run.code == Some(0)).then(|| run.json());
-        async move { doc.as_ref().and_then(&done) }
+        let found = (run.code == Some(0)).then(|| run.json()).as_ref().and_then(&done);
+        async move { found }
     })
     .await
 }
