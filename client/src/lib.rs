@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod client;
 mod config;
 mod discovery;
@@ -47,6 +48,7 @@ mod transport;
 mod types;
 mod view;
 
+pub use admin::{Admin, ClusterStatus, MemberEntry, MemberStatus, RaftRole};
 pub use client::Client;
 pub use config::{ClientConfig, RangeOptions, ReadFrom, ReadMode, ReadOptions};
 pub use error::ClientError;

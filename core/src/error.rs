@@ -77,6 +77,35 @@ pub enum Error {
     /// (or writing smaller values) makes room.
     #[error("state quota exceeded: {0}")]
     QuotaExceeded(#[from] QuotaExceeded),
+    /// An operator's removal was refused by the strict-quorum guard; nothing was proposed.
+    /// Retrying succeeds once enough voters are back (or with `force`).
+    #[error("membership change refused: {0}")]
+    QuorumGuard(#[from] QuorumGuard),
+}
+
+/// Why the strict-quorum guard refused to remove a voter: without it, the voters left would
+/// not hold a majority of live members (as the leader sees them over Raft), so the cluster
+/// could stall for good once the change commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "removing this voter leaves {voters_after} voters of which only {live_after} are live; \
+     a quorum needs {quorum_after} (use force to remove anyway)"
+)]
+#[non_exhaustive]
+pub struct QuorumGuard {
+    /// Voters the configuration would have after the removal.
+    pub voters_after: usize,
+    /// How many of them the leader heard from within the last election timeout (itself
+    /// included).
+    pub live_after: usize,
+    /// The majority of `voters_after`.
+    pub quorum_after: usize,
+}
+
+impl QuorumGuard {
+    pub const fn new(voters_after: usize, live_after: usize) -> Self {
+        Self { voters_after, live_after, quorum_after: voters_after / 2 + 1 }
+    }
 }
 
 /// Why a write was refused by the state quota: sizes only, never keys or values.
@@ -107,7 +136,8 @@ impl Error {
     #[must_use]
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::InvalidArgument(_) => ErrorClass::Misuse,
+            // Not retried blindly: it takes a change in the cluster (or `force`) to succeed.
+            Error::InvalidArgument(_) | Error::QuorumGuard(_) => ErrorClass::Misuse,
             // Nothing was applied; retrying is safe, and succeeds once room has been made.
             Error::NotLeader { .. } | Error::Unavailable(_) | Error::QuotaExceeded(_) => {
                 ErrorClass::Retryable

@@ -48,11 +48,12 @@ mod snapshot;
 pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
 pub use error::{
-    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuotaExceeded, RecoveryError,
-    Unavailable,
+    Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuorumGuard, QuotaExceeded,
+    RecoveryError, Unavailable,
 };
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
+pub use node::{ClusterReport, MemberReport};
 pub use node::{Directory, Event, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;

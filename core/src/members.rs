@@ -104,6 +104,13 @@ impl Conf {
         ids
     }
 
+    /// `id` is in [`all_ids`](Self::all_ids) (without building the set).
+    pub fn contains(&self, id: NodeId) -> bool {
+        [&self.voters, &self.learners, &self.voters_outgoing, &self.learners_next]
+            .iter()
+            .any(|set| set.contains(&id))
+    }
+
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id) || self.voters_outgoing.contains(&id)
     }

@@ -1,5 +1,8 @@
 //! [`Node`]: one mokv replica as a sans-io state machine.
 
+mod admin;
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod budget_tests;
 mod conf_change;
@@ -35,6 +38,7 @@ use crate::request::{Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
 
+pub use admin::{ClusterReport, MemberReport};
 use directory::Sources;
 pub use directory::{Directory, MemberEntry};
 use membership::Membership;
@@ -487,7 +491,11 @@ impl Node {
             // A copy of a request already handled: see `SeenReadContexts`.
             return Ok(());
         }
+        let from = m.from;
         let result = self.raw.step(m).map_err(PeerMessageError::Raft);
+        if result.is_ok() && self.sm.conf().contains(from) {
+            self.membership.heard_from(from, self.now_ms);
+        }
         self.after_input();
         result
     }
@@ -575,23 +583,11 @@ impl Node {
             Request::AddLearner { info } => self.add_learner(id, info),
             Request::Promote { id: node } => self.promote(id, node),
             Request::Remove { id: node } => self.remove(id, node),
-            Request::TransferLeader { to } => {
-                if let Err(e) = self.check_leader() {
-                    self.reply(id, Err(e));
-                } else {
-                    let to = if to == 0 { self.best_transferee() } else { Some(to) };
-                    match to {
-                        Some(to) => {
-                            self.raw.transfer_leader(to);
-                            self.reply(id, Ok(Response::TransferStarted));
-                        }
-                        None => self.reply(
-                            id,
-                            Err(InvalidArgument::Membership("no other voter to hand over to")
-                                .into()),
-                        ),
-                    }
-                }
+            Request::TransferLeader { to } => self.transfer_leader(id, to),
+            Request::RemoveMember { id: node, force } => self.remove_member(id, node, force),
+            Request::ClusterReport => {
+                let report = self.cluster_report();
+                self.reply(id, Ok(Response::ClusterReport(Box::new(report))));
             }
         }
         self.after_input();

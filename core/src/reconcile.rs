@@ -31,6 +31,10 @@ pub(crate) struct Inputs<'a> {
     pub now_ms: u64,
     /// 0: down members are never removed automatically.
     pub dead_member_timeout_ms: u64,
+    /// Ids removed from the configuration, with the `started_ms` of their newest gossip
+    /// incarnation at the time: not added back automatically unless gossiping from a newer
+    /// process.
+    pub removed: &'a BTreeMap<NodeId, u64>,
 }
 
 fn is_up(m: &GossipMember) -> bool {
@@ -77,6 +81,7 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
             && m.id.raft_id != 0
             && !ids.contains(&m.id.raft_id)
             && (m.id.cluster_id == 0 || m.id.cluster_id == i.cluster_id)
+            && !i.removed.get(&m.id.raft_id).is_some_and(|started| m.id.started_ms <= *started)
     });
     for g in candidates {
         let namesake =
@@ -149,6 +154,7 @@ mod tests {
         down: BTreeMap<NodeId, u64>,
         leaving: bool,
         timeout: u64,
+        removed: BTreeMap<NodeId, u64>,
     }
 
     impl Case {
@@ -160,6 +166,7 @@ mod tests {
                 down: BTreeMap::new(),
                 leaving: false,
                 timeout: 0,
+                removed: BTreeMap::new(),
             }
         }
 
@@ -174,6 +181,7 @@ mod tests {
                 down_since_ms: &self.down,
                 now_ms: 10_000,
                 dead_member_timeout_ms: self.timeout,
+                removed: &self.removed,
             })
         }
     }
@@ -262,6 +270,21 @@ mod tests {
         assert_eq!(c.run(), None);
         c.down.clear();
         assert_eq!(c.run(), Some(Action::Remove(2)));
+    }
+
+    #[test]
+    fn a_removed_id_is_added_back_only_from_a_newer_process() {
+        // b (id 2, process started at 2) was removed while it ran; it still gossips alive.
+        let mut c = Case::new(&[1], &[(1, "a")], vec![gm("b", 2, Health::Alive)]);
+        c.removed.insert(2, 2);
+        assert_eq!(c.run(), None, "the same process is not added back");
+        // Restarted (newer process): added back, so that it catches up to its removal.
+        c.gossip[0].id.started_ms = 3;
+        assert_eq!(c.run(), Some(Action::AddLearner(c.gossip[0].id.member_info())));
+        // A wiped node under the same name has a new id: not affected.
+        let mut c = Case::new(&[1], &[(1, "a")], vec![gm("b", 9, Health::Alive)]);
+        c.removed.insert(2, 2);
+        assert_eq!(c.run(), Some(Action::AddLearner(gm("b", 9, Health::Alive).id.member_info())));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::command::{Condition, KeyRevisions, SessionRef};
 use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
 use crate::members::{MemberInfo, NodeId};
+use crate::node::ClusterReport;
 
 /// Chosen by the shell, echoed in the [`Reply`]; the core never interprets it.
 pub type RequestId = u64;
@@ -71,6 +72,17 @@ pub enum Request {
     TransferLeader {
         to: NodeId,
     },
+    /// An operator removes a member. Unlike [`Request::Remove`], a voter is removed only if
+    /// the voters left keep a live majority in the leader's view (the strict-quorum guard the
+    /// reconciler applies to automatic removals), unless `force`; refused with
+    /// [`Error::QuorumGuard`] otherwise. Answered [`Response::Membership`].
+    RemoveMember {
+        id: NodeId,
+        force: bool,
+    },
+    /// This node's view of the cluster for an operator; answered at once with
+    /// [`Response::ClusterReport`] by any node (leader or not).
+    ClusterReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +110,7 @@ pub enum Response {
         index: u64,
     },
     TransferStarted,
+    ClusterReport(Box<ClusterReport>),
 }
 
 /// The answer to one request.

@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: the client `KV` service, package `api`, wire-compatible with the original mökv
 //!   (same messages, field numbers and rpcs; additions only under new numbers or new rpcs).
+//! - [`api`] also holds the operator `Cluster` service (`cluster.proto`: status, members).
 //! - [`peer`]: the node-to-node service (raft-rs messages as opaque bytes, snapshot chunks, join).
 //!
 //! This crate owns no behaviour: it is generated code plus the encoded descriptor set that the

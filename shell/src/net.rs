@@ -4,6 +4,7 @@
 //! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]), bound here or
 //! inherited ([`inherited`]).
 
+pub mod cluster_service;
 pub mod gossip_net;
 pub mod inherited;
 pub mod kv_service;

@@ -16,6 +16,8 @@
 //!   [`Mokvd::wipe_and_start`] / [`Mokvd::restart_on_new_rpc_port`]: a node back with an empty
 //!   data dir / on another rpc port.
 //!
+//! - [`mokv_cli`]: one run of the `mokv` CLI as a given identity ([`CliRun`]).
+//!
 //! The binaries under test are the real `mokvd` and `mokv`, built by cargo from their own
 //! packages once per test process ([`Bins::get`]) and run as processes.
 
@@ -729,5 +731,38 @@ pub async fn read_all(
             return Ok(all);
         }
         token = next;
+    }
+}
+
+/// One run of the `mokv` CLI ([`mokv_cli`]).
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout as one JSON document; panics (with the run) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+    }
+}
+
+/// Runs `mokv` as `who` (its certificate from `certs`) against `endpoint`, with `args` after
+/// the connection flags and no `MOKV_*` variable of the test's environment. Blocks until it
+/// exits.
+pub fn mokv_cli(bins: &Bins, certs: &Certs, who: &str, endpoint: &str, args: &[&str]) -> CliRun {
+    let mut cmd = clean_command(&bins.mokv);
+    cmd.arg("--endpoints").arg(endpoint);
+    cmd.arg("--ca").arg(certs.path("ca.pem"));
+    cmd.arg("--cert").arg(certs.path(&format!("{who}.pem")));
+    cmd.arg("--key").arg(certs.path(&format!("{who}-key.pem")));
+    let out = cmd.args(args).output().expect("running mokv");
+    CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

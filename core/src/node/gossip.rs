@@ -167,6 +167,7 @@ impl Node {
             return;
         }
         let view = g.members();
+        let removed = self.membership.removed_ids();
         let action = reconcile::next_action(&reconcile::Inputs {
             self_id: self.config.id,
             self_leaving: self.membership.is_leaving(),
@@ -177,6 +178,7 @@ impl Node {
             down_since_ms: self.membership.down_since_ms(),
             now_ms: self.now_ms,
             dead_member_timeout_ms: self.config.dead_member_timeout_ms,
+            removed: &removed,
         });
         let mut cc = ConfChange::default();
         match action {

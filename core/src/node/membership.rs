@@ -14,13 +14,32 @@ use crate::members::NodeId;
 /// - `removed` is set when the node applies its own removal and cleared only when it applies
 ///   its re-addition (a leader that had not heard it was leaving added it back);
 /// - `down_since_ms` is empty unless this node leads, holds only configuration members other
-///   than this node, and keeps each one's first down sighting until it is seen up again.
+///   than this node, and keeps each one's first down sighting until it is seen up again;
+/// - `last_heard_ms` holds configuration members only (the caller checks), so it is bounded by
+///   the configuration;
+/// - `removed_ids` holds at most [`MAX_REMEMBERED_REMOVALS`] ids, the most recent removals.
 #[derive(Debug, Default)]
 pub(super) struct Membership {
     removed: bool,
     leaving: bool,
     down_since_ms: BTreeMap<NodeId, u64>,
+    /// When (monotonic ms) this node last received a Raft message from each member.
+    last_heard_ms: BTreeMap<NodeId, u64>,
+    /// Members this node saw removed: id → (order of removal, `started_ms` of its newest gossip
+    /// incarnation then, 0 if unseen). The reconciler does not add such an id back
+    /// automatically until it gossips from a newer process (a restart): the same process may
+    /// not have heard of its removal, and adding it back at once would undo an operator's
+    /// `member remove`. A restarted one is added back so that it catches up to its removal and
+    /// leaves. Kept in memory, rebuilt from the log entries a node applies; a node that
+    /// restarts past the removal (snapshot) forgets it, which costs at most one round of
+    /// re-adding and removing again.
+    removed_ids: BTreeMap<NodeId, (u64, u64)>,
+    removals_seen: u64,
 }
+
+/// Bound on [`Membership`]'s remembered removals (ids are never reused, so this only caps
+/// memory; the oldest go first).
+pub(super) const MAX_REMEMBERED_REMOVALS: usize = 256;
 
 impl Membership {
     /// This node applied its own removal from the configuration.
@@ -44,6 +63,39 @@ impl Membership {
 
     pub(super) fn set_leaving(&mut self) {
         self.leaving = true;
+    }
+
+    /// A Raft message from member `id` arrived at `now_ms`.
+    pub(super) fn heard_from(&mut self, id: NodeId, now_ms: u64) {
+        self.last_heard_ms.insert(id, now_ms);
+    }
+
+    /// When this node last heard from `id` over Raft (monotonic ms).
+    pub(super) fn last_heard_ms(&self, id: NodeId) -> Option<u64> {
+        self.last_heard_ms.get(&id).copied()
+    }
+
+    /// Forgets what is kept per member for ids no longer in the configuration.
+    pub(super) fn retain_members(&mut self, conf_ids: &BTreeSet<NodeId>) {
+        self.last_heard_ms.retain(|id, _| conf_ids.contains(id));
+    }
+
+    /// Member `id` was removed while its newest gossip incarnation started at `started_ms`.
+    pub(super) fn remember_removal(&mut self, id: NodeId, started_ms: u64) {
+        self.removals_seen += 1;
+        self.removed_ids.insert(id, (self.removals_seen, started_ms));
+        if self.removed_ids.len() > MAX_REMEMBERED_REMOVALS {
+            let oldest =
+                self.removed_ids.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.removed_ids.remove(&oldest);
+            }
+        }
+    }
+
+    /// Removed ids with the `started_ms` of their incarnation at removal (see `removed_ids`).
+    pub(super) fn removed_ids(&self) -> BTreeMap<NodeId, u64> {
+        self.removed_ids.iter().map(|(id, (_, started))| (*id, *started)).collect()
     }
 
     /// Since when (ms) each configuration member has been down, as of the last
@@ -97,6 +149,21 @@ mod tests {
         assert_eq!(m.down_since_ms(), &BTreeMap::from([(2, 400)]), "members only");
         m.track_down(false, 1, &conf, 600, |_| false);
         assert!(m.down_since_ms().is_empty(), "kept by the leader only");
+    }
+
+    #[test]
+    fn remembered_removals_are_bounded_and_drop_the_oldest_first() {
+        let mut m = Membership::default();
+        for id in 0..(MAX_REMEMBERED_REMOVALS as u64 + 10) {
+            m.remember_removal(1000 - id, id);
+        }
+        let removed = m.removed_ids();
+        assert_eq!(removed.len(), MAX_REMEMBERED_REMOVALS);
+        assert!(!removed.contains_key(&1000), "the first removal went first");
+        assert_eq!(removed.get(&(1000 - 10)), Some(&10));
+        m.remember_removal(5, 1);
+        m.remember_removal(5, 2);
+        assert_eq!(m.removed_ids().get(&5), Some(&2), "the latest removal of an id counts");
     }
 
     #[test]

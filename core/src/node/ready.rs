@@ -15,6 +15,7 @@ use super::{encode_pb, raft_snapshot, Event, Node, PeerPayload, Role, Transmit};
 use crate::command::WriteOutcome;
 use crate::command::{Command, Proposal};
 use crate::error::{Error, InvalidArgument, Unavailable};
+use crate::gossip::newest;
 use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
@@ -261,6 +262,12 @@ impl Node {
                 }
                 ConfChangeType::RemoveNode => {
                     self.sm.members_mut().remove(&node);
+                    let started_ms = self
+                        .gossip
+                        .as_ref()
+                        .and_then(|g| newest(&g.members(), node).map(|m| m.id.started_ms))
+                        .unwrap_or(0);
+                    self.membership.remember_removal(node, started_ms);
                     if node == self.config.id {
                         self.membership.set_removed();
                         // Out for good, even if a leader that has not heard this yet adds it
@@ -281,6 +288,7 @@ impl Node {
                 }
             }
         }
+        self.membership.retain_members(&self.sm.conf().all_ids());
         self.push_event(Event::MembershipChanged);
         if self.membership.is_removed() {
             self.fail_everything(Unavailable::Removed);

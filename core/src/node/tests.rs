@@ -23,7 +23,7 @@ fn info(id: NodeId) -> MemberInfo {
 
 /// Node 1 of a three-voter configuration (a snapshot at index 1), made leader of term 2 with
 /// both followers caught up (replicating), and every output drained.
-fn leader_of_three() -> Node {
+pub(super) fn leader_of_three() -> Node {
     let config = Config::new(1, 7);
     let mut sm = StateMachine::new(config.session_limits);
     sm.set_conf(Conf { voters: [1, 2, 3].into_iter().collect(), ..Conf::default() });
@@ -64,7 +64,7 @@ fn leader_of_three() -> Node {
 }
 
 /// Drains every output, acknowledging each persist batch at once.
-fn drain_and_ack(node: &mut Node) -> (Vec<PersistBatch>, Vec<Transmit>, Vec<Reply>) {
+pub(super) fn drain_and_ack(node: &mut Node) -> (Vec<PersistBatch>, Vec<Transmit>, Vec<Reply>) {
     let (mut batches, mut transmits, mut replies) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let mut last = None;

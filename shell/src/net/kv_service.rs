@@ -409,7 +409,7 @@ impl Kv for KvService {
 }
 
 /// A member's health in the answering node's gossip view.
-fn health_of(h: Option<mokv_core::gossip::Health>) -> mokv_proto::api::Health {
+pub(crate) fn health_of(h: Option<mokv_core::gossip::Health>) -> mokv_proto::api::Health {
     use mokv_core::gossip::Health;
     match h {
         Some(Health::Alive) => mokv_proto::api::Health::Alive,

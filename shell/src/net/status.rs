@@ -13,6 +13,7 @@
 //! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
 //! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
+//! | `QuorumGuard`: an operator's removal would leave no live majority of voters | FAILED_PRECONDITION |
 //!
 //! A write sent to a follower is not forwarded: the answer is UNAVAILABLE with the leader's
 //! name (`mokv-leader-id`) and client address (`mokv-leader-addr`) in the metadata, which the
@@ -38,6 +39,8 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
         ErrorClass::Misuse => match e {
             Error::InvalidArgument(inner) => Status::invalid_argument(inner.to_string()),
             Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
+            // The request is fine; the cluster is not in a state to take it (a voter down).
+            Error::QuorumGuard(_) => Status::failed_precondition(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         },
         ErrorClass::Retryable => match e {
@@ -143,7 +146,7 @@ mod tests {
     #[test]
     fn class_decides_the_code_and_messages_stay() {
         let hint = LeaderHint { id: 7, name: "n7".into(), rpc_addr: "10.0.0.7:8400".into() };
-        let cases: [(Error, Code, &str); 8] = [
+        let cases: [(Error, Code, &str); 9] = [
             (InvalidArgument::EmptyKey.into(), Code::InvalidArgument, "key is empty"),
             (
                 InvalidArgument::KeyTooLarge { len: 9, max: 8 }.into(),
@@ -172,6 +175,12 @@ mod tests {
                 Code::ResourceExhausted,
                 "state quota exceeded: the data holds 900 bytes, this write would add 200, the \
                  quota is 1000",
+            ),
+            (
+                mokv_core::QuorumGuard::new(2, 1).into(),
+                Code::FailedPrecondition,
+                "membership change refused: removing this voter leaves 2 voters of which only 1 \
+                 are live; a quorum needs 2 (use force to remove anyway)",
             ),
         ];
         for (e, code, message) in cases {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mokv_core::gossip::GossipId;
 use mokv_core::persist::{NodeMeta, PersistBatch, MAX_REMEMBERED_PEERS};
 use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
+use mokv_proto::api::cluster_server::ClusterServer;
 use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
 use crate::config::NodeConfig;
+use crate::net::cluster_service::ClusterService;
 use crate::net::gossip_net;
 use crate::net::kv_service::KvService;
 use crate::net::page_token::PageTokens;
@@ -301,6 +303,11 @@ where
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
+    let cluster = ClusterServer::new(ClusterService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+    ));
     let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -315,6 +322,7 @@ where
         .max_concurrent_streams(Some(s.max_concurrent_streams))
         .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
         .add_service(kv)
+        .add_service(cluster)
         .add_service(peer)
         .add_service(health_service)
         .add_service(reflection)

@@ -14,6 +14,7 @@
 //! | `Range` | the prefix followed by `*` (`app/` → `app/*`; empty prefix → `*`) | `consume` |
 //! | `List` | `*` (every key) | `consume` |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
+//! | `Cluster` service (`MemberStatus`, `MemberList`, `MemberRemove`, `TransferLeader`) | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
 //!
 //! A denial is PERMISSION_DENIED with the fixed message "permission denied" (no key text).
 //!

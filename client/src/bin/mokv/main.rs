@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use mokv_client::{
-    default_dev_dir, CasOutcome, Client, ClientConfig, ClientError, Condition, RangeOptions,
+    default_dev_dir, Admin, CasOutcome, Client, ClientConfig, ClientError, Condition, RangeOptions,
     ReadFrom, ReadMode, ReadOptions, Stream, TlsFiles,
 };
 
@@ -19,7 +19,9 @@ use crate::output::{json_line, Output};
 
 mod bench;
 mod exit;
+mod member;
 mod output;
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version, after_help = exit::HELP)]
@@ -108,6 +110,12 @@ enum Command {
     },
     /// Show the cluster's members.
     Members,
+    /// One table for the whole cluster: every member's role, term, commit/applied index, lag,
+    /// health, last contact and version (needs the `admin` permission on `cluster`).
+    Status(status::StatusArgs),
+    /// Operator membership commands (need the `admin` permission on `cluster`).
+    #[command(subcommand)]
+    Member(member::MemberCommand),
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
@@ -131,6 +139,10 @@ fn parse_read_from(s: &str) -> Result<ReadFrom, String> {
 async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
+
+/// Bound on one operator rpc (`status`, `member`): a member that does not answer within it is
+/// shown as unreachable.
+const ADMIN_RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a command failed: its exit code and a message without keys or values.
 struct Failure {
@@ -221,6 +233,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         cert: cli.cert.unwrap_or(dev.cert),
         key: cli.key.unwrap_or(dev.key),
     };
+    if let Command::Status(_) | Command::Member(_) = &cli.command {
+        let call_timeout = Duration::from_millis(cli.call_timeout_ms.max(1));
+        let rpc_timeout = call_timeout.min(ADMIN_RPC_TIMEOUT);
+        let admin = Admin::connect(cli.endpoints, &tls, rpc_timeout, call_timeout)?;
+        return match &cli.command {
+            Command::Status(args) => status::run(&admin, args, cli.output).await,
+            Command::Member(command) => member::run(&admin, command, cli.output).await,
+            _ => Ok(()),
+        };
+    }
     let mut config = ClientConfig::new(cli.endpoints, tls);
     config.read_from = cli.read_from;
     let call_timeout = Duration::from_millis(cli.call_timeout_ms.max(1));
@@ -308,8 +330,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 output::print_members(&members);
             }
         }
-        // Ran in main (bench on its own runtime; completions need no cluster).
-        Command::Bench(_) | Command::Completions { .. } => {}
+        // Ran in main (bench on its own runtime; completions need no cluster), or above
+        // (operator commands, without the key-value client).
+        Command::Bench(_)
+        | Command::Completions { .. }
+        | Command::Status(_)
+        | Command::Member(_) => {}
     }
     Ok(())
 }
