@@ -110,12 +110,10 @@ impl Sessions {
         self.cluster_time_ms
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_client.len()
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_client.is_empty()
     }
