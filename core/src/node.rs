@@ -38,9 +38,9 @@ use crate::snapshot::SnapshotImage;
 
 use directory::Sources;
 pub use directory::{Directory, MemberEntry};
-pub use stats::{NodeStats, PeerProgress, Replication};
 use membership::Membership;
 use pipeline::PersistPipeline;
+pub use stats::{NodeStats, PeerProgress, Replication};
 use writes::{PendingWrites, WriteKind};
 
 /// Bound on queued events; the oldest are dropped first (they are advisory).

@@ -114,6 +114,7 @@ impl Sessions {
         self.by_client.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_client.is_empty()
     }

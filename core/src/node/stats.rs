@@ -198,7 +198,10 @@ mod tests {
         let replies = drain(&mut node);
         assert_eq!(replies.len(), 3);
         assert!(replies.iter().all(Result::is_ok), "{replies:?}");
-        node.handle_request(9, Request::Get { key: "a".into(), consistency: Consistency::Linearizable });
+        node.handle_request(
+            9,
+            Request::Get { key: "a".into(), consistency: Consistency::Linearizable },
+        );
         let replies = drain(&mut node);
         assert!(matches!(replies[..], [Ok(Response::Get(Some(_)))]), "{replies:?}");
 
