@@ -267,6 +267,11 @@ impl StateMachine {
         self.data.is_empty()
     }
 
+    /// Client sessions held (metrics).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     #[cfg(test)]
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.sessions

@@ -55,6 +55,7 @@ pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};
 pub use node::{Directory, Event, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit};
+pub use node::{NodeStats, PeerProgress, Replication};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};

@@ -12,6 +12,7 @@ mod membership;
 mod pipeline;
 mod reads;
 mod ready;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -43,6 +44,7 @@ use directory::Sources;
 pub use directory::{Directory, MemberEntry};
 use membership::Membership;
 use pipeline::PersistPipeline;
+pub use stats::{NodeStats, PeerProgress, Replication};
 use writes::{PendingWrites, WriteKind};
 
 /// Bound on queued events; the oldest are dropped first (they are advisory).
@@ -235,6 +237,8 @@ pub struct Node {
     /// Bytes of the entries applied since the last snapshot (taken or installed), for
     /// [`Config::snapshot_threshold_bytes`].
     applied_bytes_since_snapshot: u64,
+    /// The counters of [`Node::stats`] (its gauges are read when asked).
+    stats: NodeStats,
 }
 
 impl std::fmt::Debug for Node {
@@ -399,6 +403,7 @@ impl Node {
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
             applied_bytes_since_snapshot: 0,
+            stats: NodeStats::default(),
         };
         if node.meta != stored_meta {
             node.persist_meta(true);
@@ -788,10 +793,12 @@ impl Node {
                 if let Some(old) = self.writes.insert(index, id, term, token, deadline_tick, kind) {
                     // Our own older entry at this index was truncated by another leader and
                     // this node is appending anew there: the old one can never be applied.
+                    self.stats.proposals_dropped += 1;
                     self.reply(old.id, Err(Unavailable::Dropped.into()));
                 }
             }
             Ok(()) | Err(_) => {
+                self.stats.proposals_failed += 1;
                 let e = if self.raw.raft.lead_transferee.is_some() {
                     Unavailable::LeadershipTransfer
                 } else {

@@ -110,7 +110,6 @@ impl Sessions {
         self.cluster_time_ms
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_client.len()
     }

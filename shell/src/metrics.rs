@@ -6,6 +6,16 @@
 //! from the cluster CA (Prometheus: `tls_config.cert_file`). Plain HTTP is served only when
 //! `metrics-plain-http` asks for it. One request per connection (HTTP/1.x, `Connection:
 //! close`), a bounded request head and time, and at most [`MAX_SCRAPES`] at once.
+//!
+//! What is exported: [`catalog::SERIES`] (each series with its HELP text and unit). The
+//! recordings live next to what they measure: the driver publishes the core's
+//! [`mokv_core::NodeStats`] ([`publish`]) and times requests ([`timing`]), a tower layer times
+//! every rpc ([`rpc_layer`]), and the functions below are the one-line hooks of the rest.
+
+pub mod catalog;
+pub(crate) mod publish;
+pub(crate) mod rpc_layer;
+pub(crate) mod timing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +61,7 @@ pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<So
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("metrics recorder: {e}"))?;
+    catalog::describe_all();
     let acceptor = match &transport {
         MetricsTransport::PlainHttp => None,
         MetricsTransport::Https { tls, .. } => {
@@ -156,6 +167,8 @@ pub(crate) fn node_status(s: &Status) {
     metrics::gauge!("mokv_raft_applied_index").set(s.applied_index as f64);
     metrics::gauge!("mokv_raft_last_index").set(s.last_index as f64);
     metrics::gauge!("mokv_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });
+    let lag = s.commit_index.saturating_sub(s.applied_index);
+    metrics::gauge!("mokv_raft_apply_lag_entries").set(lag as f64);
 }
 
 /// Bytes of the replicated data (`StateMachine::state_bytes`: what the state quota bounds).
@@ -175,21 +188,69 @@ pub fn quota_refused() {
     metrics::counter!("mokv_quota_refused_writes_total").increment(1);
 }
 
-/// One client rpc answered with `code`.
+/// One client rpc answered with `code` (a refusal by authorization is also counted as a
+/// denial of that rpc).
 pub(crate) fn request(rpc: &'static str, code: Code) {
     metrics::counter!("mokv_requests_total", "rpc" => rpc, "code" => code_label(code)).increment(1);
+    if code == Code::PermissionDenied {
+        metrics::counter!("mokv_authz_denials_total", "rpc" => rpc).increment(1);
+    }
 }
 
-/// One group commit: how many batches it held and how long the synced write took.
-pub(crate) fn persist_group(batches: usize, bytes: usize, seconds: f64) {
+/// One group commit: how many batches it held, how long the synced write took, and whether it
+/// held a snapshot.
+pub(crate) fn persist_group(batches: usize, bytes: usize, seconds: f64, has_snapshot: bool) {
     metrics::histogram!("mokv_persist_group_batches").record(batches as f64);
     metrics::histogram!("mokv_persist_group_bytes").record(bytes as f64);
     metrics::histogram!("mokv_persist_write_seconds").record(seconds);
+    if has_snapshot {
+        metrics::histogram!("mokv_snapshot_persist_seconds").record(seconds);
+    }
 }
 
-/// A message to a peer was dropped (queue full or no connection).
-pub(crate) fn peer_dropped() {
-    metrics::counter!("mokv_peer_messages_dropped_total").increment(1);
+/// A message to peer `to` was dropped (queue full or no connection).
+pub(crate) fn peer_dropped(to: mokv_core::NodeId) {
+    metrics::counter!("mokv_peer_messages_dropped_total", "peer" => to.to_string()).increment(1);
+}
+
+/// One snapshot transfer to a follower ended, `delivered` or not, after `seconds`.
+pub(crate) fn snapshot_transfer(delivered: bool, seconds: f64) {
+    let outcome = if delivered { "delivered" } else { "failed" };
+    metrics::counter!("mokv_snapshot_transfers_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("mokv_snapshot_transfer_seconds").record(seconds);
+}
+
+/// The `reason` labels of `mokv_tls_handshake_failures_total`.
+pub(crate) const HANDSHAKE_FAILURES: &[&str] =
+    &["timeout", "no_certificate", "bad_certificate", "protocol", "io"];
+
+/// An inbound TLS handshake failed: `None` when it timed out, else with its error.
+pub(crate) fn tls_handshake_failed(error: Option<&std::io::Error>) {
+    let reason = match error {
+        None => "timeout",
+        Some(e) => handshake_reason(e),
+    };
+    metrics::counter!("mokv_tls_handshake_failures_total", "reason" => reason).increment(1);
+}
+
+/// The label of a failed handshake: which side of the certificate check, or the protocol.
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::InvalidCertRevocationList(_)
+        | rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+        | rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)
+        | rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired)
+        | rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)
+        | rustls::Error::AlertReceived(rustls::AlertDescription::CertificateUnknown) => {
+            "bad_certificate"
+        }
+        _ => "protocol",
+    }
 }
 
 /// A gossip datagram was dropped, and why (`unauthenticated`, `inbound_full`, ...).
@@ -197,7 +258,7 @@ pub(crate) fn gossip_dropped(why: &'static str) {
     metrics::counter!("mokv_gossip_datagrams_dropped_total", "reason" => why).increment(1);
 }
 
-/// Gossip members by health, as this node sees them.
+/// Gossip members by health, as this node sees them (see [`publish::NodeMetrics::gossip_view`]).
 pub(crate) fn gossip_members(alive: usize, suspect: usize, down: usize) {
     metrics::gauge!("mokv_gossip_members", "health" => "alive").set(alive as f64);
     metrics::gauge!("mokv_gossip_members", "health" => "suspect").set(suspect as f64);

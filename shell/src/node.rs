@@ -5,5 +5,6 @@
 pub mod driver;
 pub mod embedded;
 pub mod handle;
+mod health;
 pub mod quota;
 pub mod server;

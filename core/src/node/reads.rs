@@ -42,6 +42,7 @@ impl Node {
         if let Some(ctx) =
             self.reads.start_round(term, self.tick, self.config.max_read_rounds_in_flight)
         {
+            self.stats.read_index_rounds_started += 1;
             self.raw.read_index(ctx);
         }
     }
@@ -60,6 +61,7 @@ impl Node {
     pub(super) fn expire_requests(&mut self) {
         let now = self.tick;
         for w in self.writes.take_expired(now) {
+            self.stats.proposals_dropped += 1;
             self.reply(w.id, Err(Error::Indeterminate));
         }
         let retry_ticks = if self.config.planted_bugs.skip_read_retry() {

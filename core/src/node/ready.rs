@@ -85,6 +85,7 @@ impl Node {
                 rd.must_sync() || (batch.hard_state.is_some() && self.persist.holds_replies());
             let term = self.raw.raft.term;
             for rs in rd.take_read_states() {
+                self.stats.read_index_rounds_confirmed += 1;
                 self.reads.on_read_state(&rs.request_ctx, rs.index, term);
             }
             let held = rd.take_persisted_messages();
@@ -116,7 +117,12 @@ impl Node {
     fn push_transmit(&mut self, m: Message) {
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         let to = m.to;
-        self.transmits.push_back(Transmit { to, payload: PeerPayload(encode_pb(&m)), is_snapshot });
+        let payload = PeerPayload(encode_pb(&m));
+        if is_snapshot {
+            self.stats.snapshots_sent += 1;
+            self.stats.snapshots_sent_bytes += payload.0.len() as u64;
+        }
+        self.transmits.push_back(Transmit { to, payload, is_snapshot });
     }
 
     /// Hands a batch to the persist pipeline with the messages that wait for it.
@@ -168,8 +174,11 @@ impl Node {
         let index = image.index;
         for w in self.writes.take_up_to(index) {
             // The snapshot may or may not contain our entry.
+            self.stats.proposals_dropped += 1;
             self.reply(w.id, Err(Error::Indeterminate));
         }
+        self.stats.snapshots_installed += 1;
+        self.stats.snapshots_installed_bytes += snap.data.len() as u64;
         batch.snapshot = Some(SnapshotRecord { index, bytes: snap.data.to_vec() });
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
@@ -300,6 +309,11 @@ impl Node {
     fn finish_write(&mut self, e: &Entry, outcome: Result<Response, Error>) {
         let Some(w) = self.writes.take(e.index) else { return };
         let ours = w.is_entry(e);
+        if ours {
+            self.stats.proposals_committed += 1;
+        } else {
+            self.stats.proposals_dropped += 1;
+        }
         let result = if !ours {
             Err(Unavailable::Dropped.into())
         } else if w.kind == WriteKind::Membership {
@@ -325,6 +339,7 @@ impl Node {
     /// Fails every waiting request: writes as indeterminate, reads with `why`.
     fn fail_everything(&mut self, why: Unavailable) {
         for w in self.writes.take_all() {
+            self.stats.proposals_dropped += 1;
             self.reply(w.id, Err(Error::Indeterminate));
         }
         for id in self.reads.drain_all() {
@@ -374,6 +389,8 @@ impl Node {
         store.compact_to(keep_from);
         let compact_to = store.compact_to_fit(low_water, applied).unwrap_or(keep_from);
         self.applied_bytes_since_snapshot = 0;
+        self.stats.snapshots_taken += 1;
+        self.stats.snapshots_taken_bytes += bytes.len() as u64;
         let batch = PersistBatch {
             snapshot: Some(SnapshotRecord { index: applied, bytes }),
             compact_to: Some(compact_to),
@@ -391,6 +408,14 @@ impl Node {
             return;
         }
         let term_changed = now.0 != self.observed.0;
+        if now.2 != 0 && now.2 != self.observed.2 {
+            self.stats.leader_changes += 1;
+        }
+        // A candidate, or a leader, of a term newer than the last one seen started an election
+        // in it (a lone voter goes from follower to leader within one Ready).
+        if term_changed && matches!(now.1, Role::Candidate | Role::Leader) {
+            self.stats.elections_started += 1;
+        }
         self.observed = now;
         self.jitter_ticks_left = self.rng.below(self.config.election_ticks as u64);
         if term_changed {

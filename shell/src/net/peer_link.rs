@@ -96,6 +96,11 @@ impl Links {
     pub fn clear(&mut self) {
         self.links.clear();
     }
+
+    /// Messages queued on each link (metrics).
+    pub fn queue_depths(&self) -> impl Iterator<Item = (NodeId, usize)> + '_ {
+        self.links.iter().map(|(id, l)| (*id, LINK_QUEUE - l.tx.capacity()))
+    }
 }
 
 /// One link. Dropping it closes its queue; the task still sends what is queued, then ends (the
@@ -178,7 +183,9 @@ async fn run(
             },
         };
         if first.is_snapshot {
+            let started = Instant::now();
             let delivered = send_snapshot(client.clone(), from, to, first.payload.0).await;
+            crate::metrics::snapshot_transfer(delivered, started.elapsed().as_secs_f64());
             let _ = feedback.send(Feedback::Snapshot { to, delivered }).await;
             continue;
         }
@@ -222,7 +229,7 @@ async fn run(
             None => false,
         };
         if !sent {
-            crate::metrics::peer_dropped();
+            crate::metrics::peer_dropped(to);
             let _ = feedback.try_send(Feedback::Unreachable(to));
         }
     }

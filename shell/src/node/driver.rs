@@ -303,6 +303,8 @@ pub struct Driver {
     /// view was last published.
     members_dirty: bool,
     quota_refusals: crate::node::quota::QuotaRefusals,
+    metrics: crate::metrics::publish::NodeMetrics,
+    request_times: crate::metrics::timing::RequestTimes,
 }
 
 impl std::fmt::Debug for Driver {
@@ -385,6 +387,8 @@ impl Driver {
             view,
             members_dirty: false,
             quota_refusals: crate::node::quota::QuotaRefusals::default(),
+            metrics: crate::metrics::publish::NodeMetrics::default(),
+            request_times: crate::metrics::timing::RequestTimes::default(),
         };
         (driver, handle)
     }
@@ -541,6 +545,7 @@ impl Driver {
         let id = self.next_request;
         self.next_request += 1;
         self.waiting.insert(id, call.reply);
+        self.request_times.start(id, &call.request);
         self.node.handle_request(id, call.request);
     }
 
@@ -576,6 +581,7 @@ impl Driver {
                 if let Err(Error::QuotaExceeded(q)) = &reply.result {
                     self.quota_refusals.refused(q);
                 }
+                self.request_times.answered(reply.id, reply.result.is_ok());
                 if let Some(tx) = self.waiting.remove(&reply.id) {
                     let _ = tx.send(Ok(reply.result));
                 }
@@ -604,6 +610,7 @@ impl Driver {
         let status = self.node.status();
         crate::metrics::node_status(&status);
         crate::metrics::state_bytes(self.node.state().state_bytes());
+        self.metrics.after_step(&self.node, self.links.queue_depths());
         // The member table is copied only when it changed, not after every request.
         let members_changed = std::mem::take(&mut self.members_dirty);
         let gossip_changed = std::mem::take(&mut self.gossip_dirty);
@@ -641,18 +648,18 @@ impl Driver {
 
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
     fn route(&mut self, t: Transmit) -> Result<(), bool> {
-        let is_snapshot = t.is_snapshot;
+        let (is_snapshot, to) = (t.is_snapshot, t.to);
         let addr: &str = match self.peer_addrs.get(&t.to).or_else(|| self.learned.get(&t.to)) {
             Some(a) => a,
             None => {
-                crate::metrics::peer_dropped();
+                crate::metrics::peer_dropped(t.to);
                 return Err(is_snapshot);
             }
         };
         if self.links.send(addr, t) {
             Ok(())
         } else {
-            crate::metrics::peer_dropped();
+            crate::metrics::peer_dropped(to);
             Err(is_snapshot)
         }
     }
@@ -679,17 +686,9 @@ impl Driver {
             Event::GossipChanged => {
                 self.gossip_dirty = true;
                 let view = self.node.gossip_members();
-                let (mut alive, mut suspect, mut down) = (0, 0, 0);
-                for m in &view {
-                    match m.health {
-                        Health::Alive => alive += 1,
-                        Health::Suspect => suspect += 1,
-                        Health::Down => down += 1,
-                    }
-                }
                 self.peer_addrs = peer_addrs_of(&self.node);
-                crate::metrics::gossip_members(alive, suspect, down);
-                tracing::debug!(alive, suspect, down, "gossip membership changed");
+                self.metrics.gossip_view(&view);
+                tracing::debug!(members = view.len(), "gossip membership changed");
             }
             Event::ClusterIdLearned { cluster_id } => {
                 self.gossip_dirty = true;
@@ -706,6 +705,7 @@ impl Driver {
     /// queue never reached the core: [`CallError::Stopped`] (nothing applied).
     async fn finish(&mut self) {
         self.links.clear();
+        self.request_times.clear();
         for (_, tx) in self.waiting.drain() {
             let _ = tx.send(Err(CallError::Interrupted));
         }
@@ -789,7 +789,9 @@ fn write_group(
     let started = Instant::now();
     match disk.write(&group) {
         Ok(()) => {
-            crate::metrics::persist_group(group.len(), bytes, started.elapsed().as_secs_f64());
+            let has_snapshot = group.iter().any(|b| b.snapshot.is_some());
+            let seconds = started.elapsed().as_secs_f64();
+            crate::metrics::persist_group(group.len(), bytes, seconds, has_snapshot);
             progress.send_modify(|p| p.persisted = p.persisted.max(last));
         }
         Err(e) => {

@@ -321,6 +321,7 @@ where
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(s.max_concurrent_streams))
         .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .layer(crate::metrics::rpc_layer::RpcMetricsLayer)
         .add_service(kv)
         .add_service(cluster)
         .add_service(peer)
@@ -413,8 +414,8 @@ fn format_addr(host: &str, port: u16) -> String {
     }
 }
 
-/// SERVING only while the node knows a leader, has applied what it knows to be committed,
-/// and is not shutting down.
+/// SERVING only while the node serves as a full member ([`crate::node::health::serving`]) and
+/// is not shutting down.
 pub(crate) async fn report_health(
     health: tonic_health::server::HealthReporter,
     mut view: watch::Receiver<View>,
@@ -422,8 +423,8 @@ pub(crate) async fn report_health(
 ) {
     let mut last = None;
     loop {
-        let serving =
-            view.borrow_and_update().status.can_serve() && !stopping.load(Ordering::Relaxed);
+        let serving = crate::node::health::serving(&view.borrow_and_update().status)
+            && !stopping.load(Ordering::Relaxed);
         if last != Some(serving) {
             let s = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
             health.set_service_status("", s).await;

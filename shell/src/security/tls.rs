@@ -701,8 +701,14 @@ pub fn incoming(
                         };
                         let _ = tx.send(Ok(MtlsConn::new(tls, registered))).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        crate::metrics::tls_handshake_failed(Some(&e));
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        crate::metrics::tls_handshake_failed(None);
+                        tracing::debug!("TLS handshake timed out");
+                    }
                 }
             });
         }
