@@ -9,6 +9,9 @@ mod membership;
 mod pipeline;
 mod reads;
 mod ready;
+mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -31,12 +34,13 @@ use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord};
 use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
-use crate::request::{Reply, Request, RequestId, Response};
+use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
 
 use directory::Sources;
 pub use directory::{Directory, MemberEntry};
+pub use recovery::ForcedCluster;
 use membership::Membership;
 use pipeline::PersistPipeline;
 use writes::{PendingWrites, WriteKind};
@@ -572,6 +576,7 @@ impl Node {
                 };
                 self.read(id, ReadKind::Range { query }, consistency);
             }
+            Request::Backup => self.read(id, ReadKind::Backup, Consistency::Linearizable),
             Request::AddLearner { info } => self.add_learner(id, info),
             Request::Promote { id: node } => self.promote(id, node),
             Request::Remove { id: node } => self.remove(id, node),

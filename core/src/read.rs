@@ -19,6 +19,8 @@ use crate::request::RequestId;
 pub enum ReadKind {
     Get { key: String },
     Range { query: RangeQuery },
+    /// A copy of the whole data for a backup.
+    Backup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
