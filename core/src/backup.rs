@@ -316,6 +316,7 @@ impl Backup {
         Backup::decode(bytes).map(|b| b.info)
     }
 
+    /// The file's header.
     pub fn info(&self) -> &BackupInfo {
         &self.info
     }

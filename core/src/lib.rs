@@ -55,7 +55,9 @@ pub use error::{
 };
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
-pub use node::{Directory, Event, ForcedCluster, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit};
+pub use node::{
+    Directory, Event, ForcedCluster, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit,
+};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};

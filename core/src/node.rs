@@ -40,9 +40,9 @@ use crate::snapshot::SnapshotImage;
 
 use directory::Sources;
 pub use directory::{Directory, MemberEntry};
-pub use recovery::ForcedCluster;
 use membership::Membership;
 use pipeline::PersistPipeline;
+pub use recovery::ForcedCluster;
 use writes::{PendingWrites, WriteKind};
 
 /// Bound on queued events; the oldest are dropped first (they are advisory).

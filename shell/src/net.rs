@@ -5,6 +5,7 @@
 
 pub mod gossip_net;
 pub mod kv_service;
+pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;
 pub mod peer_service;

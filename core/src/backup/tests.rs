@@ -39,7 +39,8 @@ fn chunks_are_bounded_and_concatenate_to_the_file() {
     let state = build(&[Op::Set("big".into(), vec![1; 10_000]), Op::Set("s".into(), vec![2])]);
     let whole = file(&state, None, usize::MAX);
     for chunk_bytes in [1, 3, 64, 4096, 20_000] {
-        let chunks: Vec<Vec<u8>> = BackupSource::copy_of(&state, None).encoder(chunk_bytes).collect();
+        let chunks: Vec<Vec<u8>> =
+            BackupSource::copy_of(&state, None).encoder(chunk_bytes).collect();
         let (last, full) = chunks.split_last().unwrap();
         assert!(full.iter().all(|c| c.len() == chunk_bytes), "every chunk but the last is full");
         assert!(!last.is_empty() && last.len() <= chunk_bytes);

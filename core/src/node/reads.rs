@@ -35,10 +35,9 @@ impl Node {
                 .range(query, self.config.max_page_bytes)
                 .map(Response::Range)
                 .map_err(|_| InvalidArgument::BadPageToken.into()),
-            ReadKind::Backup => Ok(Response::Backup(BackupSource::copy_of(
-                &self.sm,
-                self.meta.cluster_id,
-            ))),
+            ReadKind::Backup => {
+                Ok(Response::Backup(BackupSource::copy_of(&self.sm, self.meta.cluster_id)))
+            }
         }
     }
 

@@ -123,7 +123,8 @@ fn one_voter_batch(
         id: 0,
         snapshot: Some(SnapshotRecord { index, bytes: image.encode() }),
         hard_state: Some(hs.write_to_bytes().unwrap_or_default()),
-        node_meta: cluster_id.map(|id| NodeMeta { cluster_id: Some(id), ..NodeMeta::default() }.encode()),
+        node_meta: cluster_id
+            .map(|id| NodeMeta { cluster_id: Some(id), ..NodeMeta::default() }.encode()),
         must_sync: true,
         ..PersistBatch::default()
     }

@@ -13,6 +13,7 @@ use mokv_core::gossip::GossipId;
 use mokv_core::persist::{NodeMeta, PersistBatch, MAX_REMEMBERED_PEERS};
 use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::kv_server::KvServer;
+use mokv_proto::api::maintenance_server::MaintenanceServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -21,6 +22,7 @@ use tonic_health::ServingStatus;
 use crate::config::NodeConfig;
 use crate::net::gossip_net;
 use crate::net::kv_service::KvService;
+use crate::net::maintenance_service::MaintenanceService;
 use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
@@ -32,7 +34,7 @@ use crate::storage::disk::Disk;
 use crate::storage::Storage;
 
 /// The node's Raft id (8 big-endian bytes): chosen by the shell before the core starts.
-const META_NODE_ID: &str = "node-id";
+pub(crate) const META_NODE_ID: &str = "node-id";
 /// Where data dirs written before the core kept its own metadata (`NodeMeta`) hold the
 /// cluster id (16 hex digits) and the remembered gossip peers (lines of `<raft id> <gossip
 /// address>`). Read once, when the core's metadata is absent (see [`legacy_node_meta`]).
@@ -297,6 +299,11 @@ where
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+    ));
     let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -311,6 +318,7 @@ where
         .max_concurrent_streams(Some(s.max_concurrent_streams))
         .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
         .add_service(kv)
+        .add_service(maintenance)
         .add_service(peer)
         .add_service(health_service)
         .add_service(reflection)

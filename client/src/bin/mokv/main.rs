@@ -20,6 +20,7 @@ use crate::output::{json_line, Output};
 mod bench;
 mod exit;
 mod output;
+mod snapshot;
 
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version, after_help = exit::HELP)]
@@ -108,6 +109,9 @@ enum Command {
     },
     /// Show the cluster's members.
     Members,
+    /// Backup files: save one from the cluster, check one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
@@ -187,6 +191,9 @@ fn main() -> ExitCode {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "mokv", &mut std::io::stdout());
             Ok(())
+        }
+        Command::Snapshot(snapshot::SnapshotCommand::Status { file }) => {
+            snapshot::status(file, output == Output::Json)
         }
         Command::Bench(args) => {
             // The generator builds its own multi-threaded runtime.
@@ -308,8 +315,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 output::print_members(&members);
             }
         }
-        // Ran in main (bench on its own runtime; completions need no cluster).
-        Command::Bench(_) | Command::Completions { .. } => {}
+        Command::Snapshot(snapshot::SnapshotCommand::Save { file }) => {
+            snapshot::save(&client, &file, json).await?;
+        }
+        // Ran in main (bench on its own runtime; completions and snapshot status need no
+        // cluster).
+        Command::Bench(_)
+        | Command::Completions { .. }
+        | Command::Snapshot(snapshot::SnapshotCommand::Status { .. }) => {}
     }
     Ok(())
 }
