@@ -2,7 +2,8 @@
 //! (it embeds the well-known types such as google/protobuf/empty.proto).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kv.proto", "proto/peer.proto", "proto/cluster.proto"];
+    let files =
+        ["proto/kv.proto", "proto/peer.proto", "proto/cluster.proto", "proto/maintenance.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

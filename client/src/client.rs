@@ -44,14 +44,14 @@ use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
 /// Dropping the last clone stops the background refresh.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What every clone of a [`Client`] shares.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) request_timeout: Duration,
-    call_timeout: Duration,
+    pub(crate) call_timeout: Duration,
     max_attempts: u32,
     read_from: ReadFrom,
     pub(crate) discovery: bool,
@@ -150,7 +150,7 @@ impl Client {
     }
 
     /// Starts the background task (discovery, probes of failing nodes) once.
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.inner.refresher.start(&self.inner);
     }
 

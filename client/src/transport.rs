@@ -88,17 +88,18 @@ impl Dialer {
 
     /// The connections to `uri` (nothing is dialed before the first call).
     pub(crate) fn dial(&self, uri: &str) -> Result<Vec<KvClient<Channel>>, ClientError> {
-        (0..self.pool.max(1))
-            .map(|_| {
-                let endpoint = Endpoint::from_shared(uri.to_owned())
-                    .map_err(|_| ClientError::Config("invalid endpoint address".into()))?
-                    .connect_timeout(self.connect_timeout)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(false);
-                Ok(KvClient::new(self.transport.channel(endpoint)?))
-            })
-            .collect()
+        (0..self.pool.max(1)).map(|_| Ok(KvClient::new(self.channel(uri)?))).collect()
+    }
+
+    /// One lazily connecting channel to `uri` (for services other than KV).
+    pub(crate) fn channel(&self, uri: &str) -> Result<Channel, ClientError> {
+        let endpoint = Endpoint::from_shared(uri.to_owned())
+            .map_err(|_| ClientError::Config("invalid endpoint address".into()))?
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(false);
+        self.transport.channel(endpoint)
     }
 }
 

@@ -107,6 +107,11 @@ impl View {
         self.dialer.uri(addr)
     }
 
+    /// How this view opens connections.
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -259,6 +259,24 @@ impl StateMachine {
         Ok(RangePage { items, next_page_token })
     }
 
+    /// The keys (for a backup copy).
+    pub(crate) fn data(&self) -> &BTreeMap<String, Versioned> {
+        &self.data
+    }
+
+    /// A state holding `data` as of log index `applied_index`, with no sessions, members or
+    /// configuration yet (a restored backup). Every revision in `data` must be at most
+    /// `applied_index` (a decoded backup guarantees it).
+    pub(crate) fn from_data(
+        limits: SessionLimits,
+        data: BTreeMap<String, Versioned>,
+        applied_index: u64,
+    ) -> Self {
+        debug_assert!(data.values().all(|v| v.mod_index <= applied_index));
+        let state_bytes = data.iter().map(|(k, v)| key_state_bytes(k, &v.value)).sum();
+        Self { data, state_bytes, applied_index, ..Self::new(limits) }
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

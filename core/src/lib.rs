@@ -27,7 +27,9 @@
 // (as quinn-proto does). `gossip` and `persist` stay public: each is a protocol of its own
 // (datagrams in and out; the durable format the shell writes) that a shell uses as a unit;
 // `codec` too: the byte encoding every durable record uses, which the simulator's trace hash
-// also writes with.
+// also writes with; `backup` too: the backup file format, which the CLI reads and the shell
+// streams.
+pub mod backup;
 pub mod codec;
 mod command;
 mod config;
@@ -54,7 +56,9 @@ pub use error::{
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};
-pub use node::{Directory, Event, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit};
+pub use node::{
+    Directory, Event, ForcedCluster, MemberEntry, Node, Now, PeerPayload, Role, Status, Transmit,
+};
 pub use node::{NodeStats, PeerProgress, Replication};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;

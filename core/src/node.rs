@@ -12,6 +12,9 @@ mod membership;
 mod pipeline;
 mod reads;
 mod ready;
+mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -35,7 +38,7 @@ use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord};
 use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
-use crate::request::{Reply, Request, RequestId, Response};
+use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
 
@@ -44,6 +47,7 @@ use directory::Sources;
 pub use directory::{Directory, MemberEntry};
 use membership::Membership;
 use pipeline::PersistPipeline;
+pub use recovery::ForcedCluster;
 pub use stats::{NodeStats, PeerProgress, Replication};
 use writes::{PendingWrites, WriteKind};
 
@@ -585,6 +589,7 @@ impl Node {
                 };
                 self.read(id, ReadKind::Range { query }, consistency);
             }
+            Request::Backup => self.read(id, ReadKind::Backup, Consistency::Linearizable),
             Request::AddLearner { info } => self.add_learner(id, info),
             Request::Promote { id: node } => self.promote(id, node),
             Request::Remove { id: node } => self.remove(id, node),

@@ -17,8 +17,14 @@ use crate::request::RequestId;
 /// What a waiting read will look up once it may be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadKind {
-    Get { key: String },
-    Range { query: RangeQuery },
+    Get {
+        key: String,
+    },
+    Range {
+        query: RangeQuery,
+    },
+    /// A copy of the whole data for a backup.
+    Backup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Client requests the node accepts and the answers it gives.
 
+use crate::backup::BackupSource;
 use crate::command::{Condition, KeyRevisions, SessionRef};
 use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
@@ -83,6 +84,11 @@ pub enum Request {
     /// This node's view of the cluster for an operator; answered at once with
     /// [`Response::ClusterReport`] by any node (leader or not).
     ClusterReport,
+    /// A copy of every key at an applied index at or after a linearizable read point (a
+    /// ReadIndex round, as for a linearizable `Get`), for a backup file; answered
+    /// [`Response::Backup`]. The copy is made on the caller's task when the read is served
+    /// (one clone of the key map); encoding it is the caller's job, off that task.
+    Backup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +117,8 @@ pub enum Response {
     },
     TransferStarted,
     ClusterReport(Box<ClusterReport>),
+    /// The data for a backup ([`Request::Backup`]).
+    Backup(BackupSource),
 }
 
 /// The answer to one request.

@@ -195,6 +195,38 @@ pub enum Command {
     /// About the configuration itself.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Create the data dir of a NEW one-node cluster from a backup file (`mokv snapshot
+    /// save`); then start `mokvd` on it with the same node name.
+    Restore(RestoreArgs),
+    /// Rewrite a stopped node's data dir after its cluster lost quorum for good.
+    Recover(RecoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to create (must not exist or be empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The name of the new cluster's first node (its `node-name` when started).
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// Make the node the only voter of a new cluster holding everything it knew committed
+    /// (etcd's --force-new-cluster). Required: there is no other mode yet.
+    #[arg(long, required = true)]
+    pub force_new_cluster: bool,
+    /// The stopped node's data dir.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Rename the node.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

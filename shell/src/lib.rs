@@ -49,6 +49,7 @@ pub use security::tls::{
     install_crypto_provider, ReloadableServerTls, TlsError, CERT_RELOAD_INTERVAL,
 };
 pub use storage::disk::DiskError;
+pub use storage::restore;
 
 /// Upper bound for `max-value-bytes` (a value travels in one Raft message).
 pub const MAX_VALUE_BYTES_LIMIT: usize = 16 << 20;

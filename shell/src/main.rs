@@ -20,6 +20,12 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Restore(args)) = &cli.command {
+        return restore(args);
+    }
+    if let Some(Command::Recover(args)) = &cli.command {
+        return recover(args);
+    }
     let cfg = match resolve(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -47,6 +53,55 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("mokvd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mokvd restore`: exit code 0, or 1 with the reason on stderr.
+fn restore(args: &config::RestoreArgs) -> ExitCode {
+    let path = config::expand_path(&args.data_dir);
+    match mokv_shell::restore::restore(&config::expand_path(&args.from), &path, &args.name) {
+        Ok(r) => {
+            println!(
+                "restored {} keys at revision {} into {} (node {} id {:016x}, new cluster {:016x}); \
+                 start mokvd with --data-dir {} --node-name {}",
+                r.info.keys,
+                r.info.applied_index,
+                path.display(),
+                args.name,
+                r.node_id,
+                r.cluster_id,
+                path.display(),
+                args.name,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mokvd restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mokvd recover --force-new-cluster`: exit code 0, or 1 with the reason on stderr.
+fn recover(args: &config::RecoverArgs) -> ExitCode {
+    let path = config::expand_path(&args.data_dir);
+    match mokv_shell::restore::force_new_cluster(&path, args.name.as_deref()) {
+        Ok(f) => {
+            println!(
+                "recovered {}: one-voter cluster with {} keys at index {} (removed voters {:?}, \
+                 dropped {} uncommitted log entries); start mokvd on it",
+                path.display(),
+                f.keys,
+                f.applied_index,
+                f.removed_voters,
+                f.dropped_entries,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mokvd recover: {e}");
             ExitCode::FAILURE
         }
     }

@@ -14,6 +14,7 @@ use mokv_core::persist::{DurableState, PersistBatch};
 use crate::storage::disk::{Disk, DiskError};
 
 pub mod disk;
+pub mod restore;
 
 /// A node's durable store: the core's persist batches plus a few metadata values the shell owns.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {

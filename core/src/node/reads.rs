@@ -4,6 +4,7 @@
 use raft::StateRole;
 
 use super::Node;
+use crate::backup::BackupSource;
 use crate::error::{Error, InvalidArgument, Unavailable};
 use crate::read::{ReadKind, WaitingRead};
 use crate::request::{Consistency, RequestId, Response};
@@ -34,6 +35,9 @@ impl Node {
                 .range(query, self.config.max_page_bytes)
                 .map(Response::Range)
                 .map_err(|_| InvalidArgument::BadPageToken.into()),
+            ReadKind::Backup => {
+                Ok(Response::Backup(BackupSource::copy_of(&self.sm, self.meta.cluster_id)))
+            }
         }
     }
 

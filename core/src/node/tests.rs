@@ -24,24 +24,7 @@ fn info(id: NodeId) -> MemberInfo {
 /// Node 1 of a three-voter configuration (a snapshot at index 1), made leader of term 2 with
 /// both followers caught up (replicating), and every output drained.
 pub(super) fn leader_of_three() -> Node {
-    let config = Config::new(1, 7);
-    let mut sm = StateMachine::new(config.session_limits);
-    sm.set_conf(Conf { voters: [1, 2, 3].into_iter().collect(), ..Conf::default() });
-    for id in 1..=3 {
-        sm.members_mut().insert(id, info(id));
-    }
-    sm.skip(1);
-    let image = SnapshotImage { index: 1, term: 1, state: sm };
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = 1;
-    let durable = DurableState {
-        snapshot: Some(image.encode()),
-        hard_state: Some(hs.write_to_bytes().unwrap()),
-        entries: Vec::new(),
-        node_meta: None,
-    };
-    let mut node = Node::new(config, durable).unwrap();
+    let mut node = Node::new(Config::new(1, 7), three_voters_at_one()).unwrap();
     node.raw.raft.become_candidate();
     node.raw.raft.become_leader();
     node.after_input();
@@ -61,6 +44,26 @@ pub(super) fn leader_of_three() -> Node {
     assert_eq!(node.status().role, Role::Leader);
     assert_eq!(node.status().commit_index, last, "the leader's empty entry is committed");
     node
+}
+
+/// The durable state of node 1 of a three-voter configuration: a snapshot at index 1.
+pub(super) fn three_voters_at_one() -> DurableState {
+    let mut sm = StateMachine::new(Config::new(1, 7).session_limits);
+    sm.set_conf(Conf { voters: [1, 2, 3].into_iter().collect(), ..Conf::default() });
+    for id in 1..=3 {
+        sm.members_mut().insert(id, info(id));
+    }
+    sm.skip(1);
+    let image = SnapshotImage { index: 1, term: 1, state: sm };
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 1;
+    DurableState {
+        snapshot: Some(image.encode()),
+        hard_state: Some(hs.write_to_bytes().unwrap()),
+        entries: Vec::new(),
+        node_meta: None,
+    }
 }
 
 /// Drains every output, acknowledging each persist batch at once.

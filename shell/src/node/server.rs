@@ -14,6 +14,7 @@ use mokv_core::persist::{NodeMeta, PersistBatch, MAX_REMEMBERED_PEERS};
 use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::cluster_server::ClusterServer;
 use mokv_proto::api::kv_server::KvServer;
+use mokv_proto::api::maintenance_server::MaintenanceServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +24,7 @@ use crate::config::NodeConfig;
 use crate::net::cluster_service::ClusterService;
 use crate::net::gossip_net;
 use crate::net::kv_service::KvService;
+use crate::net::maintenance_service::MaintenanceService;
 use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
@@ -34,7 +36,7 @@ use crate::storage::disk::Disk;
 use crate::storage::Storage;
 
 /// The node's Raft id (8 big-endian bytes): chosen by the shell before the core starts.
-const META_NODE_ID: &str = "node-id";
+pub(crate) const META_NODE_ID: &str = "node-id";
 /// Where data dirs written before the core kept its own metadata (`NodeMeta`) hold the
 /// cluster id (16 hex digits) and the remembered gossip peers (lines of `<raft id> <gossip
 /// address>`). Read once, when the core's metadata is absent (see [`legacy_node_meta`]).
@@ -308,6 +310,11 @@ where
         s.stopping.clone(),
         s.authz.clone(),
     ));
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+    ));
     let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -324,6 +331,7 @@ where
         .layer(crate::metrics::rpc_layer::RpcMetricsLayer)
         .add_service(kv)
         .add_service(cluster)
+        .add_service(maintenance)
         .add_service(peer)
         .add_service(health_service)
         .add_service(reflection)

@@ -21,6 +21,7 @@ mod bench;
 mod exit;
 mod member;
 mod output;
+mod snapshot;
 mod status;
 
 #[derive(Debug, Parser)]
@@ -116,6 +117,9 @@ enum Command {
     /// Operator membership commands (need the `admin` permission on `cluster`).
     #[command(subcommand)]
     Member(member::MemberCommand),
+    /// Backup files: save one from the cluster, check one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
@@ -199,6 +203,9 @@ fn main() -> ExitCode {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "mokv", &mut std::io::stdout());
             Ok(())
+        }
+        Command::Snapshot(snapshot::SnapshotCommand::Status { file }) => {
+            snapshot::status(file, output == Output::Json)
         }
         Command::Bench(args) => {
             // The generator builds its own multi-threaded runtime.
@@ -330,10 +337,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 output::print_members(&members);
             }
         }
-        // Ran in main (bench on its own runtime; completions need no cluster), or above
-        // (operator commands, without the key-value client).
+        Command::Snapshot(snapshot::SnapshotCommand::Save { file }) => {
+            snapshot::save(&client, &file, json).await?;
+        }
+        // Ran in main (bench on its own runtime; completions and snapshot status need no
+        // cluster), or above (operator commands, without the key-value client).
         Command::Bench(_)
         | Command::Completions { .. }
+        | Command::Snapshot(snapshot::SnapshotCommand::Status { .. })
         | Command::Status(_)
         | Command::Member(_) => {}
     }
