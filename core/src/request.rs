@@ -4,6 +4,7 @@ use crate::command::{Condition, KeyRevisions, SessionRef};
 use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
 use crate::members::{MemberInfo, NodeId};
+use crate::txn::{Txn, TxnResponse};
 
 /// Chosen by the shell, echoed in the [`Reply`]; the core never interprets it.
 pub type RequestId = u64;
@@ -43,6 +44,12 @@ pub enum Request {
     DeleteIf {
         key: String,
         condition: Condition,
+        session: Option<SessionRef>,
+    },
+    /// A transaction, applied atomically at one log index; answered [`Response::Txn`]. Bounded
+    /// by [`crate::Config::max_txn_ops`] and [`crate::Config::max_txn_bytes`].
+    Txn {
+        txn: Txn,
         session: Option<SessionRef>,
     },
     Get {
@@ -90,6 +97,9 @@ pub enum Response {
         revision: u64,
         current: Option<KeyRevisions>,
     },
+    /// The outcome of a [`Request::Txn`] (a failed compare is `succeeded == false`, not an
+    /// error).
+    Txn(TxnResponse),
     /// `None`: the key does not exist.
     Get(Option<Versioned>),
     Range(RangePage),
