@@ -176,38 +176,39 @@ impl StateMachine {
         let state_bytes = &mut self.state_bytes;
         let command = &proposal.command;
         let mut reads = None;
-        let outcome = self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
-            let key = match command {
-                Command::Txn(t) => {
-                    let applied = txn::apply(
-                        data,
-                        state_bytes,
-                        index,
-                        t,
-                        proposal.quota_state_bytes,
-                        max_read_bytes,
-                    )?;
-                    reads = Some(applied.results);
-                    return Ok(applied.outcome);
+        let outcome =
+            self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
+                let key = match command {
+                    Command::Txn(t) => {
+                        let applied = txn::apply(
+                            data,
+                            state_bytes,
+                            index,
+                            t,
+                            proposal.quota_state_bytes,
+                            max_read_bytes,
+                        )?;
+                        reads = Some(applied.results);
+                        return Ok(applied.outcome);
+                    }
+                    Command::Set { key, .. }
+                    | Command::Delete { key }
+                    | Command::SetIf { key, .. }
+                    | Command::DeleteIf { key, .. } => key,
+                };
+                let growth_bytes = growth_bytes(data, command);
+                if let Some(quota_bytes) = proposal.quota_state_bytes {
+                    if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
+                        let state_bytes = *state_bytes;
+                        return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
+                    }
                 }
-                Command::Set { key, .. }
-                | Command::Delete { key }
-                | Command::SetIf { key, .. }
-                | Command::DeleteIf { key, .. } => key,
-            };
-            let growth_bytes = growth_bytes(data, command);
-            if let Some(quota_bytes) = proposal.quota_state_bytes {
-                if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
-                    let state_bytes = *state_bytes;
-                    return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
-                }
-            }
-            let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-            let outcome = apply_command(data, index, command);
-            let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-            *state_bytes = *state_bytes - before + after;
-            Ok(outcome)
-        });
+                let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+                let outcome = apply_command(data, index, command);
+                let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+                *state_bytes = *state_bytes - before + after;
+                Ok(outcome)
+            });
         (outcome, reads)
     }
 

@@ -26,8 +26,11 @@ fn run(
 fn set(sm: &mut StateMachine, key: &str, value: &[u8]) {
     let index = sm.applied_index() + 1;
     let command = Command::Set { key: key.into(), value: value.into() };
-    sm.apply(index, &Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command })
-        .unwrap();
+    sm.apply(
+        index,
+        &Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command },
+    )
+    .unwrap();
 }
 
 fn set_op(key: &str, value: &[u8]) -> TxnOp {
@@ -71,7 +74,9 @@ fn compares_choose_the_branch_and_writes_share_one_revision() {
     let (outcome, results) = run(&mut sm, None, None, &transfer(("a", 10), ("b", 0), 3));
     assert_eq!(outcome, Ok(WriteOutcome::Txn { succeeded: false, revision: 4 }));
     let results = results.unwrap();
-    assert!(matches!(&results[0], TxnOpResult::Get(Some(v)) if v.value == b"7" && v.mod_index == 3));
+    assert!(
+        matches!(&results[0], TxnOpResult::Get(Some(v)) if v.value == b"7" && v.mod_index == 3)
+    );
     assert!(matches!(&results[1], TxnOpResult::Get(Some(v)) if v.value == b"3"));
     assert_eq!(sm.get("a").unwrap().mod_index, 3, "the failure branch wrote nothing");
     assert_eq!(sm.applied_index(), 4);
@@ -112,10 +117,8 @@ fn reads_see_earlier_writes_of_the_branch_and_ranges_are_bounded() {
     assert_eq!(keys(&r[5]), (vec!["p/2".to_string()], true));
     assert_eq!(keys(&r[6]), (vec!["p/2".to_string(), "p/3".to_string()], false));
     assert_eq!(r[7], TxnOpResult::Delete { existed: false });
-    let state_bytes: u64 = ["p/2", "p/3"]
-        .iter()
-        .map(|k| key_state_bytes(k, &sm.get(k).unwrap().value))
-        .sum();
+    let state_bytes: u64 =
+        ["p/2", "p/3"].iter().map(|k| key_state_bytes(k, &sm.get(k).unwrap().value)).sum();
     assert_eq!(sm.state_bytes(), state_bytes);
 }
 
@@ -125,10 +128,8 @@ fn the_quota_refuses_the_whole_transaction_by_its_net_growth() {
     set(&mut sm, "old", &[0; 100]);
     let quota = sm.state_bytes() + key_state_bytes("n1", &[0; 10]);
     // Two new keys: over the quota together, though each alone would fit.
-    let grow = Txn {
-        success: vec![set_op("n1", &[0; 10]), set_op("n2", &[0; 10])],
-        ..Txn::default()
-    };
+    let grow =
+        Txn { success: vec![set_op("n1", &[0; 10]), set_op("n2", &[0; 10])], ..Txn::default() };
     let before = sm.clone();
     let (outcome, results) = run(&mut sm, None, Some(quota), &grow);
     assert!(matches!(outcome, Err(Error::QuotaExceeded(_))), "{outcome:?}");

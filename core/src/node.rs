@@ -765,7 +765,9 @@ impl Node {
     fn check_txn(&self, txn: &mut Txn) -> Result<(), Error> {
         let count = txn.op_count();
         if count > self.config.max_txn_ops {
-            return Err(InvalidArgument::TooManyTxnOps { count, max: self.config.max_txn_ops }.into());
+            return Err(
+                InvalidArgument::TooManyTxnOps { count, max: self.config.max_txn_ops }.into()
+            );
         }
         let len = txn.size_bytes();
         if len > self.config.max_txn_bytes {

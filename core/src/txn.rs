@@ -262,7 +262,10 @@ pub(crate) mod tests {
     #[test]
     fn size_and_touched_keys() {
         let t = Txn {
-            compares: vec![Compare { key: "a".into(), condition: Condition::ValueEquals(vec![0; 3]) }],
+            compares: vec![Compare {
+                key: "a".into(),
+                condition: Condition::ValueEquals(vec![0; 3]),
+            }],
             success: vec![TxnOp::Set { key: "bb".into(), value: vec![0; 10] }],
             failure: vec![TxnOp::Range { prefix: "p".into(), limit: 5 }],
         };

@@ -110,7 +110,8 @@ fn range(
     let mut more = false;
     for (k, v) in matching {
         let item_bytes = k.len() + v.value.len() + RANGE_ITEM_OVERHEAD_BYTES;
-        if items.len() == limit || (!items.is_empty() && bytes.saturating_add(item_bytes) > max_bytes)
+        if items.len() == limit
+            || (!items.is_empty() && bytes.saturating_add(item_bytes) > max_bytes)
         {
             more = true;
             break;

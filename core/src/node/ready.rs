@@ -19,8 +19,8 @@ use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
 use crate::request::Response;
-use crate::txn::TxnResponse;
 use crate::snapshot::SnapshotImage;
+use crate::txn::TxnResponse;
 
 impl Node {
     /// Every input ends here: the Ready it needs runs at the next `poll_*`, together with

@@ -460,7 +460,11 @@ fn transactions_are_bounded_before_they_are_proposed() {
     node.config.max_txn_bytes = 64;
     let get = |key: &str| TxnOp::Get { key: key.into() };
     let last = node.status().last_index;
-    let too_many = Txn { success: vec![get("a"), get("b")], failure: vec![get("c"), get("d")], ..Txn::default() };
+    let too_many = Txn {
+        success: vec![get("a"), get("b")],
+        failure: vec![get("c"), get("d")],
+        ..Txn::default()
+    };
     node.handle_request(1, Request::Txn { txn: too_many, session: None });
     let secret = "secret-key-".repeat(8);
     let too_large = Txn { success: vec![get(&secret)], ..Txn::default() };
