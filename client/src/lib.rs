@@ -44,6 +44,7 @@ mod sessions;
 mod stream;
 mod tls;
 mod transport;
+mod txn;
 mod types;
 mod view;
 
@@ -53,6 +54,7 @@ pub use error::ClientError;
 pub use futures_core::Stream;
 pub use tls::{default_dev_dir, TlsFiles};
 pub use transport::{ChannelFactory, Plaintext};
+pub use txn::{Txn, TxnOp, TxnOutcome, TxnResult};
 pub use types::{CasOutcome, Condition, Entry, Health, KeyRevisions, Member, NodeInfo, Role};
 
 /// Locks `m`, also when a panic elsewhere poisoned it (every critical section here leaves the

@@ -5,6 +5,7 @@
 
 pub mod gossip_net;
 pub mod kv_service;
+mod kv_txn;
 pub mod page_token;
 pub mod peer_link;
 pub mod peer_service;
