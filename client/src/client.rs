@@ -16,6 +16,7 @@ use crate::discovery::Refresher;
 use crate::retry::{backoff, classify, leader_hint, Failure};
 use crate::sessions::{Sessions, Ticket};
 use crate::transport::{Dialer, Rng, Transport};
+use crate::txn::{Txn, TxnOutcome};
 use crate::types::{CasOutcome, Condition, Entry, Member, NodeInfo};
 use crate::view::{Target, View};
 use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
@@ -234,6 +235,14 @@ impl Client {
         };
         let resp = self.write(build, |mut kv, req| async move { kv.delete(req).await }).await?;
         Ok(CasOutcome::from_wire(resp.revision, resp.condition_failed))
+    }
+
+    /// Runs a transaction (see [`Txn`]): atomic, at one revision, applied at most once like
+    /// every write (a retry after a lost answer gets [`TxnOutcome::replayed`]).
+    pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, ClientError> {
+        let build = |session| txn.wire(session);
+        let resp = self.write(build, |mut kv, req| async move { kv.txn(req).await }).await?;
+        Ok(TxnOutcome::from_wire(resp))
     }
 
     /// Reads `key`; `None` when it does not exist. `opts` is a [`ReadMode`](crate::ReadMode),

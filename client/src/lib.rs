@@ -46,6 +46,7 @@ mod sessions;
 mod stream;
 mod tls;
 mod transport;
+mod txn;
 mod types;
 mod view;
 
@@ -57,6 +58,7 @@ pub use futures_core::Stream;
 pub use maintenance::{SnapshotStream, SnapshotSummary};
 pub use tls::{default_dev_dir, TlsFiles};
 pub use transport::{ChannelFactory, Plaintext};
+pub use txn::{Txn, TxnOp, TxnOutcome, TxnResult};
 pub use types::{CasOutcome, Condition, Entry, Health, KeyRevisions, Member, NodeInfo, Role};
 
 /// Locks `m`, also when a panic elsewhere poisoned it (every critical section here leaves the

@@ -8,6 +8,7 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::kv::Versioned;
+use crate::txn::Txn;
 
 /// Format version written as the first byte of every encoded proposal: 1 without a state
 /// quota, 2 with one (after `proposed_at_ms`). Version 1 stays the encoding of a proposal
@@ -21,6 +22,7 @@ const TAG_SET: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_SET_IF: u8 = 3;
 const TAG_DELETE_IF: u8 = 4;
+const TAG_TXN: u8 = 5;
 
 /// Tag bytes of [`Condition`] variants.
 const CONDITION_ABSENT: u8 = 1;
@@ -55,7 +57,7 @@ impl Condition {
         }
     }
 
-    fn encode_to(&self, w: &mut Writer) {
+    pub(crate) fn encode_to(&self, w: &mut Writer) {
         match self {
             Condition::Absent => w.put_u8(CONDITION_ABSENT),
             Condition::Version(n) => {
@@ -73,7 +75,7 @@ impl Condition {
         }
     }
 
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.get_u8()? {
             CONDITION_ABSENT => Ok(Condition::Absent),
             CONDITION_VERSION => Ok(Condition::Version(r.get_u64()?)),
@@ -84,7 +86,7 @@ impl Condition {
     }
 
     /// Bytes the condition adds to a proposal beyond a fixed header.
-    fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         match self {
             Condition::ValueEquals(value) => value.len(),
             _ => 0,
@@ -141,11 +143,19 @@ pub enum WriteOutcome {
         revision: u64,
         current: Option<KeyRevisions>,
     },
+    /// A transaction applied at log index `revision`, which ran its `success` branch if
+    /// `succeeded`, else its `failure` branch. Its per-operation results are not kept (they
+    /// may hold values; an outcome has a fixed size).
+    Txn {
+        succeeded: bool,
+        revision: u64,
+    },
 }
 
 const OUTCOME_SET: u8 = 1;
 const OUTCOME_DELETED: u8 = 2;
 const OUTCOME_CONDITION_FAILED: u8 = 3;
+const OUTCOME_TXN: u8 = 4;
 
 impl WriteOutcome {
     pub(crate) fn encode_to(&self, w: &mut Writer) {
@@ -172,6 +182,11 @@ impl WriteOutcome {
                     }
                 }
             }
+            WriteOutcome::Txn { succeeded, revision } => {
+                w.put_u8(OUTCOME_TXN);
+                w.put_bool(succeeded);
+                w.put_u64(revision);
+            }
         }
     }
 
@@ -197,6 +212,9 @@ impl WriteOutcome {
                     None
                 };
                 Ok(WriteOutcome::ConditionFailed { revision, current })
+            }
+            OUTCOME_TXN => {
+                Ok(WriteOutcome::Txn { succeeded: r.get_bool()?, revision: r.get_u64()? })
             }
             tag => Err(DecodeError::UnknownTag(tag)),
         }
@@ -225,6 +243,8 @@ pub enum Command {
         key: String,
         condition: Condition,
     },
+    /// A transaction, applied as a whole at one log index.
+    Txn(Txn),
 }
 
 /// One replicated write: the command plus what the state machine needs to apply it
@@ -282,6 +302,10 @@ impl Proposal {
                 w.put_str(key);
                 condition.encode_to(&mut w);
             }
+            Command::Txn(txn) => {
+                w.put_u8(TAG_TXN);
+                txn.encode_to(&mut w);
+            }
         }
         w.finish()
     }
@@ -320,6 +344,7 @@ impl Proposal {
                 let key = r.get_str()?.to_owned();
                 Command::DeleteIf { key, condition: Condition::decode_from(&mut r)? }
             }
+            TAG_TXN => Command::Txn(Txn::decode_from(&mut r)?),
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
         r.finish()?;
@@ -335,6 +360,7 @@ impl Proposal {
                 key.len() + value.len() + condition.payload_len()
             }
             Command::DeleteIf { key, condition } => key.len() + condition.payload_len(),
+            Command::Txn(txn) => txn.payload_len(),
         }
     }
 }
@@ -359,6 +385,7 @@ pub(crate) mod tests {
                 .prop_map(|(key, value, condition)| Command::SetIf { key, value, condition }),
             (".{0,8}", arb_condition())
                 .prop_map(|(key, condition)| Command::DeleteIf { key, condition }),
+            crate::txn::tests::arb_txn().prop_map(Command::Txn),
         ]
     }
 
@@ -384,6 +411,8 @@ pub(crate) mod tests {
             (any::<bool>(), any::<u64>())
                 .prop_map(|(existed, revision)| WriteOutcome::Deleted { existed, revision }),
             current.prop_map(|current| WriteOutcome::ConditionFailed { revision: 200, current }),
+            (any::<bool>(), any::<u64>())
+                .prop_map(|(succeeded, revision)| WriteOutcome::Txn { succeeded, revision }),
         ]
     }
 
@@ -447,7 +476,8 @@ pub(crate) mod tests {
         assert_eq!(tag(set_if), TAG_SET_IF);
         let delete_if = Command::DeleteIf { key: "k".into(), condition: Condition::Version(3) };
         assert_eq!(tag(delete_if), TAG_DELETE_IF);
-        assert_eq!((TAG_SET, TAG_DELETE, TAG_SET_IF, TAG_DELETE_IF), (1, 2, 3, 4));
+        assert_eq!(tag(Command::Txn(Txn::default())), TAG_TXN);
+        assert_eq!((TAG_SET, TAG_DELETE, TAG_SET_IF, TAG_DELETE_IF, TAG_TXN), (1, 2, 3, 4, 5));
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct Config {
     /// item, so that paging makes progress). The default keeps a page of default-sized values
     /// under gRPC's 4 MiB default message limit.
     pub max_page_bytes: usize,
+    /// Bound on the compares plus operations (both branches) of one transaction.
+    pub max_txn_ops: usize,
+    /// Bound on one transaction's keys, values and compared values, plus
+    /// [`crate::TXN_ITEM_OVERHEAD_BYTES`] per compare and operation ([`crate::Txn::size_bytes`]).
+    pub max_txn_bytes: usize,
     /// The state quota (like etcd's `quota-backend-bytes`): a write that would take the data
     /// ([`crate::StateMachine::state_bytes`]) past it is refused with
     /// [`crate::Error::QuotaExceeded`]; deletes and writes that do not grow the data are always
@@ -102,6 +107,8 @@ impl Config {
             default_page_size: 100,
             max_page_size: 1_000,
             max_page_bytes: 2 << 20,
+            max_txn_ops: 128,
+            max_txn_bytes: 2 << 20,
             quota_state_bytes: None,
             promote_lag_entries: 100,
             session_limits: SessionLimits::default(),
@@ -151,6 +158,12 @@ impl Config {
         if self.max_page_bytes == 0 {
             return bad("max_page_bytes", "must be positive");
         }
+        if self.max_txn_ops == 0 {
+            return bad("max_txn_ops", "must be positive");
+        }
+        if self.max_txn_bytes == 0 {
+            return bad("max_txn_bytes", "must be positive");
+        }
         if let Some(g) = &self.gossip {
             if g.identity.raft_id != self.id || !g.identity.is_well_formed() {
                 return bad(
@@ -192,6 +205,13 @@ pub struct PlantedBugs {
     /// durable or committed (a broken write pipeline).
     #[cfg(feature = "planted-bugs")]
     pub answer_before_durable: bool,
+    /// Evaluate a `SetIf`/`DeleteIf` condition when the leader proposes it, against its
+    /// applied state (which may lag the log), and replicate a plain write if it held.
+    #[cfg(feature = "planted-bugs")]
+    pub cas_at_propose: bool,
+    /// Run only the first operation of a transaction's success branch.
+    #[cfg(feature = "planted-bugs")]
+    pub txn_first_op_only: bool,
 }
 
 /// One query per switch: the field with the feature, `false` (a constant) without it.
@@ -224,4 +244,6 @@ planted_bug_queries!(
     skip_session_dedup,
     skip_read_retry,
     answer_before_durable,
+    cas_at_propose,
+    txn_first_op_only,
 );

@@ -27,6 +27,10 @@ pub enum InvalidArgument {
     ValueTooLarge { len: usize, max: usize },
     #[error("invalid page token")]
     BadPageToken,
+    #[error("transaction has {count} compares and operations, the limit is {max}")]
+    TooManyTxnOps { count: usize, max: usize },
+    #[error("transaction is {len} bytes, the limit is {max}")]
+    TxnTooLarge { len: usize, max: usize },
     #[error("invalid membership change: {0}")]
     Membership(&'static str),
 }

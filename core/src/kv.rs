@@ -12,6 +12,9 @@ use crate::command::{Command, Condition, KeyRevisions, Proposal, WriteOutcome};
 use crate::error::{Error, QuotaExceeded};
 use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionLimits, Sessions};
+use crate::txn::TxnOpResult;
+
+mod txn;
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -152,26 +155,61 @@ impl StateMachine {
     /// entry is still consumed): the client is told, and every replica refuses the same way.
     /// The quota is checked after deduplication, so a retry of a write that was applied gets
     /// its first answer even once the state is full.
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, Error> {
+        self.apply_with_reads(index, proposal, usize::MAX).0
+    }
+
+    /// [`StateMachine::apply`], also returning the per-operation results of a transaction
+    /// when it was applied by this call (`None` for other commands, and for a retry answered
+    /// from its session). `max_read_bytes` bounds the keys and values each range of a
+    /// transaction reads (at least one item); reads do not change the state, so it need not
+    /// be equal on every replica.
+    pub(crate) fn apply_with_reads(
+        &mut self,
+        index: u64,
+        proposal: &Proposal,
+        max_read_bytes: usize,
+    ) -> (Result<WriteOutcome, Error>, Option<Vec<TxnOpResult>>) {
         self.advance_applied(index);
         let data = &mut self.data;
         let state_bytes = &mut self.state_bytes;
         let command = &proposal.command;
-        self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
-            let growth_bytes = growth_bytes(data, command);
-            if let Some(quota_bytes) = proposal.quota_state_bytes {
-                if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
-                    let state_bytes = *state_bytes;
-                    return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
+        let mut reads = None;
+        let outcome =
+            self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
+                let key = match command {
+                    Command::Txn(t) => {
+                        let applied = txn::apply(
+                            data,
+                            state_bytes,
+                            index,
+                            t,
+                            proposal.quota_state_bytes,
+                            max_read_bytes,
+                        )?;
+                        reads = Some(applied.results);
+                        return Ok(applied.outcome);
+                    }
+                    Command::Set { key, .. }
+                    | Command::Delete { key }
+                    | Command::SetIf { key, .. }
+                    | Command::DeleteIf { key, .. } => key,
+                };
+                let growth_bytes = growth_bytes(data, command);
+                if let Some(quota_bytes) = proposal.quota_state_bytes {
+                    if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
+                        let state_bytes = *state_bytes;
+                        return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
+                    }
                 }
-            }
-            let key = key_of(command);
-            let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-            let outcome = apply_command(data, index, command);
-            let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-            *state_bytes = *state_bytes - before + after;
-            Ok(outcome)
-        })
+                let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+                let outcome = apply_command(data, index, command);
+                let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+                *state_bytes = *state_bytes - before + after;
+                Ok(outcome)
+            });
+        (outcome, reads)
     }
 
     /// Advances applied_index for entries that are not proposals (empty entries, conf
@@ -391,16 +429,6 @@ impl StateMachine {
     }
 }
 
-/// The key a command writes.
-fn key_of(command: &Command) -> &str {
-    match command {
-        Command::Set { key, .. }
-        | Command::Delete { key }
-        | Command::SetIf { key, .. }
-        | Command::DeleteIf { key, .. } => key,
-    }
-}
-
 /// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not;
 /// a conditional write whose condition does not hold writes nothing).
 fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
@@ -413,7 +441,10 @@ fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
         Command::SetIf { key, value, condition } if condition.holds(data.get(key.as_str())) => {
             set_growth(key, value)
         }
-        Command::SetIf { .. } | Command::Delete { .. } | Command::DeleteIf { .. } => 0,
+        Command::SetIf { .. }
+        | Command::Delete { .. }
+        | Command::DeleteIf { .. }
+        | Command::Txn(_) => 0,
     }
 }
 
@@ -460,6 +491,8 @@ fn apply_command(
             Ok(()) => apply_command(data, index, &Command::Delete { key: key.clone() }),
             Err(failed) => failed,
         },
+        // Applied by `txn::apply`, which writes through the `Set` and `Delete` arms above.
+        Command::Txn(_) => unreachable!("a transaction is applied by txn::apply"),
     }
 }
 
@@ -925,3 +958,7 @@ pub(crate) mod tests {
 #[cfg(test)]
 #[path = "kv_cas_tests.rs"]
 mod cas_tests;
+
+#[cfg(test)]
+#[path = "kv_txn_tests.rs"]
+mod txn_tests;

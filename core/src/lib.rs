@@ -46,6 +46,7 @@ mod request;
 mod rng;
 mod session;
 mod snapshot;
+mod txn;
 
 pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
@@ -63,3 +64,4 @@ pub use node::{NodeStats, PeerProgress, Replication};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};
+pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, TXN_ITEM_OVERHEAD_BYTES};

@@ -41,6 +41,7 @@ use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
 use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
+use crate::txn::{Txn, TxnOp};
 
 pub use admin::{ClusterReport, MemberReport};
 use directory::Sources;
@@ -560,21 +561,40 @@ impl Node {
                     .check_key(&key)
                     .and_then(|()| self.check_value(&value))
                     .and_then(|()| self.check_condition(&condition));
-                let proposal = Proposal {
-                    session,
-                    proposed_at_ms: self.now_ms,
-                    quota_state_bytes: self.config.quota_state_bytes,
-                    command: Command::SetIf { key, value, condition },
-                };
-                self.propose_write(id, checked.map(|()| proposal));
+                let command = Command::SetIf { key, value, condition };
+                if let Some(command) = self.cas_at_propose(id, command) {
+                    let proposal = Proposal {
+                        session,
+                        proposed_at_ms: self.now_ms,
+                        quota_state_bytes: self.config.quota_state_bytes,
+                        command,
+                    };
+                    self.propose_write(id, checked.map(|()| proposal));
+                }
             }
             Request::DeleteIf { key, condition, session } => {
                 let checked = self.check_key(&key).and_then(|()| self.check_condition(&condition));
+                let command = Command::DeleteIf { key, condition };
+                if let Some(command) = self.cas_at_propose(id, command) {
+                    let proposal = Proposal {
+                        session,
+                        proposed_at_ms: self.now_ms,
+                        quota_state_bytes: self.config.quota_state_bytes,
+                        command,
+                    };
+                    self.propose_write(id, checked.map(|()| proposal));
+                }
+            }
+            Request::Txn { mut txn, session } => {
+                let checked = self.check_txn(&mut txn);
+                if self.config.planted_bugs.txn_first_op_only() {
+                    txn.success.truncate(1);
+                }
                 let proposal = Proposal {
                     session,
-                    proposed_at_ms: self.now_ms,
+                    proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
-                    command: Command::DeleteIf { key, condition },
+                    command: Command::Txn(txn),
                 };
                 self.propose_write(id, checked.map(|()| proposal));
             }
@@ -744,6 +764,70 @@ impl Node {
             Condition::ValueEquals(value) => self.check_value(value),
             _ => Ok(()),
         }
+    }
+
+    /// Bounds a transaction (count, then bytes, then each key and value like a plain request)
+    /// and caps each range's limit like a range page.
+    fn check_txn(&self, txn: &mut Txn) -> Result<(), Error> {
+        let count = txn.op_count();
+        if count > self.config.max_txn_ops {
+            return Err(
+                InvalidArgument::TooManyTxnOps { count, max: self.config.max_txn_ops }.into()
+            );
+        }
+        let len = txn.size_bytes();
+        if len > self.config.max_txn_bytes {
+            return Err(InvalidArgument::TxnTooLarge { len, max: self.config.max_txn_bytes }.into());
+        }
+        for c in &txn.compares {
+            self.check_key(&c.key)?;
+            self.check_condition(&c.condition)?;
+        }
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            match op {
+                TxnOp::Set { key, value } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                }
+                TxnOp::Delete { key } | TxnOp::Get { key } => self.check_key(key)?,
+                TxnOp::Range { limit, .. } => {
+                    let cap = u32::try_from(self.config.max_page_size).unwrap_or(u32::MAX);
+                    *limit = match *limit {
+                        0 => u32::try_from(self.config.default_page_size).unwrap_or(cap),
+                        n => n,
+                    }
+                    .min(cap);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `cas_at_propose` planted bug: decides a conditional write on this node's applied
+    /// state when it is proposed. Returns the command to propose, or `None` when it already
+    /// answered. Without the bug, `command` unchanged.
+    fn cas_at_propose(&mut self, id: RequestId, command: Command) -> Option<Command> {
+        if !self.config.planted_bugs.cas_at_propose() || self.check_leader().is_err() {
+            return Some(command);
+        }
+        let (key, condition) = match &command {
+            Command::SetIf { key, condition, .. } | Command::DeleteIf { key, condition } => {
+                (key, condition)
+            }
+            _ => return Some(command),
+        };
+        let current = self.sm.get(key);
+        if !condition.holds(current) {
+            let current = current.map(crate::command::KeyRevisions::from);
+            let revision = self.sm.applied_index();
+            self.reply(id, Ok(Response::ConditionFailed { revision, current }));
+            return None;
+        }
+        Some(match command {
+            Command::SetIf { key, value, .. } => Command::Set { key, value },
+            Command::DeleteIf { key, .. } => Command::Delete { key },
+            other => other,
+        })
     }
 
     fn check_leader(&self) -> Result<(), Error> {

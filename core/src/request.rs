@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
 use crate::members::{MemberInfo, NodeId};
 use crate::node::ClusterReport;
+use crate::txn::{Txn, TxnResponse};
 
 /// Chosen by the shell, echoed in the [`Reply`]; the core never interprets it.
 pub type RequestId = u64;
@@ -45,6 +46,12 @@ pub enum Request {
     DeleteIf {
         key: String,
         condition: Condition,
+        session: Option<SessionRef>,
+    },
+    /// A transaction, applied atomically at one log index; answered [`Response::Txn`]. Bounded
+    /// by [`crate::Config::max_txn_ops`] and [`crate::Config::max_txn_bytes`].
+    Txn {
+        txn: Txn,
         session: Option<SessionRef>,
     },
     Get {
@@ -108,6 +115,9 @@ pub enum Response {
         revision: u64,
         current: Option<KeyRevisions>,
     },
+    /// The outcome of a [`Request::Txn`] (a failed compare is `succeeded == false`, not an
+    /// error).
+    Txn(TxnResponse),
     /// `None`: the key does not exist.
     Get(Option<Versioned>),
     Range(RangePage),

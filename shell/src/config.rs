@@ -97,6 +97,12 @@ declare::settings! {
         /// Bound on the keys and values of one `Range` page (and of each internal page of
         /// `List`); a page holds at least one item.
         max_page_bytes: usize = core_defaults().max_page_bytes,
+        /// Bound on one transaction's compares plus operations (both branches); beyond it
+        /// `Txn` fails INVALID_ARGUMENT.
+        max_txn_ops: usize = core_defaults().max_txn_ops,
+        /// Bound on one transaction's keys, values and compared values (plus 16 bytes per
+        /// compare and operation); beyond it `Txn` fails INVALID_ARGUMENT.
+        max_txn_bytes: usize = core_defaults().max_txn_bytes,
         /// Remove a member from the Raft configuration after it has been down this long;
         /// 0: never, a down member stays and is reported.
         dead_member_timeout_ms: u64 = core_defaults().dead_member_timeout_ms,
@@ -449,6 +455,8 @@ impl NodeConfig {
         c.snapshot_threshold_bytes = self.snapshot_threshold_bytes;
         c.max_in_memory_log_bytes = self.max_in_memory_log_bytes;
         c.max_page_bytes = self.max_page_bytes;
+        c.max_txn_ops = self.max_txn_ops;
+        c.max_txn_bytes = self.max_txn_bytes;
         c.quota_state_bytes = self.quota_state_bytes;
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c

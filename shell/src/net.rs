@@ -8,6 +8,7 @@ pub mod cluster_service;
 pub mod gossip_net;
 pub mod inherited;
 pub mod kv_service;
+mod kv_txn;
 pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;

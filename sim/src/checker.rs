@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use mokv_core::{Event, NodeId, Role};
 
 use crate::cluster::Cluster;
-use crate::history::{History, Observed, OpKind, Outcome, ValueId};
-use crate::linearizability::{self, Entry, RegOp, Verdict};
+use crate::history::{History, Observed, OpKind, Outcome, TxnStep, ValueId};
+use crate::linearizability::{self, MapEntry, MapOp, SlotStep, Verdict};
 use crate::violation::{HistoryViolation, Undecided, Violation};
-use crate::workload::KEYS;
+use crate::workload::{KEYS, TXN_GROUPS};
 
 /// Step bound of the linearizability search, per key.
 pub const MAX_SEARCH_STEPS: u64 = 2_000_000;
@@ -38,13 +38,31 @@ pub fn check_history(h: &History) -> Findings {
 fn acked_writes(h: &History) -> BTreeMap<&str, Vec<(u64, bool)>> {
     let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
     for op in &h.ops {
-        let Outcome::Written { revision } = op.outcome else { continue };
-        if revision == 0 {
-            continue;
-        }
-        match &op.kind {
-            OpKind::Set { key, .. } => by_key.entry(key).or_default().push((revision, true)),
-            OpKind::Delete { key } => by_key.entry(key).or_default().push((revision, false)),
+        match (&op.kind, &op.outcome) {
+            (_, Outcome::Written { revision: 0 }) => {}
+            (OpKind::Set { key, .. }, Outcome::Written { revision }) => {
+                by_key.entry(key).or_default().push((*revision, true));
+            }
+            (OpKind::Delete { key }, Outcome::Written { revision }) => {
+                by_key.entry(key).or_default().push((*revision, false));
+            }
+            (OpKind::Cas { key, value, .. }, Outcome::Written { revision }) => {
+                by_key.entry(key).or_default().push((*revision, value.is_some()));
+            }
+            (
+                OpKind::Txn { success, failure, .. },
+                Outcome::TxnDone { succeeded, revision, .. },
+            ) => {
+                for step in if *succeeded { success } else { failure } {
+                    match step {
+                        TxnStep::Set(k, _) => by_key.entry(k).or_default().push((*revision, true)),
+                        TxnStep::Delete(k) => {
+                            by_key.entry(k).or_default().push((*revision, false));
+                        }
+                        TxnStep::Get(_) => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -127,10 +145,20 @@ pub fn check_range_snapshots(h: &History, f: &mut Findings) {
     // it): their absence is always explainable.
     let mut unknown_delete: std::collections::BTreeSet<&str> = Default::default();
     for op in &h.ops {
-        if let (OpKind::Delete { key }, o) = (&op.kind, &op.outcome) {
-            if !matches!(o, Outcome::Written { revision } if *revision != 0) {
+        let known = matches!(op.outcome, Outcome::Written { revision } if revision != 0)
+            || matches!(op.outcome, Outcome::CasFailed { .. } | Outcome::TxnDone { .. });
+        match &op.kind {
+            OpKind::Delete { key } | OpKind::Cas { key, value: None, .. } if !known => {
                 unknown_delete.insert(key);
             }
+            OpKind::Txn { success, failure, .. } if !known => {
+                for step in success.iter().chain(failure) {
+                    if let TxnStep::Delete(k) = step {
+                        unknown_delete.insert(k);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     for (i, op) in h.ops.iter().enumerate() {
@@ -174,53 +202,45 @@ pub fn check_range_snapshots(h: &History, f: &mut Findings) {
     }
 }
 
-/// Per key: Set/Delete and linearizable Get/Range form a linearizable register history.
+/// Per group of keys ([`TXN_GROUPS`]): writes, compare-and-swaps, transactions and
+/// linearizable Get/Range form a linearizable history of a map over the group's keys. (A
+/// transaction stays within one group, so the groups are independent.)
 pub fn check_linearizable(h: &History, f: &mut Findings) {
-    for key in KEYS {
+    for group in TXN_GROUPS {
+        let slot = |k: &str| group.iter().position(|g| *g == k);
         let mut entries = Vec::new();
         for (i, op) in h.ops.iter().enumerate() {
-            let reg = match (&op.kind, &op.outcome) {
-                (_, Outcome::ReadFailed) => None,
-                (OpKind::Set { key: k, value }, _) if k == key => Some(RegOp::Write(Some(*value))),
-                (OpKind::Delete { key: k }, _) if k == key => Some(RegOp::Write(None)),
-                (OpKind::Get { key: k, linearizable: true }, Outcome::Read(obs)) if k == key => {
-                    Some(RegOp::Read(*obs))
-                }
-                (OpKind::Range { linearizable: true }, Outcome::Ranged(items)) => {
-                    Some(RegOp::Read(items.iter().find(|(k, _)| k == key).map(|(_, o)| *o)))
-                }
-                _ => None,
-            };
-            if let Some(op_reg) = reg {
-                entries.push(Entry {
-                    op: op_reg,
+            if let Some(m) = map_op(&op.kind, &op.outcome, &slot) {
+                entries.push(MapEntry {
+                    op: m,
                     invoke: op.invoke,
                     complete: op.complete,
                     history_index: i,
                 });
             }
         }
-        // A write that never completed and whose value nobody read can only make a
-        // linearization harder: leave it out (keeps the search small).
+        // A write that never completed, whose values nobody read and that deletes nothing, can
+        // only make a linearization harder: leave it out (keeps the search small).
         let read_values: std::collections::BTreeSet<ValueId> = entries
             .iter()
-            .filter_map(|e| match e.op {
-                RegOp::Read(Some(o)) => Some(o.value),
-                _ => None,
+            .flat_map(|e| match &e.op {
+                MapOp::Read(obs) => obs.iter().filter_map(|(_, v)| *v).collect::<Vec<_>>(),
+                MapOp::Txn { known: Some((_, Some(reads))), .. } => {
+                    reads.iter().flatten().copied().collect()
+                }
+                _ => Vec::new(),
             })
             .collect();
-        entries.retain(|e| match e.op {
-            RegOp::Write(Some(v)) => e.complete.is_some() || read_values.contains(&v),
-            _ => true,
-        });
-        match linearizability::check(&entries, MAX_SEARCH_STEPS) {
+        entries.retain(|e| e.complete.is_some() || may_matter(&e.op, &read_values));
+        let name = group.join("+");
+        match linearizability::check_map(&entries, MAX_SEARCH_STEPS) {
             Verdict::Ok => {}
             Verdict::Inconclusive => {
-                f.inconclusive.push(Undecided { key: key.to_string(), max_steps: MAX_SEARCH_STEPS })
+                f.inconclusive.push(Undecided { key: name, max_steps: MAX_SEARCH_STEPS })
             }
             Verdict::Violation { stuck_at } => {
                 f.violations.push(HistoryViolation::NotLinearizable {
-                    key: key.to_string(),
+                    key: name,
                     stuck_at: stuck_at.iter().map(|i| (*i, h.ops[*i].clone())).collect(),
                 });
             }
@@ -228,15 +248,85 @@ pub fn check_linearizable(h: &History, f: &mut Findings) {
     }
 }
 
-/// Where each write is in the history, by value.
-fn writes_by_value(h: &History) -> BTreeMap<ValueId, usize> {
+/// Whether an operation that never completed may explain something: it deletes, or writes a
+/// value somebody read.
+fn may_matter(op: &MapOp, read_values: &std::collections::BTreeSet<ValueId>) -> bool {
+    let writes = |v: &Option<ValueId>| v.is_none_or(|v| read_values.contains(&v));
+    match op {
+        MapOp::Write(_, v) | MapOp::Cas { value: v, .. } => writes(v),
+        MapOp::Txn { success, failure, .. } => success.iter().chain(failure).any(|s| match s {
+            SlotStep::Set(_, v) => read_values.contains(v),
+            SlotStep::Delete(_) => true,
+            SlotStep::Get(_) => false,
+        }),
+        MapOp::Read(_) => true,
+    }
+}
+
+/// The model operation of one history operation on a group (`slot` maps the group's keys),
+/// or `None` when it does not touch the group or carries no information.
+fn map_op(kind: &OpKind, outcome: &Outcome, slot: &dyn Fn(&str) -> Option<usize>) -> Option<MapOp> {
+    match (kind, outcome) {
+        (_, Outcome::ReadFailed) => None,
+        (OpKind::Set { key, value }, _) => Some(MapOp::Write(slot(key)?, Some(*value))),
+        (OpKind::Delete { key }, _) => Some(MapOp::Write(slot(key)?, None)),
+        (OpKind::Get { key, linearizable: true }, Outcome::Read(obs)) => {
+            Some(MapOp::Read(vec![(slot(key)?, obs.map(|o| o.value))]))
+        }
+        (OpKind::Range { linearizable: true }, Outcome::Ranged(items)) => {
+            let obs: Vec<(usize, Option<ValueId>)> = KEYS
+                .iter()
+                .filter_map(|key| {
+                    let v = items.iter().find(|(k, _)| k == key).map(|(_, o)| o.value);
+                    Some((slot(key)?, v))
+                })
+                .collect();
+            (!obs.is_empty()).then_some(MapOp::Read(obs))
+        }
+        (OpKind::Cas { key, expect, value }, o) => Some(MapOp::Cas {
+            slot: slot(key)?,
+            expect: *expect,
+            value: *value,
+            applied: match o {
+                Outcome::Written { .. } => Some(true),
+                Outcome::CasFailed { .. } => Some(false),
+                _ => None,
+            },
+        }),
+        (OpKind::Txn { compares, success, failure }, o) => {
+            let steps = |steps: &[TxnStep]| -> Option<Vec<SlotStep>> {
+                steps
+                    .iter()
+                    .map(|s| {
+                        Some(match s {
+                            TxnStep::Set(k, v) => SlotStep::Set(slot(k)?, *v),
+                            TxnStep::Delete(k) => SlotStep::Delete(slot(k)?),
+                            TxnStep::Get(k) => SlotStep::Get(slot(k)?),
+                        })
+                    })
+                    .collect()
+            };
+            let compares =
+                compares.iter().map(|(k, e)| Some((slot(k)?, *e))).collect::<Option<Vec<_>>>()?;
+            let known = match o {
+                Outcome::TxnDone { succeeded, reads, .. } => Some((
+                    *succeeded,
+                    reads.as_ref().map(|r| r.iter().map(|o| o.map(|o| o.value)).collect()),
+                )),
+                _ => None,
+            };
+            Some(MapOp::Txn { compares, success: steps(success)?, failure: steps(failure)?, known })
+        }
+        _ => None,
+    }
+}
+
+/// Where each write is in the history, by value, with the key it writes.
+fn writes_by_value(h: &History) -> BTreeMap<ValueId, (usize, &str)> {
     h.ops
         .iter()
         .enumerate()
-        .filter_map(|(i, op)| match op.kind {
-            OpKind::Set { value, .. } => Some((value, i)),
-            _ => None,
-        })
+        .flat_map(|(i, op)| op.kind.written_values().into_iter().map(move |(k, v)| (v, (i, k))))
         .collect()
 }
 
@@ -257,17 +347,16 @@ pub fn check_serializable(h: &History, f: &mut Findings) {
             continue;
         };
         for (key, o) in observations(op) {
-            let Some(w) = writes.get(&o.value).map(|w| &h.ops[*w]) else {
+            let Some((w, wkey)) = writes.get(&o.value).map(|(w, k)| (&h.ops[*w], *k)) else {
                 f.violations.push(HistoryViolation::UnwrittenValue { read: i, value: o.value });
                 continue;
             };
-            let OpKind::Set { key: wkey, .. } = &w.kind else { continue };
-            if *wkey != key {
+            if wkey != key {
                 f.violations.push(HistoryViolation::WrongKey {
                     read: i,
                     value: o.value,
                     key: key.clone(),
-                    written_to: wkey.clone(),
+                    written_to: wkey.to_string(),
                 });
             }
             if !linearizable && op.complete.is_some_and(|c| w.invoke > c) {
@@ -302,7 +391,7 @@ pub fn check_at_most_once(h: &History, f: &mut Findings) {
         }
     }
     for (value, (index, read)) in &seen {
-        let Some(w) = writes.get(value) else { continue };
+        let Some((w, _)) = writes.get(value) else { continue };
         if let Outcome::Written { revision } = h.ops[*w].outcome {
             if revision != *index {
                 f.violations.push(HistoryViolation::RevisionMismatch {

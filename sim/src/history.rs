@@ -43,11 +43,78 @@ pub enum OpKind {
     Range {
         linearizable: bool,
     },
+    /// Compare-and-swap: write `value` (`None`: delete) if the key holds `expect` (`None`:
+    /// absent), compared by value.
+    Cas {
+        key: String,
+        expect: Option<ValueId>,
+        value: Option<ValueId>,
+    },
+    /// A transaction: if every compare (key holds the value, `None`: absent) holds, `success`,
+    /// else `failure`.
+    Txn {
+        compares: Vec<(String, Option<ValueId>)>,
+        success: Vec<TxnStep>,
+        failure: Vec<TxnStep>,
+    },
+}
+
+/// One operation of a transaction branch in the workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnStep {
+    Set(String, ValueId),
+    Delete(String),
+    Get(String),
+}
+
+impl TxnStep {
+    pub fn key(&self) -> &str {
+        match self {
+            TxnStep::Set(k, _) | TxnStep::Delete(k) | TxnStep::Get(k) => k,
+        }
+    }
 }
 
 impl OpKind {
     pub fn is_write(&self) -> bool {
-        matches!(self, OpKind::Set { .. } | OpKind::Delete { .. })
+        matches!(
+            self,
+            OpKind::Set { .. } | OpKind::Delete { .. } | OpKind::Cas { .. } | OpKind::Txn { .. }
+        )
+    }
+
+    /// Every key the operation touches (none for a range: it reads them all).
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            OpKind::Set { key, .. }
+            | OpKind::Delete { key }
+            | OpKind::Get { key, .. }
+            | OpKind::Cas { key, .. } => vec![key],
+            OpKind::Range { .. } => Vec::new(),
+            OpKind::Txn { compares, success, failure } => compares
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .chain(success.iter().chain(failure).map(TxnStep::key))
+                .collect(),
+        }
+    }
+
+    /// The values the operation may write, with their keys.
+    pub fn written_values(&self) -> Vec<(&str, ValueId)> {
+        match self {
+            OpKind::Set { key, value } | OpKind::Cas { key, value: Some(value), .. } => {
+                vec![(key, *value)]
+            }
+            OpKind::Txn { success, failure, .. } => success
+                .iter()
+                .chain(failure)
+                .filter_map(|s| match s {
+                    TxnStep::Set(k, v) => Some((k.as_str(), *v)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -61,6 +128,11 @@ pub enum Outcome {
     Read(Option<Observed>),
     /// A Range answered: every present key of the key space.
     Ranged(Vec<(String, Observed)>),
+    /// A compare-and-swap whose condition did not hold at this revision: nothing written.
+    CasFailed { revision: u64 },
+    /// A transaction applied at `revision`, through its success branch if `succeeded`; the
+    /// results of its `Get` steps in order (`None` when answered from the session).
+    TxnDone { succeeded: bool, revision: u64, reads: Option<Vec<Option<Observed>>> },
     /// The client gave up on a write whose outcome it cannot know: maybe applied.
     MaybeApplied,
     /// The client gave up on a read: no information.

@@ -141,6 +141,12 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.answer_before_durable {
         v.push("answer_before_durable");
     }
+    if b.cas_at_propose {
+        v.push("cas_at_propose");
+    }
+    if b.txn_first_op_only {
+        v.push("txn_first_op_only");
+    }
     v.join(",")
 }
 
@@ -154,6 +160,8 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "skip_session_dedup" => b.skip_session_dedup = true,
             "skip_read_retry" => b.skip_read_retry = true,
             "answer_before_durable" => b.answer_before_durable = true,
+            "cas_at_propose" => b.cas_at_propose = true,
+            "txn_first_op_only" => b.txn_first_op_only = true,
             _ => {}
         }
     }

@@ -2,22 +2,29 @@
 //! time per client, routed to the leader they know (following `NotLeader` hints), retried
 //! with the same session seq, with client-side timeouts in ticks.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use mokv_core::RangeQuery;
 use mokv_core::SessionError;
 use mokv_core::SessionRef;
+use mokv_core::{Compare, Condition, Txn, TxnOp, TxnOpResult};
 use mokv_core::{
     Consistency, Error, InvalidArgument, NodeId, Reply, Request, RequestId, Response, Rng,
     Unavailable,
 };
 
 use crate::cluster::Cluster;
-use crate::history::{decode_value, encode_value, History, Observed, OpKind, Outcome};
+use crate::history::{
+    decode_value, encode_value, History, Observed, OpKind, Outcome, TxnStep, ValueId,
+};
 use crate::violation::WorkloadProblem;
 
 /// The workload's key space: small, so operations conflict often.
 pub const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
+
+/// The key groups transactions span (each transaction stays within one): the linearizability
+/// checker models each group as one map, so a group is its unit of search.
+pub const TXN_GROUPS: [&[&str]; 3] = [&["k0", "k1"], &["k2", "k3"], &["k4"]];
 
 /// Knobs of the workload, drawn per seed.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +70,9 @@ pub struct Client {
     current: Option<Current>,
     leader: Option<NodeId>,
     next_at: u64,
+    /// The value this client last saw or wrote per key (`None`: absent), which its
+    /// compare-and-swaps and transactions expect.
+    seen: BTreeMap<String, Option<ValueId>>,
 }
 
 /// What the workload noticed that is wrong in itself (not a history property).
@@ -70,7 +80,15 @@ pub type Problems = Vec<WorkloadProblem>;
 
 impl Client {
     pub fn new(id: u64) -> Self {
-        Client { id, session_id: id, seq: 0, current: None, leader: None, next_at: 0 }
+        Client {
+            id,
+            session_id: id,
+            seq: 0,
+            current: None,
+            leader: None,
+            next_at: 0,
+            seen: BTreeMap::new(),
+        }
     }
 
     pub fn is_idle(&self) -> bool {
@@ -83,7 +101,8 @@ impl Client {
     }
 
     /// Starts `kind` now (the caller checked the client is idle).
-    pub fn start(&mut self, kind: OpKind, cluster: &Cluster, history: &mut History) {
+    pub fn start(&mut self, mut kind: OpKind, cluster: &Cluster, history: &mut History) {
+        self.expect_what_was_seen(&mut kind);
         let request = match &kind {
             OpKind::Set { key, value } => {
                 self.seq += 1;
@@ -104,9 +123,106 @@ impl Client {
                 query: RangeQuery { prefix: "k".into(), ..RangeQuery::default() },
                 consistency: consistency(*linearizable),
             },
+            OpKind::Cas { key, expect, value } => {
+                self.seq += 1;
+                let condition = condition(*expect);
+                let session = Some(self.session());
+                match value {
+                    Some(v) => Request::SetIf {
+                        key: key.clone(),
+                        value: encode_value(*v),
+                        condition,
+                        session,
+                    },
+                    None => Request::DeleteIf { key: key.clone(), condition, session },
+                }
+            }
+            OpKind::Txn { compares, success, failure } => {
+                self.seq += 1;
+                let steps = |steps: &[TxnStep]| -> Vec<TxnOp> {
+                    steps
+                        .iter()
+                        .map(|s| match s {
+                            TxnStep::Set(k, v) => {
+                                TxnOp::Set { key: k.clone(), value: encode_value(*v) }
+                            }
+                            TxnStep::Delete(k) => TxnOp::Delete { key: k.clone() },
+                            TxnStep::Get(k) => TxnOp::Get { key: k.clone() },
+                        })
+                        .collect()
+                };
+                let txn = Txn {
+                    compares: compares
+                        .iter()
+                        .map(|(k, e)| Compare { key: k.clone(), condition: condition(*e) })
+                        .collect(),
+                    success: steps(success),
+                    failure: steps(failure),
+                };
+                Request::Txn { txn, session: Some(self.session()) }
+            }
         };
         let op = history.invoke(self.id, kind, cluster.now());
         self.current = Some(Current { op, request, attempt: None, unknown: 0 });
+    }
+
+    /// Compare-and-swaps and transactions expect what this client saw last (so that they
+    /// succeed often enough to matter).
+    fn expect_what_was_seen(&self, kind: &mut OpKind) {
+        let seen = |k: &str| self.seen.get(k).copied().flatten();
+        match kind {
+            OpKind::Cas { key, expect, .. } => *expect = seen(key),
+            OpKind::Txn { compares, .. } => {
+                for (k, e) in compares {
+                    *e = seen(k);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers what a completed operation showed of each key.
+    fn remember(&mut self, kind: &OpKind, outcome: &Outcome) {
+        match (kind, outcome) {
+            (OpKind::Set { key, value }, Outcome::Written { .. }) => {
+                self.seen.insert(key.clone(), Some(*value));
+            }
+            (OpKind::Delete { key }, Outcome::Written { .. }) => {
+                self.seen.insert(key.clone(), None);
+            }
+            (OpKind::Cas { key, value, .. }, Outcome::Written { .. }) => {
+                self.seen.insert(key.clone(), *value);
+            }
+            (OpKind::Get { key, .. }, Outcome::Read(o)) => {
+                self.seen.insert(key.clone(), o.map(|o| o.value));
+            }
+            (OpKind::Range { .. }, Outcome::Ranged(items)) => {
+                for key in KEYS {
+                    let o = items.iter().find(|(k, _)| k == key).map(|(_, o)| o.value);
+                    self.seen.insert(key.to_string(), o);
+                }
+            }
+            (OpKind::Txn { success, failure, .. }, Outcome::TxnDone { succeeded, reads, .. }) => {
+                let steps = if *succeeded { success } else { failure };
+                let mut reads = reads.iter().flatten();
+                for s in steps {
+                    match s {
+                        TxnStep::Set(k, v) => {
+                            self.seen.insert(k.clone(), Some(*v));
+                        }
+                        TxnStep::Delete(k) => {
+                            self.seen.insert(k.clone(), None);
+                        }
+                        TxnStep::Get(k) => {
+                            if let Some(o) = reads.next() {
+                                self.seen.insert(k.clone(), o.map(|o| o.value));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     fn session(&self) -> SessionRef {
@@ -195,14 +311,36 @@ impl Client {
         let retry_at = |rng: &mut Rng| now + 1 + rng.below(8);
         match reply.result {
             Ok(resp) => {
+                let lost = matches!(
+                    resp,
+                    Response::Set { .. }
+                        | Response::Delete { .. }
+                        | Response::ConditionFailed { .. }
+                        | Response::Txn(_)
+                ) && rng.below(1000) < knobs.reply_loss_permille;
+                if lost {
+                    // The answer is lost on the way back: the client retries.
+                    cur.unknown += 1;
+                    self.next_at = retry_at(rng);
+                    return;
+                }
                 let outcome = match resp {
+                    Response::ConditionFailed { revision, .. } => Outcome::CasFailed { revision },
+                    Response::Txn(t) => {
+                        let reads = t.results.map(|results| {
+                            results
+                                .into_iter()
+                                .filter_map(|r| match r {
+                                    TxnOpResult::Get(v) => Some(v.and_then(|v| {
+                                        observe(&v.value, v.mod_index, problems, op)
+                                    })),
+                                    _ => None,
+                                })
+                                .collect()
+                        });
+                        Outcome::TxnDone { succeeded: t.succeeded, revision: t.revision, reads }
+                    }
                     Response::Set { revision } | Response::Delete { revision, .. } => {
-                        if rng.below(1000) < knobs.reply_loss_permille {
-                            // The answer is lost on the way back: the client retries.
-                            cur.unknown += 1;
-                            self.next_at = retry_at(rng);
-                            return;
-                        }
                         Outcome::Written { revision }
                     }
                     Response::Get(v) => {
@@ -226,9 +364,13 @@ impl Client {
                         Outcome::ReadFailed
                     }
                 };
-                if matches!(outcome, Outcome::Written { .. }) {
+                if matches!(
+                    outcome,
+                    Outcome::Written { .. } | Outcome::CasFailed { .. } | Outcome::TxnDone { .. }
+                ) {
                     self.leader = Some(node);
                 }
+                self.remember(&history.ops[op].kind, &outcome);
                 history.complete(op, outcome, now, Some(node));
                 self.current = None;
                 self.next_at = now + rng.below(6);
@@ -313,9 +455,45 @@ fn observe(value: &[u8], mod_index: u64, problems: &mut Problems, op: usize) -> 
     }
 }
 
-/// Draws the next operation of a client.
+/// The condition "the key holds this value" (`None`: absent).
+fn condition(expect: Option<ValueId>) -> Condition {
+    match expect {
+        Some(v) => Condition::ValueEquals(encode_value(v)),
+        None => Condition::Absent,
+    }
+}
+
+/// Draws the next operation of a client. Compare-and-swaps and transactions are drawn with
+/// no expectation; [`Client::start`] fills in what that client saw last.
 pub fn draw_op(rng: &mut Rng, next_value: &mut u64) -> OpKind {
     let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_string();
+    let mut fresh = || {
+        *next_value += 1;
+        *next_value
+    };
+    match rng.below(100) {
+        0..=7 => {
+            let value = if rng.below(4) == 0 { None } else { Some(fresh()) };
+            return OpKind::Cas { key, expect: None, value };
+        }
+        8..=14 => {
+            let group = TXN_GROUPS[rng.below(2) as usize];
+            let (a, b) = (group[0].to_string(), group[1].to_string());
+            let compares = vec![(a.clone(), None), (b.clone(), None)];
+            let success = match rng.below(10) {
+                0..=6 => vec![TxnStep::Set(a.clone(), fresh()), TxnStep::Set(b.clone(), fresh())],
+                7 => vec![TxnStep::Delete(a.clone()), TxnStep::Set(b.clone(), fresh())],
+                _ => vec![
+                    TxnStep::Get(a.clone()),
+                    TxnStep::Set(b.clone(), fresh()),
+                    TxnStep::Get(b.clone()),
+                ],
+            };
+            let failure = vec![TxnStep::Get(a), TxnStep::Get(b)];
+            return OpKind::Txn { compares, success, failure };
+        }
+        _ => {}
+    }
     match rng.below(100) {
         0..=39 => {
             *next_value += 1;

@@ -121,6 +121,29 @@ fn planted_skip_session_dedup_is_caught() {
     assert!(first_caught(bugs, 200).is_some(), "skipped session dedup went unnoticed");
 }
 
+/// Compare-and-swap decided by the leader when proposed, on its applied state (which lags
+/// the log): two conditional writes proposed before either is applied both succeed. The
+/// map-model linearizability check catches it.
+#[test]
+fn planted_cas_at_propose_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.cas_at_propose = true;
+    let seed = first_caught(bugs, 200);
+    println!("cas_at_propose caught at seed {seed:?}");
+    assert!(seed.is_some(), "CAS decided at proposal went unnoticed");
+}
+
+/// A transaction that runs only the first operation of its success branch: a later read
+/// shows half of an acknowledged transaction. The map-model linearizability check catches it.
+#[test]
+fn planted_txn_first_op_only_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.txn_first_op_only = true;
+    let seed = first_caught(bugs, 200);
+    println!("txn_first_op_only caught at seed {seed:?}");
+    assert!(seed.is_some(), "a partly applied transaction went unnoticed");
+}
+
 /// A liveness bug only the liveness checker can see: reads wait forever for rounds that were
 /// lost (every read answered is still correct, so no safety checker fires).
 #[test]
@@ -142,9 +165,14 @@ fn planted_skip_read_retry_is_caught_by_the_liveness_checker() {
 #[test]
 #[ignore]
 fn planted_survey() {
-    for name in
-        ["stale_follower_reads", "ack_before_durable", "skip_session_dedup", "skip_read_retry"]
-    {
+    for name in [
+        "stale_follower_reads",
+        "ack_before_durable",
+        "skip_session_dedup",
+        "skip_read_retry",
+        "cas_at_propose",
+        "txn_first_op_only",
+    ] {
         let bugs = parse_bugs(name);
         let mut kinds = std::collections::BTreeMap::<String, u32>::new();
         for seed in 0..200 {

@@ -21,6 +21,7 @@ use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
 use crate::request::Response;
 use crate::snapshot::SnapshotImage;
+use crate::txn::TxnResponse;
 
 impl Node {
     /// Every input ends here: the Ready it needs runs at the next `poll_*`, together with
@@ -226,13 +227,18 @@ impl Node {
         if self.config.planted_bugs.skip_session_dedup() {
             proposal.session = None;
         }
-        match self.sm.apply(e.index, &proposal) {
+        let (outcome, reads) =
+            self.sm.apply_with_reads(e.index, &proposal, self.config.max_page_bytes);
+        match outcome {
             Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
             Ok(WriteOutcome::Deleted { existed, revision }) => {
                 Ok(Response::Delete { existed, revision })
             }
             Ok(WriteOutcome::ConditionFailed { revision, current }) => {
                 Ok(Response::ConditionFailed { revision, current })
+            }
+            Ok(WriteOutcome::Txn { succeeded, revision }) => {
+                Ok(Response::Txn(TxnResponse { succeeded, revision, results: reads }))
             }
             Err(e) => Err(e),
         }

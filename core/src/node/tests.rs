@@ -450,3 +450,39 @@ fn a_backward_wall_clock_step_does_not_freeze_failure_detection() {
     let down_after_ms = down_after_ms.expect("node 2 is declared down despite the clock step");
     assert!(down_after_ms <= 10_000, "declared down after {down_after_ms} ms");
 }
+
+/// A transaction over `max_txn_ops` or `max_txn_bytes`, or with a bad key or value inside, is
+/// refused before it is proposed, with a message that names sizes only.
+#[test]
+fn transactions_are_bounded_before_they_are_proposed() {
+    use crate::error::{Error, InvalidArgument};
+    use crate::txn::{Txn, TxnOp};
+
+    let mut node = leader_of_three();
+    node.config.max_txn_ops = 3;
+    node.config.max_txn_bytes = 64;
+    let get = |key: &str| TxnOp::Get { key: key.into() };
+    let last = node.status().last_index;
+    let too_many = Txn {
+        success: vec![get("a"), get("b")],
+        failure: vec![get("c"), get("d")],
+        ..Txn::default()
+    };
+    node.handle_request(1, Request::Txn { txn: too_many, session: None });
+    let secret = "secret-key-".repeat(8);
+    let too_large = Txn { success: vec![get(&secret)], ..Txn::default() };
+    node.handle_request(2, Request::Txn { txn: too_large, session: None });
+    let empty_key = Txn { failure: vec![TxnOp::Delete { key: String::new() }], ..Txn::default() };
+    node.handle_request(3, Request::Txn { txn: empty_key, session: None });
+    let (_, _, replies) = drain_and_ack(&mut node);
+    assert_eq!(replies.len(), 3);
+    assert_eq!(
+        replies[0].result,
+        Err(Error::InvalidArgument(InvalidArgument::TooManyTxnOps { count: 4, max: 3 }))
+    );
+    let Err(e) = &replies[1].result else { panic!("{:?}", replies[1]) };
+    assert!(matches!(e, Error::InvalidArgument(InvalidArgument::TxnTooLarge { max: 64, .. })));
+    assert!(!e.to_string().contains("secret"), "{e}");
+    assert_eq!(replies[2].result, Err(Error::InvalidArgument(InvalidArgument::EmptyKey)));
+    assert_eq!(node.status().last_index, last, "nothing was proposed");
+}

@@ -218,6 +218,8 @@ fn defaults_of_core_settings_come_from_the_core() {
     assert_eq!(c.snapshot_threshold_bytes, core.snapshot_threshold_bytes);
     assert_eq!(c.max_in_memory_log_bytes, core.max_in_memory_log_bytes);
     assert_eq!(c.max_page_bytes, core.max_page_bytes);
+    assert_eq!(c.max_txn_ops, core.max_txn_ops);
+    assert_eq!(c.max_txn_bytes, core.max_txn_bytes);
     assert_eq!(c.quota_state_bytes, core.quota_state_bytes);
     assert_eq!(c.dead_member_timeout_ms, core.dead_member_timeout_ms);
     assert_eq!(c.peer_tls, c.server_tls, "the peer side defaults to the server side");

@@ -16,6 +16,10 @@
 //! does not hold is an OK answer with `ok = false` and `condition_failed` set (the key's
 //! revisions then), not an error status. They need `consume` on the key besides `produce`.
 //!
+//! `Txn` runs a transaction (compares, then the success or failure branch) as one write; every
+//! key it touches is authorized first, with the action each part needs (`consume` for compares
+//! and reads, `produce` for writes; both branches, since which runs is decided when applied).
+//!
 //! Authorization objects and actions per rpc, and how `List`/`Range` results are filtered, are
 //! documented in [`crate::security::authz`].
 
@@ -29,7 +33,7 @@ use mokv_proto::api::kv_server::Kv;
 use mokv_proto::api::{
     ConditionFailed, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse,
     KeyValue, RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse,
-    Suffrage,
+    Suffrage, TxnRequest, TxnResponse,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -38,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::net::kv_txn;
 use crate::net::page_token::PageTokens;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
@@ -143,7 +148,7 @@ fn session(s: Option<mokv_proto::api::Session>) -> Option<SessionRef> {
 
 /// The core's condition for a wire one; a condition with nothing set is refused rather than
 /// read as "no condition" (the caller asked for a compare).
-fn condition(c: mokv_proto::api::Condition) -> Result<Condition, Status> {
+pub(crate) fn condition(c: mokv_proto::api::Condition) -> Result<Condition, Status> {
     use mokv_proto::api::condition::Check;
     match c.check {
         Some(Check::Absent(true)) => Ok(Condition::Absent),
@@ -405,6 +410,34 @@ impl Kv for KvService {
         }
         .await;
         counted("range", r)
+    }
+
+    async fn txn(
+        &self,
+        request: tonic::Request<TxnRequest>,
+    ) -> Result<tonic::Response<TxnResponse>, Status> {
+        let r = async {
+            let txn = kv_txn::from_wire(request.get_ref())?;
+            let mut admitted = None;
+            for (obj, action) in kv_txn::permissions(&txn) {
+                admitted = Some(self.admit(&request, action, &obj)?);
+            }
+            let (caller, policy) = match admitted {
+                Some(a) => a,
+                // Nothing to touch: still only for a caller allowed to use the service.
+                None => self.admit(&request, Action::Discover, CLUSTER_OBJECT)?,
+            };
+            let session = session(request.into_inner().session);
+            let req = Request::Txn { txn: txn.clone(), session };
+            match status::call(&self.handle, req).await? {
+                Response::Txn(r) => Ok(tonic::Response::new(kv_txn::to_wire(r, &txn, |key| {
+                    policy.allows(&caller.name, key, Action::Consume)
+                }))),
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("txn", r)
     }
 }
 

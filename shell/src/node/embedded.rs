@@ -92,6 +92,7 @@ where
         authz,
         max_key_bytes: cfg.core.max_key_bytes,
         max_value_bytes: cfg.core.max_value_bytes,
+        max_txn_bytes: cfg.core.max_txn_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
         page_tokens: crate::net::page_token::PageTokens::embedded(id),
     };

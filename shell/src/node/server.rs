@@ -226,6 +226,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         authz: authz.clone(),
         max_key_bytes: cfg.max_key_bytes,
         max_value_bytes: cfg.max_value_bytes,
+        max_txn_bytes: cfg.max_txn_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
         page_tokens: PageTokens::from_cluster_key(&cfg.cluster_key.0),
     };
@@ -275,6 +276,8 @@ pub(crate) struct Services {
     pub authz: authz::Authorizer,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The core's `max_txn_bytes`: a transaction up to it must fit in one request message.
+    pub max_txn_bytes: usize,
     pub max_concurrent_streams: u32,
     /// Seals `Range` page tokens (the same key on every node of a cluster).
     pub page_tokens: PageTokens,
@@ -304,7 +307,6 @@ where
         .register_encoded_file_descriptor_set(mokv_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
-    let request_limit = s.max_value_bytes * 2 + s.max_key_bytes + (64 << 10);
     let cluster = ClusterServer::new(ClusterService::new(
         s.handle.clone(),
         s.stopping.clone(),
@@ -315,6 +317,7 @@ where
         s.stopping.clone(),
         s.authz.clone(),
     ));
+    let request_limit = (s.max_value_bytes * 2 + s.max_key_bytes).max(s.max_txn_bytes) + (64 << 10);
     let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
         .max_decoding_message_size(request_limit)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);

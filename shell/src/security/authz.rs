@@ -13,6 +13,8 @@
 //! | `Get` | the key | `consume` |
 //! | `Range` | the prefix followed by `*` (`app/` → `app/*`; empty prefix → `*`) | `consume` |
 //! | `List` | `*` (every key) | `consume` |
+//! | `Txn` | each compared key, each key read (a range: its prefix followed by `*`) | `consume` |
+//! | `Txn` | each key written (`set`, `delete`), in either branch | `produce` |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
 //! | `Cluster` service (`MemberStatus`, `MemberList`, `MemberRemove`, `TransferLeader`) | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
 //!

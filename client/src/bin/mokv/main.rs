@@ -23,6 +23,7 @@ mod member;
 mod output;
 mod snapshot;
 mod status;
+mod txn_doc;
 
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version, after_help = exit::HELP)]
@@ -109,6 +110,11 @@ enum Command {
         #[arg(long)]
         keys_only: bool,
     },
+    /// Run a transaction described by a JSON document (FILE, or - for stdin; format in the
+    /// README): compares, then the success or the failure operations, atomically. Prints the
+    /// branch, the revision and each operation's result; exit code 3 when the failure branch
+    /// ran.
+    Txn { file: PathBuf },
     /// Show the cluster's members.
     Members,
     /// One table for the whole cluster: every member's role, term, commit/applied index, lag,
@@ -137,6 +143,21 @@ fn parse_read_from(s: &str) -> Result<ReadFrom, String> {
         "any" => Ok(ReadFrom::Any),
         _ => Err("expected followers, leader or any".into()),
     }
+}
+
+/// The transaction document at `path` (`-`: stdin), at most [`txn_doc::MAX_DOC_BYTES`].
+fn read_doc(path: &std::path::Path) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let usage = |message: String| Failure { exit: Exit::Usage, message };
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(txn_doc::MAX_DOC_BYTES).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(txn_doc::MAX_DOC_BYTES).read_to_string(&mut text))
+    };
+    read.map_err(|e| usage(format!("transaction document: {e}")))?;
+    Ok(text)
 }
 
 /// The next item of a stream.
@@ -326,6 +347,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if !next.is_empty() {
                     println!("next page: --page-token {next}");
                 }
+            }
+        }
+        Command::Txn { file } => {
+            let text = read_doc(&file)?;
+            let txn =
+                txn_doc::parse(&text).map_err(|message| Failure { exit: Exit::Usage, message })?;
+            let outcome = client.txn(txn).await?;
+            txn_doc::print(&outcome, json);
+            if !outcome.succeeded {
+                return Err(Failure {
+                    exit: Exit::ConditionFailed,
+                    message: "transaction compare failed: the failure branch ran".into(),
+                });
             }
         }
         Command::Members => {

@@ -1,0 +1,129 @@
+//! Applying a [`Txn`] to the data at one log index (types: [`crate::txn`]).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::{apply_command, key_state_bytes, RangeItem, Versioned, RANGE_ITEM_OVERHEAD_BYTES};
+use crate::command::{Command, WriteOutcome};
+use crate::error::QuotaExceeded;
+use crate::txn::{Txn, TxnOp, TxnOpResult};
+
+/// What applying a transaction did.
+pub(super) struct Applied {
+    pub outcome: WriteOutcome,
+    pub results: Vec<TxnOpResult>,
+}
+
+/// Applies `txn` at `index`: compares against the state at this entry, then the chosen branch
+/// in order. Refused as a whole (nothing written) if its writes together would take the data
+/// past `quota_bytes`.
+pub(super) fn apply(
+    data: &mut BTreeMap<String, Versioned>,
+    state_bytes: &mut u64,
+    index: u64,
+    txn: &Txn,
+    quota_bytes: Option<u64>,
+    max_read_bytes: usize,
+) -> Result<Applied, QuotaExceeded> {
+    let succeeded = txn.compares.iter().all(|c| c.condition.holds(data.get(c.key.as_str())));
+    let ops = if succeeded { &txn.success } else { &txn.failure };
+    if let Some(quota_bytes) = quota_bytes {
+        let growth_bytes = growth_bytes(data, ops);
+        if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
+            return Err(QuotaExceeded::new(*state_bytes, growth_bytes, quota_bytes));
+        }
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let result = match op {
+            TxnOp::Set { key, value } => {
+                let set = Command::Set { key: key.clone(), value: value.clone() };
+                write(data, state_bytes, index, key, &set);
+                TxnOpResult::Set
+            }
+            TxnOp::Delete { key } => {
+                let delete = Command::Delete { key: key.clone() };
+                match write(data, state_bytes, index, key, &delete) {
+                    WriteOutcome::Deleted { existed, .. } => TxnOpResult::Delete { existed },
+                    _ => TxnOpResult::Delete { existed: false },
+                }
+            }
+            TxnOp::Get { key } => TxnOpResult::Get(data.get(key.as_str()).cloned()),
+            TxnOp::Range { prefix, limit } => range(data, prefix, *limit, max_read_bytes),
+        };
+        results.push(result);
+    }
+    Ok(Applied { outcome: WriteOutcome::Txn { succeeded, revision: index }, results })
+}
+
+/// One write through the state machine's write path, keeping `state_bytes` equal to the data.
+fn write(
+    data: &mut BTreeMap<String, Versioned>,
+    state_bytes: &mut u64,
+    index: u64,
+    key: &str,
+    command: &Command,
+) -> WriteOutcome {
+    let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+    let outcome = apply_command(data, index, command);
+    let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+    *state_bytes = *state_bytes - before + after;
+    outcome
+}
+
+/// By how much running `ops` in order would grow the data (0 if it would not): the net change,
+/// so a transaction that deletes as much as it adds is never refused.
+fn growth_bytes(data: &BTreeMap<String, Versioned>, ops: &[TxnOp]) -> u64 {
+    // The size of each key written so far, as the ops leave it (0: absent).
+    let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut growth: i128 = 0;
+    for op in ops {
+        let (key, after) = match op {
+            TxnOp::Set { key, value } => (key.as_str(), key_state_bytes(key, value)),
+            TxnOp::Delete { key } => (key.as_str(), 0),
+            TxnOp::Get { .. } | TxnOp::Range { .. } => continue,
+        };
+        let before = match sizes.get(key) {
+            Some(size) => *size,
+            None => data.get(key).map_or(0, |v| key_state_bytes(key, &v.value)),
+        };
+        growth += i128::from(after) - i128::from(before);
+        sizes.insert(key, after);
+    }
+    u64::try_from(growth.max(0)).unwrap_or(u64::MAX)
+}
+
+/// The first `limit` keys under `prefix` (at least one, at most `limit.max(1)`), bounded by
+/// `max_bytes` past the first, like a range page.
+fn range(
+    data: &BTreeMap<String, Versioned>,
+    prefix: &str,
+    limit: u32,
+    max_bytes: usize,
+) -> TxnOpResult {
+    let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let matching = data
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix));
+    let mut items: Vec<RangeItem> = Vec::new();
+    let mut bytes = 0usize;
+    let mut more = false;
+    for (k, v) in matching {
+        let item_bytes = k.len() + v.value.len() + RANGE_ITEM_OVERHEAD_BYTES;
+        if items.len() == limit
+            || (!items.is_empty() && bytes.saturating_add(item_bytes) > max_bytes)
+        {
+            more = true;
+            break;
+        }
+        bytes += item_bytes;
+        items.push(RangeItem {
+            key: k.clone(),
+            value: v.value.clone(),
+            create_index: v.create_index,
+            mod_index: v.mod_index,
+            version: v.version,
+        });
+    }
+    TxnOpResult::Range { items, more }
+}
