@@ -44,6 +44,7 @@ mod request;
 mod rng;
 mod session;
 mod snapshot;
+mod watch;
 
 pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
@@ -57,3 +58,6 @@ pub use node::{Directory, Event, MemberEntry, Node, Now, PeerPayload, Role, Stat
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};
+pub use watch::{
+    Compacted, HistoryLimits, KeyFilter, WatchEvent, WatchEventKind, WatchHistory, WatchPage,
+};

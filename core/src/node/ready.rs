@@ -173,6 +173,9 @@ impl Node {
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
         self.sm = image.state;
+        if !self.config.planted_bugs.watch_skips_snapshot_boundary() {
+            self.history.restart_at(index);
+        }
         self.applied_bytes_since_snapshot = 0;
         self.push_event(Event::SnapshotInstalled { index });
         self.push_event(Event::MembershipChanged);
@@ -216,7 +219,9 @@ impl Node {
         if self.config.planted_bugs.skip_session_dedup() {
             proposal.session = None;
         }
-        match self.sm.apply(e.index, &proposal) {
+        let outcome = self.sm.apply(e.index, &proposal);
+        self.history.record(self.sm.take_events());
+        match outcome {
             Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
             Ok(WriteOutcome::Deleted { existed, revision }) => {
                 Ok(Response::Delete { existed, revision })
