@@ -2,7 +2,7 @@
 //! (it embeds the well-known types such as google/protobuf/empty.proto).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kv.proto", "proto/peer.proto"];
+    let files = ["proto/kv.proto", "proto/peer.proto", "proto/watch.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

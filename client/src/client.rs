@@ -51,7 +51,7 @@ pub struct Client {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) request_timeout: Duration,
-    call_timeout: Duration,
+    pub(crate) call_timeout: Duration,
     max_attempts: u32,
     read_from: ReadFrom,
     pub(crate) discovery: bool,
@@ -67,9 +67,9 @@ pub(crate) struct Inner {
 
 /// An attempt in flight on a node; dropping it (also when the caller drops the call) counts it
 /// out of the node's load.
-struct InFlight<'a> {
-    view: &'a Mutex<View>,
-    uri: String,
+pub(crate) struct InFlight<'a> {
+    pub(crate) view: &'a Mutex<View>,
+    pub(crate) uri: String,
 }
 
 impl Drop for InFlight<'_> {
@@ -149,8 +149,13 @@ impl Client {
         Ok(client)
     }
 
+    /// What every clone shares (the watch stream's retries use it).
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Starts the background task (discovery, probes of failing nodes) once.
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.inner.refresher.start(&self.inner);
     }
 

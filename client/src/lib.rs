@@ -46,6 +46,7 @@ mod tls;
 mod transport;
 mod types;
 mod view;
+mod watch;
 
 pub use client::Client;
 pub use config::{ClientConfig, RangeOptions, ReadFrom, ReadMode, ReadOptions};
@@ -54,6 +55,7 @@ pub use futures_core::Stream;
 pub use tls::{default_dev_dir, TlsFiles};
 pub use transport::{ChannelFactory, Plaintext};
 pub use types::{CasOutcome, Condition, Entry, Health, KeyRevisions, Member, NodeInfo, Role};
+pub use watch::{EventKind, WatchEvent, WatchOptions};
 
 /// Locks `m`, also when a panic elsewhere poisoned it (every critical section here leaves the
 /// data consistent at each step).

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mokv_proto::api::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::ClientError;
@@ -87,7 +86,7 @@ impl Dialer {
     }
 
     /// The connections to `uri` (nothing is dialed before the first call).
-    pub(crate) fn dial(&self, uri: &str) -> Result<Vec<KvClient<Channel>>, ClientError> {
+    pub(crate) fn dial(&self, uri: &str) -> Result<Vec<Channel>, ClientError> {
         (0..self.pool.max(1))
             .map(|_| {
                 let endpoint = Endpoint::from_shared(uri.to_owned())
@@ -96,7 +95,7 @@ impl Dialer {
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(false);
-                Ok(KvClient::new(self.transport.channel(endpoint)?))
+                self.transport.channel(endpoint)
             })
             .collect()
     }

@@ -132,7 +132,8 @@ fn the_state_machine_records_one_event_per_change_with_the_previous_value() {
         condition: Condition::ValueEquals(b"no".to_vec()),
     };
     assert_eq!(apply(&mut sm, failed), vec![]);
-    let held = Command::SetIf { key: "k".into(), value: b"x".to_vec(), condition: Condition::Absent };
+    let held =
+        Command::SetIf { key: "k".into(), value: b"x".to_vec(), condition: Condition::Absent };
     assert_eq!(apply(&mut sm, held), vec![put(6, "k", b"x")]);
 }
 

@@ -7,3 +7,4 @@ pub mod embedded;
 pub mod handle;
 pub mod quota;
 pub mod server;
+pub mod watch_hub;

@@ -22,6 +22,7 @@ use std::fmt;
 
 use mokv_core::{NodeId, PlantedBugs, Rng};
 
+use crate::check_watch::Watches;
 use crate::checker::{self, Observer};
 use crate::cluster::{Cluster, NetFaults};
 use crate::harness::{FaultTiming, Harness, Undo, UndoQueue};
@@ -141,6 +142,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.answer_before_durable {
         v.push("answer_before_durable");
     }
+    if b.watch_skips_snapshot_boundary {
+        v.push("watch_skips_snapshot_boundary");
+    }
     v.join(",")
 }
 
@@ -154,6 +158,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "skip_session_dedup" => b.skip_session_dedup = true,
             "skip_read_retry" => b.skip_read_retry = true,
             "answer_before_durable" => b.answer_before_durable = true,
+            "watch_skips_snapshot_boundary" => b.watch_skips_snapshot_boundary = true,
             _ => {}
         }
     }
@@ -196,7 +201,9 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     let plan_line = format!("{:?}", s.plan());
     let mut observer = Observer::default();
     observer.print_events = trace;
+    let watch_nodes = s.nodes(&setup.cluster);
     let mut h = Harness {
+        watches: Watches::new(seed, &watch_nodes),
         c: setup.cluster,
         rng,
         history: History::default(),
@@ -227,6 +234,11 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     }
     violations.append(&mut h.observer.violations);
     violations.extend(h.problems.drain(..).map(Violation::Workload));
+    h.counters.insert("watch_events", h.watches.events_seen() as u64);
+    h.counters.insert("watch_failovers", h.watches.failovers);
+    h.counters.insert("watch_restarts", h.watches.restarts);
+    let watches = std::mem::replace(&mut h.watches, Watches::new(seed, &[]));
+    violations.extend(watches.check(&h.history).into_iter().map(Violation::Watch));
     let findings = checker::check_history(&h.history);
     violations.extend(findings.violations.into_iter().map(Violation::History));
     if trace {
@@ -269,6 +281,7 @@ pub fn tick<S: Scenario>(h: &mut Harness, s: &mut S, phase: Phase) {
     s.operate(h, &nodes);
     h.c.step();
     h.observer.observe(&h.c);
+    h.watches.poll(&h.c, &nodes);
 }
 
 fn apply_undo<S: Scenario>(h: &mut Harness, s: &S, u: Undo) {

@@ -13,6 +13,8 @@
 //! | `Get` | the key | `consume` |
 //! | `Range` | the prefix followed by `*` (`app/` → `app/*`; empty prefix → `*`) | `consume` |
 //! | `List` | `*` (every key) | `consume` |
+//! | `Watch` of a key | the key | `consume` |
+//! | `Watch` of a prefix | the prefix followed by `*`, as for `Range` | `consume` |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
 //!
 //! A denial is PERMISSION_DENIED with the fixed message "permission denied" (no key text).
