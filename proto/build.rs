@@ -2,8 +2,13 @@
 //! (it embeds the well-known types such as google/protobuf/empty.proto).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files =
-        ["proto/kv.proto", "proto/peer.proto", "proto/cluster.proto", "proto/maintenance.proto"];
+    let files = [
+        "proto/kv.proto",
+        "proto/peer.proto",
+        "proto/cluster.proto",
+        "proto/maintenance.proto",
+        "proto/watch.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

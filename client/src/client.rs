@@ -68,9 +68,9 @@ pub(crate) struct Inner {
 
 /// An attempt in flight on a node; dropping it (also when the caller drops the call) counts it
 /// out of the node's load.
-struct InFlight<'a> {
-    view: &'a Mutex<View>,
-    uri: String,
+pub(crate) struct InFlight<'a> {
+    pub(crate) view: &'a Mutex<View>,
+    pub(crate) uri: String,
 }
 
 impl Drop for InFlight<'_> {
@@ -148,6 +148,11 @@ impl Client {
             client.start();
         }
         Ok(client)
+    }
+
+    /// What every clone shares (the watch stream's retries use it).
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// Starts the background task (discovery, probes of failing nodes) once.

@@ -49,6 +49,7 @@ mod transport;
 mod txn;
 mod types;
 mod view;
+mod watch;
 
 pub use admin::{Admin, ClusterStatus, MemberEntry, MemberStatus, RaftRole};
 pub use client::Client;
@@ -60,6 +61,7 @@ pub use tls::{default_dev_dir, TlsFiles};
 pub use transport::{ChannelFactory, Plaintext};
 pub use txn::{Txn, TxnOp, TxnOutcome, TxnResult};
 pub use types::{CasOutcome, Condition, Entry, Health, KeyRevisions, Member, NodeInfo, Role};
+pub use watch::{EventKind, WatchEvent, WatchOptions};
 
 /// Locks `m`, also when a panic elsewhere poisoned it (every critical section here leaves the
 /// data consistent at each step).

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mokv_proto::api::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::ClientError;
@@ -87,8 +86,8 @@ impl Dialer {
     }
 
     /// The connections to `uri` (nothing is dialed before the first call).
-    pub(crate) fn dial(&self, uri: &str) -> Result<Vec<KvClient<Channel>>, ClientError> {
-        (0..self.pool.max(1)).map(|_| Ok(KvClient::new(self.channel(uri)?))).collect()
+    pub(crate) fn dial(&self, uri: &str) -> Result<Vec<Channel>, ClientError> {
+        (0..self.pool.max(1)).map(|_| self.channel(uri)).collect()
     }
 
     /// One lazily connecting channel to `uri` (for services other than KV).

@@ -37,7 +37,7 @@ struct Node {
     name: Option<String>,
     role: Role,
     health: Health,
-    conns: Vec<KvClient<Channel>>,
+    conns: Vec<Channel>,
     next_conn: usize,
     /// Bumped whenever the connections are replaced.
     generation: u64,
@@ -50,7 +50,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(uri: String, conns: Vec<KvClient<Channel>>) -> Node {
+    fn new(uri: String, conns: Vec<Channel>) -> Node {
         Node {
             uri,
             name: None,
@@ -71,7 +71,7 @@ impl Node {
     }
 
     fn peek(&self) -> Target {
-        Target { uri: self.uri.clone(), kv: self.conns[0].clone(), generation: self.generation }
+        Target::new(self.uri.clone(), self.conns[0].clone(), self.generation)
     }
 }
 
@@ -80,7 +80,15 @@ impl Node {
 pub(crate) struct Target {
     pub uri: String,
     pub kv: KvClient<Channel>,
+    /// The connection `kv` uses, for the other services (`Watch`).
+    pub channel: Channel,
     pub generation: u64,
+}
+
+impl Target {
+    fn new(uri: String, channel: Channel, generation: u64) -> Target {
+        Target { uri, kv: KvClient::new(channel.clone()), channel, generation }
+    }
 }
 
 /// The nodes a client knows.
@@ -138,9 +146,9 @@ impl View {
     fn take(&mut self, idx: usize) -> Target {
         let n = &mut self.nodes[idx];
         n.in_flight += 1;
-        let kv = n.conns[n.next_conn % n.conns.len()].clone();
+        let channel = n.conns[n.next_conn % n.conns.len()].clone();
         n.next_conn = n.next_conn.wrapping_add(1);
-        Target { uri: n.uri.clone(), kv, generation: n.generation }
+        Target::new(n.uri.clone(), channel, n.generation)
     }
 
     /// The node at `uri` whatever its state (a leader hint is fresher than a local failure).

@@ -5,6 +5,7 @@
 use crate::gossip::GossipConfig;
 use crate::members::NodeId;
 use crate::session::SessionLimits;
+use crate::watch::HistoryLimits;
 
 /// Settings of one [`crate::Node`].
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub struct Config {
     /// With gossip: the leader removes a member that has been down this long (ms of the
     /// `now_ms` the shell passes in). 0: never (a down member stays and is reported).
     pub dead_member_timeout_ms: u64,
+    /// How much applied history every replica keeps for watches (bytes and revisions).
+    pub watch_history: HistoryLimits,
     /// Deliberate bugs for the simulator's self-test. Always off outside tests.
     pub planted_bugs: PlantedBugs,
 }
@@ -114,6 +117,7 @@ impl Config {
             session_limits: SessionLimits::default(),
             gossip: None,
             dead_member_timeout_ms: 0,
+            watch_history: HistoryLimits::default(),
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -164,6 +168,9 @@ impl Config {
         if self.max_txn_bytes == 0 {
             return bad("max_txn_bytes", "must be positive");
         }
+        if self.watch_history.max_revisions == 0 {
+            return bad("watch_history", "must keep at least one revision");
+        }
         if let Some(g) = &self.gossip {
             if g.identity.raft_id != self.id || !g.identity.is_well_formed() {
                 return bad(
@@ -212,6 +219,10 @@ pub struct PlantedBugs {
     /// Run only the first operation of a transaction's success branch.
     #[cfg(feature = "planted-bugs")]
     pub txn_first_op_only: bool,
+    /// Keep the watch history across a snapshot install as if it were still complete: a watch
+    /// from before the snapshot silently skips the changes the snapshot covered.
+    #[cfg(feature = "planted-bugs")]
+    pub watch_skips_snapshot_boundary: bool,
 }
 
 /// One query per switch: the field with the feature, `false` (a constant) without it.
@@ -246,4 +257,5 @@ planted_bug_queries!(
     answer_before_durable,
     cas_at_propose,
     txn_first_op_only,
+    watch_skips_snapshot_boundary,
 );

@@ -15,6 +15,7 @@ use crate::session::{SessionLimits, Sessions};
 use crate::txn::TxnOpResult;
 
 mod txn;
+use crate::watch::{WatchEvent, WatchEventKind};
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -113,11 +114,89 @@ fn decode_page_token(token: &str) -> Result<String, InvalidPageToken> {
     String::from_utf8(bytes).map_err(|_| InvalidPageToken)
 }
 
+/// The keys and their values, changed only through [`Keys::put`] and [`Keys::remove`], which
+/// record one [`WatchEvent`] per change (a write path cannot change data without its event).
+/// Reads go through `Deref` to the map.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Keys {
+    map: BTreeMap<String, Versioned>,
+    /// Changes applied since the node last took them ([`StateMachine::take_events`]); empty
+    /// between entries, so not part of the state (not encoded, not compared).
+    events: Vec<WatchEvent>,
+}
+
+impl PartialEq for Keys {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for Keys {}
+
+impl std::ops::Deref for Keys {
+    type Target = BTreeMap<String, Versioned>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl Keys {
+    fn from_map(map: BTreeMap<String, Versioned>) -> Self {
+        Self { map, events: Vec::new() }
+    }
+
+    /// Sets `key` to `value` at log index `index` (creating it at version 1).
+    pub(crate) fn put(&mut self, index: u64, key: &str, value: &[u8]) {
+        let prev_value = match self.map.get_mut(key) {
+            Some(v) => {
+                let prev = std::mem::replace(&mut v.value, value.to_vec());
+                v.mod_index = index;
+                v.version = v.version.saturating_add(1);
+                Some(prev)
+            }
+            None => {
+                self.map.insert(
+                    key.to_owned(),
+                    Versioned {
+                        value: value.to_vec(),
+                        create_index: index,
+                        mod_index: index,
+                        version: 1,
+                    },
+                );
+                None
+            }
+        };
+        self.events.push(WatchEvent {
+            kind: WatchEventKind::Put,
+            key: key.to_owned(),
+            value: value.to_vec(),
+            prev_value,
+            revision: index,
+        });
+    }
+
+    /// Deletes `key` at log index `index`; whether it existed. Deleting an absent key changes
+    /// nothing and records no event.
+    pub(crate) fn remove(&mut self, index: u64, key: &str) -> bool {
+        let Some(prev) = self.map.remove(key) else { return false };
+        self.events.push(WatchEvent {
+            kind: WatchEventKind::Delete,
+            key: key.to_owned(),
+            value: Vec::new(),
+            prev_value: Some(prev.value),
+            revision: index,
+        });
+        true
+    }
+}
+
 /// The whole replicated state: data, client sessions, membership and how far the log has been
 /// applied. A snapshot is exactly this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateMachine {
-    data: BTreeMap<String, Versioned>,
+    data: Keys,
     /// [`key_state_bytes`] summed over `data` (derived from it, so not encoded).
     state_bytes: u64,
     sessions: Sessions,
@@ -135,7 +214,7 @@ impl Default for StateMachine {
 impl StateMachine {
     pub(crate) fn new(limits: SessionLimits) -> Self {
         Self {
-            data: BTreeMap::new(),
+            data: Keys::default(),
             state_bytes: 0,
             sessions: Sessions::new(limits),
             members: MemberTable::new(),
@@ -216,6 +295,11 @@ impl StateMachine {
     /// changes).
     pub(crate) fn skip(&mut self, index: u64) {
         self.advance_applied(index);
+    }
+
+    /// The changes applied since the last call, in order (one per key a write changed).
+    pub(crate) fn take_events(&mut self) -> std::vec::Drain<'_, WatchEvent> {
+        self.data.events.drain(..)
     }
 
     fn advance_applied(&mut self, index: u64) {
@@ -312,7 +396,7 @@ impl StateMachine {
     ) -> Self {
         debug_assert!(data.values().all(|v| v.mod_index <= applied_index));
         let state_bytes = data.iter().map(|(k, v)| key_state_bytes(k, &v.value)).sum();
-        Self { data, state_bytes, applied_index, ..Self::new(limits) }
+        Self { data: Keys::from_map(data), state_bytes, applied_index, ..Self::new(limits) }
     }
 
     pub fn len(&self) -> usize {
@@ -377,7 +461,7 @@ impl StateMachine {
         }
         self.sessions.encode_to(w);
         w.put_u64(self.data.len() as u64);
-        for (key, v) in &self.data {
+        for (key, v) in self.data.iter() {
             w.put_str(key);
             w.put_bytes(&v.value);
             w.put_u64(v.create_index);
@@ -425,6 +509,7 @@ impl StateMachine {
             state_bytes += key_state_bytes(&key, &v.value);
             data.insert(key, v);
         }
+        let data = Keys::from_map(data);
         Ok(Self { data, state_bytes, sessions, members, conf, applied_index })
     }
 }
@@ -448,35 +533,14 @@ fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
     }
 }
 
-fn apply_command(
-    data: &mut BTreeMap<String, Versioned>,
-    index: u64,
-    command: &Command,
-) -> WriteOutcome {
+fn apply_command(data: &mut Keys, index: u64, command: &Command) -> WriteOutcome {
     match command {
         Command::Set { key, value } => {
-            match data.get_mut(key) {
-                Some(v) => {
-                    v.value.clone_from(value);
-                    v.mod_index = index;
-                    v.version = v.version.saturating_add(1);
-                }
-                None => {
-                    data.insert(
-                        key.clone(),
-                        Versioned {
-                            value: value.clone(),
-                            create_index: index,
-                            mod_index: index,
-                            version: 1,
-                        },
-                    );
-                }
-            }
+            data.put(index, key, value);
             WriteOutcome::Set { revision: index }
         }
         Command::Delete { key } => {
-            WriteOutcome::Deleted { existed: data.remove(key).is_some(), revision: index }
+            WriteOutcome::Deleted { existed: data.remove(index, key), revision: index }
         }
         // A write whose condition holds is applied as the plain write, through the same path
         // (one place that changes data).

@@ -47,6 +47,7 @@ mod rng;
 mod session;
 mod snapshot;
 mod txn;
+mod watch;
 
 pub use command::{Condition, KeyRevisions, SessionRef};
 pub use config::{Config, InvalidConfig, PlantedBugs};
@@ -65,3 +66,6 @@ pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};
 pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, TXN_ITEM_OVERHEAD_BYTES};
+pub use watch::{
+    Compacted, HistoryLimits, KeyFilter, WatchEvent, WatchEventKind, WatchHistory, WatchPage,
+};

@@ -42,6 +42,7 @@ use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::SnapshotImage;
 use crate::txn::{Txn, TxnOp};
+use crate::watch::WatchHistory;
 
 pub use admin::{ClusterReport, MemberReport};
 use directory::Sources;
@@ -215,6 +216,8 @@ pub struct Node {
     config: Config,
     raw: RawNode<MemLog>,
     sm: StateMachine,
+    /// Changes applied here, for watches (not replicated, not in snapshots).
+    history: WatchHistory,
     rng: Rng,
     tick: u64,
     /// The shell's monotonic clock (never steps back): gossip's and membership's timers.
@@ -386,10 +389,12 @@ impl Node {
         let next_token = rng.next_u64();
         let reads = ReadQueue::new(config.id, first_round);
         let observed = (raw.raft.term, Role::from(raw.raft.state), raw.raft.leader_id);
+        let history = WatchHistory::new(config.watch_history, sm.applied_index());
         let mut node = Node {
             config,
             raw,
             sm,
+            history,
             rng,
             tick: 0,
             now_ms: 0,
@@ -681,6 +686,16 @@ impl Node {
     /// The replicated state machine (read-only), e.g. for the simulator's checkers.
     pub fn state(&self) -> &StateMachine {
         &self.sm
+    }
+
+    /// The changes this node applied and still retains, for watches: query pages with
+    /// [`WatchHistory::page`] (up to [`Status::applied_index`]); after a drain, the events from
+    /// the last revision the shell saw on are what was applied since
+    /// ([`WatchHistory::events_from`]). A shell that saw revision `r` and finds
+    /// [`WatchHistory::first_revision`] above `r + 1` lost events (a snapshot was installed):
+    /// its watchers must be told [`crate::Compacted`].
+    pub fn watch_history(&self) -> &WatchHistory {
+        &self.history
     }
 
     /// Every node this one knows of (the member table joined with the gossip view, each by

@@ -103,6 +103,14 @@ declare::settings! {
         /// Bound on one transaction's keys, values and compared values (plus 16 bytes per
         /// compare and operation); beyond it `Txn` fails INVALID_ARGUMENT.
         max_txn_bytes: usize = core_defaults().max_txn_bytes,
+        /// Bytes of applied changes every node keeps for watches (keys, values, previous
+        /// values and 48 bytes per change); a watch from an evicted revision is OUT_OF_RANGE.
+        watch_history_max_bytes: u64 = core_defaults().watch_history.max_bytes,
+        /// Revisions (log indices) of applied changes every node keeps for watches.
+        watch_history_max_revisions: u64 = core_defaults().watch_history.max_revisions,
+        /// Bytes of changes queued for one watcher that does not read them; beyond, it is
+        /// cancelled with RESOURCE_EXHAUSTED "watcher too slow".
+        watch_queue_max_bytes: usize = crate::net::watch_service::DEFAULT_QUEUE_MAX_BYTES,
         /// Remove a member from the Raft configuration after it has been down this long;
         /// 0: never, a down member stays and is reported.
         dead_member_timeout_ms: u64 = core_defaults().dead_member_timeout_ms,
@@ -457,6 +465,10 @@ impl NodeConfig {
         c.max_page_bytes = self.max_page_bytes;
         c.max_txn_ops = self.max_txn_ops;
         c.max_txn_bytes = self.max_txn_bytes;
+        c.watch_history = mokv_core::HistoryLimits {
+            max_bytes: self.watch_history_max_bytes,
+            max_revisions: self.watch_history_max_revisions,
+        };
         c.quota_state_bytes = self.quota_state_bytes;
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c

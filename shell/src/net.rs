@@ -1,4 +1,5 @@
-//! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`]; opaque
+//! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`],
+//! [`watch_service`]; opaque
 //! page tokens: [`page_token`]) and the one
 //! mapping of core errors to their status codes ([`status`]); the outgoing peer links
 //! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]), bound here or
@@ -15,3 +16,4 @@ pub mod peer_link;
 pub mod peer_service;
 pub mod status;
 pub mod transport;
+pub mod watch_service;

@@ -8,3 +8,4 @@ pub mod handle;
 mod health;
 pub mod quota;
 pub mod server;
+pub mod watch_hub;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use mokv_core::{NodeId, Rng};
 
+use crate::check_watch::Watches;
 use crate::checker::Observer;
 use crate::cluster::Cluster;
 use crate::history::History;
@@ -77,6 +78,8 @@ pub struct Harness {
     pub history: History,
     pub clients: Vec<Client>,
     pub observer: Observer,
+    /// Watchers and the committed change log they are checked against.
+    pub watches: Watches,
     pub problems: Problems,
     pub knobs: WorkloadKnobs,
     /// The last value a write of this run carries (every written value is unique).

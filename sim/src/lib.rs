@@ -23,6 +23,7 @@
 //! Level 2 (`tests/shell_turmoil.rs` with `tests/level2/`) runs the real shell and client over
 //! turmoil's simulated network and checks its histories with the same [`checker`].
 
+pub mod check_watch;
 pub mod checker;
 pub mod cluster;
 pub mod harness;

@@ -22,6 +22,7 @@ use std::fmt;
 
 use mokv_core::{NodeId, PlantedBugs, Rng};
 
+use crate::check_watch::Watches;
 use crate::checker::{self, Observer};
 use crate::cluster::{Cluster, NetFaults};
 use crate::harness::{FaultTiming, Harness, Undo, UndoQueue};
@@ -147,6 +148,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.txn_first_op_only {
         v.push("txn_first_op_only");
     }
+    if b.watch_skips_snapshot_boundary {
+        v.push("watch_skips_snapshot_boundary");
+    }
     v.join(",")
 }
 
@@ -162,6 +166,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "answer_before_durable" => b.answer_before_durable = true,
             "cas_at_propose" => b.cas_at_propose = true,
             "txn_first_op_only" => b.txn_first_op_only = true,
+            "watch_skips_snapshot_boundary" => b.watch_skips_snapshot_boundary = true,
             _ => {}
         }
     }
@@ -204,7 +209,9 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     let plan_line = format!("{:?}", s.plan());
     let mut observer = Observer::default();
     observer.print_events = trace;
+    let watch_nodes = s.nodes(&setup.cluster);
     let mut h = Harness {
+        watches: Watches::new(seed, &watch_nodes),
         c: setup.cluster,
         rng,
         history: History::default(),
@@ -235,6 +242,11 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     }
     violations.append(&mut h.observer.violations);
     violations.extend(h.problems.drain(..).map(Violation::Workload));
+    h.counters.insert("watch_events", h.watches.events_seen() as u64);
+    h.counters.insert("watch_failovers", h.watches.failovers);
+    h.counters.insert("watch_restarts", h.watches.restarts);
+    let watches = std::mem::replace(&mut h.watches, Watches::new(seed, &[]));
+    violations.extend(watches.check(&h.history).into_iter().map(Violation::Watch));
     let findings = checker::check_history(&h.history);
     violations.extend(findings.violations.into_iter().map(Violation::History));
     if trace {
@@ -277,6 +289,7 @@ pub fn tick<S: Scenario>(h: &mut Harness, s: &mut S, phase: Phase) {
     s.operate(h, &nodes);
     h.c.step();
     h.observer.observe(&h.c);
+    h.watches.poll(&h.c, &nodes);
 }
 
 fn apply_undo<S: Scenario>(h: &mut Harness, s: &S, u: Undo) {

@@ -37,6 +37,8 @@ pub enum Violation {
     Workload(WorkloadProblem),
     /// A history checker failed.
     History(HistoryViolation),
+    /// A watcher's events differ from the committed changes ([`crate::check_watch`]).
+    Watch(crate::check_watch::WatchViolation),
 }
 
 impl Violation {
@@ -99,6 +101,7 @@ impl fmt::Display for Violation {
             ),
             Violation::Workload(p) => write!(f, "workload: {p}"),
             Violation::History(v) => v.fmt(f),
+            Violation::Watch(v) => v.fmt(f),
         }
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{apply_command, key_state_bytes, RangeItem, Versioned, RANGE_ITEM_OVERHEAD_BYTES};
+use super::{
+    apply_command, key_state_bytes, Keys, RangeItem, Versioned, RANGE_ITEM_OVERHEAD_BYTES,
+};
 use crate::command::{Command, WriteOutcome};
 use crate::error::QuotaExceeded;
 use crate::txn::{Txn, TxnOp, TxnOpResult};
@@ -18,7 +20,7 @@ pub(super) struct Applied {
 /// in order. Refused as a whole (nothing written) if its writes together would take the data
 /// past `quota_bytes`.
 pub(super) fn apply(
-    data: &mut BTreeMap<String, Versioned>,
+    data: &mut Keys,
     state_bytes: &mut u64,
     index: u64,
     txn: &Txn,
@@ -58,7 +60,7 @@ pub(super) fn apply(
 
 /// One write through the state machine's write path, keeping `state_bytes` equal to the data.
 fn write(
-    data: &mut BTreeMap<String, Versioned>,
+    data: &mut Keys,
     state_bytes: &mut u64,
     index: u64,
     key: &str,

@@ -184,6 +184,9 @@ impl Node {
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
         self.sm = image.state;
+        if !self.config.planted_bugs.watch_skips_snapshot_boundary() {
+            self.history.restart_at(index);
+        }
         self.applied_bytes_since_snapshot = 0;
         self.push_event(Event::SnapshotInstalled { index });
         self.push_event(Event::MembershipChanged);
@@ -229,6 +232,7 @@ impl Node {
         }
         let (outcome, reads) =
             self.sm.apply_with_reads(e.index, &proposal, self.config.max_page_bytes);
+        self.history.record(self.sm.take_events());
         match outcome {
             Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
             Ok(WriteOutcome::Deleted { existed, revision }) => {

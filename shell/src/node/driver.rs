@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::net::peer_link::{Feedback, Links};
 use crate::net::transport::PeerConnector;
+use crate::node::watch_hub::{WatchHub, WatchPageRequest};
 use crate::storage::Storage;
 
 /// Client requests waiting for the driver.
@@ -52,6 +53,8 @@ const MAX_DATAGRAMS_PER_STEP: usize = 64;
 const DISK_QUEUE: usize = 4096;
 /// Batches written by one `Disk::write` at most.
 const MAX_GROUP_BATCHES: usize = 1024;
+/// Watch page requests waiting for the driver (each watcher has at most one in flight).
+const WATCH_QUEUE: usize = 1024;
 /// How long a caller waits for room in the call queue before it is told the node is busy.
 const ENQUEUE_WAIT: Duration = Duration::from_secs(1);
 
@@ -129,6 +132,7 @@ pub struct DriverHandle {
     peers: mpsc::Sender<PeerInbound>,
     control: mpsc::Sender<Control>,
     gossip: mpsc::Sender<Vec<u8>>,
+    watch_pages: mpsc::Sender<WatchPageRequest>,
     view: watch::Receiver<View>,
 }
 
@@ -163,6 +167,11 @@ impl DriverHandle {
     }
 
     /// This node's Raft id.
+    /// Hands a watcher's page request to the driver ([`WatchHub::on_page`] answers it).
+    pub async fn watch_page(&self, request: WatchPageRequest) -> Result<(), CallError> {
+        self.watch_pages.send(request).await.map_err(|_| CallError::Stopped)
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -276,6 +285,8 @@ pub struct Driver {
     calls: mpsc::Receiver<Call>,
     peers_in: mpsc::Receiver<PeerInbound>,
     control: mpsc::Receiver<Control>,
+    watch_pages: mpsc::Receiver<WatchPageRequest>,
+    watches: WatchHub,
     feedback: mpsc::Receiver<Feedback>,
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
@@ -338,6 +349,7 @@ impl Driver {
         let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
         let (peers_tx, peers_in) = mpsc::channel(PEER_QUEUE);
         let (control_tx, control) = mpsc::channel(16);
+        let (watch_tx, watch_pages) = mpsc::channel(WATCH_QUEUE);
         let (gossip_tx, gossip_in) = mpsc::channel(crate::net::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
@@ -360,11 +372,15 @@ impl Driver {
             peers: peers_tx,
             control: control_tx,
             gossip: gossip_tx,
+            watch_pages: watch_tx,
             view: view_rx,
         };
         let peer_addrs = peer_addrs_of(&node);
+        let watches = WatchHub::new(&node);
         let driver = Driver {
             node,
+            watch_pages,
+            watches,
             tick: config.tick,
             calls,
             peers_in,
@@ -442,6 +458,10 @@ impl Driver {
                 }
                 Some(msg) = self.peers_in.recv() => {
                     self.on_peer(msg);
+                    Ok(Step::Go)
+                }
+                Some(w) = self.watch_pages.recv() => {
+                    self.watches.on_page(&self.node, w);
                     Ok(Step::Go)
                 }
             };
@@ -607,6 +627,7 @@ impl Driver {
                 }
             }
         }
+        self.watches.publish(&self.node);
         let status = self.node.status();
         crate::metrics::node_status(&status);
         crate::metrics::state_bytes(self.node.state().state_bytes());

@@ -95,6 +95,8 @@ where
         max_txn_bytes: cfg.core.max_txn_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
         page_tokens: crate::net::page_token::PageTokens::embedded(id),
+        watch_queue_max_bytes: crate::net::watch_service::DEFAULT_QUEUE_MAX_BYTES,
+        max_page_bytes: cfg.core.max_page_bytes,
     };
     let (server_stop, server, health) = server::serve(incoming, services)?;
     let background =

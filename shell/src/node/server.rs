@@ -15,6 +15,7 @@ use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::cluster_server::ClusterServer;
 use mokv_proto::api::kv_server::KvServer;
 use mokv_proto::api::maintenance_server::MaintenanceServer;
+use mokv_proto::api::watch_server::WatchServer;
 use mokv_proto::peer::peer_server::PeerServer;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -29,6 +30,7 @@ use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
 use crate::net::transport::PeerConnector;
+use crate::net::watch_service::{WatchLimits, WatchService};
 use crate::node::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
 use crate::node::handle::NodeHandle;
 use crate::security::{authz, gossip_crypto, tls};
@@ -229,6 +231,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         max_txn_bytes: cfg.max_txn_bytes,
         max_concurrent_streams: cfg.max_concurrent_streams,
         page_tokens: PageTokens::from_cluster_key(&cfg.cluster_key.0),
+        watch_queue_max_bytes: cfg.watch_queue_max_bytes,
+        max_page_bytes: cfg.max_page_bytes,
     };
     let (server_stop, server, health) = serve(incoming, services)?;
 
@@ -281,6 +285,10 @@ pub(crate) struct Services {
     pub max_concurrent_streams: u32,
     /// Seals `Range` page tokens (the same key on every node of a cluster).
     pub page_tokens: PageTokens,
+    /// Bound on the live queue of one watcher (`watch-queue-max-bytes`).
+    pub watch_queue_max_bytes: usize,
+    /// Bound on one catch-up page of a watch (`max-page-bytes`).
+    pub max_page_bytes: usize,
 }
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
@@ -318,9 +326,27 @@ where
         s.authz.clone(),
     ));
     let request_limit = (s.max_value_bytes * 2 + s.max_key_bytes).max(s.max_txn_bytes) + (64 << 10);
-    let kv = KvServer::new(KvService::new(s.handle.clone(), s.stopping, s.authz, s.page_tokens))
-        .max_decoding_message_size(request_limit)
-        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let kv = KvServer::new(KvService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+        s.page_tokens,
+    ))
+    .max_decoding_message_size(request_limit)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let watch_limits = WatchLimits {
+        page_max_bytes: s.max_page_bytes,
+        queue_max_bytes: s.watch_queue_max_bytes,
+        max_key_bytes: s.max_key_bytes,
+    };
+    let watch = WatchServer::new(WatchService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        s.authz.clone(),
+        watch_limits,
+    ))
+    .max_decoding_message_size(request_limit)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let peer = PeerServer::new(PeerService::new(s.handle))
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -335,6 +361,7 @@ where
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
+        .add_service(watch)
         .add_service(peer)
         .add_service(health_service)
         .add_service(reflection)

@@ -15,6 +15,8 @@
 //! | `List` | `*` (every key) | `consume` |
 //! | `Txn` | each compared key, each key read (a range: its prefix followed by `*`) | `consume` |
 //! | `Txn` | each key written (`set`, `delete`), in either branch | `produce` |
+//! | `Watch` of a key | the key | `consume` |
+//! | `Watch` of a prefix | the prefix followed by `*`, as for `Range` | `consume` |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
 //! | `Cluster` service (`MemberStatus`, `MemberList`, `MemberRemove`, `TransferLeader`) | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
 //!

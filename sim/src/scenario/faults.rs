@@ -119,6 +119,9 @@ impl FaultPlan {
     pub fn tweak(&self, c: &mut Config) {
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
         c.log_keep_entries = self.log_keep_entries;
+        // A short watch history (not drawn: the plan's draws stay as they were), so watchers
+        // page through evictions and get `Compacted` after failovers.
+        c.watch_history = mokv_core::HistoryLimits { max_bytes: 8 << 10, max_revisions: 80 };
     }
 }
 
