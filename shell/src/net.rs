@@ -7,6 +7,7 @@ pub mod gossip_net;
 pub mod kv_service;
 pub mod page_token;
 pub mod peer_link;
+pub mod peer_refusals;
 pub mod peer_service;
 pub mod status;
 pub mod transport;
