@@ -190,6 +190,11 @@ pub enum PeerMessageError {
     MalformedAppend,
     #[error("message claims to come from node {from}")]
     BadSender { from: NodeId },
+    /// The authenticated caller is not the node the message claims to come from: its
+    /// certificate's name is not the name this node knows for `from` (see
+    /// `Node::handle_peer_message_from`).
+    #[error("message claims to come from node {from}, which the caller's certificate is not")]
+    ImpersonatedSender { from: NodeId },
     #[error("read index request without exactly one context entry")]
     MalformedReadIndex,
     #[error("message term does not fit its type")]

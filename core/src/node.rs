@@ -9,6 +9,7 @@ mod conf_change;
 mod directory;
 mod gossip;
 mod membership;
+mod peer_auth;
 mod pipeline;
 mod reads;
 mod ready;
@@ -450,9 +451,19 @@ impl Node {
         self.after_input();
     }
 
-    /// A message from a peer, as produced by its [`Transmit::payload`]. The shell must only pass
-    /// messages from authenticated peers (node certificates) and bound their size.
+    /// A message from a peer, as produced by its [`Transmit::payload`], over a transport that
+    /// vouches for the sender's Raft id itself (an in-process one). A shell whose callers
+    /// authenticate with certificates uses [`Node::handle_peer_message_from`] instead; either
+    /// way it must bound the message's size.
     pub fn handle_peer_message(&mut self, bytes: &[u8]) -> Result<(), PeerMessageError> {
+        self.handle_peer_message_checked(bytes, None)
+    }
+
+    fn handle_peer_message_checked(
+        &mut self,
+        bytes: &[u8],
+        caller: Option<&str>,
+    ) -> Result<(), PeerMessageError> {
         let m = Message::parse_from_bytes(bytes)
             .map_err(|_| PeerMessageError::Malformed { len: bytes.len() })?;
         if m.to != self.config.id {
@@ -474,6 +485,9 @@ impl Node {
         }
         if m.from == 0 || m.from == self.config.id {
             return Err(PeerMessageError::BadSender { from: m.from });
+        }
+        if caller.is_some_and(|name| !self.admits_sender(name, m.from)) {
+            return Err(PeerMessageError::ImpersonatedSender { from: m.from });
         }
         if m.get_msg_type() == MessageType::MsgReadIndex && m.entries.len() != 1 {
             // The request context travels as the one entry; raft-rs indexes it unchecked.

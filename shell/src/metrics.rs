@@ -253,6 +253,12 @@ fn handshake_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// A peer stream was refused: its caller is not the member it claims to be (`stream`: `raft` or
+/// `snapshot`).
+pub(crate) fn peer_refused(stream: &'static str) {
+    metrics::counter!("mokv_peer_refused_total", "stream" => stream).increment(1);
+}
+
 /// A gossip datagram was dropped, and why (`unauthenticated`, `inbound_full`, ...).
 pub(crate) fn gossip_dropped(why: &'static str) {
     metrics::counter!("mokv_gossip_datagrams_dropped_total", "reason" => why).increment(1);

@@ -13,6 +13,7 @@ mod kv_txn;
 pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;
+pub mod peer_refusals;
 pub mod peer_service;
 pub mod status;
 pub mod transport;

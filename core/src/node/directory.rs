@@ -50,6 +50,20 @@ impl Directory {
         self.members.get(&id)
     }
 
+    /// Whether a peer whose certificate names `caller` may send Raft messages as node `from`:
+    /// the name this directory knows for `from` must be `caller` — the member table's name,
+    /// else (a node being added, or a member whose addition this node has not applied yet: a
+    /// lagging follower must still hear a leader it does not know) its newest gossip
+    /// identity's. An id known to neither is refused. Only a node that knows nobody at all (no
+    /// member table and no gossip: an empty node that an embedding program adds as a learner)
+    /// has nothing to check against and admits any node: it holds no data to protect.
+    pub fn admits_sender(&self, caller: &str, from: NodeId) -> bool {
+        match self.members.get(&from) {
+            Some(e) => !e.name.is_empty() && e.name == caller,
+            None => self.members.is_empty(),
+        }
+    }
+
     /// The node gossiping under `name` in the newest incarnation: a wiped node comes back
     /// under its old name with a new Raft id. `None` if gossip has seen no node of that name.
     pub fn newest_named(&self, name: &str) -> Option<&MemberEntry> {
@@ -205,6 +219,35 @@ mod tests {
         assert!(dd.leaving && !dd.in_member_table);
         assert_eq!(dd.name, "d");
         assert_eq!(d.leader, Some(LeaderHint { id: 2, name: "b".into(), rpc_addr: "b:31".into() }));
+    }
+
+    #[test]
+    fn a_sender_is_admitted_only_under_the_name_the_directory_knows_for_it() {
+        let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b"))].into();
+        let view = vec![
+            // c is being added (gossip only); b's gossip identity claims another name, which
+            // the member table's name overrides.
+            GossipMember { id: gid(3, "c", 40, 7), health: Health::Alive },
+            GossipMember { id: gid(2, "mallory", 20, 9), health: Health::Alive },
+        ];
+        let me = gid(1, "a", 10, 1);
+        let s = Sources {
+            self_id: 1,
+            identity: Some(&me),
+            members: &members,
+            view: &view,
+            leader: None,
+        };
+        let d = s.directory();
+        assert!(d.admits_sender("b", 2));
+        assert!(!d.admits_sender("mallory", 2), "gossip cannot rename a member");
+        assert!(!d.admits_sender("c", 2), "a member speaking as another");
+        assert!(d.admits_sender("c", 3), "a node being added, known from gossip");
+        assert!(!d.admits_sender("c", 4) && !d.admits_sender("d", 4), "an unknown id");
+        assert!(Directory::default().admits_sender("anyone", 9), "an empty node knows nobody");
+        let no_gossip =
+            Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None };
+        assert!(!no_gossip.directory().admits_sender("c", 3));
     }
 
     #[test]

@@ -3,14 +3,24 @@
 //!
 //! Only callers with a node certificate get in ([`crate::security::authz::authorize_peer`]): raft-rs's
 //! decoder must only see bytes from authenticated peers, and every message is size-bounded.
+//! A node certificate is not enough: the caller must be the node each message claims to come
+//! from — the stream's `from` and every inner message's `from` (on the Raft and the Snapshot
+//! stream alike) must be a Raft id whose name in this node's directory is the certificate's CN
+//! ([`mokv_core::Directory::admits_sender`]: a member, or a node being added). Anything else
+//! ends the stream with PERMISSION_DENIED ([`PeerRefusals`]); the core checks every message
+//! again ([`mokv_core::Node::handle_peer_message_from`]).
 
+use std::sync::Arc;
+
+use mokv_core::{NodeId, PeerPayload};
 use mokv_proto::peer::peer_server::Peer;
 use mokv_proto::peer::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
 use tonic::{Status, Streaming};
 
+use crate::net::peer_refusals::PeerRefusals;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::authorize_peer;
-use crate::security::identity::identity_of;
+use crate::security::identity::{identity_of, Identity};
 
 /// Largest snapshot accepted (reassembled in memory).
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
@@ -18,11 +28,36 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     handle: DriverHandle,
+    refusals: Arc<PeerRefusals>,
 }
 
 impl PeerService {
     pub fn new(handle: DriverHandle) -> Self {
-        Self { handle }
+        Self { handle, refusals: Arc::default() }
+    }
+
+    /// `Ok` if `caller` may send as node `from` (see the module documentation).
+    fn admit(&self, stream: &'static str, caller: &Identity, from: NodeId) -> Result<(), Status> {
+        let admitted = self.handle.with_view(|v| v.directory.admits_sender(&caller.name, from));
+        if admitted {
+            Ok(())
+        } else {
+            Err(self.refusals.refuse(stream, &caller.name, Some(from)))
+        }
+    }
+
+    /// `Ok` if the message claims to come from `from`, the stream's admitted sender.
+    fn check_inner(
+        &self,
+        stream: &'static str,
+        caller: &Identity,
+        from: NodeId,
+        message: &[u8],
+    ) -> Result<(), Status> {
+        match PeerPayload::sender(message) {
+            Some(inner) if inner == from => Ok(()),
+            inner => Err(self.refusals.refuse(stream, &caller.name, inner)),
+        }
     }
 }
 
@@ -39,19 +74,16 @@ impl Peer for PeerService {
             if batch.to != me {
                 return Err(Status::failed_precondition("raft batch for another node"));
             }
-            // A known member speaks only with its own certificate (its name is its CN).
-            let impostor = self
-                .handle
-                .with_view(|v| v.members.get(&batch.from).is_some_and(|m| m.name != caller.name));
-            if impostor {
-                return Err(Status::permission_denied("raft batch from another node's identity"));
+            self.admit("raft", &caller, batch.from)?;
+            for m in &batch.messages {
+                self.check_inner("raft", &caller, batch.from, m)?;
             }
             if batch.messages.is_empty() {
                 continue;
             }
             // The whole batch is one input of the driver (one Ready for all its messages);
             // waits for room in the driver's queue: backpressure onto the sender.
-            self.handle.peer_batch(batch.messages, false).await?;
+            self.handle.peer_batch(&caller.name, batch.messages, false).await?;
         }
         Ok(tonic::Response::new(RaftAck {}))
     }
@@ -60,14 +92,26 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<Streaming<SnapshotChunk>>,
     ) -> Result<tonic::Response<SnapshotAck>, Status> {
-        authorize_peer(identity_of(&request))?;
+        let caller = authorize_peer(identity_of(&request))?;
         let me = self.handle.id();
         let mut stream = request.into_inner();
         let mut buf: Vec<u8> = Vec::new();
         let mut total: Option<u64> = None;
+        let mut from: Option<NodeId> = None;
         while let Some(chunk) = stream.message().await? {
             if chunk.to != me {
                 return Err(Status::failed_precondition("snapshot for another node"));
+            }
+            match from {
+                // Checked before a byte is buffered.
+                None => {
+                    self.admit("snapshot", &caller, chunk.from)?;
+                    from = Some(chunk.from);
+                }
+                Some(f) if f != chunk.from => {
+                    return Err(self.refusals.refuse("snapshot", &caller.name, Some(chunk.from)))
+                }
+                Some(_) => {}
             }
             if chunk.total_bytes > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted("snapshot too large"));
@@ -89,10 +133,11 @@ impl Peer for PeerService {
             }
             buf.extend_from_slice(&chunk.data);
         }
-        if total != Some(buf.len() as u64) || buf.is_empty() {
+        let (Some(from), true) = (from, total == Some(buf.len() as u64) && !buf.is_empty()) else {
             return Err(Status::invalid_argument("snapshot incomplete"));
-        }
-        let applied = self.handle.peer_message(buf, true).await?;
+        };
+        self.check_inner("snapshot", &caller, from, &buf)?;
+        let applied = self.handle.peer_message(&caller.name, buf, true).await?;
         Ok(tonic::Response::new(SnapshotAck { applied }))
     }
 }

@@ -94,6 +94,9 @@ struct Call {
 
 /// The messages of one received `RaftBatch` (or one snapshot): one input.
 struct PeerInbound {
+    /// The name in the caller's node certificate (the core admits only messages from the
+    /// node of that name).
+    caller: String,
     messages: Vec<Vec<u8>>,
     /// Told whether the core accepted every message.
     done: Option<oneshot::Sender<bool>>,
@@ -181,27 +184,32 @@ impl DriverHandle {
         f(&self.view.borrow())
     }
 
-    /// Delivers a peer message; waits for room in the queue (backpressure on the stream).
-    /// With `wait_outcome`, also waits until the core accepted (`true`) or refused it.
+    /// Delivers a peer message from the node whose certificate names `caller`; waits for room
+    /// in the queue (backpressure on the stream). With `wait_outcome`, also waits until the
+    /// core accepted (`true`) or refused it.
     pub async fn peer_message(
         &self,
+        caller: &str,
         bytes: Vec<u8>,
         wait_outcome: bool,
     ) -> Result<bool, CallError> {
-        self.peer_batch(vec![bytes], wait_outcome).await
+        self.peer_batch(caller, vec![bytes], wait_outcome).await
     }
 
-    /// Delivers the messages of one received batch as ONE input (the core steps them all,
-    /// then runs one Ready); waits for room in the queue. With `wait_outcome`, also waits
-    /// until the core accepted (`true`) or refused them (`false` if any was refused).
+    /// Delivers the messages of one received batch from the node whose certificate names
+    /// `caller` as ONE input (the core steps them all, then runs one Ready); waits for room in
+    /// the queue. With `wait_outcome`, also waits until the core accepted (`true`) or refused
+    /// them (`false` if any was refused).
     pub async fn peer_batch(
         &self,
+        caller: &str,
         messages: Vec<Vec<u8>>,
         wait_outcome: bool,
     ) -> Result<bool, CallError> {
         let (tx, rx) = oneshot::channel();
         let done = wait_outcome.then_some(tx);
-        self.peers.send(PeerInbound { messages, done }).await.map_err(|_| CallError::Stopped)?;
+        let inbound = PeerInbound { caller: caller.to_owned(), messages, done };
+        self.peers.send(inbound).await.map_err(|_| CallError::Stopped)?;
         if wait_outcome {
             rx.await.map_err(|_| CallError::Stopped)
         } else {
@@ -572,7 +580,7 @@ impl Driver {
     fn on_peer(&mut self, msg: PeerInbound) {
         let mut all_ok = true;
         for m in &msg.messages {
-            if let Err(e) = self.node.handle_peer_message(m) {
+            if let Err(e) = self.node.handle_peer_message_from(&msg.caller, m) {
                 tracing::debug!(error = %e, "peer message refused");
                 all_ok = false;
             }
