@@ -99,8 +99,8 @@ pub enum Error {
 pub struct QuorumGuard {
     /// Voters the configuration would have after the removal.
     pub voters_after: usize,
-    /// How many of them the leader heard from within the last election timeout (itself
-    /// included).
+    /// How many of them are live: the leader itself, voters it heard from within the last
+    /// election timeout, voters gossip sees up.
     pub live_after: usize,
     /// The majority of `voters_after`.
     pub quorum_after: usize,

@@ -99,7 +99,8 @@ impl Node {
     }
 
     /// Removing voter `node` leaves voters of which a majority is live: this leader and every
-    /// voter it heard from over Raft within the last election timeout (etcd's strict
+    /// voter it heard from over Raft within the last election timeout or that gossip sees up
+    /// (etcd's strict
     /// reconfiguration check; the reconciler's guard for automatic removals is the same rule
     /// on its down clock).
     fn check_quorum_guard(&self, node: NodeId) -> Result<(), Error> {
@@ -108,11 +109,20 @@ impl Node {
             return Ok(());
         }
         let prs = self.raw.raft.prs();
+        let directory = self.directory();
         let rest: Vec<NodeId> = conf.voters.iter().copied().filter(|v| *v != node).collect();
-        let live = rest
-            .iter()
-            .filter(|v| **v == self.config.id || prs.get(**v).is_some_and(|p| p.recent_active))
-            .count();
+        // raft-rs clears `recent_active` of every peer at each check-quorum round, until its
+        // next answer: gossip (up = alive or suspect, as the reconciler's down clock counts it)
+        // covers that gap.
+        let is_live = |v: NodeId| {
+            v == self.config.id
+                || prs.get(v).is_some_and(|p| p.recent_active)
+                || directory
+                    .get(v)
+                    .and_then(|e| e.health)
+                    .is_some_and(|h| matches!(h, Health::Alive | Health::Suspect))
+        };
+        let live = rest.iter().filter(|v| is_live(**v)).count();
         if rest.is_empty() || live > rest.len() / 2 {
             Ok(())
         } else {
