@@ -313,6 +313,8 @@ where
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mokv_proto::FILE_DESCRIPTOR_SET)
+        // Health too, so that `grpcurl list` shows it and `describe` can explain it.
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     let cluster = ClusterServer::new(ClusterService::new(

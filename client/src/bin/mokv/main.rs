@@ -24,6 +24,7 @@ mod output;
 mod snapshot;
 mod status;
 mod txn_doc;
+mod watch;
 
 #[derive(Debug, Parser)]
 #[command(name = "mokv", about = "mokv command-line client", version, after_help = exit::HELP)]
@@ -126,6 +127,9 @@ enum Command {
     /// Backup files: save one from the cluster, check one.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Print every change of KEY (or of every key under --prefix P) as it happens, one line
+    /// per change: `PUT <key> <revision> <value>` / `DELETE <key> <revision>`.
+    Watch(watch::WatchArgs),
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
@@ -381,6 +385,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Snapshot(snapshot::SnapshotCommand::Status { .. })
         | Command::Status(_)
         | Command::Member(_) => {}
+        Command::Watch(args) => watch::run(&client, args, json).await?,
+        // Ran in main (bench on its own runtime; completions need no cluster).
+        Command::Bench(_) | Command::Completions { .. } => {}
     }
     Ok(())
 }
