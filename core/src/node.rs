@@ -584,7 +584,7 @@ impl Node {
                 if let Some(command) = self.cas_at_propose(id, command) {
                     let proposal = Proposal {
                         session,
-                        proposed_at_ms: self.now_ms,
+                        proposed_at_ms: self.wall_ms,
                         quota_state_bytes: self.config.quota_state_bytes,
                         command,
                     };
@@ -597,7 +597,7 @@ impl Node {
                 if let Some(command) = self.cas_at_propose(id, command) {
                     let proposal = Proposal {
                         session,
-                        proposed_at_ms: self.now_ms,
+                        proposed_at_ms: self.wall_ms,
                         quota_state_bytes: self.config.quota_state_bytes,
                         command,
                     };

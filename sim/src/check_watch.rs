@@ -242,6 +242,16 @@ impl Watches {
                 (OpKind::Delete { key }, Some([e])) => {
                     e.kind == WatchEventKind::Delete && e.key == *key
                 }
+                // A compare-and-swap acknowledged as written wrote its value (or deleted).
+                (OpKind::Cas { key, value: Some(value), .. }, Some([e])) => {
+                    e.kind == WatchEventKind::Put
+                        && e.key == *key
+                        && e.value == encode_value(*value)
+                }
+                (OpKind::Cas { value: None, .. }, None) => true,
+                (OpKind::Cas { key, value: None, .. }, Some([e])) => {
+                    e.kind == WatchEventKind::Delete && e.key == *key
+                }
                 _ => false,
             };
             if !ok {

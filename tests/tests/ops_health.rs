@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mokv_proto::api::Suffrage;
-use mokv_tests::{eventually, Bins, Certs, Cluster, Mokvd, NodeSpec};
+use mokv_tests::{eventually, gossip_sockets, Bins, Certs, Cluster, Mokvd, NodeSpec};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -109,7 +109,14 @@ async fn a_node_serves_only_once_it_is_a_voter() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = Certs::generate(&bins, &tmp.path().join("certs"), &["n1", "n2"], &["root"]);
     let data = tmp.path().join("data");
-    let n2 = Mokvd::start(&bins.mokvd, NodeSpec::node(&certs, &data, "n2"));
+    // n2 lists n1's gossip address as its seed; n1 starts later on that very socket (bound
+    // here, handed over), so n2 stays outside any cluster until then.
+    let n1_socket = gossip_sockets(1).pop().expect("one socket");
+    let n1_gossip = n1_socket.local_addr().expect("bound").to_string();
+    let n2 = Mokvd::start(
+        &bins.mokvd,
+        NodeSpec::node(&certs, &data, "n2").with("--start-join-addrs", &n1_gossip),
+    );
     assert_eq!(
         eventually("n2 answers Check", || {
             let certs = certs.clone();
@@ -129,11 +136,10 @@ async fn a_node_serves_only_once_it_is_a_voter() {
     assert_eq!(first.status, ServingStatus::NotServing as i32);
 
     // n1 bootstraps a cluster and meets n2 through gossip; its leader adds n2.
-    let _n1 = Mokvd::start(
+    let _n1 = Mokvd::start_with_gossip_socket(
         &bins.mokvd,
-        NodeSpec::node(&certs, &data, "n1")
-            .flag("--bootstrap")
-            .with("--start-join-addrs", &n2.gossip_addr),
+        NodeSpec::node(&certs, &data, "n1").flag("--bootstrap"),
+        n1_socket,
     );
     let learner_seen = std::cell::Cell::new(false);
     let serving_as = eventually("n2 SERVING", || {
@@ -189,7 +195,7 @@ async fn reflection_lists_and_describes_the_services() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for wanted in
-        ["api.KV", "peer.Peer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]
+        ["api.KV", "mokv.peer.Peer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]
     {
         assert!(names.iter().any(|n| n == wanted), "{wanted} not listed in {names:?}");
     }

@@ -251,10 +251,12 @@ async fn watch_statuses_compacted_too_slow_denied() {
     let status = denied.watch(request("p/", true, 0)).await.err().expect("a denied watch");
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    // A reader that does not read: its queue (4 KiB) overflows and it is cancelled.
+    // A reader that does not read: once the HTTP/2 windows (about 1 MiB each way) are full,
+    // its queue (4 KiB) overflows and it is cancelled. 8 MiB of changes is far beyond both.
+    const SLOW_WRITES: usize = 1024;
     let mut slow = w.watch(request("s/", true, 0)).await.unwrap().into_inner();
-    let value = vec![b'x'; 2048];
-    let writes: Vec<_> = (0..400)
+    let value = vec![b'x'; 8192];
+    let writes: Vec<_> = (0..SLOW_WRITES)
         .map(|i| {
             let client = client.clone();
             let value = value.clone();
@@ -265,14 +267,18 @@ async fn watch_statuses_compacted_too_slow_denied() {
         t.await.unwrap().unwrap();
     }
     let mut events = 0usize;
-    let status = loop {
-        match slow.message().await {
-            Ok(Some(r)) => events += r.events.len(),
-            Ok(None) => panic!("the stream ended without a status after {events} events"),
-            Err(s) => break s,
+    let status = tokio::time::timeout(mokv_tests::DEADLINE, async {
+        loop {
+            match slow.message().await {
+                Ok(Some(r)) => events += r.events.len(),
+                Ok(None) => panic!("the stream ended without a status after {events} events"),
+                Err(s) => break s,
+            }
         }
-    };
+    })
+    .await
+    .expect("the slow watcher was never cancelled");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().starts_with("watcher too slow"), "{status:?}");
-    assert!(events < 400, "cancelled only after every event: {events}");
+    assert!(events < SLOW_WRITES, "cancelled only after every event: {events}");
 }

@@ -102,7 +102,9 @@ fn removal_of_the_down_voter_passes_the_guard_and_commits() {
     let report = node.cluster_report();
     let ids: Vec<u64> = report.members.iter().map(|m| m.info.id).collect();
     assert_eq!(ids, [1, 2], "3 is out once 2 acknowledged the change");
-    assert_eq!(node.membership.removed_ids().keys().copied().collect::<Vec<_>>(), [3]);
+    // Not seen up in gossip when removed: not remembered, so it is a member again if it comes
+    // back (only an up member's removal keeps its process out).
+    assert!(node.membership.removed_ids().is_empty());
 }
 
 #[test]

@@ -160,6 +160,11 @@ const KEYS: &[&str] = &[
     "metrics-client-auth",
     "server-tls-crl-file",
     "gossip-socket-on-stdin",
+    "max-txn-ops",
+    "max-txn-bytes",
+    "watch-history-max-bytes",
+    "watch-history-max-revisions",
+    "watch-queue-max-bytes",
 ];
 
 #[test]

@@ -34,6 +34,9 @@ impl NodeMetrics {
         self.publish(&node.stats());
         for (peer, depth) in queues {
             let peer = peer.to_string();
+            // Registered (at zero) with the link, so dashboards see the series before a drop.
+            metrics::counter!("mokv_peer_messages_dropped_total", "peer" => peer.clone())
+                .increment(0);
             metrics::gauge!("mokv_peer_queue_depth_messages", "peer" => peer).set(depth as f64);
         }
     }
