@@ -218,7 +218,11 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
         clients: (1..=setup.clients).map(Client::new).collect(),
         observer,
         problems: Vec::new(),
-        knobs: WorkloadKnobs { trace, ..setup.knobs },
+        knobs: WorkloadKnobs {
+            trace,
+            coordination_ops: bugs.cas_at_propose || bugs.txn_first_op_only,
+            ..setup.knobs
+        },
         next_value: 0,
         undo: UndoQueue::default(),
         timing: setup.timing,
@@ -281,7 +285,8 @@ pub fn tick<S: Scenario>(h: &mut Harness, s: &mut S, phase: Phase) {
     if phase == Phase::Faults {
         for cl in &mut h.clients {
             if cl.is_idle() && h.rng.below(4) == 0 {
-                let kind = workload::draw_op(&mut h.rng, &mut h.next_value);
+                let kind =
+                    workload::draw_op(&mut h.rng, &mut h.next_value, h.knobs.coordination_ops);
                 cl.start(kind, &h.c, &mut h.history);
             }
         }

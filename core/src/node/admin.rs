@@ -95,6 +95,17 @@ impl Node {
                 return;
             }
         }
+        // An operator's removal keeps that process out: the leader's reconciler does not add
+        // it back while it gossips from the same incarnation. Automatic removals (a dead
+        // member, a leave) are not remembered: a member removed while down joins again when
+        // it comes back.
+        let started_ms = self
+            .gossip
+            .as_ref()
+            .and_then(|g| crate::gossip::newest(&g.members(), node).map(|m| m.id.started_ms));
+        if let Some(started_ms) = started_ms {
+            self.membership.remember_removal(node, started_ms);
+        }
         self.remove(id, node);
     }
 

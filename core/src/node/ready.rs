@@ -15,7 +15,7 @@ use super::{encode_pb, raft_snapshot, Event, Node, PeerPayload, Role, Transmit};
 use crate::command::WriteOutcome;
 use crate::command::{Command, Proposal};
 use crate::error::{Error, InvalidArgument, Unavailable};
-use crate::gossip::newest;
+
 use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
@@ -281,17 +281,6 @@ impl Node {
                 }
                 ConfChangeType::RemoveNode => {
                     self.sm.members_mut().remove(&node);
-                    // A member removed while gossip sees it up (an operator's removal) is not
-                    // added back while that process runs. One removed because it was down
-                    // (the dead-member timeout) is: when it comes back, it is a member again.
-                    let up_since_ms = self.gossip.as_ref().and_then(|g| {
-                        newest(&g.members(), node)
-                            .filter(|m| m.health != crate::gossip::Health::Down)
-                            .map(|m| m.id.started_ms)
-                    });
-                    if let Some(started_ms) = up_since_ms {
-                        self.membership.remember_removal(node, started_ms);
-                    }
                     if node == self.config.id {
                         self.membership.set_removed();
                         // Out for good, even if a leader that has not heard this yet adds it
