@@ -219,19 +219,35 @@ pub fn check_linearizable(h: &History, f: &mut Findings) {
                 });
             }
         }
-        // A write that never completed, whose values nobody read and that deletes nothing, can
-        // only make a linearization harder: leave it out (keeps the search small).
-        let read_values: std::collections::BTreeSet<ValueId> = entries
-            .iter()
-            .flat_map(|e| match &e.op {
-                MapOp::Read(obs) => obs.iter().filter_map(|(_, v)| *v).collect::<Vec<_>>(),
-                MapOp::Txn { known: Some((_, Some(reads))), .. } => {
-                    reads.iter().flatten().copied().collect()
+        // A write that never completed can only make a linearization harder unless it explains
+        // something: a value somebody read, a value a condition compares with (it held for an
+        // acknowledged CAS, or for an unacknowledged transaction whose writes were read), a
+        // delete, or a condition that failed on a slot it writes (any other value there
+        // explains the failure).
+        let mut seen_values: std::collections::BTreeSet<ValueId> = Default::default();
+        let mut failed_slots: std::collections::BTreeSet<usize> = Default::default();
+        for e in &entries {
+            match &e.op {
+                MapOp::Read(obs) => seen_values.extend(obs.iter().filter_map(|(_, v)| *v)),
+                MapOp::Cas { slot, expect, applied, .. } => {
+                    seen_values.extend(*expect);
+                    if *applied == Some(false) {
+                        failed_slots.insert(*slot);
+                    }
                 }
-                _ => Vec::new(),
-            })
-            .collect();
-        entries.retain(|e| e.complete.is_some() || may_matter(&e.op, &read_values));
+                MapOp::Txn { compares, known, .. } => {
+                    seen_values.extend(compares.iter().filter_map(|(_, v)| *v));
+                    if let Some((succeeded, reads)) = known {
+                        seen_values.extend(reads.iter().flatten().flatten().copied());
+                        if !succeeded {
+                            failed_slots.extend(compares.iter().map(|(slot, _)| *slot));
+                        }
+                    }
+                }
+                MapOp::Write(..) => {}
+            }
+        }
+        entries.retain(|e| e.complete.is_some() || may_matter(&e.op, &seen_values, &failed_slots));
         let name = group.join("+");
         match linearizability::check_map(&entries, MAX_SEARCH_STEPS) {
             Verdict::Ok => {}
@@ -248,14 +264,20 @@ pub fn check_linearizable(h: &History, f: &mut Findings) {
     }
 }
 
-/// Whether an operation that never completed may explain something: it deletes, or writes a
-/// value somebody read.
-fn may_matter(op: &MapOp, read_values: &std::collections::BTreeSet<ValueId>) -> bool {
-    let writes = |v: &Option<ValueId>| v.is_none_or(|v| read_values.contains(&v));
+/// Whether an operation that never completed may explain something: it deletes, writes a
+/// value somebody saw, or writes a slot on which a condition failed.
+fn may_matter(
+    op: &MapOp,
+    seen_values: &std::collections::BTreeSet<ValueId>,
+    failed_slots: &std::collections::BTreeSet<usize>,
+) -> bool {
+    let writes = |slot: &usize, v: &Option<ValueId>| {
+        failed_slots.contains(slot) || v.is_none_or(|v| seen_values.contains(&v))
+    };
     match op {
-        MapOp::Write(_, v) | MapOp::Cas { value: v, .. } => writes(v),
+        MapOp::Write(slot, v) | MapOp::Cas { slot, value: v, .. } => writes(slot, v),
         MapOp::Txn { success, failure, .. } => success.iter().chain(failure).any(|s| match s {
-            SlotStep::Set(_, v) => read_values.contains(v),
+            SlotStep::Set(slot, v) => writes(slot, &Some(*v)),
             SlotStep::Delete(_) => true,
             SlotStep::Get(_) => false,
         }),
@@ -466,5 +488,78 @@ impl Observer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Op;
+
+    fn op(kind: OpKind, invoke: u64, complete: Option<u64>, outcome: Outcome) -> Op {
+        Op {
+            client: 1,
+            kind,
+            invoke,
+            invoke_tick: invoke,
+            complete,
+            complete_tick: complete,
+            outcome,
+            node: None,
+            node_incarnation: None,
+            attempts: 1,
+        }
+    }
+
+    fn set(value: ValueId) -> OpKind {
+        OpKind::Set { key: "k0".into(), value }
+    }
+
+    /// A write whose value nobody read can still be what made a compare-and-swap fail: it must
+    /// stay in the search.
+    #[test]
+    fn a_write_of_unknown_outcome_explains_a_failed_compare_and_swap() {
+        let cas = OpKind::Cas { key: "k0".into(), expect: Some(1), value: Some(3) };
+        let mut h = History::default();
+        h.ops = vec![
+            op(set(1), 1, Some(2), Outcome::Written { revision: 10 }),
+            op(set(2), 3, None, Outcome::MaybeApplied),
+            op(cas, 4, Some(5), Outcome::CasFailed { revision: 12 }),
+        ];
+        let mut f = Findings::default();
+        check_linearizable(&h, &mut f);
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+        // Without that write, the failure is impossible.
+        let mut without = h.clone();
+        without.ops.remove(1);
+        let mut f = Findings::default();
+        check_linearizable(&without, &mut f);
+        assert_eq!(f.violations.len(), 1, "{:?}", f.violations);
+    }
+
+    /// A transaction whose writes were read took effect, so its compares held: the write of
+    /// unknown outcome that made them hold must stay in the search, even if only a
+    /// serializable read saw its value.
+    #[test]
+    fn a_write_of_unknown_outcome_explains_a_transaction_that_took_effect() {
+        let txn = OpKind::Txn {
+            compares: vec![("k0".into(), Some(1))],
+            success: vec![TxnStep::Set("k1".into(), 2)],
+            failure: vec![],
+        };
+        let mut h = History::default();
+        h.ops = vec![
+            op(set(1), 1, None, Outcome::MaybeApplied),
+            op(txn, 2, None, Outcome::MaybeApplied),
+            op(
+                OpKind::Get { key: "k1".into(), linearizable: true },
+                3,
+                Some(4),
+                Outcome::Read(Some(Observed { value: 2, mod_index: 9 })),
+            ),
+        ];
+        let mut f = Findings::default();
+        check_linearizable(&h, &mut f);
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
     }
 }

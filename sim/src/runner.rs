@@ -218,11 +218,7 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
         clients: (1..=setup.clients).map(Client::new).collect(),
         observer,
         problems: Vec::new(),
-        knobs: WorkloadKnobs {
-            trace,
-            coordination_ops: bugs.cas_at_propose || bugs.txn_first_op_only,
-            ..setup.knobs
-        },
+        knobs: WorkloadKnobs { trace, ..setup.knobs },
         next_value: 0,
         undo: UndoQueue::default(),
         timing: setup.timing,

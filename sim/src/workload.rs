@@ -34,9 +34,7 @@ pub struct WorkloadKnobs {
     pub client_timeout_ticks: u64,
     /// Print every attempt and answer (the readable trace).
     pub trace: bool,
-    /// Draw compare-and-swaps and transactions too. Off in the default swarms until the
-    /// linearizability violations this workload reports on about 0.5 % of gossip seeds (e.g.
-    /// 14, 92, 556) are understood; on for the CAS and transaction planted-bug tests.
+    /// Draw compare-and-swaps and transactions besides plain writes and reads.
     pub coordination_ops: bool,
 }
 

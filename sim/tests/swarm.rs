@@ -219,7 +219,7 @@ impl<const CONVERGES: bool> Scenario for Quiet<CONVERGES> {
                 follower_read_permille: 0,
                 client_timeout_ticks: 50,
                 trace: false,
-                coordination_ops: false,
+                coordination_ops: true,
             },
             timing: FaultTiming { fault_ticks: 300, mean_gap_ticks: 20, max_outage_ticks: 20 },
             request_timeout_ticks,

@@ -159,7 +159,7 @@ impl Scenario for FaultScenario {
                 follower_read_permille: plan.follower_read_permille,
                 client_timeout_ticks: plan.client_timeout_ticks,
                 trace: false,
-                coordination_ops: false,
+                coordination_ops: true,
             },
             timing: FaultTiming {
                 fault_ticks: plan.fault_ticks,
