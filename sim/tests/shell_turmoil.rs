@@ -10,6 +10,11 @@
 //! - `follower_read_during_partition`: a follower cut off from the others answers no
 //!   linearizable read (a stale value would be a violation); a follower on the majority side
 //!   answers with the latest value.
+//! - `forged_peer_messages`: a host holding a non-member node certificate and one holding a
+//!   client certificate send Raft batches and snapshot streams claiming to come from members,
+//!   in a term far ahead, while clients write and the leader is cut off once: every forged call
+//!   is refused (PERMISSION_DENIED), no node ever reaches the forged term, and the history stays
+//!   linearizable.
 //! - `planted_*`: the core's planted bugs (stale follower reads, skipped session dedup) make
 //!   those scenarios fail, so the checks can fail.
 //! - `swarm`: 200 seeds with random partitions, one-way cuts, held links and crashes, on every
@@ -30,12 +35,19 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use level2::cluster::{self, others, Registry, NODE_HOSTS};
+use level2::net;
 use level2::run::{control, finish, formed, heal_all, run, seed_or, wait_until, Verdict};
 use level2::workload::{add_workload_client, now_ms, Recorder, Shared, CLIENT_TIMEOUT};
 use mokv_client::ReadMode;
 use mokv_core::{PlantedBugs, Rng, Role};
+use mokv_proto::peer::peer_client::PeerClient;
+use mokv_proto::peer::{RaftBatch, SnapshotChunk};
+use protobuf::Message as _;
+use raft::eraftpb::{Message as RaftMessage, MessageType};
 use sim::history::{Observed, Outcome};
 use sim::swarm::{first_seed, run_parallel, seeds_from_env, SeedOutcome};
+use tonic::transport::Endpoint;
+use tonic::Code;
 use turmoil::Sim;
 
 fn term_of(registry: &Registry, node: &str) -> u64 {
@@ -272,6 +284,120 @@ fn follower_read_during_partition_run(seed: u64, bugs: PlantedBugs) -> Verdict {
 #[test]
 fn follower_read_during_partition() {
     let v = follower_read_during_partition_run(seed_or(3), PlantedBugs::default());
+    report(&v);
+    v.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Forged peer messages: callers that are not the member they claim to be.
+
+/// The term the forgers claim: far above any term a run reaches, so a node that accepted one
+/// forged message would show it.
+const FORGED_TERM: u64 = 1_000_000;
+
+/// A Raft message `from` → `to` in [`FORGED_TERM`]: a follower that accepted it would step up to
+/// that term at once.
+fn forged_heartbeat(from: u64, to: u64) -> Vec<u8> {
+    let mut m = RaftMessage::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = to;
+    m.term = FORGED_TERM;
+    m.write_to_bytes().expect("a raft message encodes")
+}
+
+/// A host that, from `go` to `stop`, sends forged Raft batches and snapshot streams to random
+/// nodes, each claiming to come from a random member. `host` decides the caller's identity:
+/// `n9` holds a node certificate of a name that is no member, any other name a client
+/// certificate. Every call that reaches a node must be refused with PERMISSION_DENIED.
+fn add_forger(sim: &mut Sim<'_>, shared: &Rc<Shared>, host: &'static str, seed: u64) {
+    let shared = shared.clone();
+    shared.running.set(shared.running.get() + 1);
+    sim.client(host, async move {
+        while !shared.go.get() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut rng = Rng::new(seed);
+        let mut refused = 0u64;
+        while !shared.stop.get() {
+            let target = NODE_HOSTS[rng.below(NODE_HOSTS.len() as u64) as usize];
+            let to = target[1..].parse::<u64>().expect("node hosts are n<id>");
+            let claimed = rng.below(NODE_HOSTS.len() as u64) + 1;
+            let endpoint = Endpoint::from_shared(format!("http://{}", cluster::addr(target)))
+                .expect("a node address is a uri")
+                .timeout(Duration::from_secs(2));
+            let mut peer = PeerClient::new(net::channel_factory()(endpoint));
+            let message = forged_heartbeat(claimed, to);
+            let answer = if rng.below(2) == 0 {
+                let batch = RaftBatch { from: claimed, to, messages: vec![message] };
+                peer.raft(tokio_stream::iter(vec![batch])).await.map(|_| ())
+            } else {
+                let chunk = SnapshotChunk {
+                    from: claimed,
+                    to,
+                    total_bytes: message.len() as u64,
+                    offset: 0,
+                    data: message,
+                };
+                peer.snapshot(tokio_stream::iter(vec![chunk])).await.map(|_| ())
+            };
+            match answer {
+                Err(s) if s.code() == Code::PermissionDenied => refused += 1,
+                // The network or a crashed node: the call never reached a decision.
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {}
+                other => shared.problem(format!(
+                    "{host}: a forged peer call to {target} claiming id {claimed} was not \
+                     refused: {other:?}"
+                )),
+            }
+            tokio::time::sleep(Duration::from_millis(rng.below(150))).await;
+        }
+        if refused == 0 {
+            shared.problem(format!("{host}: no forged call was refused: none reached a node"));
+        }
+        shared.note(format!("{host}: {refused} forged peer calls refused"));
+        shared.running.set(shared.running.get() - 1);
+        Ok(())
+    });
+}
+
+fn forged_peer_messages_run(seed: u64, bugs: PlantedBugs) -> Verdict {
+    run(seed, "forged_peer_messages", bugs, |sim, registry, shared| {
+        for c in 1..=2 {
+            add_workload_client(sim, shared, c, seed.wrapping_mul(31).wrapping_add(c));
+        }
+        add_forger(sim, shared, "n9", seed ^ 0x6e39);
+        add_forger(sim, shared, "eve", seed ^ 0x657665);
+        let (registry, shared) = (registry.clone(), shared.clone());
+        control(sim, async move {
+            if !formed(&registry, &shared).await {
+                return;
+            }
+            shared.go.set(true);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // An election while the forgers keep going: the new leader must not be swayed.
+            if let Some(old) = cluster::leader(&registry) {
+                shared.note(format!("partition the leader {old}"));
+                cut_off(&old);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                heal_all(&NODE_HOSTS);
+                shared.note("healed");
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            finish(&registry, &shared, seed).await;
+            for node in NODE_HOSTS {
+                let term = term_of(&registry, node);
+                if term >= FORGED_TERM {
+                    shared.problem(format!("{node} reached the forged term ({term})"));
+                }
+            }
+        });
+    })
+}
+
+#[test]
+fn forged_peer_messages() {
+    let v = forged_peer_messages_run(seed_or(4), PlantedBugs::default());
     report(&v);
     v.assert_clean();
 }
