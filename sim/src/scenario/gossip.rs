@@ -437,6 +437,13 @@ impl Scenario for GossipScenario {
                 {
                     return;
                 }
+                // Nor before every voter has applied the leader's configuration: raft-rs
+                // campaigns with the applied one, so a voter still on the previous one (the
+                // change committed by the leader and the lost disk alone) would need the lost
+                // disk's vote — two failures for that configuration.
+                if !voters_agree_on_conf(&h.c) {
+                    return;
+                }
                 let Some(old) = h.random_of(&staying) else { return };
                 let new = self.next_id;
                 self.next_id += 1;
@@ -550,6 +557,14 @@ fn settled_leader_conf_ids(c: &Cluster) -> Option<BTreeSet<NodeId>> {
     let l = c.leader()?;
     let st = c.node(l)?.status();
     (st.applied_index == st.last_index).then(|| st.conf.all_ids())
+}
+
+/// Whether every voter of the leader's configuration has applied that same configuration.
+fn voters_agree_on_conf(c: &Cluster) -> bool {
+    let Some(conf) = c.leader().and_then(|l| c.node(l)).map(|n| n.status().conf) else {
+        return false;
+    };
+    conf.voters.iter().all(|v| c.node(*v).is_some_and(|n| n.status().conf == conf))
 }
 
 impl GossipScenario {
