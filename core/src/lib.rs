@@ -36,6 +36,7 @@ mod config;
 mod error;
 pub mod gossip;
 mod kv;
+mod lease;
 mod log;
 mod members;
 mod node;
@@ -55,6 +56,7 @@ pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuorumGuard, QuotaExceeded,
     RecoveryError, Unavailable,
 };
+pub use lease::{LeaseError, LeaseTtl};
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};
