@@ -473,7 +473,9 @@ impl Proposal {
             Command::SetLeased { key, value, condition, .. } => {
                 key.len() + value.len() + condition.as_ref().map_or(0, Condition::payload_len)
             }
-            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::LeaseExpire { .. } => 0,
+            Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseExpire { .. } => 0,
         }
     }
 }
@@ -499,13 +501,21 @@ pub(crate) mod tests {
             (".{0,8}", arb_condition())
                 .prop_map(|(key, condition)| Command::DeleteIf { key, condition }),
             crate::txn::tests::arb_txn().prop_map(Command::Txn),
-            (".{0,8}", proptest::collection::vec(any::<u8>(), 0..16), any::<u64>(),
-                proptest::option::of(arb_condition()))
+            (
+                ".{0,8}",
+                proptest::collection::vec(any::<u8>(), 0..16),
+                any::<u64>(),
+                proptest::option::of(arb_condition())
+            )
                 .prop_map(|(key, value, lease, condition)| Command::SetLeased {
-                    key, value, lease, condition
+                    key,
+                    value,
+                    lease,
+                    condition
                 }),
-            (proptest::option::of(any::<u64>()), any::<u64>(), any::<u64>())
-                .prop_map(|(id, ttl_ms, max_leases)| Command::LeaseGrant { id, ttl_ms, max_leases }),
+            (proptest::option::of(any::<u64>()), any::<u64>(), any::<u64>()).prop_map(
+                |(id, ttl_ms, max_leases)| Command::LeaseGrant { id, ttl_ms, max_leases }
+            ),
             any::<u64>().prop_map(|id| Command::LeaseRevoke { id }),
             any::<u64>().prop_map(|id| Command::LeaseExpire { id }),
         ]
@@ -535,8 +545,9 @@ pub(crate) mod tests {
             current.prop_map(|current| WriteOutcome::ConditionFailed { revision: 200, current }),
             (any::<bool>(), any::<u64>())
                 .prop_map(|(succeeded, revision)| WriteOutcome::Txn { succeeded, revision }),
-            (any::<u64>(), any::<u64>(), any::<u64>())
-                .prop_map(|(id, ttl_ms, revision)| WriteOutcome::LeaseGranted { id, ttl_ms, revision }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, ttl_ms, revision)| {
+                WriteOutcome::LeaseGranted { id, ttl_ms, revision }
+            }),
             (any::<bool>(), any::<u64>())
                 .prop_map(|(existed, revision)| WriteOutcome::LeaseRevoked { existed, revision }),
         ]
@@ -604,13 +615,17 @@ pub(crate) mod tests {
         assert_eq!(tag(delete_if), TAG_DELETE_IF);
         assert_eq!(tag(Command::Txn(Txn::default())), TAG_TXN);
         assert_eq!((TAG_SET, TAG_DELETE, TAG_SET_IF, TAG_DELETE_IF, TAG_TXN), (1, 2, 3, 4, 5));
-        let leased = Command::SetLeased { key: "k".into(), value: vec![], lease: 1, condition: None };
+        let leased =
+            Command::SetLeased { key: "k".into(), value: vec![], lease: 1, condition: None };
         assert_eq!(tag(leased), TAG_SET_LEASED);
         let grant = Command::LeaseGrant { id: None, ttl_ms: 1, max_leases: 1 };
         assert_eq!(tag(grant), TAG_LEASE_GRANT);
         assert_eq!(tag(Command::LeaseRevoke { id: 1 }), TAG_LEASE_REVOKE);
         assert_eq!(tag(Command::LeaseExpire { id: 1 }), TAG_LEASE_EXPIRE);
-        assert_eq!((TAG_SET_LEASED, TAG_LEASE_GRANT, TAG_LEASE_REVOKE, TAG_LEASE_EXPIRE), (6, 7, 8, 9));
+        assert_eq!(
+            (TAG_SET_LEASED, TAG_LEASE_GRANT, TAG_LEASE_REVOKE, TAG_LEASE_EXPIRE),
+            (6, 7, 8, 9)
+        );
     }
 
     #[test]

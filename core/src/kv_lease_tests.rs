@@ -8,7 +8,10 @@ use crate::snapshot::SnapshotImage;
 
 fn apply(sm: &mut StateMachine, command: Command) -> Result<WriteOutcome, Error> {
     let index = sm.applied_index() + 1;
-    sm.apply(index, &Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command })
+    sm.apply(
+        index,
+        &Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command },
+    )
 }
 
 fn grant(sm: &mut StateMachine, id: Option<u64>) -> u64 {

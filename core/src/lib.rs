@@ -56,8 +56,8 @@ pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuorumGuard, QuotaExceeded,
     RecoveryError, Unavailable,
 };
-pub use lease::{LeaseError, LeaseTtl};
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
+pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};
 pub use node::{

@@ -8,9 +8,9 @@ mod budget_tests;
 mod conf_change;
 mod directory;
 mod gossip;
-mod leases;
 #[cfg(test)]
 mod lease_tests;
+mod leases;
 mod membership;
 mod peer_auth;
 mod pipeline;

@@ -116,7 +116,8 @@ fn a_lease_expires_after_its_ttl_of_ticks_and_keep_alives_postpone_it() {
 #[test]
 fn bad_grants_and_unknown_leases_are_refused() {
     let (mut node, mut disk) = lone_leader();
-    let r = call(&mut node, &mut disk, 1, Request::LeaseGrant { id: None, ttl_ms: 1, session: None });
+    let r =
+        call(&mut node, &mut disk, 1, Request::LeaseGrant { id: None, ttl_ms: 1, session: None });
     assert!(matches!(r.result, Err(Error::InvalidArgument(InvalidArgument::LeaseTtl { .. }))));
     let r = set_leased(&mut node, &mut disk, "k", 77);
     assert_eq!(r.result, Err(Error::Lease(LeaseError::NotFound)));
@@ -135,7 +136,12 @@ fn the_lease_bound_refuses_grants_beyond_it() {
     node.config.max_leases = 2;
     grant(&mut node, &mut disk, 5_000);
     grant(&mut node, &mut disk, 5_000);
-    let r = call(&mut node, &mut disk, 1, Request::LeaseGrant { id: None, ttl_ms: 5_000, session: None });
+    let r = call(
+        &mut node,
+        &mut disk,
+        1,
+        Request::LeaseGrant { id: None, ttl_ms: 5_000, session: None },
+    );
     assert_eq!(r.result, Err(Error::Lease(LeaseError::TooMany { max: 2 })));
     assert_eq!(r.result.unwrap_err().class(), crate::ErrorClass::Retryable);
 }
@@ -166,7 +172,8 @@ fn three_voters_with_a_lease() -> DurableState {
     let mut durable = three_voters_at_one();
     let image = crate::snapshot::SnapshotImage::decode(durable.snapshot.as_ref().unwrap()).unwrap();
     let mut state = image.state;
-    let p = |command| Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command };
+    let p =
+        |command| Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command };
     state.apply(2, &p(Command::LeaseGrant { id: Some(5), ttl_ms: 1_000, max_leases: 9 })).unwrap();
     let set = Command::SetLeased { key: "k".into(), value: vec![1], lease: 5, condition: None };
     state.apply(3, &p(set)).unwrap();
@@ -183,7 +190,10 @@ fn three_voters_with_a_lease() -> DurableState {
 fn proposes_expiry(batches: &[crate::persist::PersistBatch]) -> bool {
     batches.iter().flat_map(|b| &b.entries).any(|rec| {
         let e: raft::eraftpb::Entry = protobuf::Message::parse_from_bytes(&rec.bytes).unwrap();
-        matches!(Proposal::decode(&e.data), Ok(Proposal { command: Command::LeaseExpire { .. }, .. }))
+        matches!(
+            Proposal::decode(&e.data),
+            Ok(Proposal { command: Command::LeaseExpire { .. }, .. })
+        )
     })
 }
 

@@ -51,17 +51,17 @@ impl Node {
         condition: Option<Condition>,
         session: Option<SessionRef>,
     ) {
-        let checked = self
-            .check_key(&key)
-            .and_then(|()| self.check_value(&value))
-            .and_then(|()| condition.as_ref().map_or(Ok(()), |c| self.check_condition(c)))
-            .and_then(|()| {
-                if lease == 0 {
-                    Err(InvalidArgument::LeaseIdZero.into())
-                } else {
-                    Ok(())
-                }
-            });
+        let checked =
+            self.check_key(&key)
+                .and_then(|()| self.check_value(&value))
+                .and_then(|()| condition.as_ref().map_or(Ok(()), |c| self.check_condition(c)))
+                .and_then(|()| {
+                    if lease == 0 {
+                        Err(InvalidArgument::LeaseIdZero.into())
+                    } else {
+                        Ok(())
+                    }
+                });
         let command = Command::SetLeased { key, value, lease, condition };
         self.propose_command(id, session, checked.map(|()| command));
     }

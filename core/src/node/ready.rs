@@ -432,7 +432,8 @@ impl Node {
         if term_changed && matches!(now.1, Role::Candidate | Role::Leader) {
             self.stats.elections_started += 1;
         }
-        let became_leader = now.1 == Role::Leader && (term_changed || self.observed.1 != Role::Leader);
+        let became_leader =
+            now.1 == Role::Leader && (term_changed || self.observed.1 != Role::Leader);
         self.observed = now;
         self.on_lease_role(became_leader);
         self.jitter_ticks_left = self.rng.below(self.config.election_ticks as u64);
