@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cluster.proto",
         "proto/maintenance.proto",
         "proto/watch.proto",
+        "proto/lease.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

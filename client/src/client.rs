@@ -167,6 +167,7 @@ impl Client {
             value: value.to_vec(),
             session: Some(session),
             condition: None,
+            lease: 0,
         };
         let resp = self.write(build, |mut kv, req| async move { kv.set(req).await }).await?;
         Ok(resp.revision)
@@ -218,6 +219,7 @@ impl Client {
             value: value.to_vec(),
             session: Some(session),
             condition: Some(condition.clone()),
+            lease: 0,
         };
         let resp = self.write(build, |mut kv, req| async move { kv.set(req).await }).await?;
         Ok(CasOutcome::from_wire(resp.revision, resp.condition_failed))
@@ -355,6 +357,21 @@ impl Client {
         F: Fn(KvClient<Channel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        self.write_via(build, |target, req| call(target.kv.clone(), req)).await
+    }
+
+    /// [`Client::write`] through any service on the target's connection (`call` gets the
+    /// target): the leader-following, retries and session of a write.
+    pub(crate) async fn write_via<Req, Resp, B, F, Fut>(
+        &self,
+        build: B,
+        call: F,
+    ) -> Result<Resp, ClientError>
+    where
+        B: Fn(Session) -> Req,
+        F: Fn(&Target, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
         self.start();
         let inner = &*self.inner;
         let deadline = Instant::now() + inner.call_timeout;
@@ -378,7 +395,7 @@ impl Client {
             };
             let Some(target) = target else { break };
             let session = lock(&inner.sessions).wire(&seq.ticket);
-            let fut = call(target.kv.clone(), build(session));
+            let fut = call(&target, build(session));
             let result = {
                 let _in_flight = InFlight { view: &inner.view, uri: target.uri.clone() };
                 inner.attempt(&target, fut, deadline).await

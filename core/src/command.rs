@@ -23,6 +23,10 @@ const TAG_DELETE: u8 = 2;
 const TAG_SET_IF: u8 = 3;
 const TAG_DELETE_IF: u8 = 4;
 const TAG_TXN: u8 = 5;
+const TAG_SET_LEASED: u8 = 6;
+const TAG_LEASE_GRANT: u8 = 7;
+const TAG_LEASE_REVOKE: u8 = 8;
+const TAG_LEASE_EXPIRE: u8 = 9;
 
 /// Tag bytes of [`Condition`] variants.
 const CONDITION_ABSENT: u8 = 1;
@@ -150,12 +154,27 @@ pub enum WriteOutcome {
         succeeded: bool,
         revision: u64,
     },
+    /// Lease `id` was granted with `ttl_ms` at log index `revision`.
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+        revision: u64,
+    },
+    /// A lease was revoked or expired at log index `revision`, deleting its keys there.
+    /// `existed == false` only for an expiry of a lease already gone (a revoke of an unknown
+    /// lease is an error).
+    LeaseRevoked {
+        existed: bool,
+        revision: u64,
+    },
 }
 
 const OUTCOME_SET: u8 = 1;
 const OUTCOME_DELETED: u8 = 2;
 const OUTCOME_CONDITION_FAILED: u8 = 3;
 const OUTCOME_TXN: u8 = 4;
+const OUTCOME_LEASE_GRANTED: u8 = 5;
+const OUTCOME_LEASE_REVOKED: u8 = 6;
 
 impl WriteOutcome {
     pub(crate) fn encode_to(&self, w: &mut Writer) {
@@ -187,6 +206,17 @@ impl WriteOutcome {
                 w.put_bool(succeeded);
                 w.put_u64(revision);
             }
+            WriteOutcome::LeaseGranted { id, ttl_ms, revision } => {
+                w.put_u8(OUTCOME_LEASE_GRANTED);
+                w.put_u64(id);
+                w.put_u64(ttl_ms);
+                w.put_u64(revision);
+            }
+            WriteOutcome::LeaseRevoked { existed, revision } => {
+                w.put_u8(OUTCOME_LEASE_REVOKED);
+                w.put_bool(existed);
+                w.put_u64(revision);
+            }
         }
     }
 
@@ -215,6 +245,14 @@ impl WriteOutcome {
             }
             OUTCOME_TXN => {
                 Ok(WriteOutcome::Txn { succeeded: r.get_bool()?, revision: r.get_u64()? })
+            }
+            OUTCOME_LEASE_GRANTED => Ok(WriteOutcome::LeaseGranted {
+                id: r.get_u64()?,
+                ttl_ms: r.get_u64()?,
+                revision: r.get_u64()?,
+            }),
+            OUTCOME_LEASE_REVOKED => {
+                Ok(WriteOutcome::LeaseRevoked { existed: r.get_bool()?, revision: r.get_u64()? })
             }
             tag => Err(DecodeError::UnknownTag(tag)),
         }
@@ -245,6 +283,30 @@ pub enum Command {
     },
     /// A transaction, applied as a whole at one log index.
     Txn(Txn),
+    /// Set, attached to lease `lease` (which must exist when applied), only if `condition`
+    /// (when given) holds.
+    SetLeased {
+        key: String,
+        value: Vec<u8>,
+        lease: u64,
+        condition: Option<Condition>,
+    },
+    /// Grants a lease: id `id` (must be unused) or, without one, one derived from the entry's
+    /// log index. `max_leases` is the proposing leader's bound, so every replica refuses alike.
+    LeaseGrant {
+        id: Option<u64>,
+        ttl_ms: u64,
+        max_leases: u64,
+    },
+    /// Revokes a lease (a client's request): its keys are deleted at this entry.
+    LeaseRevoke {
+        id: u64,
+    },
+    /// The leader found the lease past its deadline: like a revoke, but a lease already gone
+    /// is not an error (nobody waits for the answer).
+    LeaseExpire {
+        id: u64,
+    },
 }
 
 /// One replicated write: the command plus what the state machine needs to apply it
@@ -306,6 +368,39 @@ impl Proposal {
                 w.put_u8(TAG_TXN);
                 txn.encode_to(&mut w);
             }
+            Command::SetLeased { key, value, lease, condition } => {
+                w.put_u8(TAG_SET_LEASED);
+                w.put_str(key);
+                w.put_bytes(value);
+                w.put_u64(*lease);
+                match condition {
+                    None => w.put_bool(false),
+                    Some(c) => {
+                        w.put_bool(true);
+                        c.encode_to(&mut w);
+                    }
+                }
+            }
+            Command::LeaseGrant { id, ttl_ms, max_leases } => {
+                w.put_u8(TAG_LEASE_GRANT);
+                match id {
+                    None => w.put_bool(false),
+                    Some(id) => {
+                        w.put_bool(true);
+                        w.put_u64(*id);
+                    }
+                }
+                w.put_u64(*ttl_ms);
+                w.put_u64(*max_leases);
+            }
+            Command::LeaseRevoke { id } => {
+                w.put_u8(TAG_LEASE_REVOKE);
+                w.put_u64(*id);
+            }
+            Command::LeaseExpire { id } => {
+                w.put_u8(TAG_LEASE_EXPIRE);
+                w.put_u64(*id);
+            }
         }
         w.finish()
     }
@@ -345,6 +440,20 @@ impl Proposal {
                 Command::DeleteIf { key, condition: Condition::decode_from(&mut r)? }
             }
             TAG_TXN => Command::Txn(Txn::decode_from(&mut r)?),
+            TAG_SET_LEASED => {
+                let key = r.get_str()?.to_owned();
+                let value = r.get_bytes()?.to_vec();
+                let lease = r.get_u64()?;
+                let condition =
+                    if r.get_bool()? { Some(Condition::decode_from(&mut r)?) } else { None };
+                Command::SetLeased { key, value, lease, condition }
+            }
+            TAG_LEASE_GRANT => {
+                let id = if r.get_bool()? { Some(r.get_u64()?) } else { None };
+                Command::LeaseGrant { id, ttl_ms: r.get_u64()?, max_leases: r.get_u64()? }
+            }
+            TAG_LEASE_REVOKE => Command::LeaseRevoke { id: r.get_u64()? },
+            TAG_LEASE_EXPIRE => Command::LeaseExpire { id: r.get_u64()? },
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
         r.finish()?;
@@ -361,6 +470,12 @@ impl Proposal {
             }
             Command::DeleteIf { key, condition } => key.len() + condition.payload_len(),
             Command::Txn(txn) => txn.payload_len(),
+            Command::SetLeased { key, value, condition, .. } => {
+                key.len() + value.len() + condition.as_ref().map_or(0, Condition::payload_len)
+            }
+            Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseExpire { .. } => 0,
         }
     }
 }
@@ -386,6 +501,23 @@ pub(crate) mod tests {
             (".{0,8}", arb_condition())
                 .prop_map(|(key, condition)| Command::DeleteIf { key, condition }),
             crate::txn::tests::arb_txn().prop_map(Command::Txn),
+            (
+                ".{0,8}",
+                proptest::collection::vec(any::<u8>(), 0..16),
+                any::<u64>(),
+                proptest::option::of(arb_condition())
+            )
+                .prop_map(|(key, value, lease, condition)| Command::SetLeased {
+                    key,
+                    value,
+                    lease,
+                    condition
+                }),
+            (proptest::option::of(any::<u64>()), any::<u64>(), any::<u64>()).prop_map(
+                |(id, ttl_ms, max_leases)| Command::LeaseGrant { id, ttl_ms, max_leases }
+            ),
+            any::<u64>().prop_map(|id| Command::LeaseRevoke { id }),
+            any::<u64>().prop_map(|id| Command::LeaseExpire { id }),
         ]
     }
 
@@ -413,6 +545,11 @@ pub(crate) mod tests {
             current.prop_map(|current| WriteOutcome::ConditionFailed { revision: 200, current }),
             (any::<bool>(), any::<u64>())
                 .prop_map(|(succeeded, revision)| WriteOutcome::Txn { succeeded, revision }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, ttl_ms, revision)| {
+                WriteOutcome::LeaseGranted { id, ttl_ms, revision }
+            }),
+            (any::<bool>(), any::<u64>())
+                .prop_map(|(existed, revision)| WriteOutcome::LeaseRevoked { existed, revision }),
         ]
     }
 
@@ -478,6 +615,17 @@ pub(crate) mod tests {
         assert_eq!(tag(delete_if), TAG_DELETE_IF);
         assert_eq!(tag(Command::Txn(Txn::default())), TAG_TXN);
         assert_eq!((TAG_SET, TAG_DELETE, TAG_SET_IF, TAG_DELETE_IF, TAG_TXN), (1, 2, 3, 4, 5));
+        let leased =
+            Command::SetLeased { key: "k".into(), value: vec![], lease: 1, condition: None };
+        assert_eq!(tag(leased), TAG_SET_LEASED);
+        let grant = Command::LeaseGrant { id: None, ttl_ms: 1, max_leases: 1 };
+        assert_eq!(tag(grant), TAG_LEASE_GRANT);
+        assert_eq!(tag(Command::LeaseRevoke { id: 1 }), TAG_LEASE_REVOKE);
+        assert_eq!(tag(Command::LeaseExpire { id: 1 }), TAG_LEASE_EXPIRE);
+        assert_eq!(
+            (TAG_SET_LEASED, TAG_LEASE_GRANT, TAG_LEASE_REVOKE, TAG_LEASE_EXPIRE),
+            (6, 7, 8, 9)
+        );
     }
 
     #[test]

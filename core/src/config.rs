@@ -83,6 +83,13 @@ pub struct Config {
     pub dead_member_timeout_ms: u64,
     /// How much applied history every replica keeps for watches (bytes and revisions).
     pub watch_history: HistoryLimits,
+    /// Leases the cluster may hold at once; a grant beyond is refused
+    /// ([`crate::Error::Lease`] `TooMany`). Travels in each grant, so the leader's applies.
+    pub max_leases: u64,
+    /// Shortest TTL a lease may be granted with, in milliseconds.
+    pub lease_min_ttl_ms: u64,
+    /// Longest TTL a lease may be granted with, in milliseconds.
+    pub lease_max_ttl_ms: u64,
     /// Deliberate bugs for the simulator's self-test. Always off outside tests.
     pub planted_bugs: PlantedBugs,
 }
@@ -118,6 +125,9 @@ impl Config {
             gossip: None,
             dead_member_timeout_ms: 0,
             watch_history: HistoryLimits::default(),
+            max_leases: 10_000,
+            lease_min_ttl_ms: 1_000,
+            lease_max_ttl_ms: 7 * 24 * 3_600 * 1_000,
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -167,6 +177,9 @@ impl Config {
         }
         if self.max_txn_bytes == 0 {
             return bad("max_txn_bytes", "must be positive");
+        }
+        if self.lease_min_ttl_ms == 0 || self.lease_min_ttl_ms > self.lease_max_ttl_ms {
+            return bad("lease_min_ttl_ms", "must be positive and at most lease_max_ttl_ms");
         }
         if self.watch_history.max_revisions == 0 {
             return bad("watch_history", "must keep at least one revision");

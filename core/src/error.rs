@@ -33,6 +33,10 @@ pub enum InvalidArgument {
     TxnTooLarge { len: usize, max: usize },
     #[error("invalid membership change: {0}")]
     Membership(&'static str),
+    #[error("lease TTL is {ttl_ms} ms, it must be within {min_ms}..={max_ms} ms")]
+    LeaseTtl { ttl_ms: u64, min_ms: u64, max_ms: u64 },
+    #[error("lease id 0 is reserved")]
+    LeaseIdZero,
 }
 
 /// Where the leader is, when this node knows.
@@ -85,6 +89,9 @@ pub enum Error {
     /// Retrying succeeds once enough voters are back (or with `force`).
     #[error("membership change refused: {0}")]
     QuorumGuard(#[from] QuorumGuard),
+    /// A lease request (or a write attached to a lease) was refused; nothing was applied.
+    #[error("{0}")]
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 /// Why the strict-quorum guard refused to remove a voter: without it, the voters left would
@@ -149,6 +156,9 @@ impl Error {
             Error::Indeterminate => ErrorClass::Indeterminate,
             Error::Session(SessionError::Expired) => ErrorClass::Misuse,
             Error::Session(_) => ErrorClass::Indeterminate,
+            // Room is made by revoking leases (or by their expiry).
+            Error::Lease(crate::lease::LeaseError::TooMany { .. }) => ErrorClass::Retryable,
+            Error::Lease(_) => ErrorClass::Misuse,
         }
     }
 }

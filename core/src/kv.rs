@@ -10,6 +10,7 @@ use std::ops::Bound;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::command::{Command, Condition, KeyRevisions, Proposal, WriteOutcome};
 use crate::error::{Error, QuotaExceeded};
+use crate::lease::{LeaseError, Leases};
 use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionLimits, Sessions};
 use crate::txn::TxnOpResult;
@@ -123,11 +124,14 @@ pub(crate) struct Keys {
     /// Changes applied since the node last took them ([`StateMachine::take_events`]); empty
     /// between entries, so not part of the state (not encoded, not compared).
     events: Vec<WatchEvent>,
+    /// The leases and the keys attached to them. Here so that every write detaches its key:
+    /// [`Keys::put`] without a lease and [`Keys::remove`] both do.
+    leases: Leases,
 }
 
 impl PartialEq for Keys {
     fn eq(&self, other: &Self) -> bool {
-        self.map == other.map
+        self.map == other.map && self.leases == other.leases
     }
 }
 
@@ -143,11 +147,19 @@ impl std::ops::Deref for Keys {
 
 impl Keys {
     fn from_map(map: BTreeMap<String, Versioned>) -> Self {
-        Self { map, events: Vec::new() }
+        Self { map, events: Vec::new(), leases: Leases::default() }
     }
 
-    /// Sets `key` to `value` at log index `index` (creating it at version 1).
+    /// [`Keys::put`], then attaches `key` to lease `lease` (which must exist).
+    pub(crate) fn put_leased(&mut self, index: u64, key: &str, value: &[u8], lease: u64) {
+        self.put(index, key, value);
+        self.leases.attach(key, lease);
+    }
+
+    /// Sets `key` to `value` at log index `index` (creating it at version 1), detached from any
+    /// lease.
     pub(crate) fn put(&mut self, index: u64, key: &str, value: &[u8]) {
+        self.leases.detach(key);
         let prev_value = match self.map.get_mut(key) {
             Some(v) => {
                 let prev = std::mem::replace(&mut v.value, value.to_vec());
@@ -181,6 +193,7 @@ impl Keys {
     /// nothing and records no event.
     pub(crate) fn remove(&mut self, index: u64, key: &str) -> bool {
         let Some(prev) = self.map.remove(key) else { return false };
+        self.leases.detach(key);
         self.events.push(WatchEvent {
             kind: WatchEventKind::Delete,
             key: key.to_owned(),
@@ -270,6 +283,38 @@ impl StateMachine {
                         reads = Some(applied.results);
                         return Ok(applied.outcome);
                     }
+                    Command::LeaseGrant { id, ttl_ms, max_leases } => {
+                        let id = data.leases.grant(index, *id, *ttl_ms, *max_leases)?;
+                        return Ok(WriteOutcome::LeaseGranted {
+                            id,
+                            ttl_ms: *ttl_ms,
+                            revision: index,
+                        });
+                    }
+                    Command::LeaseRevoke { id } | Command::LeaseExpire { id } => {
+                        let Some(keys) = data.leases.remove(*id) else {
+                            if matches!(command, Command::LeaseExpire { .. }) {
+                                return Ok(WriteOutcome::LeaseRevoked {
+                                    existed: false,
+                                    revision: index,
+                                });
+                            }
+                            return Err(LeaseError::NotFound.into());
+                        };
+                        // Every attached key goes at this one entry: one revision for all.
+                        for key in &keys {
+                            let bytes = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+                            data.remove(index, key);
+                            *state_bytes -= bytes;
+                        }
+                        return Ok(WriteOutcome::LeaseRevoked { existed: true, revision: index });
+                    }
+                    Command::SetLeased { key, lease, .. } => {
+                        if !data.leases.contains(*lease) {
+                            return Err(LeaseError::NotFound.into());
+                        }
+                        key
+                    }
                     Command::Set { key, .. }
                     | Command::Delete { key }
                     | Command::SetIf { key, .. }
@@ -317,6 +362,26 @@ impl StateMachine {
 
     pub fn get(&self, key: &str) -> Option<&Versioned> {
         self.data.get(key)
+    }
+
+    /// The granted leases and their attached keys.
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.data.leases
+    }
+
+    /// How many leases are granted (metrics, the simulator's checkers).
+    pub fn lease_count(&self) -> usize {
+        self.data.leases.len()
+    }
+
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn lease_ttl_ms(&self, id: u64) -> Option<u64> {
+        self.data.leases.get(id).map(|l| l.ttl_ms)
+    }
+
+    /// The lease `key` is attached to, if any.
+    pub fn lease_of(&self, key: &str) -> Option<u64> {
+        self.data.leases.lease_of(key)
     }
 
     /// Bytes of the data: every key and value plus a fixed cost per key (its size in a
@@ -468,12 +533,23 @@ impl StateMachine {
             w.put_u64(v.mod_index);
             w.put_u64(v.version);
         }
+        self.data.leases.encode_to(w);
     }
 
     /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have
     /// produced (unsorted keys, impossible versions) so a decoded state upholds the same
     /// invariants as an applied one.
+    #[cfg(test)]
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_versioned(r, true)
+    }
+
+    /// [`StateMachine::decode_from`] for an encoding with leases (snapshot format 2 on) or
+    /// without (format 1, which has none).
+    pub(crate) fn decode_versioned(
+        r: &mut Reader<'_>,
+        with_leases: bool,
+    ) -> Result<Self, DecodeError> {
         let applied_index = r.get_u64()?;
         let conf = Conf::decode_from(r)?;
         // id + MemberInfo (id, three length prefixes, bool).
@@ -509,7 +585,10 @@ impl StateMachine {
             state_bytes += key_state_bytes(&key, &v.value);
             data.insert(key, v);
         }
-        let data = Keys::from_map(data);
+        let mut data = Keys::from_map(data);
+        if with_leases {
+            data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
+        }
         Ok(Self { data, state_bytes, sessions, members, conf, applied_index })
     }
 }
@@ -526,7 +605,16 @@ fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
         Command::SetIf { key, value, condition } if condition.holds(data.get(key.as_str())) => {
             set_growth(key, value)
         }
+        Command::SetLeased { key, value, condition, .. }
+            if condition.as_ref().is_none_or(|c| c.holds(data.get(key.as_str()))) =>
+        {
+            set_growth(key, value)
+        }
         Command::SetIf { .. }
+        | Command::SetLeased { .. }
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::LeaseExpire { .. }
         | Command::Delete { .. }
         | Command::DeleteIf { .. }
         | Command::Txn(_) => 0,
@@ -555,8 +643,21 @@ fn apply_command(data: &mut Keys, index: u64, command: &Command) -> WriteOutcome
             Ok(()) => apply_command(data, index, &Command::Delete { key: key.clone() }),
             Err(failed) => failed,
         },
+        Command::SetLeased { key, value, lease, condition } => {
+            if let Some(condition) = condition {
+                if let Err(failed) = check(data, index, key, condition) {
+                    return failed;
+                }
+            }
+            data.put_leased(index, key, value, *lease);
+            WriteOutcome::Set { revision: index }
+        }
         // Applied by `txn::apply`, which writes through the `Set` and `Delete` arms above.
         Command::Txn(_) => unreachable!("a transaction is applied by txn::apply"),
+        // Applied by `StateMachine::apply_with_reads` before it gets here.
+        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::LeaseExpire { .. } => {
+            unreachable!("lease commands are applied by apply_with_reads")
+        }
     }
 }
 
@@ -1026,3 +1127,7 @@ mod cas_tests;
 #[cfg(test)]
 #[path = "kv_txn_tests.rs"]
 mod txn_tests;
+
+#[cfg(test)]
+#[path = "kv_lease_tests.rs"]
+mod lease_tests;

@@ -36,6 +36,7 @@ mod config;
 mod error;
 pub mod gossip;
 mod kv;
+mod lease;
 mod log;
 mod members;
 mod node;
@@ -56,6 +57,7 @@ pub use error::{
     RecoveryError, Unavailable,
 };
 pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
+pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};
 pub use node::{

@@ -8,6 +8,9 @@ mod budget_tests;
 mod conf_change;
 mod directory;
 mod gossip;
+#[cfg(test)]
+mod lease_tests;
+mod leases;
 mod membership;
 mod peer_auth;
 mod pipeline;
@@ -35,6 +38,7 @@ use crate::error::{
 };
 use crate::gossip::Gossip;
 use crate::kv::StateMachine;
+use crate::lease::LeaseClock;
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord};
@@ -248,6 +252,8 @@ pub struct Node {
     applied_bytes_since_snapshot: u64,
     /// The counters of [`Node::stats`] (its gauges are read when asked).
     stats: NodeStats,
+    /// The leases' deadlines while this node leads (see `leases`).
+    lease_clock: LeaseClock,
 }
 
 impl std::fmt::Debug for Node {
@@ -415,6 +421,7 @@ impl Node {
             ready_due: false,
             applied_bytes_since_snapshot: 0,
             stats: NodeStats::default(),
+            lease_clock: LeaseClock::default(),
         };
         if node.meta != stored_meta {
             node.persist_meta(true);
@@ -446,6 +453,7 @@ impl Node {
             self.raw.tick();
         }
         self.expire_requests();
+        self.expire_leases();
         self.maybe_promote_learner();
         self.tick_gossip();
         self.after_input();
@@ -617,6 +625,15 @@ impl Node {
                 };
                 self.propose_write(id, checked.map(|()| proposal));
             }
+            Request::SetWithLease { key, value, lease, condition, session } => {
+                self.set_with_lease(id, (key, value, lease), condition, session);
+            }
+            Request::LeaseGrant { id: lease, ttl_ms, session } => {
+                self.lease_grant(id, lease, ttl_ms, session);
+            }
+            Request::LeaseRevoke { id: lease, session } => self.lease_revoke(id, lease, session),
+            Request::LeaseKeepAlive { id: lease } => self.lease_read(id, lease, None),
+            Request::LeaseTimeToLive { id: lease, keys } => self.lease_read(id, lease, Some(keys)),
             Request::Get { key, consistency } => match self.check_key(&key) {
                 Ok(()) => self.read(id, ReadKind::Get { key }, consistency),
                 Err(e) => self.reply(id, Err(e)),

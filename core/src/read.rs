@@ -25,6 +25,17 @@ pub enum ReadKind {
     },
     /// A copy of the whole data for a backup.
     Backup,
+    /// A lease keep-alive, served by the leader of `term` only.
+    LeaseKeepAlive {
+        id: u64,
+        term: u64,
+    },
+    /// A lease's time to live, served by the leader of `term` only.
+    LeaseTimeToLive {
+        id: u64,
+        keys: bool,
+        term: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use crate::backup::BackupSource;
 use crate::command::{Condition, KeyRevisions, SessionRef};
 use crate::error::Error;
 use crate::kv::{RangePage, RangeQuery, Versioned};
+use crate::lease::LeaseTtl;
 use crate::members::{MemberInfo, NodeId};
 use crate::node::ClusterReport;
 use crate::txn::{Txn, TxnResponse};
@@ -53,6 +54,42 @@ pub enum Request {
     Txn {
         txn: Txn,
         session: Option<SessionRef>,
+    },
+    /// `Set` attached to lease `lease` (deleted when the lease is revoked or expires), only
+    /// if `condition` holds when given; answered like `Set`/`SetIf`, or
+    /// [`Error::Lease`] `NotFound` when the lease does not exist when the write is applied.
+    SetWithLease {
+        key: String,
+        value: Vec<u8>,
+        lease: u64,
+        condition: Option<Condition>,
+        session: Option<SessionRef>,
+    },
+    /// Grants a lease with a TTL within [`crate::Config::lease_min_ttl_ms`]..=
+    /// [`crate::Config::lease_max_ttl_ms`]; id `id` (refused if in use) or, without one, one
+    /// the cluster picks. Answered [`Response::LeaseGranted`].
+    LeaseGrant {
+        id: Option<u64>,
+        ttl_ms: u64,
+        session: Option<SessionRef>,
+    },
+    /// Revokes a lease, deleting its keys at one revision; answered
+    /// [`Response::LeaseRevoked`].
+    LeaseRevoke {
+        id: u64,
+        session: Option<SessionRef>,
+    },
+    /// Restarts a lease's TTL. Answered by the leader only (others answer not-leader, like a
+    /// write), once a ReadIndex round confirmed it still leads and it applied every committed
+    /// entry (so an expiry already committed is seen). Answered [`Response::LeaseKeptAlive`].
+    LeaseKeepAlive {
+        id: u64,
+    },
+    /// A lease's TTL and what remains of it, from the leader (after a ReadIndex round, like
+    /// a keep-alive); with its keys if `keys`. Answered [`Response::LeaseTimeToLive`].
+    LeaseTimeToLive {
+        id: u64,
+        keys: bool,
     },
     Get {
         key: String,
@@ -118,6 +155,22 @@ pub enum Response {
     /// The outcome of a [`Request::Txn`] (a failed compare is `succeeded == false`, not an
     /// error).
     Txn(TxnResponse),
+    /// A lease was granted at log index `revision`.
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+        revision: u64,
+    },
+    /// The lease was revoked and its keys deleted at log index `revision`.
+    LeaseRevoked {
+        revision: u64,
+    },
+    /// The lease's TTL restarted: it expires `ttl_ms` from now unless kept alive again.
+    LeaseKeptAlive {
+        id: u64,
+        ttl_ms: u64,
+    },
+    LeaseTimeToLive(LeaseTtl),
     /// `None`: the key does not exist.
     Get(Option<Versioned>),
     Range(RangePage),

@@ -9,7 +9,9 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::kv::StateMachine;
 
 const MAGIC: &[u8; 8] = b"MOKVSNAP";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the state ends with the leases. 1 (no leases) is still read.
+const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION_WITHOUT_LEASES: u32 = 1;
 /// Magic, version and length before the payload, checksum after it.
 const HEADER_LEN: usize = 8 + 4 + 8;
 const TRAILER_LEN: usize = 4;
@@ -56,10 +58,11 @@ impl SnapshotImage {
         if r.get_raw(MAGIC.len())? != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        match r.get_u32()? {
-            FORMAT_VERSION => {}
+        let with_leases = match r.get_u32()? {
+            FORMAT_VERSION => true,
+            FORMAT_VERSION_WITHOUT_LEASES => false,
             v => return Err(DecodeError::UnsupportedVersion(v)),
-        }
+        };
         let len = r.get_u64()?;
         // Checked against the input before anything is sliced or allocated.
         let available = r.remaining().saturating_sub(TRAILER_LEN) as u64;
@@ -76,7 +79,7 @@ impl SnapshotImage {
         let mut p = Reader::new(payload);
         let index = p.get_u64()?;
         let term = p.get_u64()?;
-        let state = StateMachine::decode_from(&mut p)?;
+        let state = StateMachine::decode_versioned(&mut p, with_leases)?;
         p.finish()?;
         Ok(SnapshotImage { index, term, state })
     }
@@ -156,8 +159,8 @@ mod tests {
         assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::BadMagic));
 
         let mut bad = good.clone();
-        bad[8] = 2;
-        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(2)));
+        bad[8] = 3;
+        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(3)));
 
         let mut bad = good.clone();
         bad[12..20].copy_from_slice(&u64::MAX.to_le_bytes());

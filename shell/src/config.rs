@@ -103,6 +103,13 @@ declare::settings! {
         /// Bound on one transaction's keys, values and compared values (plus 16 bytes per
         /// compare and operation); beyond it `Txn` fails INVALID_ARGUMENT.
         max_txn_bytes: usize = core_defaults().max_txn_bytes,
+        /// Leases the cluster may hold at once; a grant beyond is refused RESOURCE_EXHAUSTED
+        /// (the leader's setting applies).
+        max_leases: u64 = core_defaults().max_leases,
+        /// Shortest TTL a lease may be granted with, in milliseconds (INVALID_ARGUMENT below).
+        lease_min_ttl_ms: u64 = core_defaults().lease_min_ttl_ms,
+        /// Longest TTL a lease may be granted with, in milliseconds (INVALID_ARGUMENT above).
+        lease_max_ttl_ms: u64 = core_defaults().lease_max_ttl_ms,
         /// Bytes of applied changes every node keeps for watches (keys, values, previous
         /// values and 48 bytes per change); a watch from an evicted revision is OUT_OF_RANGE.
         watch_history_max_bytes: u64 = core_defaults().watch_history.max_bytes,
@@ -465,6 +472,9 @@ impl NodeConfig {
         c.max_page_bytes = self.max_page_bytes;
         c.max_txn_ops = self.max_txn_ops;
         c.max_txn_bytes = self.max_txn_bytes;
+        c.max_leases = self.max_leases;
+        c.lease_min_ttl_ms = self.lease_min_ttl_ms;
+        c.lease_max_ttl_ms = self.lease_max_ttl_ms;
         c.watch_history = mokv_core::HistoryLimits {
             max_bytes: self.watch_history_max_bytes,
             max_revisions: self.watch_history_max_revisions,

@@ -10,6 +10,7 @@ pub mod gossip_net;
 pub mod inherited;
 pub mod kv_service;
 mod kv_txn;
+pub mod lease_service;
 pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;

@@ -95,7 +95,13 @@ where
 
 async fn set(c: &mut KvClient<Channel>, key: &str, value: &str) -> Result<u64, Status> {
     let r = c
-        .set(SetRequest { key: key.into(), value: value.into(), session: None, condition: None })
+        .set(SetRequest {
+            key: key.into(),
+            value: value.into(),
+            session: None,
+            condition: None,
+            lease: 0,
+        })
         .await?
         .into_inner();
     Ok(r.revision)

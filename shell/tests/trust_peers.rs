@@ -138,8 +138,13 @@ impl Three {
     /// Writes `key` through the leader and waits until node `i` has applied it.
     async fn write_and_await(&self, i: usize, key: &str, value: &str) {
         let mut kv = self.certs.kv(&self.nodes[0].rpc_addr);
-        let set =
-            SetRequest { key: key.into(), value: value.into(), session: None, condition: None };
+        let set = SetRequest {
+            key: key.into(),
+            value: value.into(),
+            session: None,
+            condition: None,
+            lease: 0,
+        };
         kv.set(set).await.unwrap();
         eventually("the write on the follower", || async move {
             (self.serializable_get(i, key).await.as_deref() == Some(value.as_bytes())).then_some(())

@@ -239,6 +239,7 @@ async fn conditions_through_library_cli_and_grpc() {
         value: b"v".to_vec(),
         session: None,
         condition: Some(api::Condition { check }),
+        lease: 0,
     };
     let ok = kv.set(cas(Some(Check::Absent(true)))).await.unwrap().into_inner();
     assert!(ok.ok && ok.condition_failed.is_none());

@@ -80,6 +80,7 @@ async fn single_node(bins: &Bins, tmp: &Path) -> (Certs, Mokvd) {
                 value: b"1".to_vec(),
                 session: None,
                 condition: None,
+                lease: 0,
             };
             kv.set(req).await.ok()
         }

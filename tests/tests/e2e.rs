@@ -24,7 +24,9 @@ async fn raw_set(
     key: &str,
     value: Vec<u8>,
 ) -> Result<u64, tonic::Status> {
-    let r = kv.set(SetRequest { key: key.into(), value, session: None, condition: None }).await?;
+    let r = kv
+        .set(SetRequest { key: key.into(), value, session: None, condition: None, lease: 0 })
+        .await?;
     Ok(r.into_inner().revision)
 }
 

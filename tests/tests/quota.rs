@@ -15,7 +15,7 @@ const VALUE_BYTES: usize = 4 * 1024;
 async fn set(kv: &mut KvClient<Channel>, key: &str) -> Result<u64, tonic::Status> {
     let value = vec![b'v'; VALUE_BYTES];
     Ok(kv
-        .set(SetRequest { key: key.into(), value, session: None, condition: None })
+        .set(SetRequest { key: key.into(), value, session: None, condition: None, lease: 0 })
         .await?
         .into_inner()
         .revision)

@@ -27,8 +27,11 @@ impl Node {
         self.reads.push(WaitingRead { id, kind, deadline_tick });
     }
 
-    fn serve_read(&self, kind: &ReadKind) -> Result<Response, Error> {
+    fn serve_read(&mut self, kind: &ReadKind) -> Result<Response, Error> {
         match kind {
+            ReadKind::LeaseKeepAlive { .. } | ReadKind::LeaseTimeToLive { .. } => {
+                self.serve_lease_read(kind)
+            }
             ReadKind::Get { key } => Ok(Response::Get(self.sm.get(key).cloned())),
             ReadKind::Range { query } => self
                 .sm

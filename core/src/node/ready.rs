@@ -184,6 +184,9 @@ impl Node {
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
         self.sm = image.state;
+        if self.raw.raft.state == StateRole::Leader {
+            self.lease_clock.restart(self.sm.leases(), self.now_ms);
+        }
         if !self.config.planted_bugs.watch_skips_snapshot_boundary() {
             self.history.restart_at(index);
         }
@@ -233,6 +236,9 @@ impl Node {
         let (outcome, reads) =
             self.sm.apply_with_reads(e.index, &proposal, self.config.max_page_bytes);
         self.history.record(self.sm.take_events());
+        if let Ok(applied) = &outcome {
+            self.on_lease_applied(&proposal.command, applied);
+        }
         match outcome {
             Ok(WriteOutcome::Set { revision }) => Ok(Response::Set { revision }),
             Ok(WriteOutcome::Deleted { existed, revision }) => {
@@ -243,6 +249,12 @@ impl Node {
             }
             Ok(WriteOutcome::Txn { succeeded, revision }) => {
                 Ok(Response::Txn(TxnResponse { succeeded, revision, results: reads }))
+            }
+            Ok(WriteOutcome::LeaseGranted { id, ttl_ms, revision }) => {
+                Ok(Response::LeaseGranted { id, ttl_ms, revision })
+            }
+            Ok(WriteOutcome::LeaseRevoked { revision, .. }) => {
+                Ok(Response::LeaseRevoked { revision })
             }
             Err(e) => Err(e),
         }
@@ -420,7 +432,10 @@ impl Node {
         if term_changed && matches!(now.1, Role::Candidate | Role::Leader) {
             self.stats.elections_started += 1;
         }
+        let became_leader =
+            now.1 == Role::Leader && (term_changed || self.observed.1 != Role::Leader);
         self.observed = now;
+        self.on_lease_role(became_leader);
         self.jitter_ticks_left = self.rng.below(self.config.election_ticks as u64);
         if term_changed {
             self.reads.on_term_change(now.0);

@@ -16,6 +16,10 @@
 //! does not hold is an OK answer with `ok = false` and `condition_failed` set (the key's
 //! revisions then), not an error status. They need `consume` on the key besides `produce`.
 //!
+//! `Set` with a non-zero `lease` attaches the key to that lease (the core's `SetWithLease`,
+//! with the request's condition if any); an unknown lease is NOT_FOUND. It needs what the same
+//! `Set` without a lease needs.
+//!
 //! `Txn` runs a transaction (compares, then the success or failure branch) as one write; every
 //! key it touches is authorized first, with the action each part needs (`consume` for compares
 //! and reads, `produce` for writes; both branches, since which runs is decided when applied).
@@ -226,10 +230,17 @@ impl Kv for KvService {
         let r = async {
             let conditional = request.get_ref().condition.is_some();
             self.admit_write(&request, &request.get_ref().key, conditional)?;
-            let SetRequest { key, value, session: s, condition: c } = request.into_inner();
-            let req = match c {
-                None => Request::Set { key, value, session: session(s) },
-                Some(c) => {
+            let SetRequest { key, value, session: s, condition: c, lease } = request.into_inner();
+            let req = match (c, lease) {
+                (c, 1..) => Request::SetWithLease {
+                    key,
+                    value,
+                    lease,
+                    condition: c.map(condition).transpose()?,
+                    session: session(s),
+                },
+                (None, 0) => Request::Set { key, value, session: session(s) },
+                (Some(c), 0) => {
                     Request::SetIf { key, value, condition: condition(c)?, session: session(s) }
                 }
             };

@@ -14,14 +14,17 @@
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
 //! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
 //! | `QuorumGuard`: an operator's removal would leave no live majority of voters | FAILED_PRECONDITION |
+//! | `Lease(NotFound)`: no such lease (never granted, revoked or expired) | NOT_FOUND |
+//! | `Lease(AlreadyExists)`: a grant asked for an id in use | ALREADY_EXISTS |
+//! | `Lease(TooMany)`: the cluster holds its maximum number of leases | RESOURCE_EXHAUSTED |
 //!
 //! A write sent to a follower is not forwarded: the answer is UNAVAILABLE with the leader's
 //! name (`mokv-leader-id`) and client address (`mokv-leader-addr`) in the metadata, which the
 //! client library follows. Messages never contain keys or values (the core's error texts give
 //! lengths only).
 
-use mokv_core::SessionError;
 use mokv_core::{Error, ErrorClass, LeaderHint, Request, Response};
+use mokv_core::{LeaseError, SessionError};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
 
@@ -41,6 +44,8 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
             Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
             // The request is fine; the cluster is not in a state to take it (a voter down).
             Error::QuorumGuard(_) => Status::failed_precondition(e.to_string()),
+            Error::Lease(LeaseError::NotFound) => Status::not_found(e.to_string()),
+            Error::Lease(LeaseError::AlreadyExists) => Status::already_exists(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         },
         ErrorClass::Retryable => match e {
@@ -50,6 +55,8 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
             Error::Unavailable(u) => with_hint(Status::unavailable(u.to_string()), hint),
             // Retryable once data is deleted (or the quota raised); no other node would accept it.
             Error::QuotaExceeded(_) => Status::resource_exhausted(e.to_string()),
+            // Retryable once leases are revoked or expire; no other node would accept it.
+            Error::Lease(_) => Status::resource_exhausted(e.to_string()),
             _ => with_hint(Status::unavailable(e.to_string()), hint),
         },
         ErrorClass::Indeterminate => match e {

@@ -14,6 +14,7 @@ use mokv_core::persist::{NodeMeta, PersistBatch, MAX_REMEMBERED_PEERS};
 use mokv_core::{MemberInfo, Node, NodeId, Request, Role};
 use mokv_proto::api::cluster_server::ClusterServer;
 use mokv_proto::api::kv_server::KvServer;
+use mokv_proto::api::lease_server::LeaseServer;
 use mokv_proto::api::maintenance_server::MaintenanceServer;
 use mokv_proto::api::watch_server::WatchServer;
 use mokv_proto::peer::peer_server::PeerServer;
@@ -25,6 +26,7 @@ use crate::config::NodeConfig;
 use crate::net::cluster_service::ClusterService;
 use crate::net::gossip_net;
 use crate::net::kv_service::KvService;
+use crate::net::lease_service::LeaseService;
 use crate::net::maintenance_service::MaintenanceService;
 use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
@@ -349,6 +351,10 @@ where
     ))
     .max_decoding_message_size(request_limit)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let lease =
+        LeaseServer::new(LeaseService::new(s.handle.clone(), s.stopping.clone(), s.authz.clone()))
+            .max_decoding_message_size(request_limit)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let peer = PeerServer::new(PeerService::new(s.handle))
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -364,6 +370,7 @@ where
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
+        .add_service(lease)
         .add_service(peer)
         .add_service(health_service)
         .add_service(reflection)

@@ -17,6 +17,9 @@
 //! | `Txn` | each key written (`set`, `delete`), in either branch | `produce` |
 //! | `Watch` of a key | the key | `consume` |
 //! | `Watch` of a prefix | the prefix followed by `*`, as for `Range` | `consume` |
+//! | `Lease` service `Grant`, `Revoke`, `KeepAlive` | `lease` | `produce` |
+//! | `Lease` service `TimeToLive` | `lease` | `consume` |
+//! | `Set` with a `lease` | the key | `produce` (as any `Set`) |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
 //! | `Cluster` service (`MemberStatus`, `MemberList`, `MemberRemove`, `TransferLeader`) | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
 //!

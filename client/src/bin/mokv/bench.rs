@@ -226,6 +226,7 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
                     value: value.clone(),
                     session: None,
                     condition: None,
+                    lease: 0,
                 };
                 // Retried until it succeeds: later reads should find every key.
                 while kv.set(req.clone()).await.is_err() {
@@ -318,8 +319,13 @@ async fn run_workload(
                     Workload::Get | Workload::Sget => false,
                 };
                 let ok = if put {
-                    let req =
-                        SetRequest { key: k, value: value.clone(), session: None, condition: None };
+                    let req = SetRequest {
+                        key: k,
+                        value: value.clone(),
+                        session: None,
+                        condition: None,
+                        lease: 0,
+                    };
                     writer.set(req).await.is_ok()
                 } else {
                     let consistency = if w == Workload::Sget {

@@ -19,6 +19,7 @@ use crate::output::{json_line, Output};
 
 mod bench;
 mod exit;
+mod lease;
 mod member;
 mod output;
 mod snapshot;
@@ -86,6 +87,10 @@ enum Command {
         /// Only if KEY was last written at revision R (0: KEY does not exist).
         #[arg(long, value_name = "R")]
         if_mod_revision: Option<u64>,
+        /// Attach KEY to lease ID (`mokv lease grant`): it is deleted when the lease is
+        /// revoked or expires.
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Delete KEY.
     Delete {
@@ -130,6 +135,9 @@ enum Command {
     /// Print every change of KEY (or of every key under --prefix P) as it happens, one line
     /// per change: `PUT <key> <revision> <value>` / `DELETE <key> <revision>`.
     Watch(watch::WatchArgs),
+    /// Leases: keys that live while their lease is kept alive.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Load the cluster (puts, linearizable and serializable gets, a mix) and print
     /// throughput, latency percentiles and per-process CPU cost.
     Bench(bench::BenchArgs),
@@ -290,16 +298,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(e) => println!("{}", String::from_utf8_lossy(&e.value)),
             None => return Err(Failure { exit: Exit::NotFound, message: "key not found".into() }),
         },
-        Command::Set { key, value, if_absent, if_version, if_mod_revision } => {
+        Command::Set { key, value, if_absent, if_version, if_mod_revision, lease } => {
             let condition = match (if_absent, if_version, if_mod_revision) {
                 (true, _, _) => Some(Condition::Absent),
                 (_, Some(n), _) => Some(Condition::Version(n)),
                 (_, _, Some(r)) => Some(Condition::ModRevision(r)),
                 _ => None,
             };
-            let revision = match condition {
-                None => client.set(&key, value.as_bytes()).await?,
-                Some(c) => match client.set_if(&key, value.as_bytes(), c).await? {
+            let revision = match (condition, lease) {
+                (c, Some(lease)) => {
+                    match client.set_with_lease(&key, value.as_bytes(), lease, c).await? {
+                        CasOutcome::Applied { revision } => revision,
+                        failed => return Err(condition_failed(&key, &failed, json)),
+                    }
+                }
+                (None, None) => client.set(&key, value.as_bytes()).await?,
+                (Some(c), None) => match client.set_if(&key, value.as_bytes(), c).await? {
                     CasOutcome::Applied { revision } => revision,
                     failed => return Err(condition_failed(&key, &failed, json)),
                 },
@@ -386,6 +400,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Status(_)
         | Command::Member(_) => {}
         Command::Watch(args) => watch::run(&client, args, json).await?,
+        Command::Lease(command) => lease::run(&client, command, json).await?,
         // Ran in main (bench on its own runtime; completions need no cluster).
         Command::Bench(_) | Command::Completions { .. } => {}
     }

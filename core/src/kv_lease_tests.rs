@@ -1,0 +1,168 @@
+//! Leases in the state machine: grants, attaching keys, revokes and expiries that delete the
+//! attached keys at one revision, detaching by plain writes, and the snapshot encoding.
+
+use super::*;
+use crate::codec::{Reader, Writer};
+use crate::command::SessionRef;
+use crate::snapshot::SnapshotImage;
+
+fn apply(sm: &mut StateMachine, command: Command) -> Result<WriteOutcome, Error> {
+    let index = sm.applied_index() + 1;
+    sm.apply(
+        index,
+        &Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command },
+    )
+}
+
+fn grant(sm: &mut StateMachine, id: Option<u64>) -> u64 {
+    match apply(sm, Command::LeaseGrant { id, ttl_ms: 1_000, max_leases: 100 }) {
+        Ok(WriteOutcome::LeaseGranted { id, .. }) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn set_leased(sm: &mut StateMachine, key: &str, lease: u64) -> Result<WriteOutcome, Error> {
+    apply(sm, Command::SetLeased { key: key.into(), value: b"v".to_vec(), lease, condition: None })
+}
+
+#[test]
+fn revoke_deletes_every_attached_key_at_one_revision() {
+    let mut sm = StateMachine::default();
+    let lease = grant(&mut sm, None);
+    assert_eq!(lease, 1, "derived from the grant's log index");
+    set_leased(&mut sm, "a", lease).unwrap();
+    set_leased(&mut sm, "b", lease).unwrap();
+    apply(&mut sm, Command::Set { key: "plain".into(), value: vec![1] }).unwrap();
+    let bytes_before = sm.state_bytes();
+    sm.take_events().for_each(drop);
+    let out = apply(&mut sm, Command::LeaseRevoke { id: lease });
+    assert_eq!(out, Ok(WriteOutcome::LeaseRevoked { existed: true, revision: 5 }));
+    assert!(sm.get("a").is_none() && sm.get("b").is_none());
+    assert!(sm.get("plain").is_some());
+    assert!(sm.state_bytes() < bytes_before);
+    assert_eq!(sm.state_bytes(), key_state_bytes("plain", &[1]));
+    let events: Vec<_> = sm.take_events().map(|e| (e.key, e.kind, e.revision)).collect();
+    assert_eq!(
+        events,
+        vec![
+            ("a".to_owned(), WatchEventKind::Delete, 5),
+            ("b".to_owned(), WatchEventKind::Delete, 5)
+        ]
+    );
+    assert_eq!(sm.lease_count(), 0);
+    // A second revoke is an error; an expiry of a gone lease is not.
+    assert_eq!(
+        apply(&mut sm, Command::LeaseRevoke { id: lease }),
+        Err(LeaseError::NotFound.into())
+    );
+    assert_eq!(
+        apply(&mut sm, Command::LeaseExpire { id: lease }),
+        Ok(WriteOutcome::LeaseRevoked { existed: false, revision: 7 })
+    );
+}
+
+#[test]
+fn plain_writes_and_deletes_detach_and_unknown_leases_write_nothing() {
+    let mut sm = StateMachine::default();
+    let lease = grant(&mut sm, Some(42));
+    assert_eq!(lease, 42);
+    for key in ["set", "deleted", "txn", "kept"] {
+        set_leased(&mut sm, key, lease).unwrap();
+    }
+    apply(&mut sm, Command::Set { key: "set".into(), value: vec![2] }).unwrap();
+    apply(&mut sm, Command::Delete { key: "deleted".into() }).unwrap();
+    let txn = crate::txn::Txn {
+        success: vec![crate::txn::TxnOp::Set { key: "txn".into(), value: vec![3] }],
+        ..crate::txn::Txn::default()
+    };
+    apply(&mut sm, Command::Txn(txn)).unwrap();
+    assert_eq!(sm.lease_of("set"), None);
+    assert_eq!(sm.lease_of("txn"), None);
+    assert_eq!(sm.lease_of("kept"), Some(42));
+    // Recreating the deleted key without a lease keeps it past the revoke.
+    apply(&mut sm, Command::Set { key: "deleted".into(), value: vec![] }).unwrap();
+    apply(&mut sm, Command::LeaseExpire { id: lease }).unwrap();
+    let keys: Vec<_> = sm.data().keys().cloned().collect();
+    assert_eq!(keys, ["deleted", "set", "txn"]);
+    // A write with an unknown lease is refused and changes nothing.
+    let before = sm.clone();
+    assert_eq!(set_leased(&mut sm, "new", 42), Err(LeaseError::NotFound.into()));
+    assert_eq!(sm.data(), before.data());
+}
+
+#[test]
+fn a_conditional_leased_write_is_decided_like_set_if() {
+    let mut sm = StateMachine::default();
+    let lease = grant(&mut sm, None);
+    let lock = |sm: &mut StateMachine| {
+        apply(
+            sm,
+            Command::SetLeased {
+                key: "lock".into(),
+                value: b"me".to_vec(),
+                lease,
+                condition: Some(Condition::Absent),
+            },
+        )
+    };
+    assert_eq!(lock(&mut sm), Ok(WriteOutcome::Set { revision: 2 }));
+    assert!(matches!(lock(&mut sm), Ok(WriteOutcome::ConditionFailed { revision: 3, .. })));
+    assert_eq!(sm.lease_of("lock"), Some(lease));
+}
+
+#[test]
+fn a_retried_grant_gets_its_first_id() {
+    let mut sm = StateMachine::default();
+    let session = Some(SessionRef { client_id: 3, seq: 1, first_unacked_seq: 1 });
+    let p = Proposal {
+        session,
+        proposed_at_ms: 0,
+        quota_state_bytes: None,
+        command: Command::LeaseGrant { id: None, ttl_ms: 1_000, max_leases: 10 },
+    };
+    let first = sm.apply(1, &p);
+    assert_eq!(sm.apply(2, &p), first);
+    assert_eq!(sm.lease_count(), 1);
+}
+
+#[test]
+fn snapshots_keep_leases_and_old_encodings_still_decode() {
+    let mut sm = StateMachine::default();
+    let lease = grant(&mut sm, None);
+    set_leased(&mut sm, "a", lease).unwrap();
+    grant(&mut sm, Some(9));
+    let image = SnapshotImage { index: sm.applied_index(), term: 2, state: sm.clone() };
+    let restored = SnapshotImage::decode(&image.encode()).unwrap();
+    assert_eq!(restored, image);
+    assert_eq!(restored.state.lease_of("a"), Some(lease));
+    assert_eq!(restored.state.digest(), sm.digest());
+
+    // Format 1: the same state without the lease table at the end.
+    let mut plain = StateMachine::default();
+    apply(&mut plain, Command::Set { key: "k".into(), value: vec![1] }).unwrap();
+    let mut w = Writer::new();
+    plain.encode_to(&mut w);
+    let mut payload = w.finish();
+    payload.truncate(payload.len() - 8); // the empty lease table's count
+    let mut body = Writer::new();
+    body.put_u64(1);
+    body.put_u64(1);
+    body.put_raw(&payload);
+    let body = body.finish();
+    let mut frame = Writer::new();
+    frame.put_raw(b"MOKVSNAP");
+    frame.put_u32(1);
+    frame.put_u64(body.len() as u64);
+    frame.put_raw(&body);
+    frame.put_u32(crc32fast::hash(&body));
+    let old = SnapshotImage::decode(&frame.finish()).unwrap();
+    assert_eq!(old.state, plain);
+
+    // An encoding that attaches a key the data does not hold is refused.
+    let mut w = Writer::new();
+    sm.encode_to(&mut w);
+    let mut bytes = w.finish();
+    let at = bytes.len() - 1 - (8 + 8 + 8); // the last byte of key "a"'s string in the table
+    bytes[at] = b'z';
+    assert!(StateMachine::decode_from(&mut Reader::new(&bytes)).is_err());
+}
