@@ -401,8 +401,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Member(_) => {}
         Command::Watch(args) => watch::run(&client, args, json).await?,
         Command::Lease(command) => lease::run(&client, command, json).await?,
-        // Ran in main (bench on its own runtime; completions need no cluster).
-        Command::Bench(_) | Command::Completions { .. } => {}
     }
     Ok(())
 }
