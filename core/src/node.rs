@@ -856,11 +856,10 @@ impl Node {
         if !self.config.planted_bugs.cas_at_propose() || self.check_leader().is_err() {
             return Some(command);
         }
-        let (key, condition) = match &command {
-            Command::SetIf { key, condition, .. } | Command::DeleteIf { key, condition } => {
-                (key, condition)
-            }
-            _ => return Some(command),
+        let (Command::SetIf { key, condition, .. } | Command::DeleteIf { key, condition }) =
+            &command
+        else {
+            return Some(command);
         };
         let current = self.sm.get(key);
         if !condition.holds(current) {

@@ -81,7 +81,7 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
             && m.id.raft_id != 0
             && !ids.contains(&m.id.raft_id)
             && (m.id.cluster_id == 0 || m.id.cluster_id == i.cluster_id)
-            && !i.removed.get(&m.id.raft_id).is_some_and(|started| m.id.started_ms <= *started)
+            && i.removed.get(&m.id.raft_id).is_none_or(|started| m.id.started_ms > *started)
     });
     for g in candidates {
         let namesake =

@@ -157,7 +157,7 @@ impl Watches {
         let live: Vec<NodeId> =
             nodes.iter().copied().filter(|&id| c.is_up(id) && !c.is_paused(id)).collect();
         for w in &mut self.watchers {
-            if now % w.period != 0 || live.is_empty() {
+            if !now.is_multiple_of(w.period) || live.is_empty() {
                 continue;
             }
             let move_away = !live.contains(&w.node)

@@ -234,7 +234,7 @@ async fn watch_statuses_compacted_too_slow_denied() {
     assert_eq!((e.has_prev_value, e.prev_value.as_slice()), (true, &[prev][..]));
 
     // Revision 1 is the bootstrap snapshot on n1; the others joined by a snapshot too.
-    let status = w.watch(request("p/", true, 1)).await.err().expect("a compacted start");
+    let status = w.watch(request("p/", true, 1)).await.expect_err("a compacted start");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("the oldest available revision is"), "{status:?}");
     let oldest: u64 = status
@@ -248,7 +248,7 @@ async fn watch_statuses_compacted_too_slow_denied() {
 
     // `nobody` may not consume anything.
     let mut denied = WatchClient::new(cluster.certs.channel(&addr, Some("nobody")));
-    let status = denied.watch(request("p/", true, 0)).await.err().expect("a denied watch");
+    let status = denied.watch(request("p/", true, 0)).await.expect_err("a denied watch");
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // A reader that does not read: once the HTTP/2 windows (about 1 MiB each way) are full,

@@ -32,7 +32,7 @@ impl PeerRefusals {
         let mut log = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         log.unreported += 1;
         let now = Instant::now();
-        if !log.last_warning.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
+        if log.last_warning.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
             tracing::warn!(
                 stream,
                 caller,
