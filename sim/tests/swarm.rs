@@ -1,6 +1,6 @@
 //! The swarm: many seeds, each with its own fault mix, every checker on every run.
 //!
-//! - `swarm`: 100,000 seeds on every core (`MOKV_SIM_SEEDS=<n>` runs n instead,
+//! - `swarm`: 60,000 seeds on every core (`MOKV_SIM_SEEDS=<n>` runs n instead,
 //!   `MOKV_SIM_FIRST_SEED=<s>` starts at s, `MOKV_SIM_THREADS=<t>` uses t threads); it prints
 //!   the range it ran and the seeds per second on stderr.
 //! - `determinism`: a sample of seeds run twice must give identical traces and histories.
@@ -20,7 +20,7 @@ use sim::workload::WorkloadKnobs;
 use sim::{Cluster, Violation};
 
 /// Seeds the default `cargo test -p sim` runs (`MOKV_SIM_SEEDS` to change).
-const DEFAULT_SEEDS: u64 = 100_000;
+const DEFAULT_SEEDS: u64 = 60_000;
 
 /// The swarm: `MOKV_SIM_SEEDS` seeds from `MOKV_SIM_FIRST_SEED` on, on every core.
 #[test]
