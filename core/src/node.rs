@@ -11,6 +11,8 @@ mod gossip;
 #[cfg(test)]
 mod lease_tests;
 mod leases;
+#[cfg(test)]
+mod lone_leader;
 mod membership;
 mod peer_auth;
 mod pipeline;

@@ -2,62 +2,15 @@
 //! keep-alives that postpone it, TTLs restarted in full by a new leader, and none of it on a
 //! follower.
 
-use std::num::NonZeroU64;
-
+use super::lone_leader::{call, drain, lone_leader};
 use super::tests::{drain_and_ack, three_voters_at_one};
 use super::{Node, Now, Role};
 use crate::command::{Command, Proposal};
 use crate::config::Config;
 use crate::error::{Error, InvalidArgument};
 use crate::lease::{LeaseError, LeaseTtl};
-use crate::members::MemberInfo;
 use crate::persist::DurableState;
-use crate::request::{Reply, Request, RequestId, Response};
-
-/// A bootstrapped single-node cluster, leader of itself, and the in-memory disk it writes to.
-fn lone_leader() -> (Node, DurableState) {
-    let config = Config::new(1, 3);
-    let info = MemberInfo {
-        id: 1,
-        name: "n1".into(),
-        peer_addr: "peer:1".into(),
-        rpc_addr: "rpc:1".into(),
-        auto_promote: false,
-    };
-    let mut disk = DurableState::default();
-    disk.apply(&Node::bootstrap(&info, &config, NonZeroU64::new(9).unwrap()));
-    let mut node = Node::new(config, disk.clone()).unwrap();
-    drain(&mut node, &mut disk);
-    assert_eq!(node.status().role, Role::Leader);
-    (node, disk)
-}
-
-fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<Reply> {
-    let mut replies = Vec::new();
-    loop {
-        let mut last = None;
-        while let Some(b) = node.poll_persist() {
-            disk.apply(&b);
-            last = Some(b.id);
-        }
-        while node.poll_transmit().is_some() {}
-        while let Some(r) = node.poll_reply() {
-            replies.push(r);
-        }
-        while node.poll_event().is_some() {}
-        match last {
-            Some(id) => node.handle_persisted(id),
-            None => return replies,
-        }
-    }
-}
-
-fn call(node: &mut Node, disk: &mut DurableState, id: RequestId, request: Request) -> Reply {
-    node.handle_request(id, request);
-    let mut replies = drain(node, disk);
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies.remove(0)
-}
+use crate::request::{Reply, Request, Response};
 
 /// One tick at monotonic `ms`, drained.
 fn tick(node: &mut Node, disk: &mut DurableState, ms: u64) {
@@ -90,7 +43,7 @@ fn keep_alive(node: &mut Node, disk: &mut DurableState, lease: u64) -> Reply {
 
 #[test]
 fn a_lease_expires_after_its_ttl_of_ticks_and_keep_alives_postpone_it() {
-    let (mut node, mut disk) = lone_leader();
+    let (mut node, mut disk) = lone_leader(Config::new(1, 3));
     tick(&mut node, &mut disk, 10_000);
     let lease = grant(&mut node, &mut disk, 1_000);
     assert!(set_leased(&mut node, &mut disk, "k", lease).result.is_ok());
@@ -115,7 +68,7 @@ fn a_lease_expires_after_its_ttl_of_ticks_and_keep_alives_postpone_it() {
 
 #[test]
 fn bad_grants_and_unknown_leases_are_refused() {
-    let (mut node, mut disk) = lone_leader();
+    let (mut node, mut disk) = lone_leader(Config::new(1, 3));
     let r =
         call(&mut node, &mut disk, 1, Request::LeaseGrant { id: None, ttl_ms: 1, session: None });
     assert!(matches!(r.result, Err(Error::InvalidArgument(InvalidArgument::LeaseTtl { .. }))));
@@ -132,7 +85,7 @@ fn bad_grants_and_unknown_leases_are_refused() {
 
 #[test]
 fn the_lease_bound_refuses_grants_beyond_it() {
-    let (mut node, mut disk) = lone_leader();
+    let (mut node, mut disk) = lone_leader(Config::new(1, 3));
     node.config.max_leases = 2;
     grant(&mut node, &mut disk, 5_000);
     grant(&mut node, &mut disk, 5_000);
@@ -150,7 +103,7 @@ fn the_lease_bound_refuses_grants_beyond_it() {
 /// the moment it leads, however late that is on its clock.
 #[test]
 fn a_new_leader_restarts_every_ttl_in_full() {
-    let (mut node, mut disk) = lone_leader();
+    let (mut node, mut disk) = lone_leader(Config::new(1, 3));
     tick(&mut node, &mut disk, 1_000);
     let lease = grant(&mut node, &mut disk, 2_000);
     assert!(set_leased(&mut node, &mut disk, "k", lease).result.is_ok());
