@@ -766,3 +766,67 @@ pub fn mokv_cli(bins: &Bins, certs: &Certs, who: &str, endpoint: &str, args: &[&
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A running `mokv` command as root (a watch, a keep-alive loop) whose stdout lines are
+/// collected as they come; killed when dropped.
+#[derive(Debug)]
+pub struct MokvProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl MokvProcess {
+    /// Starts `mokv <args>` against `endpoints` with the root client certificate.
+    pub fn start(bins: &Bins, certs: &Certs, endpoints: &[&str], args: &[&str]) -> MokvProcess {
+        let mut child = Command::new(&bins.mokv)
+            .args(["--endpoints", &endpoints.join(","), "--ca"])
+            .arg(certs.path("ca.pem"))
+            .arg("--cert")
+            .arg(certs.path("root.pem"))
+            .arg("--key")
+            .arg(certs.path("root-key.pem"))
+            .args(args)
+            .env_remove("MOKV_ENDPOINTS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting mokv");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        MokvProcess { child, lines }
+    }
+
+    /// The stdout lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// How many printed lines start with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.lines().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    /// Whether the process has not exited.
+    pub fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process and reaps it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MokvProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

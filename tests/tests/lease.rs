@@ -3,70 +3,13 @@
 //! `mokv watch` process seeing the DELETE when a lease expires; and a lease kept alive across
 //! kill -9 of the leader.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mokv_client::ReadOptions;
-use mokv_tests::{eventually, eventually_within, find_leader, mokv_cli, Bins, Certs, Cluster};
-
-/// A running `mokv` command (a watch, a keep-alive loop) whose stdout lines are collected.
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(bins: &Bins, certs: &Certs, endpoints: &[&str], args: &[&str]) -> Running {
-        let mut child = Command::new(&bins.mokv)
-            .args(["--endpoints", &endpoints.join(","), "--ca"])
-            .arg(certs.path("ca.pem"))
-            .arg("--cert")
-            .arg(certs.path("root.pem"))
-            .arg("--key")
-            .arg(certs.path("root-key.pem"))
-            .args(args)
-            .env_remove("MOKV_ENDPOINTS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting mokv");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.lines().iter().filter(|l| l.starts_with(prefix)).count()
-    }
-
-    fn still_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use mokv_tests::{
+    eventually, eventually_within, find_leader, mokv_cli, Bins, Cluster, MokvProcess,
+};
 
 fn cli_ok(cluster: &Cluster, args: &[&str]) -> String {
     let run = mokv_cli(&cluster.bins, &cluster.certs, "root", &cluster.addrs().join(","), args);
@@ -89,9 +32,9 @@ async fn a_leased_key_lives_while_kept_alive_and_goes_at_expiry_or_revoke() {
     let id_n: u64 = id.parse().expect("the lease id");
     let set = cli_ok(&cluster, &["set", "svc/a", "up", "--lease", &id]);
     assert!(set.starts_with("OK (revision "), "{set}");
-    let mut watch = Running::start(&cluster.bins, &cluster.certs, &addrs, &["watch", "svc/a"]);
+    let mut watch = MokvProcess::start(&cluster.bins, &cluster.certs, &addrs, &["watch", "svc/a"]);
     let mut keeper =
-        Running::start(&cluster.bins, &cluster.certs, &addrs, &["lease", "keepalive", &id]);
+        MokvProcess::start(&cluster.bins, &cluster.certs, &addrs, &["lease", "keepalive", &id]);
 
     // Kept alive for more than 2 × TTL: the key stays (observed: keep-alives answered all
     // along, and the key read after the period).
@@ -143,7 +86,7 @@ async fn a_leased_key_lives_while_kept_alive_and_goes_at_expiry_or_revoke() {
     let mokv_client::CasOutcome::Applied { revision: first } = first else { panic!("{first:?}") };
     client.set_with_lease("svc/d", b"1", lease.id, None).await.unwrap();
     let from = first.to_string();
-    let mut watch_all = Running::start(
+    let mut watch_all = MokvProcess::start(
         &cluster.bins,
         &cluster.certs,
         &addrs,

@@ -3,53 +3,25 @@
 //! with (compacted, too slow, denied), read from the raw gRPC stream.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mokv_client::ClientError;
 use mokv_proto::api::watch_client::WatchClient;
 use mokv_proto::api::{EventType, WatchRequest};
-use mokv_tests::{eventually, eventually_within, find_leader, Bins, Certs, Cluster};
+use mokv_tests::{eventually, eventually_within, find_leader, Bins, Certs, Cluster, MokvProcess};
 use tonic::Code;
 
 /// A running `mokv watch` whose stdout lines are collected as they come.
-struct Watcher {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+struct Watcher(MokvProcess);
 
 impl Watcher {
     fn start(bins: &Bins, certs: &Certs, endpoints: &[&str], args: &[&str]) -> Watcher {
-        let mut child = Command::new(&bins.mokv)
-            .args(["--endpoints", &endpoints.join(","), "--ca"])
-            .arg(certs.path("ca.pem"))
-            .arg("--cert")
-            .arg(certs.path("root.pem"))
-            .arg("--key")
-            .arg(certs.path("root-key.pem"))
-            .arg("watch")
-            .args(args)
-            .env_remove("MOKV_ENDPOINTS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting mokv watch");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Watcher { child, lines }
+        let args: Vec<&str> = std::iter::once("watch").chain(args.iter().copied()).collect();
+        Watcher(MokvProcess::start(bins, certs, endpoints, &args))
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.0.lines()
     }
 
     /// Whether it printed `PUT <key> <revision> ...`.
@@ -59,14 +31,7 @@ impl Watcher {
     }
 
     fn still_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.still_running()
     }
 }
 
