@@ -236,6 +236,10 @@ pub struct PlantedBugs {
     /// from before the snapshot silently skips the changes the snapshot covered.
     #[cfg(feature = "planted-bugs")]
     pub watch_skips_snapshot_boundary: bool,
+    /// Answer a lease keep-alive without restarting the lease's TTL: the lease expires its
+    /// TTL after the grant (or the last failover) however often it is kept alive.
+    #[cfg(feature = "planted-bugs")]
+    pub lease_keepalive_not_renewed: bool,
 }
 
 /// One query per switch: the field with the feature, `false` (a constant) without it.
@@ -271,4 +275,5 @@ planted_bug_queries!(
     cas_at_propose,
     txn_first_op_only,
     watch_skips_snapshot_boundary,
+    lease_keepalive_not_renewed,
 );

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use mokv_core::{NodeId, Rng};
 
+use crate::check_lease::LeaseHolders;
 use crate::check_watch::Watches;
 use crate::checker::Observer;
 use crate::cluster::Cluster;
@@ -80,6 +81,8 @@ pub struct Harness {
     pub observer: Observer,
     /// Watchers and the committed change log they are checked against.
     pub watches: Watches,
+    /// Lease holders, checked as they go.
+    pub leases: LeaseHolders,
     pub problems: Problems,
     pub knobs: WorkloadKnobs,
     /// The last value a write of this run carries (every written value is unique).

@@ -9,7 +9,8 @@
 //! seed), forms the cluster, injects faults and operates the cluster, and says what
 //! "converged" means after the heal; the runner drives concurrent clients ([`workload`]) whose
 //! operations are recorded ([`history`]), then checks the history and the cluster
-//! ([`checker`], [`linearizability`]). What is wrong comes back typed ([`violation`]); the
+//! ([`checker`], [`linearizability`]), the watchers ([`check_watch`]) and the lease holders
+//! ([`check_lease`]). What is wrong comes back typed ([`violation`]); the
 //! trace hash is taken over encoded bytes ([`trace`]).
 //!
 //! Scenarios ([`scenario`]): the swarm ([`scenario::FaultScenario`]: every network and process
@@ -23,6 +24,7 @@
 //! Level 2 (`tests/shell_turmoil.rs` with `tests/level2/`) runs the real shell and client over
 //! turmoil's simulated network and checks its histories with the same [`checker`].
 
+pub mod check_lease;
 pub mod check_watch;
 pub mod checker;
 pub mod cluster;

@@ -22,6 +22,7 @@ use std::fmt;
 
 use mokv_core::{NodeId, PlantedBugs, Rng};
 
+use crate::check_lease::LeaseHolders;
 use crate::check_watch::Watches;
 use crate::checker::{self, Observer};
 use crate::cluster::{Cluster, NetFaults};
@@ -151,6 +152,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.watch_skips_snapshot_boundary {
         v.push("watch_skips_snapshot_boundary");
     }
+    if b.lease_keepalive_not_renewed {
+        v.push("lease_keepalive_not_renewed");
+    }
     v.join(",")
 }
 
@@ -167,6 +171,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "cas_at_propose" => b.cas_at_propose = true,
             "txn_first_op_only" => b.txn_first_op_only = true,
             "watch_skips_snapshot_boundary" => b.watch_skips_snapshot_boundary = true,
+            "lease_keepalive_not_renewed" => b.lease_keepalive_not_renewed = true,
             _ => {}
         }
     }
@@ -212,6 +217,7 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     let watch_nodes = s.nodes(&setup.cluster);
     let mut h = Harness {
         watches: Watches::new(seed, &watch_nodes),
+        leases: LeaseHolders::new(seed),
         c: setup.cluster,
         rng,
         history: History::default(),
@@ -245,6 +251,12 @@ fn run_inner<S: Scenario>(seed: u64, bugs: PlantedBugs, trace: bool) -> RunRepor
     h.counters.insert("watch_events", h.watches.events_seen() as u64);
     h.counters.insert("watch_failovers", h.watches.failovers);
     h.counters.insert("watch_restarts", h.watches.restarts);
+    h.counters.insert("leases_granted", h.leases.granted);
+    h.counters.insert("lease_keepalives", h.leases.kept_alive);
+    h.counters.insert("leases_revoked", h.leases.revoked);
+    h.counters.insert("leases_expired", h.leases.expired);
+    let leases = std::mem::replace(&mut h.leases, LeaseHolders::none());
+    violations.extend(leases.into_violations().into_iter().map(Violation::Lease));
     let watches = std::mem::replace(&mut h.watches, Watches::new(seed, &[]));
     violations.extend(watches.check(&h.history).into_iter().map(Violation::Watch));
     let findings = checker::check_history(&h.history);
@@ -287,6 +299,7 @@ pub fn tick<S: Scenario>(h: &mut Harness, s: &mut S, phase: Phase) {
             }
         }
     }
+    h.leases.poll(&mut h.c, &nodes, phase, h.trace);
     s.operate(h, &nodes);
     h.c.step();
     h.observer.observe(&h.c);
@@ -340,10 +353,14 @@ fn heal_phase<S: Scenario>(h: &mut Harness, s: &mut S) -> Result<(), Violation> 
     s.after_heal(h);
     let start = h.c.now();
     while h.c.now() - start < LIVENESS_TICKS {
-        if h.clients.iter().all(Client::is_idle) {
+        if h.clients.iter().all(Client::is_idle) && h.leases.is_idle() {
             break;
         }
         tick(h, s, Phase::Drain);
+    }
+    if !h.leases.is_idle() {
+        h.dump_views();
+        return Err(Violation::LeaseHolderStuck { ticks: LIVENESS_TICKS });
     }
     if let Some(cl) = h.clients.iter().find(|c| !c.is_idle()) {
         h.dump_views();

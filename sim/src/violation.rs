@@ -39,6 +39,10 @@ pub enum Violation {
     History(HistoryViolation),
     /// A watcher's events differ from the committed changes ([`crate::check_watch`]).
     Watch(crate::check_watch::WatchViolation),
+    /// A lease holder saw its lease end early or its key outlive it ([`crate::check_lease`]).
+    Lease(crate::check_lease::LeaseViolation),
+    /// A lease holder still waited for an answer `ticks` after the heal.
+    LeaseHolderStuck { ticks: u64 },
 }
 
 impl Violation {
@@ -54,6 +58,7 @@ impl Violation {
             Violation::ClientStuck { .. }
                 | Violation::FreshOpUnfinished { .. }
                 | Violation::Unanswered { .. }
+                | Violation::LeaseHolderStuck { .. }
         )
     }
 }
@@ -102,6 +107,10 @@ impl fmt::Display for Violation {
             Violation::Workload(p) => write!(f, "workload: {p}"),
             Violation::History(v) => v.fmt(f),
             Violation::Watch(v) => v.fmt(f),
+            Violation::Lease(v) => v.fmt(f),
+            Violation::LeaseHolderStuck { ticks } => {
+                write!(f, "liveness: a lease holder still waiting {ticks} ticks after the heal")
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   test's own, clean and never converging.
 
 use mokv_core::{Config, NodeId, PlantedBugs, Rng};
+use sim::check_lease::LeaseViolation;
 use sim::harness::{FaultTiming, Harness};
 use sim::runner::{parse_bugs, Scenario, Setup};
 use sim::scenario::FaultScenario;
@@ -144,6 +145,27 @@ fn planted_txn_first_op_only_is_caught() {
     assert!(seed.is_some(), "a partly applied transaction went unnoticed");
 }
 
+/// A keep-alive answered without restarting the TTL: a held lease expires a TTL after its
+/// grant while its holder keeps it alive. The lease holders' no-early-expiry check catches it
+/// (and only that check: the history checkers never see lease keys).
+#[test]
+fn planted_lease_keepalive_not_renewed_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.lease_keepalive_not_renewed = true;
+    let caught = (0..200).find(|&seed| {
+        let report = sim::run::<FaultScenario>(seed, bugs, false);
+        let early = report
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::Lease(LeaseViolation::ExpiredEarly { .. })));
+        if early {
+            println!("caught: {}", report.failure_line().unwrap_or_default());
+        }
+        early
+    });
+    assert!(caught.is_some(), "keep-alives that renew nothing went unnoticed");
+}
+
 /// A liveness bug only the liveness checker can see: reads wait forever for rounds that were
 /// lost (every read answered is still correct, so no safety checker fires).
 #[test]
@@ -172,6 +194,7 @@ fn planted_survey() {
         "skip_read_retry",
         "cas_at_propose",
         "txn_first_op_only",
+        "lease_keepalive_not_renewed",
     ] {
         let bugs = parse_bugs(name);
         let mut kinds = std::collections::BTreeMap::<String, u32>::new();

@@ -183,3 +183,52 @@ fn only_the_leader_expires_and_a_new_one_counts_from_its_election() {
     node.handle_tick(Now { monotonic_ms: 51_100, wall_ms: 51_100 });
     assert!(!proposes_expiry(&drain_and_ack(&mut node).0));
 }
+
+/// Every output of `node` drained; persist batches are written to `disk` but NOT acknowledged
+/// (they stay in flight, so what they carry does not commit on a lone leader).
+fn drain_unacked(
+    node: &mut Node,
+    disk: &mut DurableState,
+) -> (Vec<crate::persist::PersistBatch>, Vec<Reply>) {
+    let (mut batches, mut replies) = (Vec::new(), Vec::new());
+    while let Some(b) = node.poll_persist() {
+        disk.apply(&b);
+        batches.push(b);
+    }
+    while node.poll_transmit().is_some() {}
+    while let Some(r) = node.poll_reply() {
+        replies.push(r);
+    }
+    while node.poll_event().is_some() {}
+    (batches, replies)
+}
+
+/// Found by the simulator's lease holders: a keep-alive (or TTL query) of a lease whose expiry
+/// was proposed but not yet applied was answered "not found" at once, while its keys could
+/// still be read. It now waits for the expiry to apply.
+#[test]
+fn a_keep_alive_during_a_proposed_expiry_waits_until_the_keys_are_gone() {
+    let (mut node, mut disk) = lone_leader(Config::new(1, 3));
+    tick(&mut node, &mut disk, 10_000);
+    let lease = grant(&mut node, &mut disk, 1_000);
+    assert!(set_leased(&mut node, &mut disk, "k", lease).result.is_ok());
+    // Due: the expiry is proposed, its entry in a persist batch not yet durable.
+    node.handle_tick(Now { monotonic_ms: 11_000, wall_ms: 11_000 });
+    let (batches, replies) = drain_unacked(&mut node, &mut disk);
+    assert!(proposes_expiry(&batches) && replies.is_empty());
+    node.handle_request(7, Request::LeaseKeepAlive { id: lease });
+    node.handle_request(8, Request::LeaseTimeToLive { id: lease, keys: false });
+    node.handle_tick(Now { monotonic_ms: 11_100, wall_ms: 11_100 });
+    let (_, replies) = drain_unacked(&mut node, &mut disk);
+    assert!(replies.is_empty(), "answered before the expiry applied: {replies:?}");
+    assert!(node.state().get("k").is_some());
+    // The expiry becomes durable, commits and applies: both are answered "not found".
+    let last = batches.last().unwrap().id;
+    node.handle_persisted(last);
+    let replies = drain(&mut node, &mut disk);
+    assert!(node.state().get("k").is_none());
+    let mut answered: Vec<_> = replies.iter().map(|r| (r.id, r.result.clone())).collect();
+    answered.sort_by_key(|(id, _)| *id);
+    let not_found = Err(Error::Lease(LeaseError::NotFound));
+    assert_eq!(answered, vec![(7, not_found.clone()), (8, not_found)]);
+}

@@ -96,6 +96,24 @@ impl Node {
         self.propose_write(id, proposal);
     }
 
+    /// Whether `kind` is a keep-alive or time-to-live query of a lease whose expiry this
+    /// leader proposed but has not applied: it goes through another ReadIndex round. A
+    /// keep-alive must not renew a lease that is being expired, and answering "not found"
+    /// before the expiry is applied would tell the holder its keys are gone while they are
+    /// still readable (and, should the expiry entry be lost with this leader, that the lease
+    /// is gone while it lives on).
+    pub(super) fn lease_read_waits_for_expiry(&self, kind: &ReadKind) -> bool {
+        match kind {
+            ReadKind::LeaseKeepAlive { id, term } | ReadKind::LeaseTimeToLive { id, term, .. } => {
+                self.raw.raft.state == StateRole::Leader
+                    && self.raw.raft.term == *term
+                    && self.sm.lease_ttl_ms(*id).is_some()
+                    && self.lease_clock.is_expiring(*id)
+            }
+            _ => false,
+        }
+    }
+
     /// Serves a confirmed keep-alive or time-to-live read: only if this node still leads in
     /// the term the request arrived in, and only for a lease whose expiry it has not proposed.
     pub(super) fn serve_lease_read(&mut self, kind: &ReadKind) -> Result<Response, Error> {
@@ -114,7 +132,9 @@ impl Node {
         };
         match kind {
             ReadKind::LeaseKeepAlive { .. } => {
-                self.lease_clock.renew(lease, ttl_ms, self.now_ms);
+                if !self.config.planted_bugs.lease_keepalive_not_renewed() {
+                    self.lease_clock.renew(lease, ttl_ms, self.now_ms);
+                }
                 Ok(Response::LeaseKeptAlive { id: lease, ttl_ms })
             }
             ReadKind::LeaseTimeToLive { keys, .. } => {

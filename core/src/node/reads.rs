@@ -56,6 +56,12 @@ impl Node {
 
     pub(super) fn serve_applied_reads(&mut self) {
         for read in self.reads.take_servable(self.sm.applied_index()) {
+            if self.lease_read_waits_for_expiry(&read.kind) {
+                // Answered once the expiry is applied (not found, its keys gone) or the
+                // request times out: never "not found" while its keys can still be read.
+                self.reads.push(read);
+                continue;
+            }
             let result = self.serve_read(&read.kind);
             self.reply(read.id, result);
         }
