@@ -532,6 +532,13 @@ impl StateMachine {
 
     /// The canonical encoding used by snapshots and [`StateMachine::digest`].
     pub(crate) fn encode_to(&self, w: &mut Writer) {
+        self.encode_format_to(w, crate::snapshot::StateFormat::CURRENT);
+    }
+
+    /// [`StateMachine::encode_to`] in the state encoding of snapshot format `format` (older
+    /// formats are written only to show they still decode; they leave out what they cannot
+    /// hold: leases before format 2, registered sessions before format 3).
+    pub(crate) fn encode_format_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
         w.put_u64(self.applied_index);
         self.conf.encode_to(w);
         w.put_u64(self.members.len() as u64);
@@ -539,7 +546,11 @@ impl StateMachine {
             w.put_u64(*id);
             info.encode_to(w);
         }
-        self.sessions.encode_to(w);
+        if format.registered_sessions {
+            self.sessions.encode_to(w);
+        } else {
+            self.sessions.encode_legacy_to(w);
+        }
         w.put_u64(self.data.len() as u64);
         for (key, v) in self.data.iter() {
             w.put_str(key);
@@ -548,7 +559,9 @@ impl StateMachine {
             w.put_u64(v.mod_index);
             w.put_u64(v.version);
         }
-        self.data.leases.encode_to(w);
+        if format.leases {
+            self.data.leases.encode_to(w);
+        }
     }
 
     /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have

@@ -402,6 +402,27 @@ impl Sessions {
         }
     }
 
+    /// The encoding of builds before registration (snapshot formats 1 and 2), which holds
+    /// legacy sessions only: registered ones are left out.
+    pub(crate) fn encode_legacy_to(&self, w: &mut Writer) {
+        w.put_u64(self.limits.session_ttl_ms);
+        w.put_u64(self.limits.max_sessions as u64);
+        w.put_u64(self.limits.max_results_per_session as u64);
+        w.put_u64(self.cluster_time_ms);
+        let legacy = || self.by_key.iter().filter(|((owner, _), _)| owner.is_none());
+        w.put_u64(legacy().count() as u64);
+        for ((_, id), s) in legacy() {
+            w.put_u64(*id);
+            w.put_u64(s.last_active_ms);
+            w.put_u64(s.discarded_below);
+            w.put_u64(s.results.len() as u64);
+            for (seq, outcome) in &s.results {
+                w.put_u64(*seq);
+                outcome.encode_to(w);
+            }
+        }
+    }
+
     /// Reads what [`Sessions::encode_to`] wrote (`registered`), or the encoding of builds
     /// before registration (snapshot formats 1 and 2: client ids only, no step limit, no last
     /// stamp),

@@ -206,9 +206,9 @@ mod tests {
         assert_eq!(image.state.session_count(), 1);
         assert!(image.state.sessions().get_legacy(77).is_some());
         assert_eq!(image.state.cluster_time_ms(), 5_000);
-        // Re-encoded, it is a version 2 snapshot of the same state.
+        // Re-encoded, it is a format 3 snapshot of the same state.
         let again = image.encode();
-        assert_eq!(again[8], 2);
+        assert_eq!(again[8], 3);
         assert_eq!(SnapshotImage::decode(&again).unwrap(), image);
     }
 
@@ -222,8 +222,8 @@ mod tests {
         assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::BadMagic));
 
         let mut bad = good.clone();
-        bad[8] = 3;
-        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(3)));
+        bad[8] = 4;
+        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(4)));
 
         let mut bad = good.clone();
         bad[12..20].copy_from_slice(&u64::MAX.to_le_bytes());

@@ -18,7 +18,8 @@ async fn set(
     value: &str,
     session: Option<Session>,
 ) -> Result<u64, tonic::Status> {
-    let req = SetRequest { key: key.into(), value: value.into(), session, condition: None };
+    let req =
+        SetRequest { key: key.into(), value: value.into(), session, condition: None, lease: 0 };
     Ok(kv.set(req).await?.into_inner().revision)
 }
 
