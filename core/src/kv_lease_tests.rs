@@ -158,7 +158,8 @@ fn snapshots_keep_leases_and_old_encodings_still_decode() {
             let Ok(WriteOutcome::LeaseGranted { id, .. }) = at(&mut old, None, grant) else {
                 panic!("grant refused")
             };
-            let set = Command::SetLeased { key: "l".into(), value: vec![2], lease: id, condition: None };
+            let set =
+                Command::SetLeased { key: "l".into(), value: vec![2], lease: id, condition: None };
             at(&mut old, None, set).unwrap();
         }
         let format = crate::snapshot::StateFormat { leases, registered_sessions: false };
