@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mokv_proto::api::kv_client::KvClient;
-use mokv_proto::api::{DeleteRequest, GetRequest, RangeRequest, Session, SetRequest};
+use mokv_proto::api::{
+    DeleteRequest, GetRequest, RangeRequest, RegisterSessionRequest, Session, SetRequest,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -14,7 +16,7 @@ use tonic::{Code, Status};
 
 use crate::discovery::Refresher;
 use crate::retry::{backoff, classify, leader_hint, Failure};
-use crate::sessions::{Sessions, Ticket};
+use crate::sessions::{Registration, Sessions, Ticket};
 use crate::transport::{Dialer, Rng, Transport};
 use crate::txn::{Txn, TxnOutcome};
 use crate::types::{CasOutcome, Condition, Entry, Member, NodeInfo};
@@ -29,7 +31,8 @@ use crate::{lock, ClientConfig, ClientError, Plaintext, ReadFrom, ReadOptions};
 /// What it does for each call:
 /// - **writes** (`set`, `delete`, the conditional `set_if`, `delete_if`) go to the leader. A
 ///   follower answers UNAVAILABLE with the leader's address in the metadata; the client
-///   resends there at once (no lookup in between). Each write carries a session `(client_id, seq)`, so a write retried after a lost
+///   resends there at once (no lookup in between). Each write carries a session `(client_id, seq)`
+///   (registered on first use, bound to the certificate's name), so a write retried after a lost
 ///   answer is applied once, also with many writes in flight;
 /// - **reads** (`get`, `range`, the streams) go where [`ReadOptions::from`] (default:
 ///   [`ClientConfig::read_from`]) says: healthy followers by default, spread by least
@@ -394,17 +397,54 @@ impl Client {
                 }
             };
             let Some(target) = target else { break };
-            let session = lock(&inner.sessions).wire(&seq.ticket);
-            let fut = call(&target, build(session));
+            let changed = inner.sessions_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let registration = lock(&inner.sessions).wire(&seq.ticket);
+            let registering = registration == Registration::Register;
             let result = {
                 let _in_flight = InFlight { view: &inner.view, uri: target.uri.clone() };
-                inner.attempt(&target, fut, deadline).await
+                match registration {
+                    Registration::Ready(session) => {
+                        let fut = call(&target, build(session));
+                        inner.attempt(&target, fut, deadline).await.map(Some)
+                    }
+                    Registration::Register => {
+                        let mut kv = target.kv.clone();
+                        let fut =
+                            async move { kv.register_session(RegisterSessionRequest {}).await };
+                        let r = inner.attempt(&target, fut, deadline).await;
+                        {
+                            let mut sessions = lock(&inner.sessions);
+                            match &r {
+                                Ok(resp) => sessions.registered(&seq.ticket, resp.client_id),
+                                Err(_) => sessions.registration_failed(&seq.ticket),
+                            }
+                        }
+                        inner.sessions_changed.notify_waiters();
+                        r.map(|_| None)
+                    }
+                    Registration::Wait => {
+                        // Another write of this session is registering it.
+                        attempts -= 1;
+                        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                            break;
+                        }
+                        next = Some(target.uri.clone());
+                        continue;
+                    }
+                }
             };
             match result {
-                Ok(resp) => {
-                    lock(&inner.sessions).succeeded(&seq.ticket);
+                Ok(Some(resp)) => {
                     lock(&inner.view).set_leader(&target.uri);
                     return Ok(resp);
+                }
+                Ok(None) => {
+                    // Registered: the write goes to the same node (the leader) now.
+                    attempts -= 1;
+                    next = Some(target.uri.clone());
+                    continue;
                 }
                 Err(Failure::Server(s)) => {
                     last = describe(&target, s.code(), s.message());
@@ -440,12 +480,13 @@ impl Client {
                                 inner.refresher.request();
                             }
                         }
-                        // Handed to Raft but not committed in time: it may still be applied.
-                        Code::DeadlineExceeded => maybe_applied = true,
+                        // Handed to Raft but not committed in time: it may still be applied
+                        // (a registration that may have been applied only wastes a session).
+                        Code::DeadlineExceeded => maybe_applied |= !registering,
                         // The server forgot the session (FAILED_PRECONDITION), or the result
                         // of this seq (ABORTED): this attempt was not applied, an earlier one
                         // may have been.
-                        Code::FailedPrecondition | Code::Aborted => {
+                        Code::FailedPrecondition | Code::Aborted if !registering => {
                             if s.code() == Code::FailedPrecondition {
                                 lock(&inner.sessions).expired(&seq.ticket);
                             }
@@ -461,7 +502,7 @@ impl Client {
                     }
                 }
                 Err(Failure::Local { why, maybe_sent }) => {
-                    maybe_applied |= maybe_sent;
+                    maybe_applied |= maybe_sent && !registering;
                     last = describe(&target, Code::Unavailable, &why);
                     avoid.push(target.uri.clone());
                     inner.refresher.request();

@@ -11,10 +11,13 @@ use crate::kv::Versioned;
 use crate::txn::Txn;
 
 /// Format version written as the first byte of every encoded proposal: 1 without a state
-/// quota, 2 with one (after `proposed_at_ms`). Version 1 stays the encoding of a proposal
-/// without a quota, so such proposals keep their bytes.
+/// quota, 2 with one (after `proposed_at_ms`), 3 for a write in a registered session or a
+/// session registration (the session names its owner; the quota is optional). Versions 1 and
+/// 2 stay the encoding of proposals without a registered session, so those keep their bytes;
+/// a session in a version 1 or 2 proposal is a legacy one ([`ProposalSession::Legacy`]).
 const PROPOSAL_VERSION: u8 = 1;
 const PROPOSAL_VERSION_WITH_QUOTA: u8 = 2;
+const PROPOSAL_VERSION_REGISTERED: u8 = 3;
 
 /// Tag bytes of [`Command`] variants. Numbers are never reused; new commands (CAS,
 /// transactions) take new tags.
@@ -27,6 +30,7 @@ const TAG_SET_LEASED: u8 = 6;
 const TAG_LEASE_GRANT: u8 = 7;
 const TAG_LEASE_REVOKE: u8 = 8;
 const TAG_LEASE_EXPIRE: u8 = 9;
+const TAG_REGISTER_SESSION: u8 = 10;
 
 /// Tag bytes of [`Condition`] variants.
 const CONDITION_ABSENT: u8 = 1;
@@ -116,16 +120,40 @@ impl From<&Versioned> for KeyRevisions {
     }
 }
 
-/// Identifies a write within a client session so a retried write is applied at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Identifies a write within a registered client session so a retried write is applied at
+/// most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
-    /// Chosen by the client; 0 means "no session" (no deduplication).
+    /// The caller's identity (its certificate's CN), passed in by the shell with every write.
+    /// Sessions are looked up by (owner, client id): another identity's session is unknown.
+    pub owner: String,
+    /// The session id the registration answered ([`crate::Response::SessionRegistered`]);
+    /// 0 means "no session" (no deduplication).
     pub client_id: u64,
     /// Sequence number of this request within the session, starting at 1.
     pub seq: u64,
     /// Every seq below this has been answered to the client, so the cluster may forget those
     /// results.
     pub first_unacked_seq: u64,
+}
+
+/// The session part of a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProposalSession {
+    /// A write in a registered session (proposal version 3).
+    Registered(SessionRef),
+    /// A write of a build before registration, in a session keyed by client id alone: only
+    /// decoded from log entries such builds wrote (proposal versions 1 and 2), never proposed.
+    Legacy { client_id: u64, seq: u64, first_unacked_seq: u64 },
+}
+
+impl ProposalSession {
+    pub(crate) fn client_id(&self) -> u64 {
+        match self {
+            ProposalSession::Registered(r) => r.client_id,
+            ProposalSession::Legacy { client_id, .. } => *client_id,
+        }
+    }
 }
 
 /// What a write did. Stored in sessions so a retry gets the very same answer.
@@ -167,6 +195,10 @@ pub enum WriteOutcome {
         existed: bool,
         revision: u64,
     },
+    /// A session registration opened session `client_id` (never stored in a session).
+    SessionRegistered {
+        client_id: u64,
+    },
 }
 
 const OUTCOME_SET: u8 = 1;
@@ -175,6 +207,7 @@ const OUTCOME_CONDITION_FAILED: u8 = 3;
 const OUTCOME_TXN: u8 = 4;
 const OUTCOME_LEASE_GRANTED: u8 = 5;
 const OUTCOME_LEASE_REVOKED: u8 = 6;
+const OUTCOME_SESSION_REGISTERED: u8 = 7;
 
 impl WriteOutcome {
     pub(crate) fn encode_to(&self, w: &mut Writer) {
@@ -217,6 +250,10 @@ impl WriteOutcome {
                 w.put_bool(existed);
                 w.put_u64(revision);
             }
+            WriteOutcome::SessionRegistered { client_id } => {
+                w.put_u8(OUTCOME_SESSION_REGISTERED);
+                w.put_u64(client_id);
+            }
         }
     }
 
@@ -253,6 +290,9 @@ impl WriteOutcome {
             }),
             OUTCOME_LEASE_REVOKED => {
                 Ok(WriteOutcome::LeaseRevoked { existed: r.get_bool()?, revision: r.get_u64()? })
+            }
+            OUTCOME_SESSION_REGISTERED => {
+                Ok(WriteOutcome::SessionRegistered { client_id: r.get_u64()? })
             }
             tag => Err(DecodeError::UnknownTag(tag)),
         }
@@ -307,13 +347,20 @@ pub enum Command {
     LeaseExpire {
         id: u64,
     },
+    /// Opens a client session for `owner` (the caller's certificate CN), whose id is this
+    /// entry's log index. `max_sessions_per_identity` is the proposing leader's quota
+    /// ([`crate::Config::max_sessions_per_identity`]): every replica evicts with this one.
+    RegisterSession {
+        owner: String,
+        max_sessions_per_identity: u64,
+    },
 }
 
 /// One replicated write: the command plus what the state machine needs to apply it
 /// deterministically on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposal {
-    pub session: Option<SessionRef>,
+    pub session: Option<ProposalSession>,
     /// The proposing leader's clock in milliseconds. The state machine has no clock of its
     /// own; this is the only time it ever sees (used for session expiry).
     pub proposed_at_ms: u64,
@@ -326,22 +373,47 @@ pub struct Proposal {
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.payload_len());
-        w.put_u8(match self.quota_state_bytes {
-            None => PROPOSAL_VERSION,
-            Some(_) => PROPOSAL_VERSION_WITH_QUOTA,
-        });
-        match &self.session {
-            None => w.put_bool(false),
-            Some(s) => {
-                w.put_bool(true);
-                w.put_u64(s.client_id);
-                w.put_u64(s.seq);
-                w.put_u64(s.first_unacked_seq);
+        let registered = matches!(self.session, Some(ProposalSession::Registered(_)))
+            || matches!(self.command, Command::RegisterSession { .. });
+        if registered {
+            w.put_u8(PROPOSAL_VERSION_REGISTERED);
+            match &self.session {
+                Some(ProposalSession::Registered(s)) => {
+                    w.put_bool(true);
+                    w.put_str(&s.owner);
+                    w.put_u64(s.client_id);
+                    w.put_u64(s.seq);
+                    w.put_u64(s.first_unacked_seq);
+                }
+                // A registration carries no session (`decode` refuses one).
+                _ => w.put_bool(false),
             }
-        }
-        w.put_u64(self.proposed_at_ms);
-        if let Some(quota) = self.quota_state_bytes {
-            w.put_u64(quota);
+            w.put_u64(self.proposed_at_ms);
+            match self.quota_state_bytes {
+                None => w.put_bool(false),
+                Some(quota) => {
+                    w.put_bool(true);
+                    w.put_u64(quota);
+                }
+            }
+        } else {
+            w.put_u8(match self.quota_state_bytes {
+                None => PROPOSAL_VERSION,
+                Some(_) => PROPOSAL_VERSION_WITH_QUOTA,
+            });
+            match &self.session {
+                Some(ProposalSession::Legacy { client_id, seq, first_unacked_seq }) => {
+                    w.put_bool(true);
+                    w.put_u64(*client_id);
+                    w.put_u64(*seq);
+                    w.put_u64(*first_unacked_seq);
+                }
+                _ => w.put_bool(false),
+            }
+            w.put_u64(self.proposed_at_ms);
+            if let Some(quota) = self.quota_state_bytes {
+                w.put_u64(quota);
+            }
         }
         match &self.command {
             Command::Set { key, value } => {
@@ -401,28 +473,51 @@ impl Proposal {
                 w.put_u8(TAG_LEASE_EXPIRE);
                 w.put_u64(*id);
             }
+            Command::RegisterSession { owner, max_sessions_per_identity } => {
+                w.put_u8(TAG_REGISTER_SESSION);
+                w.put_str(owner);
+                w.put_u64(*max_sessions_per_identity);
+            }
         }
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
         let mut r = Reader::new(bytes);
-        let with_quota = match r.get_u8()? {
-            PROPOSAL_VERSION => false,
-            PROPOSAL_VERSION_WITH_QUOTA => true,
+        let version = r.get_u8()?;
+        let (session, proposed_at_ms, quota_state_bytes) = match version {
+            PROPOSAL_VERSION | PROPOSAL_VERSION_WITH_QUOTA => {
+                let session = if r.get_bool()? {
+                    Some(ProposalSession::Legacy {
+                        client_id: r.get_u64()?,
+                        seq: r.get_u64()?,
+                        first_unacked_seq: r.get_u64()?,
+                    })
+                } else {
+                    None
+                };
+                let proposed_at_ms = r.get_u64()?;
+                let quota =
+                    if version == PROPOSAL_VERSION_WITH_QUOTA { Some(r.get_u64()?) } else { None };
+                (session, proposed_at_ms, quota)
+            }
+            PROPOSAL_VERSION_REGISTERED => {
+                let session = if r.get_bool()? {
+                    Some(ProposalSession::Registered(SessionRef {
+                        owner: r.get_str()?.to_owned(),
+                        client_id: r.get_u64()?,
+                        seq: r.get_u64()?,
+                        first_unacked_seq: r.get_u64()?,
+                    }))
+                } else {
+                    None
+                };
+                let proposed_at_ms = r.get_u64()?;
+                let quota = if r.get_bool()? { Some(r.get_u64()?) } else { None };
+                (session, proposed_at_ms, quota)
+            }
             v => return Err(DecodeError::UnsupportedVersion(u32::from(v))),
         };
-        let session = if r.get_bool()? {
-            Some(SessionRef {
-                client_id: r.get_u64()?,
-                seq: r.get_u64()?,
-                first_unacked_seq: r.get_u64()?,
-            })
-        } else {
-            None
-        };
-        let proposed_at_ms = r.get_u64()?;
-        let quota_state_bytes = if with_quota { Some(r.get_u64()?) } else { None };
         let command = match r.get_u8()? {
             TAG_SET => {
                 let key = r.get_str()?.to_owned();
@@ -454,8 +549,23 @@ impl Proposal {
             }
             TAG_LEASE_REVOKE => Command::LeaseRevoke { id: r.get_u64()? },
             TAG_LEASE_EXPIRE => Command::LeaseExpire { id: r.get_u64()? },
+            TAG_REGISTER_SESSION => Command::RegisterSession {
+                owner: r.get_str()?.to_owned(),
+                max_sessions_per_identity: r.get_u64()?,
+            },
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
+        // What `encode` writes, only: a registration is version 3 without a session, and a
+        // version 3 proposal has a registered session or is a registration.
+        let is_registration = matches!(command, Command::RegisterSession { .. });
+        let canonical = if version == PROPOSAL_VERSION_REGISTERED {
+            is_registration != session.is_some()
+        } else {
+            !is_registration
+        };
+        if !canonical {
+            return Err(DecodeError::Invalid("proposal session"));
+        }
         r.finish()?;
         Ok(Proposal { session, proposed_at_ms, quota_state_bytes, command })
     }
@@ -476,6 +586,7 @@ impl Proposal {
             Command::LeaseGrant { .. }
             | Command::LeaseRevoke { .. }
             | Command::LeaseExpire { .. } => 0,
+            Command::RegisterSession { owner, .. } => owner.len(),
         }
     }
 }
@@ -485,10 +596,23 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    pub(crate) fn arb_session() -> impl Strategy<Value = Option<SessionRef>> {
-        proptest::option::of((any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(client_id, seq, first_unacked_seq)| SessionRef { client_id, seq, first_unacked_seq },
-        ))
+    /// A session of a write: none, a legacy one or a registered one.
+    pub(crate) fn arb_session() -> impl Strategy<Value = Option<ProposalSession>> {
+        let ids = (any::<u64>(), any::<u64>(), any::<u64>());
+        prop_oneof![
+            Just(None),
+            ids.prop_map(|(client_id, seq, first_unacked_seq)| {
+                Some(ProposalSession::Legacy { client_id, seq, first_unacked_seq })
+            }),
+            (".{0,8}", ids).prop_map(|(owner, (client_id, seq, first_unacked_seq))| {
+                Some(ProposalSession::Registered(SessionRef {
+                    owner,
+                    client_id,
+                    seq,
+                    first_unacked_seq,
+                }))
+            }),
+        ]
     }
 
     fn arb_command() -> impl Strategy<Value = Command> {
@@ -553,9 +677,15 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Proposals as a leader makes them: a registration never carries a session.
     fn arb_proposal() -> impl Strategy<Value = Proposal> {
-        (arb_session(), any::<u64>(), proptest::option::of(any::<u64>()), arb_command()).prop_map(
-            |(session, proposed_at_ms, quota_state_bytes, command)| Proposal {
+        let register = (".{0,8}", any::<u64>()).prop_map(|(owner, max_sessions_per_identity)| {
+            Command::RegisterSession { owner, max_sessions_per_identity }
+        });
+        let write = (arb_session(), arb_command());
+        let shape = prop_oneof![4 => write, 1 => register.prop_map(|command| (None, command))];
+        (shape, any::<u64>(), proptest::option::of(any::<u64>())).prop_map(
+            |((session, command), proposed_at_ms, quota_state_bytes)| Proposal {
                 session,
                 proposed_at_ms,
                 quota_state_bytes,
@@ -566,7 +696,7 @@ pub(crate) mod tests {
 
     fn sample() -> Proposal {
         Proposal {
-            session: Some(SessionRef { client_id: 7, seq: 3, first_unacked_seq: 2 }),
+            session: Some(ProposalSession::Legacy { client_id: 7, seq: 3, first_unacked_seq: 2 }),
             proposed_at_ms: 1_000,
             quota_state_bytes: None,
             command: Command::Set { key: "k".into(), value: b"v".to_vec() },
@@ -576,8 +706,8 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unknown_version() {
         let mut bytes = sample().encode();
-        bytes[0] = 3;
-        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnsupportedVersion(3)));
+        bytes[0] = 4;
+        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnsupportedVersion(4)));
     }
 
     #[test]
@@ -598,6 +728,50 @@ pub(crate) mod tests {
         assert_eq!(bytes[0], 2);
         assert_eq!(bytes.len(), plain.len() + 8);
         assert_eq!(Proposal::decode(&bytes).unwrap(), with);
+    }
+
+    #[test]
+    fn a_registered_session_is_version_3_with_its_owner() {
+        let session = ProposalSession::Registered(SessionRef {
+            owner: "alice".into(),
+            client_id: 9,
+            seq: 2,
+            first_unacked_seq: 1,
+        });
+        let p = Proposal { session: Some(session), quota_state_bytes: Some(5), ..sample() };
+        let bytes = p.encode();
+        assert_eq!(bytes[0], 3);
+        assert_eq!(Proposal::decode(&bytes).unwrap(), p);
+        let register = Proposal {
+            session: None,
+            command: Command::RegisterSession { owner: "a".into(), max_sessions_per_identity: 2 },
+            ..sample()
+        };
+        let bytes = register.encode();
+        assert_eq!(bytes[0], 3);
+        assert_eq!(Proposal::decode(&bytes).unwrap(), register);
+        // The legacy sample keeps its version 1 bytes.
+        assert_eq!(sample().encode()[0], 1);
+    }
+
+    #[test]
+    fn a_registration_in_an_old_version_or_a_sessionless_version_3_write_is_refused() {
+        let mut w = Writer::new();
+        w.put_u8(PROPOSAL_VERSION);
+        w.put_bool(false);
+        w.put_u64(0);
+        w.put_u8(TAG_REGISTER_SESSION);
+        w.put_str("a");
+        w.put_u64(2);
+        assert_eq!(Proposal::decode(&w.finish()), Err(DecodeError::Invalid("proposal session")));
+        let mut w = Writer::new();
+        w.put_u8(PROPOSAL_VERSION_REGISTERED);
+        w.put_bool(false);
+        w.put_u64(0);
+        w.put_bool(false);
+        w.put_u8(TAG_DELETE);
+        w.put_str("k");
+        assert_eq!(Proposal::decode(&w.finish()), Err(DecodeError::Invalid("proposal session")));
     }
 
     #[test]

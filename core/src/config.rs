@@ -76,6 +76,10 @@ pub struct Config {
     /// behind the leader's last index.
     pub promote_lag_entries: u64,
     pub session_limits: SessionLimits,
+    /// Sessions one identity (certificate CN) may hold; registering another evicts its least
+    /// recently active one, never another identity's. Stamped into each registration by the
+    /// leader, so every replica evicts alike. At least 1.
+    pub max_sessions_per_identity: u64,
     /// SWIM gossip for discovery and failure detection; `None`: membership only by request.
     pub gossip: Option<GossipConfig>,
     /// With gossip: the leader removes a member that has been down this long (ms of the
@@ -122,6 +126,7 @@ impl Config {
             quota_state_bytes: None,
             promote_lag_entries: 100,
             session_limits: SessionLimits::default(),
+            max_sessions_per_identity: 64,
             gossip: None,
             dead_member_timeout_ms: 0,
             watch_history: HistoryLimits::default(),

@@ -37,6 +37,9 @@ pub enum InvalidArgument {
     LeaseTtl { ttl_ms: u64, min_ms: u64, max_ms: u64 },
     #[error("lease id 0 is reserved")]
     LeaseIdZero,
+    /// The caller's identity, which names its sessions, is longer than keys may be.
+    #[error("session owner is {len} bytes, the limit is {max}")]
+    SessionOwnerTooLarge { len: usize, max: usize },
 }
 
 /// Where the leader is, when this node knows.
@@ -154,7 +157,11 @@ impl Error {
                 ErrorClass::Retryable
             }
             Error::Indeterminate => ErrorClass::Indeterminate,
-            Error::Session(SessionError::Expired) => ErrorClass::Misuse,
+            // Not applied by this attempt (an earlier one may have been): the caller must
+            // register a new session; the outcome of the write is its to settle.
+            Error::Session(SessionError::Expired | SessionError::Unknown) => ErrorClass::Misuse,
+            // Nothing changed; retrying succeeds once sessions expire.
+            Error::Session(SessionError::TooManySessions) => ErrorClass::Retryable,
             Error::Session(_) => ErrorClass::Indeterminate,
             // Room is made by revoking leases (or by their expiry).
             Error::Lease(crate::lease::LeaseError::TooMany { .. }) => ErrorClass::Retryable,

@@ -19,6 +19,8 @@ fn every_error_has_its_class() {
         (Unavailable::Removed.into(), ErrorClass::Retryable),
         (Error::Indeterminate, ErrorClass::Indeterminate),
         (SessionError::Expired.into(), ErrorClass::Misuse),
+        (SessionError::Unknown.into(), ErrorClass::Misuse),
+        (SessionError::TooManySessions.into(), ErrorClass::Retryable),
         (SessionError::ResultDiscarded.into(), ErrorClass::Indeterminate),
         (
             QuotaExceeded { state_bytes: 10, growth_bytes: 2, quota_bytes: 11 }.into(),

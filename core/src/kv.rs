@@ -268,6 +268,18 @@ impl StateMachine {
         let state_bytes = &mut self.state_bytes;
         let command = &proposal.command;
         let mut reads = None;
+        if let Command::RegisterSession { owner, max_sessions_per_identity } = command {
+            let registered = self.sessions.register(
+                index,
+                proposal.proposed_at_ms,
+                owner,
+                *max_sessions_per_identity,
+            );
+            let outcome = registered
+                .map(|client_id| WriteOutcome::SessionRegistered { client_id })
+                .map_err(Error::from);
+            return (outcome, None);
+        }
         let outcome =
             self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
                 let key = match command {
@@ -319,6 +331,9 @@ impl StateMachine {
                     | Command::Delete { key }
                     | Command::SetIf { key, .. }
                     | Command::DeleteIf { key, .. } => key,
+                    Command::RegisterSession { .. } => {
+                        unreachable!("a registration is applied above")
+                    }
                 };
                 let growth_bytes = growth_bytes(data, command);
                 if let Some(quota_bytes) = proposal.quota_state_bytes {
@@ -517,6 +532,13 @@ impl StateMachine {
 
     /// The canonical encoding used by snapshots and [`StateMachine::digest`].
     pub(crate) fn encode_to(&self, w: &mut Writer) {
+        self.encode_format_to(w, crate::snapshot::StateFormat::CURRENT);
+    }
+
+    /// [`StateMachine::encode_to`] in the state encoding of snapshot format `format` (older
+    /// formats are written only to show they still decode; they leave out what they cannot
+    /// hold: leases before format 2, registered sessions before format 3).
+    pub(crate) fn encode_format_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
         w.put_u64(self.applied_index);
         self.conf.encode_to(w);
         w.put_u64(self.members.len() as u64);
@@ -524,7 +546,11 @@ impl StateMachine {
             w.put_u64(*id);
             info.encode_to(w);
         }
-        self.sessions.encode_to(w);
+        if format.registered_sessions {
+            self.sessions.encode_to(w);
+        } else {
+            self.sessions.encode_legacy_to(w);
+        }
         w.put_u64(self.data.len() as u64);
         for (key, v) in self.data.iter() {
             w.put_str(key);
@@ -533,7 +559,9 @@ impl StateMachine {
             w.put_u64(v.mod_index);
             w.put_u64(v.version);
         }
-        self.data.leases.encode_to(w);
+        if format.leases {
+            self.data.leases.encode_to(w);
+        }
     }
 
     /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have
@@ -541,14 +569,15 @@ impl StateMachine {
     /// invariants as an applied one.
     #[cfg(test)]
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Self::decode_versioned(r, true)
+        Self::decode_versioned(r, crate::snapshot::StateFormat::CURRENT)
     }
 
-    /// [`StateMachine::decode_from`] for an encoding with leases (snapshot format 2 on) or
-    /// without (format 1, which has none).
+    /// [`StateMachine::decode_from`] for the state encoding of an older snapshot format:
+    /// without leases (format 1) and with sessions from before registration (formats 1 and 2,
+    /// see `Sessions::decode_from`).
     pub(crate) fn decode_versioned(
         r: &mut Reader<'_>,
-        with_leases: bool,
+        format: crate::snapshot::StateFormat,
     ) -> Result<Self, DecodeError> {
         let applied_index = r.get_u64()?;
         let conf = Conf::decode_from(r)?;
@@ -562,7 +591,7 @@ impl StateMachine {
             }
             members.insert(id, MemberInfo::decode_from(r)?);
         }
-        let sessions = Sessions::decode_from(r)?;
+        let sessions = Sessions::decode_from(r, format.registered_sessions)?;
         // Two length prefixes and three u64s.
         let n = r.get_count(4 + 4 + 8 * 3)?;
         let mut data = BTreeMap::new();
@@ -586,7 +615,7 @@ impl StateMachine {
             data.insert(key, v);
         }
         let mut data = Keys::from_map(data);
-        if with_leases {
+        if format.leases {
             data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
         }
         Ok(Self { data, state_bytes, sessions, members, conf, applied_index })
@@ -617,7 +646,8 @@ fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
         | Command::LeaseExpire { .. }
         | Command::Delete { .. }
         | Command::DeleteIf { .. }
-        | Command::Txn(_) => 0,
+        | Command::Txn(_)
+        | Command::RegisterSession { .. } => 0,
     }
 }
 
@@ -658,6 +688,7 @@ fn apply_command(data: &mut Keys, index: u64, command: &Command) -> WriteOutcome
         Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::LeaseExpire { .. } => {
             unreachable!("lease commands are applied by apply_with_reads")
         }
+        Command::RegisterSession { .. } => unreachable!("a registration changes no data"),
     }
 }
 
@@ -683,7 +714,7 @@ fn check(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::command::SessionRef;
+    use crate::command::{ProposalSession, SessionRef};
     use crate::session::SessionError;
     use proptest::prelude::*;
 
@@ -733,7 +764,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn small_limits() -> SessionLimits {
-        SessionLimits { session_ttl_ms: 500, max_sessions: 2, max_results_per_session: 3 }
+        SessionLimits {
+            session_ttl_ms: 500,
+            max_sessions: 2,
+            max_results_per_session: 3,
+            ..SessionLimits::default()
+        }
     }
 
     /// A state machine after the write ops of `ops` (reads are ignored), with log indices
@@ -753,7 +789,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn proposal(now: u64, session: Option<SessionRef>, command: Command) -> Proposal {
+    fn proposal(now: u64, session: Option<ProposalSession>, command: Command) -> Proposal {
         Proposal { session, proposed_at_ms: now, quota_state_bytes: None, command }
     }
 
@@ -766,7 +802,11 @@ pub(crate) mod tests {
             Op::Delete(k) => proposal(*now, None, Command::Delete { key: k.clone() }),
             Op::SessionSet { client, seq, acked, key } => proposal(
                 *now,
-                Some(SessionRef { client_id: *client, seq: *seq, first_unacked_seq: *acked }),
+                Some(ProposalSession::Legacy {
+                    client_id: *client,
+                    seq: *seq,
+                    first_unacked_seq: *acked,
+                }),
                 Command::Set { key: key.clone(), value: seq.to_le_bytes().to_vec() },
             ),
             Op::Tick(dt) => {
@@ -907,7 +947,7 @@ pub(crate) mod tests {
     fn set(
         sm: &mut StateMachine,
         now: u64,
-        session: Option<SessionRef>,
+        session: Option<ProposalSession>,
         key: &str,
         value: &[u8],
     ) -> Result<WriteOutcome, Error> {
@@ -918,8 +958,55 @@ pub(crate) mod tests {
         )
     }
 
-    fn sref(client_id: u64, seq: u64, first_unacked_seq: u64) -> Option<SessionRef> {
-        Some(SessionRef { client_id, seq, first_unacked_seq })
+    /// A session of a build before registration (opened implicitly).
+    fn sref(client_id: u64, seq: u64, first_unacked_seq: u64) -> Option<ProposalSession> {
+        Some(ProposalSession::Legacy { client_id, seq, first_unacked_seq })
+    }
+
+    /// A registered session of `owner`.
+    fn owned(owner: &str, client_id: u64, seq: u64, first_unacked: u64) -> Option<ProposalSession> {
+        Some(ProposalSession::Registered(SessionRef {
+            owner: owner.into(),
+            client_id,
+            seq,
+            first_unacked_seq: first_unacked,
+        }))
+    }
+
+    fn register(sm: &mut StateMachine, now: u64, owner: &str) -> Result<u64, Error> {
+        let index = sm.applied_index() + 1;
+        let command =
+            Command::RegisterSession { owner: owner.into(), max_sessions_per_identity: 2 };
+        match sm.apply(index, &proposal(now, None, command))? {
+            WriteOutcome::SessionRegistered { client_id } => Ok(client_id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The session id is the registration's log index; writes are deduplicated in it, and
+    /// only its owner can use it; the quota evicts the owner's oldest session.
+    #[test]
+    fn registered_sessions_through_the_state_machine() {
+        let mut sm = StateMachine::default();
+        sm.skip(1);
+        let id = register(&mut sm, 10, "alice").unwrap();
+        assert_eq!(id, 2);
+        let first = set(&mut sm, 10, owned("alice", id, 1, 1), "k", b"1");
+        assert_eq!(first, Ok(WriteOutcome::Set { revision: 3 }));
+        assert_eq!(set(&mut sm, 10, owned("alice", id, 1, 1), "k", b"1"), first);
+        assert_eq!(
+            set(&mut sm, 10, owned("bob", id, 1, 1), "k", b"2"),
+            Err(SessionError::Unknown.into())
+        );
+        assert_eq!(sm.get("k").unwrap().value, b"1");
+        register(&mut sm, 11, "alice").unwrap();
+        register(&mut sm, 12, "alice").unwrap();
+        assert_eq!(sm.session_count(), 2);
+        assert_eq!(
+            set(&mut sm, 12, owned("alice", id, 2, 2), "k", b"3"),
+            Err(SessionError::Unknown.into())
+        );
+        assert_eq!(sm.get("k").unwrap().value, b"1");
     }
 
     #[test]
@@ -992,13 +1079,14 @@ pub(crate) mod tests {
             session_ttl_ms: 1_000,
             max_sessions: 2,
             max_results_per_session: 4,
+            ..SessionLimits::default()
         });
         set(&mut sm, 100, sref(1, 1, 1), "a", b"").unwrap();
         set(&mut sm, 200, sref(2, 1, 1), "b", b"").unwrap();
         set(&mut sm, 300, sref(3, 1, 1), "c", b"").unwrap();
         // Client 1 was the least recently active.
         assert_eq!(set(&mut sm, 300, sref(1, 2, 2), "a", b""), Err(SessionError::Expired.into()));
-        assert!(sm.sessions().get(2).is_some());
+        assert!(sm.sessions().get_legacy(2).is_some());
         set(&mut sm, 1_250, None, "z", b"").unwrap();
         assert_eq!(set(&mut sm, 1_250, sref(2, 2, 2), "b", b""), Err(SessionError::Expired.into()));
         assert_eq!(
@@ -1019,7 +1107,7 @@ pub(crate) mod tests {
     fn quota_set(
         sm: &mut StateMachine,
         quota: u64,
-        session: Option<SessionRef>,
+        session: Option<ProposalSession>,
         key: &str,
         value_len: usize,
     ) -> Result<WriteOutcome, Error> {

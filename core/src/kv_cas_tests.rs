@@ -7,9 +7,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::{Reader, Writer};
-use crate::command::{Condition, KeyRevisions, SessionRef};
+use crate::command::{Condition, KeyRevisions, ProposalSession};
 
-fn apply(sm: &mut StateMachine, session: Option<SessionRef>, command: Command) -> WriteOutcome {
+fn apply(
+    sm: &mut StateMachine,
+    session: Option<ProposalSession>,
+    command: Command,
+) -> WriteOutcome {
     let index = sm.applied_index() + 1;
     sm.apply(index, &Proposal { session, proposed_at_ms: 0, quota_state_bytes: None, command })
         .unwrap()
@@ -130,7 +134,7 @@ fn if_value_equals() {
 #[test]
 fn retried_conditional_write_is_applied_exactly_once() {
     let mut sm = StateMachine::default();
-    let s = |seq| Some(SessionRef { client_id: 5, seq, first_unacked_seq: 1 });
+    let s = |seq| Some(ProposalSession::Legacy { client_id: 5, seq, first_unacked_seq: 1 });
     let incr = |value: &[u8], version| Command::SetIf {
         key: "n".into(),
         value: value.to_vec(),
@@ -151,7 +155,7 @@ fn retried_conditional_write_is_applied_exactly_once() {
 
     // The failed outcome survives a snapshot of the sessions.
     let restored = round_trip(&sm);
-    assert_eq!(restored.sessions().get(5).unwrap().result(2), Some(failed));
+    assert_eq!(restored.sessions().get_legacy(5).unwrap().result(2), Some(failed));
 }
 
 fn round_trip(sm: &StateMachine) -> StateMachine {
@@ -272,7 +276,7 @@ proptest! {
     ) {
         let cut = cut.index(writes.len());
         let mut a = StateMachine::default();
-        let session = |i: usize| Some(SessionRef { client_id: 1, seq: i as u64 + 1, first_unacked_seq: 1 });
+        let session = |i: usize| Some(ProposalSession::Legacy { client_id: 1, seq: i as u64 + 1, first_unacked_seq: 1 });
         for (i, w) in writes[..cut].iter().enumerate() {
             apply(&mut a, session(i), command(w));
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::codec::{Reader, Writer};
-use crate::command::SessionRef;
+use crate::command::{ProposalSession, SessionRef};
 use crate::snapshot::SnapshotImage;
 
 fn apply(sm: &mut StateMachine, command: Command) -> Result<WriteOutcome, Error> {
@@ -113,15 +113,20 @@ fn a_conditional_leased_write_is_decided_like_set_if() {
 #[test]
 fn a_retried_grant_gets_its_first_id() {
     let mut sm = StateMachine::default();
-    let session = Some(SessionRef { client_id: 3, seq: 1, first_unacked_seq: 1 });
+    let owner = "app".to_owned();
+    let register = Command::RegisterSession { owner: owner.clone(), max_sessions_per_identity: 2 };
+    let Ok(WriteOutcome::SessionRegistered { client_id }) = apply(&mut sm, register) else {
+        panic!("registration refused")
+    };
+    let session = SessionRef { owner, client_id, seq: 1, first_unacked_seq: 1 };
     let p = Proposal {
-        session,
+        session: Some(ProposalSession::Registered(session)),
         proposed_at_ms: 0,
         quota_state_bytes: None,
         command: Command::LeaseGrant { id: None, ttl_ms: 1_000, max_leases: 10 },
     };
-    let first = sm.apply(1, &p);
-    assert_eq!(sm.apply(2, &p), first);
+    let first = sm.apply(2, &p);
+    assert_eq!(sm.apply(3, &p), first);
     assert_eq!(sm.lease_count(), 1);
 }
 
@@ -137,26 +142,43 @@ fn snapshots_keep_leases_and_old_encodings_still_decode() {
     assert_eq!(restored.state.lease_of("a"), Some(lease));
     assert_eq!(restored.state.digest(), sm.digest());
 
-    // Format 1: the same state without the lease table at the end.
-    let mut plain = StateMachine::default();
-    apply(&mut plain, Command::Set { key: "k".into(), value: vec![1] }).unwrap();
-    let mut w = Writer::new();
-    plain.encode_to(&mut w);
-    let mut payload = w.finish();
-    payload.truncate(payload.len() - 8); // the empty lease table's count
-    let mut body = Writer::new();
-    body.put_u64(1);
-    body.put_u64(1);
-    body.put_raw(&payload);
-    let body = body.finish();
-    let mut frame = Writer::new();
-    frame.put_raw(b"MOKVSNAP");
-    frame.put_u32(1);
-    frame.put_u64(body.len() as u64);
-    frame.put_raw(&body);
-    frame.put_u32(crc32fast::hash(&body));
-    let old = SnapshotImage::decode(&frame.finish()).unwrap();
-    assert_eq!(old.state, plain);
+    // Formats 1 (no leases) and 2 (leases), both with sessions from before registration:
+    // a state with a legacy session and, for format 2, a lease with a key.
+    for (version, leases) in [(1u32, false), (2, true)] {
+        let mut old = StateMachine::default();
+        let at = |sm: &mut StateMachine, session, command| {
+            let index = sm.applied_index() + 1;
+            let p = Proposal { session, proposed_at_ms: 5_000, quota_state_bytes: None, command };
+            sm.apply(index, &p)
+        };
+        let legacy = Some(ProposalSession::Legacy { client_id: 7, seq: 1, first_unacked_seq: 1 });
+        at(&mut old, legacy, Command::Set { key: "k".into(), value: vec![1] }).unwrap();
+        if leases {
+            let grant = Command::LeaseGrant { id: None, ttl_ms: 1_000, max_leases: 10 };
+            let Ok(WriteOutcome::LeaseGranted { id, .. }) = at(&mut old, None, grant) else {
+                panic!("grant refused")
+            };
+            let set =
+                Command::SetLeased { key: "l".into(), value: vec![2], lease: id, condition: None };
+            at(&mut old, None, set).unwrap();
+        }
+        let format = crate::snapshot::StateFormat { leases, registered_sessions: false };
+        let mut body = Writer::new();
+        body.put_u64(old.applied_index());
+        body.put_u64(1);
+        old.encode_format_to(&mut body, format);
+        let body = body.finish();
+        let mut frame = Writer::new();
+        frame.put_raw(b"MOKVSNAP");
+        frame.put_u32(version);
+        frame.put_u64(body.len() as u64);
+        frame.put_raw(&body);
+        frame.put_u32(crc32fast::hash(&body));
+        let decoded = SnapshotImage::decode(&frame.finish()).unwrap();
+        assert_eq!(decoded.state, old, "format {version}");
+        assert_eq!(decoded.state.lease_count(), usize::from(leases), "format {version}");
+        assert!(decoded.state.sessions().get_legacy(7).is_some(), "format {version}");
+    }
 
     // An encoding that attaches a key the data does not hold is refused.
     let mut w = Writer::new();

@@ -4,12 +4,12 @@
 
 use super::*;
 use crate::codec::{Reader, Writer};
-use crate::command::SessionRef;
+use crate::command::ProposalSession;
 use crate::txn::{Compare, Txn, TxnOp, TxnOpResult};
 
 fn run(
     sm: &mut StateMachine,
-    session: Option<SessionRef>,
+    session: Option<ProposalSession>,
     quota: Option<u64>,
     txn: &Txn,
 ) -> (Result<WriteOutcome, Error>, Option<Vec<TxnOpResult>>) {
@@ -155,16 +155,16 @@ fn a_session_retry_returns_the_first_outcome_and_applies_once() {
     let mut sm = StateMachine::default();
     set(&mut sm, "a", b"10");
     set(&mut sm, "b", b"0");
-    let s = Some(SessionRef { client_id: 7, seq: 1, first_unacked_seq: 1 });
+    let s = Some(ProposalSession::Legacy { client_id: 7, seq: 1, first_unacked_seq: 1 });
     let txn = transfer(("a", 10), ("b", 0), 4);
-    let (first, results) = run(&mut sm, s, None, &txn);
+    let (first, results) = run(&mut sm, s.clone(), None, &txn);
     assert_eq!(first, Ok(WriteOutcome::Txn { succeeded: true, revision: 3 }));
     assert!(results.is_some());
     // The answer was lost; the retry arrives after the values changed back, so applying it
     // again would succeed and transfer twice.
     set(&mut sm, "a", b"10");
     set(&mut sm, "b", b"0");
-    let (again, results) = run(&mut sm, s, None, &txn);
+    let (again, results) = run(&mut sm, s.clone(), None, &txn);
     assert_eq!(again, first);
     assert_eq!(results, None, "answered from the session, not applied");
     assert_eq!(sm.get("a").unwrap().value, b"10");
@@ -176,9 +176,9 @@ fn a_snapshot_carries_transaction_outcomes_and_their_writes() {
     let mut sm = StateMachine::default();
     set(&mut sm, "a", b"10");
     set(&mut sm, "b", b"0");
-    let s = Some(SessionRef { client_id: 3, seq: 1, first_unacked_seq: 1 });
+    let s = Some(ProposalSession::Legacy { client_id: 3, seq: 1, first_unacked_seq: 1 });
     let txn = transfer(("a", 10), ("b", 0), 1);
-    run(&mut sm, s, None, &txn).0.unwrap();
+    run(&mut sm, s.clone(), None, &txn).0.unwrap();
     let mut w = Writer::new();
     sm.encode_to(&mut w);
     let bytes = w.finish();
@@ -188,7 +188,7 @@ fn a_snapshot_carries_transaction_outcomes_and_their_writes() {
     assert_eq!(restored, sm);
     assert_eq!(restored.digest(), sm.digest());
     // The restored replica answers the retry from the session like the original.
-    let (a, _) = run(&mut sm, s, None, &txn);
+    let (a, _) = run(&mut sm, s.clone(), None, &txn);
     let (b, _) = run(&mut restored, s, None, &txn);
     assert_eq!(a, Ok(WriteOutcome::Txn { succeeded: true, revision: 3 }));
     assert_eq!(a, b);

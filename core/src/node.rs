@@ -33,7 +33,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, HardState, Message, MessageType, Snapshot};
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 
-use crate::command::{Command, Condition, Proposal};
+use crate::command::{Command, Condition, Proposal, ProposalSession};
 use crate::config::Config;
 use crate::error::{
     Error, InvalidArgument, LeaderHint, PeerMessageError, RecoveryError, Unavailable,
@@ -568,7 +568,7 @@ impl Node {
             Request::Set { key, value, session } => {
                 let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
                 let proposal = Proposal {
-                    session,
+                    session: session.map(ProposalSession::Registered),
                     proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Set { key, value },
@@ -578,7 +578,7 @@ impl Node {
             Request::Delete { key, session } => {
                 let checked = self.check_key(&key);
                 let proposal = Proposal {
-                    session,
+                    session: session.map(ProposalSession::Registered),
                     proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Delete { key },
@@ -593,7 +593,7 @@ impl Node {
                 let command = Command::SetIf { key, value, condition };
                 if let Some(command) = self.cas_at_propose(id, command) {
                     let proposal = Proposal {
-                        session,
+                        session: session.map(ProposalSession::Registered),
                         proposed_at_ms: self.wall_ms,
                         quota_state_bytes: self.config.quota_state_bytes,
                         command,
@@ -606,7 +606,7 @@ impl Node {
                 let command = Command::DeleteIf { key, condition };
                 if let Some(command) = self.cas_at_propose(id, command) {
                     let proposal = Proposal {
-                        session,
+                        session: session.map(ProposalSession::Registered),
                         proposed_at_ms: self.wall_ms,
                         quota_state_bytes: self.config.quota_state_bytes,
                         command,
@@ -620,7 +620,7 @@ impl Node {
                     txn.success.truncate(1);
                 }
                 let proposal = Proposal {
-                    session,
+                    session: session.map(ProposalSession::Registered),
                     proposed_at_ms: self.wall_ms,
                     quota_state_bytes: self.config.quota_state_bytes,
                     command: Command::Txn(txn),
@@ -636,6 +636,24 @@ impl Node {
             Request::LeaseRevoke { id: lease, session } => self.lease_revoke(id, lease, session),
             Request::LeaseKeepAlive { id: lease } => self.lease_read(id, lease, None),
             Request::LeaseTimeToLive { id: lease, keys } => self.lease_read(id, lease, Some(keys)),
+            Request::RegisterSession { owner } => {
+                let max = self.config.max_key_bytes;
+                let checked = if owner.len() > max {
+                    Err(InvalidArgument::SessionOwnerTooLarge { len: owner.len(), max }.into())
+                } else {
+                    Ok(())
+                };
+                let proposal = Proposal {
+                    session: None,
+                    proposed_at_ms: self.wall_ms,
+                    quota_state_bytes: None,
+                    command: Command::RegisterSession {
+                        owner,
+                        max_sessions_per_identity: self.config.max_sessions_per_identity,
+                    },
+                };
+                self.propose_write(id, checked.map(|()| proposal));
+            }
             Request::Get { key, consistency } => match self.check_key(&key) {
                 Ok(()) => self.read(id, ReadKind::Get { key }, consistency),
                 Err(e) => self.reply(id, Err(e)),

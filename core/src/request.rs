@@ -91,6 +91,15 @@ pub enum Request {
         id: u64,
         keys: bool,
     },
+    /// Opens a client session for `owner` (the caller's certificate CN, as the shell vouches
+    /// for it); answered [`Response::SessionRegistered`] with its id once the registration is
+    /// applied. Writes then name it in a [`SessionRef`] with the same owner. At
+    /// [`crate::Config::max_sessions_per_identity`] sessions of `owner`, its least recently
+    /// active one is evicted; at [`crate::SessionLimits::max_sessions`] in all, refused with
+    /// [`crate::SessionError::TooManySessions`].
+    RegisterSession {
+        owner: String,
+    },
     Get {
         key: String,
         consistency: Consistency,
@@ -171,6 +180,11 @@ pub enum Response {
         ttl_ms: u64,
     },
     LeaseTimeToLive(LeaseTtl),
+    /// A [`Request::RegisterSession`] opened session `client_id` (the log index of the
+    /// registration).
+    SessionRegistered {
+        client_id: u64,
+    },
     /// `None`: the key does not exist.
     Get(Option<Versioned>),
     Range(RangePage),

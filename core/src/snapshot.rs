@@ -9,9 +9,26 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::kv::StateMachine;
 
 const MAGIC: &[u8; 8] = b"MOKVSNAP";
-/// 2: the state ends with the leases. 1 (no leases) is still read.
-const FORMAT_VERSION: u32 = 2;
+/// 3: sessions are registered, keyed by owner and id, with a cluster time step limit.
+/// 2 (leases, sessions from before registration) and 1 (neither) are still read.
+const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION_LEGACY_SESSIONS: u32 = 2;
 const FORMAT_VERSION_WITHOUT_LEASES: u32 = 1;
+
+/// What a snapshot format's state encoding holds (see [`StateMachine::decode_versioned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateFormat {
+    /// The state ends with the leases (format 2 on).
+    pub(crate) leases: bool,
+    /// Sessions are keyed by owner and registration index (format 3 on); before, by client
+    /// id only, and they decode as legacy sessions.
+    pub(crate) registered_sessions: bool,
+}
+
+impl StateFormat {
+    /// What [`StateMachine::encode_to`] writes.
+    pub(crate) const CURRENT: StateFormat = StateFormat { leases: true, registered_sessions: true };
+}
 /// Magic, version and length before the payload, checksum after it.
 const HEADER_LEN: usize = 8 + 4 + 8;
 const TRAILER_LEN: usize = 4;
@@ -58,9 +75,14 @@ impl SnapshotImage {
         if r.get_raw(MAGIC.len())? != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let with_leases = match r.get_u32()? {
-            FORMAT_VERSION => true,
-            FORMAT_VERSION_WITHOUT_LEASES => false,
+        let format = match r.get_u32()? {
+            FORMAT_VERSION => StateFormat::CURRENT,
+            FORMAT_VERSION_LEGACY_SESSIONS => {
+                StateFormat { leases: true, registered_sessions: false }
+            }
+            FORMAT_VERSION_WITHOUT_LEASES => {
+                StateFormat { leases: false, registered_sessions: false }
+            }
             v => return Err(DecodeError::UnsupportedVersion(v)),
         };
         let len = r.get_u64()?;
@@ -79,7 +101,7 @@ impl SnapshotImage {
         let mut p = Reader::new(payload);
         let index = p.get_u64()?;
         let term = p.get_u64()?;
-        let state = StateMachine::decode_versioned(&mut p, with_leases)?;
+        let state = StateMachine::decode_versioned(&mut p, format)?;
         p.finish()?;
         Ok(SnapshotImage { index, term, state })
     }
@@ -149,6 +171,47 @@ mod tests {
         assert_eq!(SnapshotImage::decode(&image.encode()).unwrap(), image);
     }
 
+    /// A snapshot written before session registration (frame version 1: sessions keyed by
+    /// client id alone) still restores; its sessions become legacy ones.
+    #[test]
+    fn a_version_1_snapshot_still_decodes() {
+        let mut p = Writer::new();
+        p.put_u64(9); // index
+        p.put_u64(2); // term
+        p.put_u64(9); // applied index
+        Conf::default().encode_to(&mut p);
+        p.put_u64(0); // members
+        for v in [600_000u64, 100_000, 64, 5_000, 1] {
+            p.put_u64(v); // ttl, max sessions, results, cluster time, one session
+        }
+        for v in [77u64, 4_000, 0, 0] {
+            p.put_u64(v); // client id, last active, discarded below, no results
+        }
+        p.put_u64(1); // one key
+        p.put_str("k");
+        p.put_bytes(b"v");
+        for v in [3u64, 3, 1] {
+            p.put_u64(v);
+        }
+        let payload = p.finish();
+        let mut w = Writer::new();
+        w.put_raw(MAGIC);
+        w.put_u32(1);
+        w.put_u64(payload.len() as u64);
+        w.put_raw(&payload);
+        w.put_u32(crc32fast::hash(&payload));
+        let image = SnapshotImage::decode(&w.finish()).unwrap();
+        assert_eq!((image.index, image.term), (9, 2));
+        assert_eq!(image.state.get("k").unwrap().value, b"v");
+        assert_eq!(image.state.session_count(), 1);
+        assert!(image.state.sessions().get_legacy(77).is_some());
+        assert_eq!(image.state.cluster_time_ms(), 5_000);
+        // Re-encoded, it is a format 3 snapshot of the same state.
+        let again = image.encode();
+        assert_eq!(again[8], 3);
+        assert_eq!(SnapshotImage::decode(&again).unwrap(), image);
+    }
+
     #[test]
     fn frame_errors_are_specific() {
         let image = SnapshotImage { index: 3, term: 2, state: StateMachine::default() };
@@ -159,8 +222,8 @@ mod tests {
         assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::BadMagic));
 
         let mut bad = good.clone();
-        bad[8] = 3;
-        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(3)));
+        bad[8] = 4;
+        assert_eq!(SnapshotImage::decode(&bad), Err(DecodeError::UnsupportedVersion(4)));
 
         let mut bad = good.clone();
         bad[12..20].copy_from_slice(&u64::MAX.to_le_bytes());

@@ -115,6 +115,10 @@ declare::settings! {
         watch_history_max_bytes: u64 = core_defaults().watch_history.max_bytes,
         /// Revisions (log indices) of applied changes every node keeps for watches.
         watch_history_max_revisions: u64 = core_defaults().watch_history.max_revisions,
+        /// Write sessions one client identity (certificate CN) may hold; registering another
+        /// evicts its least recently used one, never another identity's. The leader's value
+        /// applies (it is stamped into each registration).
+        max_sessions_per_identity: u64 = core_defaults().max_sessions_per_identity,
         /// Bytes of changes queued for one watcher that does not read them; beyond, it is
         /// cancelled with RESOURCE_EXHAUSTED "watcher too slow".
         watch_queue_max_bytes: usize = crate::net::watch_service::DEFAULT_QUEUE_MAX_BYTES,
@@ -480,6 +484,7 @@ impl NodeConfig {
             max_revisions: self.watch_history_max_revisions,
         };
         c.quota_state_bytes = self.quota_state_bytes;
+        c.max_sessions_per_identity = self.max_sessions_per_identity.max(1);
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c
     }

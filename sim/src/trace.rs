@@ -50,6 +50,7 @@ const TAG_GET: u8 = 3;
 const TAG_RANGE: u8 = 4;
 const TAG_MEMBERSHIP: u8 = 5;
 const TAG_TRANSFER_STARTED: u8 = 6;
+const TAG_SESSION_REGISTERED: u8 = 7;
 const TAG_ERR_INVALID_ARGUMENT: u8 = 0x81;
 const TAG_ERR_NOT_LEADER: u8 = 0x82;
 const TAG_ERR_UNAVAILABLE: u8 = 0x83;
@@ -111,6 +112,10 @@ fn encode_response(w: &mut Writer, response: &Response) {
             w.put_u64(*index);
         }
         Response::TransferStarted => w.put_u8(TAG_TRANSFER_STARTED),
+        Response::SessionRegistered { client_id } => {
+            w.put_u8(TAG_SESSION_REGISTERED);
+            w.put_u64(*client_id);
+        }
         _ => w.put_u8(TAG_UNKNOWN),
     }
 }

@@ -58,6 +58,8 @@ struct Attempt {
 struct Current {
     op: usize,
     request: Request,
+    /// A write waiting for its session to be registered: attempts send the registration.
+    registering: bool,
     attempt: Option<Attempt>,
     /// Attempts whose outcome the client cannot know (timeouts, lost replies, Indeterminate).
     unknown: u32,
@@ -67,7 +69,10 @@ struct Current {
 #[derive(Debug)]
 pub struct Client {
     pub id: u64,
-    session_id: u64,
+    /// The identity its sessions are registered under (a certificate's name in a real shell).
+    owner: String,
+    /// The registered session, once a registration was answered.
+    session_id: Option<u64>,
     seq: u64,
     current: Option<Current>,
     leader: Option<NodeId>,
@@ -84,7 +89,8 @@ impl Client {
     pub fn new(id: u64) -> Self {
         Client {
             id,
-            session_id: id,
+            owner: format!("client-{id}"),
+            session_id: None,
             seq: 0,
             current: None,
             leader: None,
@@ -164,8 +170,9 @@ impl Client {
                 Request::Txn { txn, session: Some(self.session()) }
             }
         };
+        let registering = kind.is_write() && self.session_id.is_none();
         let op = history.invoke(self.id, kind, cluster.now());
-        self.current = Some(Current { op, request, attempt: None, unknown: 0 });
+        self.current = Some(Current { op, request, registering, attempt: None, unknown: 0 });
     }
 
     /// Compare-and-swaps and transactions expect what this client saw last (so that they
@@ -227,9 +234,16 @@ impl Client {
         }
     }
 
+    /// The session of the write being started (client id 0 until registered: the request
+    /// is rebuilt once it is).
     fn session(&self) -> SessionRef {
         // One request outstanding at a time: everything below `seq` was answered or given up.
-        SessionRef { client_id: self.session_id, seq: self.seq, first_unacked_seq: self.seq }
+        SessionRef {
+            owner: self.owner.clone(),
+            client_id: self.session_id.unwrap_or(0),
+            seq: self.seq,
+            first_unacked_seq: self.seq,
+        }
     }
 
     /// One tick of the client: look at its reply, time out, retry, or give up.
@@ -264,7 +278,7 @@ impl Client {
                     println!("t={now} c{} x  n{node} #{} client timeout", self.id, cur.op);
                 }
                 cur.attempt = None;
-                if is_write {
+                if is_write && !cur.registering {
                     cur.unknown += 1;
                 }
                 self.leader = None;
@@ -288,11 +302,18 @@ impl Client {
             return;
         }
         let node = pick_node(self.leader, &cur.request, rng, knobs, nodes);
-        let rid = cluster.submit(node, cur.request.clone());
+        let request = if cur.registering {
+            Request::RegisterSession { owner: self.owner.clone() }
+        } else {
+            cur.request.clone()
+        };
+        let rid = cluster.submit(node, request);
         if knobs.trace {
             println!("t={now} c{} -> n{node} #{} {:?}", self.id, cur.op, cur.request);
         }
-        history.ops[cur.op].attempts += 1;
+        if !cur.registering {
+            history.ops[cur.op].attempts += 1;
+        }
         cur.attempt = Some(Attempt { rid, node, deadline: now + knobs.client_timeout_ticks });
     }
 
@@ -312,6 +333,18 @@ impl Client {
         let op = cur.op;
         let retry_at = |rng: &mut Rng| now + 1 + rng.below(8);
         match reply.result {
+            Ok(Response::SessionRegistered { client_id }) if cur.registering => {
+                // The write goes on as the first of the new session, to the same node.
+                cur.registering = false;
+                self.session_id = Some(client_id);
+                self.seq = 1;
+                let session = self.session();
+                if let Some(cur) = self.current.as_mut() {
+                    set_session(&mut cur.request, session);
+                }
+                self.leader = Some(node);
+                self.next_at = now;
+            }
             Ok(resp) => {
                 let lost = matches!(
                     resp,
@@ -395,12 +428,12 @@ impl Client {
                 history.complete(op, Outcome::MaybeApplied, now, Some(node));
                 self.current = None;
             }
-            Err(Error::Session(SessionError::Expired)) => {
+            Err(Error::Session(SessionError::Unknown | SessionError::Expired)) => {
                 // The session is gone: the write was not applied by this attempt, but an
-                // earlier one may have been. Open a fresh session.
+                // earlier one may have been. The next write registers a fresh session.
                 history.complete(op, Outcome::MaybeApplied, now, Some(node));
                 self.current = None;
-                self.session_id += 1_000_000;
+                self.session_id = None;
                 self.seq = 0;
             }
             Err(e) => {
@@ -414,6 +447,18 @@ impl Client {
                 self.current = None;
             }
         }
+    }
+}
+
+/// Puts `session` into a write request.
+fn set_session(request: &mut Request, s: SessionRef) {
+    match request {
+        Request::Set { session, .. }
+        | Request::Delete { session, .. }
+        | Request::SetIf { session, .. }
+        | Request::DeleteIf { session, .. }
+        | Request::Txn { session, .. } => *session = Some(s),
+        _ => {}
     }
 }
 

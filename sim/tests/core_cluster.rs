@@ -124,9 +124,18 @@ fn leader_failover_keeps_acknowledged_writes() {
 fn retried_write_with_session_is_applied_once() {
     let mut c = three(7);
     let leader = c.leader().unwrap();
-    let session = Some(SessionRef { client_id: 42, seq: 1, first_unacked_seq: 1 });
+    let owner = "client-a".to_string();
+    let registered = c.call(leader, Request::RegisterSession { owner: owner.clone() }, 100);
+    let Some(Ok(Response::SessionRegistered { client_id })) = registered.map(|r| r.result) else {
+        panic!("registration failed");
+    };
+    let session = Some(SessionRef { owner, client_id, seq: 1, first_unacked_seq: 1 });
     let first = c
-        .call(leader, Request::Set { key: "k".into(), value: b"1".to_vec(), session }, 100)
+        .call(
+            leader,
+            Request::Set { key: "k".into(), value: b"1".to_vec(), session: session.clone() },
+            100,
+        )
         .unwrap();
     let Ok(Response::Set { revision }) = first.result else { panic!("{first:?}") };
     assert!(is_ok(&c.call(leader, set("other", "x"), 100)));

@@ -10,7 +10,7 @@ use raft::StateRole;
 
 use super::writes::WriteKind;
 use super::Node;
-use crate::command::{Command, Condition, Proposal, SessionRef, WriteOutcome};
+use crate::command::{Command, Condition, Proposal, ProposalSession, SessionRef, WriteOutcome};
 use crate::error::{Error, InvalidArgument};
 use crate::lease::{LeaseError, LeaseTtl};
 use crate::read::ReadKind;
@@ -88,7 +88,7 @@ impl Node {
         command: Result<Command, Error>,
     ) {
         let proposal = command.map(|command| Proposal {
-            session,
+            session: session.map(ProposalSession::Registered),
             proposed_at_ms: self.wall_ms,
             quota_state_bytes: self.config.quota_state_bytes,
             command,

@@ -256,6 +256,9 @@ impl Node {
             Ok(WriteOutcome::LeaseRevoked { revision, .. }) => {
                 Ok(Response::LeaseRevoked { revision })
             }
+            Ok(WriteOutcome::SessionRegistered { client_id }) => {
+                Ok(Response::SessionRegistered { client_id })
+            }
             Err(e) => Err(e),
         }
     }

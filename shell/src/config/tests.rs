@@ -168,6 +168,7 @@ const KEYS: &[&str] = &[
     "watch-history-max-bytes",
     "watch-history-max-revisions",
     "watch-queue-max-bytes",
+    "max-sessions-per-identity",
 ];
 
 #[test]

@@ -36,8 +36,8 @@ use mokv_core::{RangeItem, RangeQuery};
 use mokv_proto::api::kv_server::Kv;
 use mokv_proto::api::{
     ConditionFailed, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetServersResponse,
-    KeyValue, RangeRequest, RangeResponse, ReadConsistency, Server, SetRequest, SetResponse,
-    Suffrage, TxnRequest, TxnResponse,
+    KeyValue, RangeRequest, RangeResponse, ReadConsistency, RegisterSessionRequest,
+    RegisterSessionResponse, Server, SetRequest, SetResponse, Suffrage, TxnRequest, TxnResponse,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -119,18 +119,19 @@ impl KvService {
     }
 
     /// A write needs `produce` on its key; a conditional one also `consume`, because its
-    /// answer tells the key's revisions and whether a compared value matched.
+    /// answer tells the key's revisions and whether a compared value matched. Returns the
+    /// caller (whose name owns its sessions).
     fn admit_write<T>(
         &self,
         req: &tonic::Request<T>,
         key: &str,
         conditional: bool,
-    ) -> Result<(), Status> {
-        self.admit(req, Action::Produce, key)?;
+    ) -> Result<Identity, Status> {
+        let (caller, _) = self.admit(req, Action::Produce, key)?;
         if conditional {
             self.admit(req, Action::Consume, key)?;
         }
-        Ok(())
+        Ok(caller)
     }
 }
 
@@ -142,8 +143,11 @@ fn consistency(c: i32) -> Result<Consistency, Status> {
     }
 }
 
-fn session(s: Option<mokv_proto::api::Session>) -> Option<SessionRef> {
+/// The core's session of a write by `caller`: sessions are the caller's own (looked up by its
+/// certificate name and the id), so naming another identity's id finds nothing.
+fn session(s: Option<mokv_proto::api::Session>, caller: &Identity) -> Option<SessionRef> {
     s.filter(|s| s.client_id != 0).map(|s| SessionRef {
+        owner: caller.name.clone(),
         client_id: s.client_id,
         seq: s.seq,
         first_unacked_seq: s.first_unacked_seq,
@@ -229,20 +233,19 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<SetResponse>, Status> {
         let r = async {
             let conditional = request.get_ref().condition.is_some();
-            self.admit_write(&request, &request.get_ref().key, conditional)?;
+            let caller = self.admit_write(&request, &request.get_ref().key, conditional)?;
             let SetRequest { key, value, session: s, condition: c, lease } = request.into_inner();
+            let session = session(s, &caller);
             let req = match (c, lease) {
                 (c, 1..) => Request::SetWithLease {
                     key,
                     value,
                     lease,
                     condition: c.map(condition).transpose()?,
-                    session: session(s),
+                    session,
                 },
-                (None, 0) => Request::Set { key, value, session: session(s) },
-                (Some(c), 0) => {
-                    Request::SetIf { key, value, condition: condition(c)?, session: session(s) }
-                }
+                (None, 0) => Request::Set { key, value, session },
+                (Some(c), 0) => Request::SetIf { key, value, condition: condition(c)?, session },
             };
             match status::call(&self.handle, req).await? {
                 Response::Set { revision } => Ok(tonic::Response::new(SetResponse {
@@ -270,11 +273,12 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<DeleteResponse>, Status> {
         let r = async {
             let conditional = request.get_ref().condition.is_some();
-            self.admit_write(&request, &request.get_ref().key, conditional)?;
+            let caller = self.admit_write(&request, &request.get_ref().key, conditional)?;
             let DeleteRequest { key, session: s, condition: c } = request.into_inner();
+            let session = session(s, &caller);
             let req = match c {
-                None => Request::Delete { key, session: session(s) },
-                Some(c) => Request::DeleteIf { key, condition: condition(c)?, session: session(s) },
+                None => Request::Delete { key, session },
+                Some(c) => Request::DeleteIf { key, condition: condition(c)?, session },
             };
             match status::call(&self.handle, req).await? {
                 Response::Delete { existed, revision } => {
@@ -438,7 +442,7 @@ impl Kv for KvService {
                 // Nothing to touch: still only for a caller allowed to use the service.
                 None => self.admit(&request, Action::Discover, CLUSTER_OBJECT)?,
             };
-            let session = session(request.into_inner().session);
+            let session = session(request.into_inner().session, &caller);
             let req = Request::Txn { txn: txn.clone(), session };
             match status::call(&self.handle, req).await? {
                 Response::Txn(r) => Ok(tonic::Response::new(kv_txn::to_wire(r, &txn, |key| {
@@ -449,6 +453,30 @@ impl Kv for KvService {
         }
         .await;
         counted("txn", r)
+    }
+
+    /// Opens a session for the caller. Any authenticated caller may (a session is of use only
+    /// for writes the policy allows it anyway): its sessions count against its own
+    /// per-identity quota, and the cluster-wide bound refuses rather than evicts.
+    async fn register_session(
+        &self,
+        request: tonic::Request<RegisterSessionRequest>,
+    ) -> Result<tonic::Response<RegisterSessionResponse>, Status> {
+        let r = async {
+            let caller = identity_of(&request).ok_or_else(status::unauthenticated)?;
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err(status::shutting_down());
+            }
+            let req = Request::RegisterSession { owner: caller.name };
+            match status::call(&self.handle, req).await? {
+                Response::SessionRegistered { client_id } => {
+                    Ok(tonic::Response::new(RegisterSessionResponse { client_id }))
+                }
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
+        counted("register_session", r)
     }
 }
 

@@ -32,7 +32,7 @@ use tonic::Status;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::{Action, Authorizer};
-use crate::security::identity::identity_of;
+use crate::security::identity::{identity_of, Identity};
 
 /// The authorization object of every lease rpc.
 pub const LEASE_OBJECT: &str = "lease";
@@ -52,17 +52,20 @@ impl LeaseService {
         Self { handle, stopping, authz }
     }
 
-    fn admit<T>(&self, req: &tonic::Request<T>, action: Action) -> Result<(), Status> {
-        self.authz.snapshot().check(identity_of(req), action, LEASE_OBJECT)?;
+    /// Checks `action` on leases; returns the caller (whose name owns its sessions).
+    fn admit<T>(&self, req: &tonic::Request<T>, action: Action) -> Result<Identity, Status> {
+        let caller = self.authz.snapshot().check(identity_of(req), action, LEASE_OBJECT)?;
         if self.stopping.load(Ordering::Relaxed) {
             return Err(status::shutting_down());
         }
-        Ok(())
+        Ok(caller)
     }
 }
 
-fn session(s: Option<LeaseSession>) -> Option<SessionRef> {
+/// The core's session of a lease write by `caller` (its own sessions only, as for KV writes).
+fn session(s: Option<LeaseSession>, caller: &Identity) -> Option<SessionRef> {
     s.filter(|s| s.client_id != 0).map(|s| SessionRef {
+        owner: caller.name.clone(),
         client_id: s.client_id,
         seq: s.seq,
         first_unacked_seq: s.first_unacked_seq,
@@ -93,10 +96,10 @@ impl Lease for LeaseService {
         request: tonic::Request<LeaseGrantRequest>,
     ) -> Result<tonic::Response<LeaseGrantResponse>, Status> {
         let r = async {
-            self.admit(&request, Action::Produce)?;
+            let caller = self.admit(&request, Action::Produce)?;
             let LeaseGrantRequest { ttl_ms, id, session: s } = request.into_inner();
-            let req =
-                Request::LeaseGrant { id: (id != 0).then_some(id), ttl_ms, session: session(s) };
+            let session = session(s, &caller);
+            let req = Request::LeaseGrant { id: (id != 0).then_some(id), ttl_ms, session };
             match status::call(&self.handle, req).await? {
                 Response::LeaseGranted { id, ttl_ms, revision } => {
                     Ok(tonic::Response::new(LeaseGrantResponse { id, ttl_ms, revision }))
@@ -113,9 +116,9 @@ impl Lease for LeaseService {
         request: tonic::Request<LeaseRevokeRequest>,
     ) -> Result<tonic::Response<LeaseRevokeResponse>, Status> {
         let r = async {
-            self.admit(&request, Action::Produce)?;
+            let caller = self.admit(&request, Action::Produce)?;
             let LeaseRevokeRequest { id, session: s } = request.into_inner();
-            let req = Request::LeaseRevoke { id, session: session(s) };
+            let req = Request::LeaseRevoke { id, session: session(s, &caller) };
             match status::call(&self.handle, req).await? {
                 Response::LeaseRevoked { revision } => {
                     Ok(tonic::Response::new(LeaseRevokeResponse { revision }))

@@ -10,7 +10,8 @@
 //! | `Unavailable` (no leader, busy, read not confirmed, shutting down, ...) | UNAVAILABLE, hint when known |
 //! | `Indeterminate`: timed out after the write was handed to Raft | DEADLINE_EXCEEDED |
 //! | the node stopped (shutdown, disk failure, panic) with the request in flight | DEADLINE_EXCEEDED |
-//! | `Session(Expired)`: the client's session is gone; open a new one | FAILED_PRECONDITION |
+//! | `Session(Unknown)`, `Session(Expired)`: the write names a session the caller has not open (never registered, expired, evicted); not applied, register a new one | FAILED_PRECONDITION |
+//! | `Session(TooManySessions)`: registration at the cluster's bound on sessions | RESOURCE_EXHAUSTED |
 //! | `Session(ResultDiscarded)`: the outcome of that seq can no longer be told | ABORTED |
 //! | `QuotaExceeded`: the write would take the data past the state quota | RESOURCE_EXHAUSTED |
 //! | `QuorumGuard`: an operator's removal would leave no live majority of voters | FAILED_PRECONDITION |
@@ -41,7 +42,9 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
     match e.class() {
         ErrorClass::Misuse => match e {
             Error::InvalidArgument(inner) => Status::invalid_argument(inner.to_string()),
-            Error::Session(SessionError::Expired) => Status::failed_precondition(e.to_string()),
+            Error::Session(SessionError::Expired | SessionError::Unknown) => {
+                Status::failed_precondition(e.to_string())
+            }
             // The request is fine; the cluster is not in a state to take it (a voter down).
             Error::QuorumGuard(_) => Status::failed_precondition(e.to_string()),
             Error::Lease(LeaseError::NotFound) => Status::not_found(e.to_string()),
@@ -57,6 +60,10 @@ pub fn from_core(e: &Error, hint: Option<&LeaderHint>) -> Status {
             Error::QuotaExceeded(_) => Status::resource_exhausted(e.to_string()),
             // Retryable once leases are revoked or expire; no other node would accept it.
             Error::Lease(_) => Status::resource_exhausted(e.to_string()),
+            // Registration at the cluster's bound on sessions: retry once some expire.
+            Error::Session(SessionError::TooManySessions) => {
+                Status::resource_exhausted(e.to_string())
+            }
             _ => with_hint(Status::unavailable(e.to_string()), hint),
         },
         ErrorClass::Indeterminate => match e {

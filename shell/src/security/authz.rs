@@ -21,6 +21,7 @@
 //! | `Lease` service `TimeToLive` | `lease` | `consume` |
 //! | `Set` with a `lease` | the key | `produce` (as any `Set`) |
 //! | `GetServers` | [`CLUSTER_OBJECT`] (`cluster`) | `discover` |
+//! | `RegisterSession` | none: any authenticated caller (its sessions count against its own quota) | — |
 //! | `Cluster` service (`MemberStatus`, `MemberList`, `MemberRemove`, `TransferLeader`) | [`CLUSTER_OBJECT`] (`cluster`) | `admin` |
 //!
 //! A denial is PERMISSION_DENIED with the fixed message "permission denied" (no key text).
