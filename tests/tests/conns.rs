@@ -83,7 +83,8 @@ async fn h2_from(
 /// The value of SETTINGS_MAX_CONCURRENT_STREAMS (0x3) in a SETTINGS payload.
 fn max_concurrent_streams(settings: &[u8]) -> Option<u32> {
     settings.chunks_exact(6).find_map(|e| {
-        (u16::from_be_bytes([e[0], e[1]]) == 3).then(|| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+        (u16::from_be_bytes([e[0], e[1]]) == 3)
+            .then(|| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
     })
 }
 
@@ -182,8 +183,7 @@ async fn a_connection_without_a_certificate_has_few_streams_and_a_short_life() {
     assert_eq!(max_concurrent_streams(&settings), Some(100), "with a certificate");
 
     // Max age 1 s (GOAWAY), closed a second later at the latest; the bound is slack.
-    closed_within(&mut anon, Duration::from_secs(10), "a cert-less connection past its age")
-        .await;
+    closed_within(&mut anon, Duration::from_secs(10), "a cert-less connection past its age").await;
     let m = node.metrics_port.unwrap();
     eventually("root's connection open, the cert-less one gone", || async {
         let client = metric(m, r#"mokv_connections_open{class="client"}"#).await?;

@@ -151,8 +151,7 @@ impl ConnGate {
     /// A gate with these bounds, asking `members` about the cluster.
     pub fn new(limits: ConnLimits, members: impl Membership) -> Arc<ConnGate> {
         for r in Refusal::ALL {
-            metrics::counter!("mokv_connections_refused_total", "reason" => r.label())
-                .increment(0);
+            metrics::counter!("mokv_connections_refused_total", "reason" => r.label()).increment(0);
         }
         let gate = ConnGate { limits, members: Box::new(members), state: Mutex::default() };
         gate.lock().publish();

@@ -225,13 +225,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
     let gate = crate::net::conn_gate::ConnGate::new(cfg.conn_limits(), handle.clone());
     let anonymous_max_age = Duration::from_millis(cfg.anonymous_connection_max_age_ms);
-    let incoming = tls::incoming(
-        listener,
-        rustls_config,
-        server_tls.connections(),
-        gate,
-        anonymous_max_age,
-    );
+    let incoming =
+        tls::incoming(listener, rustls_config, server_tls.connections(), gate, anonymous_max_age);
     let anonymous = tls::AnonymousLimits {
         max_age: anonymous_max_age,
         max_concurrent_streams: cfg.anonymous_max_concurrent_streams,

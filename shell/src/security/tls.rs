@@ -759,7 +759,10 @@ pub fn incoming(
                             }
                             Ok(dup) if anonymous => (
                                 None,
-                                Some(AgeLimit::start(dup, anonymous_max_age + ANONYMOUS_CLOSE_GRACE)),
+                                Some(AgeLimit::start(
+                                    dup,
+                                    anonymous_max_age + ANONYMOUS_CLOSE_GRACE,
+                                )),
                             ),
                             Ok(dup) => (chain.map(|chain| conns.register(chain, dup)), None),
                         };
