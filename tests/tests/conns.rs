@@ -74,7 +74,8 @@ async fn h2_from(
         .expect("the server's first frame or a close")
         .ok()?;
     assert_eq!(header[3], 4, "the server's first frame is SETTINGS");
-    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let len =
+        (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
     let mut payload = vec![0u8; len];
     tls.read_exact(&mut payload).await.ok()?;
     Some((tls, payload))
@@ -226,6 +227,15 @@ async fn peers_get_in_while_clients_flood_the_bounds() {
     let mut kv = c.certs.kv(&leader_addr);
     set(&mut kv, "before").await.expect("a write with two of three");
 
+    // Only root's connection to the leader is left from the setup (closed ones may take a
+    // moment to be noticed).
+    for (i, expected) in [(leader, 1.0), (other, 0.0)] {
+        let m = c.nodes[i].metrics_port.unwrap();
+        eventually("the setup's connections closed", || async {
+            metric(m, r#"mokv_connections_open{class="client"}"#).await.filter(|n| *n == expected)
+        })
+        .await;
+    }
     // The flood: stalled handshakes (a TCP connection that never says hello) until one is
     // closed at once; on the leader, root's connection holds the fourth client place.
     let mut flood = Vec::new();
