@@ -152,10 +152,11 @@ async fn connections_beyond_the_per_ip_bound_are_closed_and_counted() {
 
     // A closed connection frees its place.
     drop(held.pop());
-    eventually("a place from 127.0.0.2 again", || async {
-        h2_from("127.0.0.2", &addr, &anonymous).await.map(|c| held.push(c))
+    let again = eventually("a place from 127.0.0.2 again", || async {
+        h2_from("127.0.0.2", &addr, &anonymous).await
     })
     .await;
+    held.push(again);
 }
 
 /// A connection without a client certificate is offered few concurrent streams (a client's
