@@ -128,7 +128,12 @@ fn single_node(bins: &Bins, tmp: &std::path::Path, flags: &[(&str, &str)]) -> (C
 async fn connections_beyond_the_per_ip_bound_are_closed_and_counted() {
     let bins = Bins::get();
     let tmp = tempfile::tempdir().unwrap();
-    let (certs, node) = single_node(&bins, tmp.path(), &[("--max-connections-per-ip", "3")]);
+    // Handshakes outlast the test's deadline: a connection closed within it was refused.
+    let (certs, node) = single_node(
+        &bins,
+        tmp.path(),
+        &[("--max-connections-per-ip", "3"), ("--tls-handshake-timeout-ms", "120000")],
+    );
     let (addr, metrics) = (node.addr.clone(), node.metrics_port.unwrap());
     eventually("n1 serves", || async { certs.servers(&addr).await }).await;
 
