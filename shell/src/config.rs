@@ -140,6 +140,21 @@ declare::settings! {
         gossip_probe_ms: u64 = 1_000,
         /// How long a suspected member has to refute before it is declared down.
         gossip_suspect_ms: u64 = 4_000,
+        /// TLS handshakes in progress at once on the rpc port; beyond, a new connection is closed
+        /// at once (connections from a member's address have a small reserve beyond it).
+        max_tls_handshakes: usize = 256,
+        /// Bound on one TLS handshake on the rpc port.
+        tls_handshake_timeout_ms: u64 = 5_000,
+        /// Open rpc connections that are not a current member's peer links (with or without a
+        /// client certificate, handshakes included); beyond, a new one is closed at once.
+        max_client_connections: usize = 4_096,
+        /// Like `max-client-connections`, per source IP address.
+        max_connections_per_ip: usize = 256,
+        /// Age at which a connection without a client certificate (health and reflection only)
+        /// is told to go away (GOAWAY); it is closed one second later.
+        anonymous_connection_max_age_ms: u64 = 30_000,
+        /// Concurrent streams per connection without a client certificate.
+        anonymous_max_concurrent_streams: u32 = 8,
     }
     optional {
         /// Casbin model (unset: the built-in copy of certs/model.conf); reloaded when it changes.
@@ -432,6 +447,20 @@ impl NodeConfig {
         if self.max_concurrent_streams == 0 {
             return Err(bad("max-concurrent-streams", "must be positive"));
         }
+        for (key, value) in [
+            ("max-tls-handshakes", self.max_tls_handshakes as u64),
+            ("max-client-connections", self.max_client_connections as u64),
+            ("max-connections-per-ip", self.max_connections_per_ip as u64),
+            ("anonymous-connection-max-age-ms", self.anonymous_connection_max_age_ms),
+            ("anonymous-max-concurrent-streams", u64::from(self.anonymous_max_concurrent_streams)),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be positive"));
+            }
+        }
+        if !(1..=600_000).contains(&self.tls_handshake_timeout_ms) {
+            return Err(bad("tls-handshake-timeout-ms", "must be in 1..=600000"));
+        }
         if self.metrics_plain_http && self.metrics_client_auth {
             return Err(bad(
                 "metrics-client-auth",
@@ -487,6 +516,16 @@ impl NodeConfig {
         c.max_sessions_per_identity = self.max_sessions_per_identity.max(1);
         c.dead_member_timeout_ms = self.dead_member_timeout_ms;
         c
+    }
+
+    /// The bounds on the rpc port's connections.
+    pub fn conn_limits(&self) -> crate::net::conn_gate::ConnLimits {
+        crate::net::conn_gate::ConnLimits {
+            max_tls_handshakes: self.max_tls_handshakes,
+            tls_handshake_timeout: std::time::Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_client_connections: self.max_client_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
     }
 
     /// Gossip settings for this node's identity (`identity.raft_id` = the node's id).

@@ -6,6 +6,7 @@
 //! inherited ([`inherited`]).
 
 pub mod cluster_service;
+pub mod conn_gate;
 pub mod gossip_net;
 pub mod inherited;
 pub mod kv_service;

@@ -169,6 +169,12 @@ const KEYS: &[&str] = &[
     "watch-history-max-revisions",
     "watch-queue-max-bytes",
     "max-sessions-per-identity",
+    "max-tls-handshakes",
+    "tls-handshake-timeout-ms",
+    "max-client-connections",
+    "max-connections-per-ip",
+    "anonymous-connection-max-age-ms",
+    "anonymous-max-concurrent-streams",
 ];
 
 #[test]
@@ -269,4 +275,34 @@ fn readme_reference_is_generated() {
         markdown_reference(),
         "README.md's configuration table is stale: replace it with `mokvd config reference`"
     );
+}
+
+#[test]
+fn connection_limits_are_configurable_and_checked() {
+    let s = Settings::from_yaml(
+        "max-tls-handshakes: 4\ntls-handshake-timeout-ms: 700\nmax-client-connections: 9\n\
+         max-connections-per-ip: 3\nanonymous-connection-max-age-ms: 500\n\
+         anonymous-max-concurrent-streams: 2\n",
+    )
+    .unwrap();
+    let c = NodeConfig::resolve(s.over(minimal())).unwrap();
+    let l = c.conn_limits();
+    assert_eq!(
+        (l.max_tls_handshakes, l.max_client_connections, l.max_connections_per_ip),
+        (4, 9, 3)
+    );
+    assert_eq!(l.tls_handshake_timeout, std::time::Duration::from_millis(700));
+    assert_eq!((c.anonymous_connection_max_age_ms, c.anonymous_max_concurrent_streams), (500, 2));
+    for key in [
+        "max-tls-handshakes",
+        "tls-handshake-timeout-ms",
+        "max-client-connections",
+        "max-connections-per-ip",
+        "anonymous-connection-max-age-ms",
+        "anonymous-max-concurrent-streams",
+    ] {
+        let s = Settings::from_yaml(&format!("{key}: 0\n")).unwrap();
+        let e = NodeConfig::resolve(s.over(minimal())).unwrap_err();
+        assert!(e.0.starts_with(key), "{e}");
+    }
 }

@@ -257,6 +257,21 @@ pub const SERIES: &[Series] = &[
         false,
     ),
     s("mokv_tls_reload_failures_total", C, N, "Certificate reloads refused, by role.", false),
+    // Connection bounds of the rpc port.
+    s(
+        "mokv_connections_open",
+        G,
+        N,
+        "Open rpc connections by class (peer, client, anonymous) and handshakes in progress.",
+        false,
+    ),
+    s(
+        "mokv_connections_refused_total",
+        C,
+        N,
+        "Rpc connections closed at once by a connection bound, by reason.",
+        false,
+    ),
 ];
 
 /// Describes every series to the installed recorder and registers the eager ones at zero.

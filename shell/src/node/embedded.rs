@@ -98,7 +98,7 @@ where
         watch_queue_max_bytes: crate::net::watch_service::DEFAULT_QUEUE_MAX_BYTES,
         max_page_bytes: cfg.core.max_page_bytes,
     };
-    let (server_stop, server, health) = server::serve(incoming, services)?;
+    let (server_stop, server, health) = server::serve(incoming, None, services)?;
     let background =
         vec![tokio::spawn(server::report_health(health, handle.watch(), stopping.clone()))];
     Ok(RunningNode {

@@ -223,7 +223,14 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.
-    let incoming = tls::incoming(listener, rustls_config, server_tls.connections());
+    let gate = crate::net::conn_gate::ConnGate::new(cfg.conn_limits(), handle.clone());
+    let anonymous_max_age = Duration::from_millis(cfg.anonymous_connection_max_age_ms);
+    let incoming =
+        tls::incoming(listener, rustls_config, server_tls.connections(), gate, anonymous_max_age);
+    let anonymous = tls::AnonymousLimits {
+        max_age: anonymous_max_age,
+        max_concurrent_streams: cfg.anonymous_max_concurrent_streams,
+    };
     let services = Services {
         handle: handle.clone(),
         stopping: stopping.clone(),
@@ -236,7 +243,8 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         watch_queue_max_bytes: cfg.watch_queue_max_bytes,
         max_page_bytes: cfg.max_page_bytes,
     };
-    let (server_stop, server, health) = serve(incoming, services)?;
+    let (server_stop, server, health) =
+        serve(incoming.authenticated, Some((incoming.anonymous, anonymous)), services)?;
 
     let mut background = vec![
         tokio::spawn(report_health(health, handle.watch(), stopping.clone())),
@@ -295,11 +303,21 @@ pub(crate) struct Services {
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
+/// Cert-less TLS connections and how they are served: with their own limits, by a second
+/// server (tonic sets HTTP/2 limits per server, not per connection).
+pub(crate) type AnonymousIncoming = (
+    tokio_stream::wrappers::ReceiverStream<Result<tls::MtlsConn, std::io::Error>>,
+    tls::AnonymousLimits,
+);
+
 /// Spawns the gRPC server (KV, Peer, health, reflection) on `incoming`: mokvd's TLS
-/// connections, or an embedding program's plaintext ones ([`crate::node::embedded`]). Returns the
-/// stop signal, the server task and the health reporter.
+/// connections, or an embedding program's plaintext ones ([`crate::node::embedded`]); and, with
+/// `anonymous`, the same services on mokvd's cert-less connections, with few streams per
+/// connection and a maximum connection age (GOAWAY; `tls::incoming` closes them a grace later).
+/// Returns the stop signal (for both), the server task and the health reporter.
 pub(crate) fn serve<I, IO, IE>(
     incoming: I,
+    anonymous: Option<AnonymousIncoming>,
     s: Services,
 ) -> Result<(oneshot::Sender<()>, ServerTask, tonic_health::server::HealthReporter), StartError>
 where
@@ -359,13 +377,8 @@ where
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
 
-    let (server_stop, stop_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(s.max_concurrent_streams))
-        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
-        .layer(crate::metrics::rpc_layer::RpcMetricsLayer)
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
@@ -373,10 +386,52 @@ where
         .add_service(lease)
         .add_service(peer)
         .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, async {
+        .add_service(reflection);
+    let routes = routes.routes().prepare();
+
+    let (server_stop, stop_rx) = oneshot::channel::<()>();
+    // Both servers stop on the one signal.
+    let (stopped_tx, stopped) = watch::channel(false);
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let builder = || {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+    };
+    let layers = tower::ServiceBuilder::new()
+        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .layer(crate::metrics::rpc_layer::RpcMetricsLayer)
+        .into_inner();
+    let main = builder()
+        .max_concurrent_streams(Some(s.max_concurrent_streams))
+        .layer(layers.clone())
+        .serve_with_incoming_shutdown(routes.clone(), incoming, stop_signal());
+    let anonymous = anonymous.map(|(incoming, limits)| {
+        builder()
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            .max_connection_age(limits.max_age)
+            .layer(layers)
+            .serve_with_incoming_shutdown(routes, incoming, stop_signal())
+    });
+    let server = async move {
+        let stop = async move {
             let _ = stop_rx.await;
-        });
+            let _ = stopped_tx.send(true);
+        };
+        let anonymous = async move {
+            match anonymous {
+                Some(a) => a.await,
+                None => Ok(()),
+            }
+        };
+        let ((), main, anonymous) = tokio::join!(stop, main, anonymous);
+        main.and(anonymous)
+    };
     Ok((server_stop, tokio::spawn(server), health))
 }
 

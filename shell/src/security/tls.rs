@@ -42,7 +42,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::config::TlsFiles;
-use crate::security::identity::{identity_from_der, ConnIdentity};
+use crate::net::conn_gate::{ConnClass, ConnGate, ConnPermit};
+use crate::security::identity::{identity_from_der, ConnIdentity, Identity};
 
 /// Installs ring as rustls's process-wide crypto provider (idempotent). tonic picks ring itself
 /// with `tls-ring`; this covers rustls helpers that ask for the process default.
@@ -133,21 +134,47 @@ pub struct MtlsConn {
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     identity: ConnIdentity,
     _registered: Option<Registered>,
+    /// Its place in the connection bounds, released when the connection closes.
+    _permit: Option<ConnPermit>,
+    /// Ends the connection at its maximum age (cert-less connections only).
+    _age: Option<AgeLimit>,
 }
 
 impl MtlsConn {
-    fn new(
-        stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        registered: Option<Registered>,
-    ) -> Self {
-        let identity = stream
+    /// The identity of the verified client certificate of `stream`, if it presented one.
+    fn identity_of(
+        stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    ) -> Option<Arc<Identity>> {
+        stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|der| identity_from_der(der.as_ref()))
-            .map(Arc::new);
-        Self { stream, identity: ConnIdentity(identity), _registered: registered }
+            .map(Arc::new)
+    }
+}
+
+/// Shuts a connection's socket down when its maximum age is reached, unless the connection
+/// ended first (dropping this ends the timer and releases the duplicated socket, which would
+/// otherwise keep the connection open).
+#[derive(Debug)]
+struct AgeLimit {
+    _cancel: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AgeLimit {
+    fn start(socket: std::net::TcpStream, age: Duration) -> AgeLimit {
+        let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(age) => {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                }
+                _ = cancelled => {}
+            }
+        });
+        AgeLimit { _cancel: cancel }
     }
 }
 
@@ -210,8 +237,6 @@ impl tokio::io::AsyncWrite for MtlsConn {
 
 /// How often the server certificate, key and CA files are checked for changes.
 pub const CERT_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-/// Bound on one TLS handshake (a client that stalls it is dropped).
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn invalid(what: &'static str, path: &Path, why: impl std::fmt::Display) -> TlsError {
     TlsError {
@@ -651,25 +676,55 @@ impl Drop for Registered {
     }
 }
 
+/// Where [`incoming`] hands the accepted connections: those of callers with a certificate, and
+/// those without one (served apart, with few streams and a maximum age).
+#[derive(Debug)]
+pub struct Incoming {
+    /// Connections whose client presented a verified certificate.
+    pub authenticated: tokio_stream::wrappers::ReceiverStream<Result<MtlsConn, std::io::Error>>,
+    /// Connections without a client certificate.
+    pub anonymous: tokio_stream::wrappers::ReceiverStream<Result<MtlsConn, std::io::Error>>,
+}
+
+/// How cert-less connections are limited (`anonymous-*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnonymousLimits {
+    /// Age at which the server sends GOAWAY.
+    pub max_age: Duration,
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// After GOAWAY at the maximum age, the time left for in-flight rpcs before the socket of a
+/// cert-less connection is shut down (a health `Watch` never ends on its own).
+pub const ANONYMOUS_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// TLS connections accepted on `listener`, each with its client's identity parsed once
-/// ([`MtlsConn`]): handshakes run concurrently (each bounded), failed ones are dropped. Ends
-/// when the receiver is dropped (the server stopped). Connections that presented a client certificate
-/// are registered in `conns` while open.
+/// ([`MtlsConn`]): `gate` admits each TCP connection before its handshake and again with its
+/// class after it (beyond a bound the connection is closed at once); handshakes run
+/// concurrently (each bounded in time), failed ones are dropped. Connections that presented a
+/// client certificate are registered in `conns` while open; those without one are shut down
+/// [`ANONYMOUS_CLOSE_GRACE`] after `anonymous_max_age`. Ends when both receivers are dropped
+/// (the server stopped).
 pub fn incoming(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,
     conns: Arc<ConnRegistry>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<MtlsConn, std::io::Error>> {
+    gate: Arc<ConnGate>,
+    anonymous_max_age: Duration,
+) -> Incoming {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (anon_tx, anon_rx) = tokio::sync::mpsc::channel(64);
+    let handshake_timeout = gate.limits().tls_handshake_timeout;
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                () = tx.closed() => return,
+                () = async { tokio::join!(tx.closed(), anon_tx.closed()); } => return,
                 a = listener.accept() => a,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+            let (tcp, from) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     tracing::warn!(error = %e, "accepting a connection");
@@ -677,29 +732,49 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Beyond a bound: closed at once (dropped), before any TLS work.
+            let Ok(handshake) = gate.accept(from.ip()) else { continue };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let anon_tx = anon_tx.clone();
             let conns = conns.clone();
             tokio::spawn(async move {
                 let dup = tcp.as_fd().try_clone_to_owned().map(std::net::TcpStream::from);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        let identity = MtlsConn::identity_of(&tls);
+                        let Ok(permit) = handshake.finish(identity.as_deref()) else { return };
                         let chain =
                             tls.get_ref().1.peer_certificates().map(|c| {
                                 c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>()
                             });
-                        let registered = match (chain, dup) {
-                            (Some(chain), Ok(dup)) => Some(conns.register(chain, dup)),
-                            (Some(_), Err(e)) => {
-                                // Without a handle to close it, a revocation could not end
-                                // this connection: refuse it.
+                        let anonymous = permit.class() == ConnClass::Anonymous;
+                        let (registered, age) = match dup {
+                            Err(e) => {
+                                // Without a handle to close it, a revocation (or the maximum
+                                // age) could not end this connection: refuse it.
                                 tracing::warn!(error = %e, "duplicating a socket; connection dropped");
                                 return;
                             }
-                            (None, _) => None,
+                            Ok(dup) if anonymous => (
+                                None,
+                                Some(AgeLimit::start(
+                                    dup,
+                                    anonymous_max_age + ANONYMOUS_CLOSE_GRACE,
+                                )),
+                            ),
+                            Ok(dup) => (chain.map(|chain| conns.register(chain, dup)), None),
                         };
-                        let _ = tx.send(Ok(MtlsConn::new(tls, registered))).await;
+                        let conn = MtlsConn {
+                            stream: tls,
+                            identity: ConnIdentity(identity),
+                            _registered: registered,
+                            _permit: Some(permit),
+                            _age: age,
+                        };
+                        let to = if anonymous { &anon_tx } else { &tx };
+                        let _ = to.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
                         crate::metrics::tls_handshake_failed(Some(&e));
@@ -713,5 +788,8 @@ pub fn incoming(
             });
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    Incoming {
+        authenticated: tokio_stream::wrappers::ReceiverStream::new(rx),
+        anonymous: tokio_stream::wrappers::ReceiverStream::new(anon_rx),
+    }
 }
