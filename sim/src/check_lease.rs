@@ -357,16 +357,15 @@ impl LeaseHolders {
             h.next_at = now + 1 + self.rng.below(5);
             return;
         }
-        let step = f.step;
         h.in_flight = None;
         h.next_at = now + 1 + self.rng.below(10);
-        h.stage = match (h.stage, step) {
+        h.stage = match h.stage {
             // The lease may exist or not: it expires on its own; start over.
-            (Stage::Granting(_), _) => Stage::Idle,
+            Stage::Granting(_) => Stage::Idle,
             // The attach may have been applied: keep going, but an absent key proves nothing.
-            (Stage::Attaching(lease), _) => Stage::Holding { lease, steps_left: 3 },
-            (Stage::Revoking(lease), _) => Stage::Expiring { lease, since: now },
-            (stage, _) => stage,
+            Stage::Attaching(lease) => Stage::Holding { lease, steps_left: 3 },
+            Stage::Revoking(lease) => Stage::Expiring { lease, since: now },
+            stage => stage,
         };
     }
 
