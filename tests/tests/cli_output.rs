@@ -4,10 +4,15 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mokv_proto::api::SetRequest;
-use mokv_tests::{eventually, Bins, Certs, Mokvd, NodeSpec};
+use mokv_tests::{eventually, scrape_metrics, Bins, Certs, Mokvd, NodeSpec};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
 
 /// What one `mokv` run returned.
 #[derive(Debug)]
@@ -69,7 +74,10 @@ async fn single_node(bins: &Bins, tmp: &Path) -> (Certs, Mokvd) {
     let certs = Certs::generate(bins, &tmp.join("certs"), &["n1"], &["root", "nobody"]);
     let node = Mokvd::start(
         &bins.mokvd,
-        NodeSpec::node(&certs, &tmp.join("data"), "n1").flag("--bootstrap"),
+        NodeSpec::node(&certs, &tmp.join("data"), "n1")
+            .flag("--bootstrap")
+            .with("--metrics-port", "0")
+            .flag("--metrics-plain-http"),
     );
     let kv = certs.kv(&node.addr);
     eventually("the node takes a write", || {
@@ -245,20 +253,104 @@ async fn exit_codes_are_the_documented_ones() {
         .args(["get", "ready"]));
     assert_eq!(no_files.code, Some(1), "{no_files:?}");
 
-    // 5 and 7: an endpoint that accepts TCP connections and never answers (a hung node). A
-    // read gives up: unavailable. A write cannot tell whether its request got through: it is
-    // indeterminate, never reported as "not applied". The listener stays open until the end.
+    // 5: an endpoint that accepts TCP connections and never answers (a hung node). A read
+    // gives up: unavailable. So does a write: its session is never registered, so the write
+    // itself was never sent and cannot have been applied. The listener stays open until then.
     let hung = TcpListener::bind("127.0.0.1:0").unwrap();
     let hung_addr = hung.local_addr().unwrap().to_string();
     let timeout = ["--call-timeout-ms", "500", "-o", "json"];
-    let read = mokv(&bins, &certs, "root", &hung_addr, &[&timeout[..], &["get", "k"][..]].concat());
-    assert_eq!(read.code, Some(5), "{read:?}");
-    assert_eq!(read.json_error()["error"], "unavailable");
-    let write =
-        mokv(&bins, &certs, "root", &hung_addr, &[&timeout[..], &["set", "k", "v"][..]].concat());
+    for args in [&["get", "k"][..], &["set", "k", "v"]] {
+        let r = mokv(&bins, &certs, "root", &hung_addr, &[&timeout[..], args].concat());
+        assert_eq!(r.code, Some(5), "{args:?}: {r:?}");
+        assert_eq!(r.json_error()["error"], "unavailable");
+    }
+    drop(hung);
+
+    // 7: a write that was sent and never answered cannot tell whether it was applied: it is
+    // indeterminate, never reported as "not applied". The link to the node fails for good
+    // right after the node answered the session registration, so the write leaves the CLI
+    // and is lost on the way.
+    let metrics_port = node.metrics_port.expect("started with --metrics-port");
+    let registered = || async {
+        let text = scrape_metrics(metrics_port, Duration::from_secs(1)).await?;
+        let count = text
+            .lines()
+            .filter(|l| l.starts_with("mokv_requests_total{"))
+            .filter(|l| l.contains(r#"rpc="register_session""#) && l.contains(r#"code="ok""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        Some(count)
+    };
+    let before = registered().await.unwrap_or(0.0);
+    let relay = CuttableRelay::start(addr, Duration::from_secs(1)).await;
+    let cli = {
+        let (bins, certs, relay_addr) = (bins.clone(), certs.clone(), relay.addr.clone());
+        // Not through the member list: that names the node's own address.
+        let args = ["--no-discovery", "--call-timeout-ms", "10000", "-o", "json", "set", "k", "v"];
+        tokio::task::spawn_blocking(move || mokv(&bins, &certs, "root", &relay_addr, &args))
+    };
+    eventually("the node answers the CLI's session registration", || async {
+        (registered().await? > before).then_some(())
+    })
+    .await;
+    relay.cut();
+    let write = cli.await.unwrap();
     assert_eq!(write.code, Some(7), "{write:?}");
     assert_eq!(write.json_error()["error"], "indeterminate");
-    drop(hung);
+}
+
+/// A TCP relay to a node whose client-to-node direction runs `hold` behind and stops for good
+/// at [`CuttableRelay::cut`]: whatever the client sends after that (or sent less than `hold`
+/// before it) never reaches the node, as on a link that fails in the middle of a request. The
+/// connection stays open, so the client sees no error, only no answer.
+struct CuttableRelay {
+    addr: String,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttableRelay {
+    async fn start(node: &str, hold: Duration) -> CuttableRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (node, is_cut) = (node.to_owned(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(&node).await else { continue };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_node, mut to_node) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_node, &mut to_client).await;
+                });
+                // Bounded: the reader waits while 64 chunks are held.
+                let (held, mut due) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(64);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if held.send((Instant::now() + hold, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let is_cut = is_cut.clone();
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = due.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if !is_cut.load(Ordering::SeqCst)
+                            && to_node.write_all(&bytes).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CuttableRelay { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
 }
 
 /// `mokv completions bash` is a script bash can load, and completing with it offers the

@@ -43,6 +43,11 @@ struct Cli {
     /// Client private key.
     #[arg(long, env = "MOKV_KEY")]
     key: Option<PathBuf>,
+    /// Talk only to --endpoints (and the leaders they name), never to the members they list:
+    /// for a cluster reached through a proxy or a port forward, whose advertised addresses
+    /// are not reachable from here.
+    #[arg(long, env = "MOKV_NO_DISCOVERY")]
+    no_discovery: bool,
     /// Serve reads from the answering node's local state (may be stale).
     #[arg(long)]
     serializable: bool,
@@ -285,6 +290,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let mut config = ClientConfig::new(cli.endpoints, tls);
     config.read_from = cli.read_from;
+    config.discovery = !cli.no_discovery;
     let call_timeout = Duration::from_millis(cli.call_timeout_ms.max(1));
     config.call_timeout = call_timeout;
     config.request_timeout = config.request_timeout.min(call_timeout);
