@@ -418,7 +418,7 @@ fn gossip_swarm() {
 ///   failures; the product's quorum guard narrows that window but cannot see the future).
 const REGRESSION_SEEDS: &[u64] = &[
     9, 17, 19, 36, 49, 129, 142, 460, 575, 1_016_210, 1_025_144, 1_025_181, 1_027_276, 1_028_710,
-    1_036_927, 2_015_852,
+    1_036_927, 2_015_852, 18_274,
 ];
 
 #[test]

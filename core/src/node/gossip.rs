@@ -110,20 +110,32 @@ impl Node {
         }
     }
 
-    /// A node that started with no data learns its cluster's id from the leader once it is in
-    /// the configuration, and stores it (synced), so that after a restart it is only ever
-    /// added back to that cluster.
+    /// A node that started with no data learns its cluster's id from the members of its
+    /// configuration once it is in it, and stores it (synced), so that after a restart it is
+    /// only ever added back to that cluster.
+    ///
+    /// Any member will do, not only the leader: a leader that itself joined empty and never
+    /// learned the id (its own leader's gossip was cut off) would otherwise keep every node
+    /// that joins after it from learning it, and then refuse, for good, the old members that
+    /// come back gossiping the id. Members are only ever added with no id or with the
+    /// leader's, so the members that know one agree; if they do not, nothing is learned.
     fn adopt_cluster_id(&mut self) {
         let Some(g) = &self.gossip else { return };
-        if g.identity().cluster_id != 0 || !self.sm.conf().all_ids().contains(&self.config.id) {
+        let conf_ids = self.sm.conf().all_ids();
+        if g.identity().cluster_id != 0 || !conf_ids.contains(&self.config.id) {
             return;
         }
-        let leader = self.raw.raft.leader_id;
-        let learned = g
-            .members()
-            .into_iter()
-            .find(|m| m.id.raft_id == leader && leader != 0 && m.id.cluster_id != 0)
-            .map(|m| m.id.cluster_id);
+        let view = g.members();
+        let known: BTreeSet<u64> = conf_ids
+            .iter()
+            .filter(|id| **id != self.config.id)
+            .filter_map(|id| newest(&view, *id).map(|m| m.id.cluster_id))
+            .filter(|cluster_id| *cluster_id != 0)
+            .collect();
+        let learned = match known.len() {
+            1 => known.first().copied(),
+            _ => None,
+        };
         if let (Some(cluster_id), Some(g)) = (learned, &mut self.gossip) {
             let id = GossipId { cluster_id, ..g.identity().bumped() };
             g.change_identity(id);

@@ -355,6 +355,67 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
     assert_eq!(restarted.gossip_identity().map(|g| g.cluster_id), Some(42));
 }
 
+/// The cluster id is learned from any member of the configuration, not only from the leader:
+/// here leader 3 joined empty itself and gossips no id (it is not even in node 2's gossip
+/// view), while member 1 gossips 42. Learning from the leader only, node 2 would stay without
+/// an id, and so would every node a leader like 3 adds, for good.
+#[test]
+fn a_joined_node_learns_the_cluster_id_from_a_member_when_the_leader_has_none() {
+    let mut sm = StateMachine::new(Config::new(2, 1).session_limits);
+    sm.set_conf(Conf { voters: [1, 2, 3].into_iter().collect(), ..Conf::default() });
+    for id in 1..=3 {
+        sm.members_mut().insert(id, info(id));
+    }
+    sm.skip(1);
+    let image = SnapshotImage { index: 1, term: 1, state: sm };
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 1;
+    let disk = DurableState {
+        snapshot: Some(image.encode()),
+        hard_state: Some(hs.write_to_bytes().unwrap()),
+        ..DurableState::default()
+    };
+    let mut config2 = Config::new(2, 5);
+    config2.gossip = Some(gossip_config(2, 0));
+    config2.gossip.as_mut().unwrap().seeds = vec!["n1:1".into()];
+    let mut n2 = Node::new(config2, disk).unwrap();
+    let mut config1 = Config::new(1, 6);
+    config1.gossip = Some(gossip_config(1, 42));
+    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+
+    // Node 2 hears of leader 3 over Raft.
+    let mut hb = Message::default();
+    hb.set_msg_type(MessageType::MsgHeartbeat);
+    hb.from = 3;
+    hb.to = 2;
+    hb.term = 2;
+    n2.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(n2.status().leader, Some(3));
+
+    let mut learned = false;
+    for t in 1..=100 {
+        for n in [&mut n1, &mut n2] {
+            n.handle_tick(super::Now { monotonic_ms: t * 100, wall_ms: t * 100 });
+        }
+        for _ in 0..4 {
+            let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
+            wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
+            wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
+            for d in wire {
+                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
+                let _ = to.handle_gossip(&d.payload);
+            }
+        }
+        while n1.poll_persist().is_some() {}
+        while n2.poll_persist().is_some() {}
+        learned |= std::iter::from_fn(|| n2.poll_event())
+            .any(|e| e == super::Event::ClusterIdLearned { cluster_id: 42 });
+    }
+    assert!(learned, "node 2 learned the cluster id from member 1");
+    assert_eq!(n2.cluster_id(), Some(42));
+}
+
 /// Conditional writes through the node: decided at apply time in log order (two if-absent
 /// creations of one key in the same batch: the first wins), and a compared value larger than a
 /// value may be is refused before it is proposed.
