@@ -88,6 +88,7 @@ impl Node {
         }
         self.adopt_cluster_id();
         self.track_down_members();
+        self.request_verifications();
         self.reconcile();
         self.note_gossip_change();
     }
@@ -179,6 +180,7 @@ impl Node {
             now_ms: self.now_ms,
             dead_member_timeout_ms: self.config.dead_member_timeout_ms,
             removed: &removed,
+            proofs: self.verifier.proofs(),
         });
         let mut cc = ConfChange::default();
         match action {
