@@ -40,6 +40,12 @@ impl Node {
         })
     }
 
+    /// Gossip identities ignored because the member table was full
+    /// ([`crate::gossip::GossipConfig::max_members`]).
+    pub fn gossip_identities_ignored(&self) -> u64 {
+        self.gossip.as_ref().map_or(0, |g| g.ignored_identities())
+    }
+
     /// Verifications failed so far (forged or unreachable identities).
     pub fn verifications_refused(&self) -> u64 {
         self.verifier.refused()

@@ -70,6 +70,8 @@ pub struct View {
     pub directory: Directory,
     /// The cluster this node's data belongs to (0: none yet).
     pub cluster_id: u64,
+    /// What this node answers `Peer.Identify` with (`None` without gossip).
+    pub own_claim: Option<mokv_core::gossip::NodeClaim>,
 }
 
 impl View {
@@ -254,6 +256,9 @@ impl DriverHandle {
     }
 }
 
+/// A verification's outcome, back from its task.
+type Verified = (mokv_core::gossip::VerifyRequest, Option<mokv_core::gossip::NodeClaim>);
+
 /// What the driver does after an input.
 enum Step {
     Go,
@@ -309,6 +314,10 @@ pub struct Driver {
     next_request: RequestId,
     links: Links,
     gossip_in: mpsc::Receiver<Vec<u8>>,
+    /// Dials identity verifications (`Node::poll_verify`) with the peer connector.
+    verify_with: watch::Receiver<PeerConnector>,
+    verified_tx: mpsc::Sender<Verified>,
+    verified: mpsc::Receiver<Verified>,
     gossip_out: Option<mpsc::Sender<Datagram>>,
     /// Where each node's peer port is now (`MemberEntry::peer_addr`: gossip's newest live
     /// incarnation, else the member table), refreshed when membership or gossip changes.
@@ -340,6 +349,7 @@ fn view_of(node: &Node) -> View {
         gossip: node.gossip_members(),
         directory: node.directory(),
         cluster_id: node.cluster_id().unwrap_or(0),
+        own_claim: node.own_claim(),
     }
 }
 
@@ -360,6 +370,9 @@ impl Driver {
         let (watch_tx, watch_pages) = mpsc::channel(WATCH_QUEUE);
         let (gossip_tx, gossip_in) = mpsc::channel(crate::net::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
+        let (verified_tx, verified) =
+            mpsc::channel(mokv_core::gossip::MAX_VERIFICATIONS_IN_FLIGHT + 1);
+        let verify_with = config.peer.clone();
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
         let disk_writer = if disk.blocks() {
@@ -404,6 +417,9 @@ impl Driver {
             next_request: 1,
             links: Links::new(node_id, config.peer, feedback_tx),
             gossip_in,
+            verify_with,
+            verified_tx,
+            verified,
             gossip_out: None,
             peer_addrs,
             learned: BTreeMap::new(),
@@ -454,6 +470,11 @@ impl Driver {
                 }
                 _ = ticker.tick() => {
                     self.node.handle_tick(self.now());
+                    Ok(Step::Go)
+                }
+                Some((request, claim)) = self.verified.recv() => {
+                    crate::metrics::gossip_verification(claim.is_some());
+                    self.node.handle_verified(request, claim);
                     Ok(Step::Go)
                 }
                 Some(fb) = self.feedback.recv() => {
@@ -623,6 +644,16 @@ impl Driver {
                     crate::metrics::gossip_dropped("outbound_full");
                 }
             }
+            // The core bounds these (a few in flight); each task ends within its timeout.
+            while let Some(request) = self.node.poll_verify() {
+                let connector = self.verify_with.borrow().clone();
+                let tx = self.verified_tx.clone();
+                tokio::spawn(async move {
+                    let claim = crate::net::identify::verify(&connector, &request).await;
+                    let _ = tx.send((request, claim)).await;
+                });
+            }
+            crate::metrics::gossip_identities_ignored(self.node.gossip_identities_ignored());
             if failed.is_empty() {
                 break;
             }
