@@ -56,9 +56,7 @@ impl Inputs<'_> {
     /// Member `id` proved (under its member-table name) that it is leaving.
     fn proved_leaving(&self, id: NodeId) -> bool {
         let name = self.members.get(&id).map(|m| m.name.as_str());
-        self.proofs
-            .get(&id)
-            .is_some_and(|p| p.claim.leaving && Some(p.name.as_str()) == name)
+        self.proofs.get(&id).is_some_and(|p| p.claim.leaving && Some(p.name.as_str()) == name)
     }
 
     /// Gossip members that could join, as gossip tells: up, not leaving, data from no

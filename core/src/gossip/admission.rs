@@ -23,11 +23,7 @@ pub(super) enum Admitted {
 /// Admits `bytes` against the member table `known` (gossip addresses, this node's included)
 /// holding at most `max_members` others. Returns what to hand foca and how many identities
 /// were refused. Bytes that do not decode are handed on unchanged (foca refuses them).
-pub(super) fn admit(
-    bytes: &[u8],
-    known: &BTreeSet<String>,
-    max_members: usize,
-) -> (Admitted, u64) {
+pub(super) fn admit(bytes: &[u8], known: &BTreeSet<String>, max_members: usize) -> (Admitted, u64) {
     let mut codec = PostcardCodec;
     let mut data = bytes;
     let Ok(header) = Codec::<GossipId>::decode_header(&mut codec, &mut data) else {

@@ -261,15 +261,28 @@ mod tests {
         assert!(d.admits_sender("c", 3), "a node being added, known from gossip");
         assert!(!d.admits_sender("c", 4) && !d.admits_sender("d", 4), "an unknown id");
         assert!(Directory::default().admits_sender("anyone", 9), "an empty node knows nobody");
-        let no_gossip =
-            Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None, proofs: &BTreeMap::new() };
+        let no_gossip = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &[],
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         assert!(!no_gossip.directory().admits_sender("c", 3));
     }
 
     #[test]
     fn without_gossip_the_member_table_is_the_directory() {
         let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b"))].into();
-        let s = Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None, proofs: &BTreeMap::new() };
+        let s = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &[],
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         let d = s.directory();
         assert_eq!(d.members.len(), 2);
         assert_eq!(d.get(1).unwrap().health, Some(Health::Alive), "a node is alive to itself");
@@ -286,8 +299,14 @@ mod tests {
             GossipMember { id: gid(3, "c", 40, 7), health: Health::Down },
             GossipMember { id: gid(9, "c", 41, 70), health: Health::Alive },
         ];
-        let s =
-            Sources { self_id: 1, identity: None, members: &members, view: &view, leader: None, proofs: &BTreeMap::new() };
+        let s = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &view,
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         let d = s.directory();
         let c = d.newest_named("c").unwrap();
         assert_eq!((c.id, c.health), (9, Some(Health::Alive)));
@@ -314,7 +333,10 @@ mod tests {
         };
         let d = s.directory();
         let b = d.get(2).unwrap();
-        assert_eq!((b.rpc_addr.as_deref(), b.peer_addr.as_deref()), (Some("b:table-rpc"), Some("b:table-peer")));
+        assert_eq!(
+            (b.rpc_addr.as_deref(), b.peer_addr.as_deref()),
+            (Some("b:table-rpc"), Some("b:table-peer"))
+        );
         assert_eq!(d.leader.unwrap().rpc_addr, "b:table-rpc", "leader hints follow no forgery");
         // A proof under another name (not b's certificate) is ignored.
         let proofs: BTreeMap<NodeId, Proof> = [(2, proof("mallory", "forger:9", 2))].into();

@@ -64,7 +64,8 @@ impl World {
                 f.handle_time(self.t_ms);
             }
             for _ in 0..4 {
-                let mut wire: Vec<Datagram> = std::iter::from_fn(|| self.leader.poll_datagram()).collect();
+                let mut wire: Vec<Datagram> =
+                    std::iter::from_fn(|| self.leader.poll_datagram()).collect();
                 for f in &mut self.forgers {
                     wire.extend(std::iter::from_fn(|| f.poll_datagram()));
                 }
@@ -92,9 +93,9 @@ impl World {
 /// The real nodes 2 and 3 at their member-table addresses, neither leaving.
 fn honest(r: &VerifyRequest) -> Option<NodeClaim> {
     let real = [("n2", 2, "rpc:2"), ("n3", 3, "rpc:3")];
-    real.iter().any(|(n, id, a)| r.name == *n && r.raft_id == *id && r.rpc_addr == *a).then_some(
-        NodeClaim { raft_id: r.raft_id, cluster_id: 42, started_ms: 1, leaving: false },
-    )
+    real.iter()
+        .any(|(n, id, a)| r.name == *n && r.raft_id == *id && r.rpc_addr == *a)
+        .then_some(NodeClaim { raft_id: r.raft_id, cluster_id: 42, started_ms: 1, leaving: false })
 }
 
 #[test]
@@ -116,7 +117,8 @@ fn forged_gossip_changes_no_membership_and_no_address_until_proven() {
     assert!(view.iter().any(|m| m.id.raft_id == 2 && m.id.leaving), "{view:?}");
     assert!(view.iter().any(|m| m.id.raft_id == 9), "{view:?}");
     // It asked, and each forgery failed its proof.
-    let asked = |name: &str, addr: &str| w.asked.iter().any(|r| r.name == name && r.rpc_addr == addr);
+    let asked =
+        |name: &str, addr: &str| w.asked.iter().any(|r| r.name == name && r.rpc_addr == addr);
     assert!(asked("n2", "rpc:2"), "the leave is checked with n2 itself: {:?}", w.asked);
     assert!(asked("n2", "forger:2") && asked("n9", "forger:4"), "{:?}", w.asked);
     assert!(w.leader.verifications_refused() >= 2);

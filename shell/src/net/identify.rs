@@ -24,10 +24,8 @@ pub async fn verify(connector: &PeerConnector, request: &VerifyRequest) -> Optio
 
 async fn ask(connector: &PeerConnector, request: &VerifyRequest) -> Option<NodeClaim> {
     let uri = format!("{}://{}", connector.scheme(), request.rpc_addr);
-    let endpoint = Endpoint::from_shared(uri)
-        .ok()?
-        .connect_timeout(VERIFY_TIMEOUT)
-        .timeout(VERIFY_TIMEOUT);
+    let endpoint =
+        Endpoint::from_shared(uri).ok()?.connect_timeout(VERIFY_TIMEOUT).timeout(VERIFY_TIMEOUT);
     let endpoint = match connector {
         // The server certificate must be valid for the claimed name, not for the address.
         PeerConnector::Tls(tls) => {
