@@ -7,6 +7,7 @@
 
 pub mod cluster_service;
 pub mod gossip_net;
+pub mod gossip_resolve;
 pub mod identify;
 pub mod inherited;
 pub mod kv_service;

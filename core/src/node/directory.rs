@@ -109,7 +109,20 @@ impl Sources<'_> {
         let gossiped_rpc = if id == self.self_id {
             self.identity.map(|g| g.rpc_addr.as_str())
         } else {
-            self.proofs.get(&id).filter(|p| p.name == name).map(|p| p.rpc_addr.as_str())
+            let proven =
+                self.proofs.get(&id).filter(|p| p.name == name).map(|p| p.rpc_addr.as_str());
+            // A node with no member table yet (joining, its configuration not received) has
+            // nothing to protect and no other way to answer the leader: it goes by gossip.
+            // Once it has a member table, addresses move only by proof.
+            let suggested = || {
+                newest(self.view.iter().filter(|m| m.health != Health::Down), id)
+                    .map(|m| m.id.rpc_addr.as_str())
+            };
+            if self.members.is_empty() {
+                proven.or_else(suggested)
+            } else {
+                proven
+            }
         }
         .filter(|a| !a.is_empty());
         let non_empty = |a: &str| Some(a.to_owned()).filter(|a| !a.is_empty());
@@ -345,5 +358,13 @@ mod tests {
         let proofs: BTreeMap<NodeId, Proof> = [(2, proof("b", "b:21", 2))].into();
         let d = Sources { proofs: &proofs, ..s }.directory();
         assert_eq!(d.get(2).unwrap().rpc_addr.as_deref(), Some("b:21"));
+        // A gossiped stranger gets no address from gossip here...
+        let view = vec![GossipMember { id: gid(7, "g", 70, 1), health: Health::Alive }];
+        let d = Sources { view: &view, proofs: &no_proofs, ..s }.directory();
+        assert_eq!(d.get(7).unwrap().peer_addr, None);
+        // ...but a joining node (no member table yet) reaches the leader where it gossips.
+        let empty = MemberTable::new();
+        let d = Sources { view: &view, proofs: &no_proofs, members: &empty, ..s }.directory();
+        assert_eq!(d.get(7).unwrap().peer_addr.as_deref(), Some("g:71"));
     }
 }
