@@ -8,7 +8,7 @@
 //! said about itself over a connection authenticated by its own node certificate.
 //! [`proofs_wanted`] lists what the leader should have verified next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::gossip::{newest, GossipId, GossipMember, Health, Proof, VerifyRequest};
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
@@ -42,6 +42,8 @@ pub(crate) struct Inputs<'a> {
     pub removed: &'a BTreeMap<NodeId, u64>,
     /// What nodes proved about themselves (newest per Raft id).
     pub proofs: &'a BTreeMap<NodeId, Proof>,
+    /// Members that announced their leave over an authenticated rpc.
+    pub leaves: &'a BTreeSet<NodeId>,
 }
 
 /// `p` proves gossip identity `g`: the same node, at the same address, the same process.
@@ -53,10 +55,15 @@ fn proves(p: &Proof, g: &GossipId) -> bool {
 }
 
 impl Inputs<'_> {
-    /// Member `id` proved (under its member-table name) that it is leaving.
+    /// Member `id` proved (under its member-table name) that it is leaving: it said so over
+    /// an authenticated rpc, or answered a verification so.
     fn proved_leaving(&self, id: NodeId) -> bool {
         let name = self.members.get(&id).map(|m| m.name.as_str());
-        self.proofs.get(&id).is_some_and(|p| p.claim.leaving && Some(p.name.as_str()) == name)
+        self.leaves.contains(&id)
+            || self
+                .proofs
+                .get(&id)
+                .is_some_and(|p| p.claim.leaving && Some(p.name.as_str()) == name)
     }
 
     /// Gossip members that could join, as gossip tells: up, not leaving, data from no
@@ -253,6 +260,7 @@ mod tests {
         timeout: u64,
         removed: BTreeMap<NodeId, u64>,
         proofs: BTreeMap<NodeId, Proof>,
+        leaves: BTreeSet<NodeId>,
     }
 
     impl Case {
@@ -276,6 +284,7 @@ mod tests {
                 timeout: 0,
                 removed: BTreeMap::new(),
                 proofs: BTreeMap::new(),
+                leaves: BTreeSet::new(),
             };
             c.prove_all();
             c
@@ -294,6 +303,7 @@ mod tests {
                 dead_member_timeout_ms: self.timeout,
                 removed: &self.removed,
                 proofs: &self.proofs,
+                leaves: &self.leaves,
             })
         }
 
@@ -310,6 +320,7 @@ mod tests {
                 dead_member_timeout_ms: self.timeout,
                 removed: &self.removed,
                 proofs: &self.proofs,
+                leaves: &self.leaves,
             })
         }
     }

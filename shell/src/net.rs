@@ -13,6 +13,7 @@ pub mod inherited;
 pub mod kv_service;
 mod kv_txn;
 pub mod lease_service;
+pub mod leave;
 pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;

@@ -14,7 +14,9 @@ use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Post
 
 pub use identity::{newest, GossipId, Incarnation, MAX_IDENTITY_FIELD_BYTES};
 pub(crate) use proof::Verifier;
-pub use proof::{NodeClaim, Proof, VerifyRequest, MAX_IN_FLIGHT as MAX_VERIFICATIONS_IN_FLIGHT};
+pub use proof::{
+    LeaveRefused, NodeClaim, Proof, VerifyRequest, MAX_IN_FLIGHT as MAX_VERIFICATIONS_IN_FLIGHT,
+};
 
 use crate::rng::Rng;
 

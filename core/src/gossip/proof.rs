@@ -51,6 +51,12 @@ pub struct NodeClaim {
     pub leaving: bool,
 }
 
+/// A `Peer.Leave` call naming a member whose name is not the caller's certificate name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the caller is not the member it says leaves")]
+#[non_exhaustive]
+pub struct LeaveRefused;
+
 /// A verified [`NodeClaim`]: node `name` answered it at `rpc_addr`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
@@ -70,11 +76,26 @@ pub(crate) struct Verifier {
     /// Per (name, address): earliest next attempt and the current backoff.
     backoff: BTreeMap<(String, String), (u64, u64)>,
     refused: u64,
+    /// Members that announced their leave over an authenticated `Peer.Leave` call (the
+    /// caller's certificate name was the member's): as good as a leaving proof. At most one
+    /// entry per member (forgotten with the member).
+    leaves: BTreeSet<NodeId>,
 }
 
 impl Verifier {
     pub(crate) fn proofs(&self) -> &BTreeMap<NodeId, Proof> {
         &self.proofs
+    }
+
+    /// Members that announced their leave themselves (see [`Self::handle_leave`]).
+    pub(crate) fn leaves(&self) -> &BTreeSet<NodeId> {
+        &self.leaves
+    }
+
+    /// Member `id` said, over a connection authenticated by its own node certificate, that it
+    /// leaves for good.
+    pub(crate) fn handle_leave(&mut self, id: NodeId) {
+        self.leaves.insert(id);
     }
 
     /// Verifications that failed (no answer, wrong certificate, another node there).
@@ -109,15 +130,16 @@ impl Verifier {
         self.outbox.pop_front()
     }
 
-    /// The shell's answer to `req`: the claim the node proved, or `None`.
+    /// The shell's answer to `req`: the claim the node proved, or `None`. Returns whether
+    /// the proofs changed (a new address or claim proven).
     pub(crate) fn handle_answer(
         &mut self,
         req: &VerifyRequest,
         claim: Option<NodeClaim>,
         now_ms: u64,
-    ) {
+    ) -> bool {
         if self.in_flight.remove(req).is_none() {
-            return;
+            return false;
         }
         let proof = claim.filter(|c| c.raft_id == req.raft_id).map(|claim| Proof {
             name: req.name.clone(),
@@ -145,6 +167,7 @@ impl Verifier {
             };
             *next_ms = now_ms.saturating_add(*backoff_ms);
         }
+        learned
     }
 
     /// Expires unanswered verifications and forgets proofs of ids no longer known.
@@ -157,9 +180,10 @@ impl Verifier {
             .collect();
         for r in expired {
             self.outbox.retain(|q| *q != r);
-            self.handle_answer(&r, None, now_ms);
+            let _ = self.handle_answer(&r, None, now_ms);
         }
         self.proofs.retain(|id, _| known.contains(id));
+        self.leaves.retain(|id| known.contains(id));
     }
 }
 

@@ -157,7 +157,7 @@ impl Node {
     }
 
     /// The leader takes the reconciler's next step, one configuration change at a time.
-    fn reconcile(&mut self) {
+    pub(super) fn reconcile(&mut self) {
         let Some(g) = &self.gossip else { return };
         if self.raw.raft.state != StateRole::Leader
             || self.membership.is_removed()
@@ -181,6 +181,7 @@ impl Node {
             dead_member_timeout_ms: self.config.dead_member_timeout_ms,
             removed: &removed,
             proofs: self.verifier.proofs(),
+            leaves: self.verifier.leaves(),
         });
         let mut cc = ConfChange::default();
         match action {

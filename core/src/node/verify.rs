@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use raft::StateRole;
 
-use super::Node;
-use crate::gossip::{newest, Health, NodeClaim, VerifyRequest};
+use super::{Event, Node};
+use crate::gossip::{newest, Health, LeaveRefused, NodeClaim, VerifyRequest};
 use crate::members::NodeId;
 use crate::reconcile;
 
@@ -25,7 +25,28 @@ impl Node {
     /// another certificate, not a node). Only now can gossip's suggestion take effect (a
     /// learner added, an address changed, a leaving member removed), at the next tick.
     pub fn handle_verified(&mut self, request: VerifyRequest, claim: Option<NodeClaim>) {
-        self.verifier.handle_answer(&request, claim, self.now_ms);
+        if self.verifier.handle_answer(&request, claim, self.now_ms) {
+            // A proven address changes where this node sends Raft messages and leader hints.
+            self.push_event(Event::GossipChanged);
+        }
+    }
+
+    /// Node `caller` (the name in the caller's node certificate, checked by the shell) says
+    /// over an authenticated `Peer.Leave` call that Raft node `id` leaves for good. Taken as
+    /// proof only if `id`'s member-table name is `caller`; whichever node leads removes it.
+    /// Returns whether `id` is a member of that name (an id that is no member is `Ok` too:
+    /// already removed, nothing to do).
+    pub fn handle_peer_leave(&mut self, caller: &str, id: NodeId) -> Result<(), LeaveRefused> {
+        match self.sm.members().get(&id) {
+            Some(m) if m.name == caller && self.sm.conf().all_ids().contains(&id) => {
+                self.verifier.handle_leave(id);
+                self.reconcile();
+                self.after_input();
+                Ok(())
+            }
+            Some(_) => Err(LeaveRefused),
+            None => Ok(()),
+        }
     }
 
     /// What this node says about itself when another node verifies it (`None` without
@@ -99,6 +120,7 @@ impl Node {
                 dead_member_timeout_ms: self.config.dead_member_timeout_ms,
                 removed: &removed,
                 proofs: self.verifier.proofs(),
+                leaves: self.verifier.leaves(),
             }));
         }
         self.verifier.handle_time(self.now_ms, &known);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mokv_core::gossip::{NodeClaim, VerifyRequest};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::IdentifyRequest;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::net::transport::PeerConnector;
 
@@ -22,19 +22,26 @@ pub async fn verify(connector: &PeerConnector, request: &VerifyRequest) -> Optio
     tokio::time::timeout(VERIFY_TIMEOUT, ask(connector, request)).await.ok().flatten()
 }
 
-async fn ask(connector: &PeerConnector, request: &VerifyRequest) -> Option<NodeClaim> {
-    let uri = format!("{}://{}", connector.scheme(), request.rpc_addr);
-    let endpoint =
-        Endpoint::from_shared(uri).ok()?.connect_timeout(VERIFY_TIMEOUT).timeout(VERIFY_TIMEOUT);
+/// A `Peer` client for node `name` at `rpc_addr`: the connection is made only if the server
+/// certificate is valid for `name` (not for the address). Each call is bounded by `timeout`.
+pub fn peer_client(
+    connector: &PeerConnector,
+    name: &str,
+    rpc_addr: &str,
+    timeout: Duration,
+) -> Option<PeerClient<Channel>> {
+    let uri = format!("{}://{}", connector.scheme(), rpc_addr);
+    let endpoint = Endpoint::from_shared(uri).ok()?.connect_timeout(timeout).timeout(timeout);
     let endpoint = match connector {
-        // The server certificate must be valid for the claimed name, not for the address.
-        PeerConnector::Tls(tls) => {
-            endpoint.tls_config(tls.clone().domain_name(request.name.clone())).ok()?
-        }
+        PeerConnector::Tls(tls) => endpoint.tls_config(tls.clone().domain_name(name)).ok()?,
         PeerConnector::Plaintext(_) => endpoint,
     };
-    let channel = connector.connect_lazy(endpoint);
-    let answer = PeerClient::new(channel).identify(IdentifyRequest {}).await.ok()?.into_inner();
+    Some(PeerClient::new(connector.connect_lazy(endpoint)))
+}
+
+async fn ask(connector: &PeerConnector, request: &VerifyRequest) -> Option<NodeClaim> {
+    let mut client = peer_client(connector, &request.name, &request.rpc_addr, VERIFY_TIMEOUT)?;
+    let answer = client.identify(IdentifyRequest {}).await.ok()?.into_inner();
     (answer.name == request.name && answer.raft_id == request.raft_id).then_some(NodeClaim {
         raft_id: answer.raft_id,
         cluster_id: answer.cluster_id,

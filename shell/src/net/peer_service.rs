@@ -15,7 +15,8 @@ use std::sync::Arc;
 use mokv_core::{NodeId, PeerPayload};
 use mokv_proto::peer::peer_server::Peer;
 use mokv_proto::peer::{
-    IdentifyRequest, IdentifyResponse, RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
+    IdentifyRequest, IdentifyResponse, LeaveRequest, LeaveResponse, RaftAck, RaftBatch,
+    SnapshotAck, SnapshotChunk,
 };
 use tonic::{Status, Streaming};
 
@@ -162,5 +163,22 @@ impl Peer for PeerService {
             started_ms: claim.started_ms,
             leaving: claim.leaving,
         }))
+    }
+
+    /// The caller leaves the cluster for good (see `mokv_core::Node::handle_peer_leave`):
+    /// PERMISSION_DENIED unless `raft_id` is the member named by the caller's certificate.
+    async fn leave(
+        &self,
+        request: tonic::Request<LeaveRequest>,
+    ) -> Result<tonic::Response<LeaveResponse>, Status> {
+        let caller = authorize_peer(identity_of(&request))?;
+        let id = request.get_ref().raft_id;
+        match self.handle.peer_leave(&caller.name, id).await? {
+            Ok(()) => {
+                tracing::info!(name = %caller.name, raft_id = id, "member announced its leave");
+                Ok(tonic::Response::new(LeaveResponse {}))
+            }
+            Err(_) => Err(self.refusals.refuse("leave", &caller.name, Some(id))),
+        }
     }
 }

@@ -105,8 +105,19 @@ struct PeerInbound {
 }
 
 enum Control {
-    LearnAddress { id: NodeId, addr: String },
+    LearnAddress {
+        id: NodeId,
+        addr: String,
+    },
     Leave,
+    /// Tell the other members over `Peer.Leave` that this node leaves.
+    AnnounceLeave,
+    /// Member `id` says (caller certificate name `caller`) that it leaves.
+    PeerLeave {
+        caller: String,
+        id: NodeId,
+        done: oneshot::Sender<Result<(), mokv_core::gossip::LeaveRefused>>,
+    },
     GossipStop,
     Stop,
 }
@@ -235,6 +246,25 @@ impl DriverHandle {
         let _ = self.control.send(Control::Leave).await;
     }
 
+    /// Tells every other member over `Peer.Leave` that this node leaves (after
+    /// [`leave`](Self::leave)); a round still under way is not started again.
+    pub async fn announce_leave(&self) {
+        let _ = self.control.send(Control::AnnounceLeave).await;
+    }
+
+    /// Member `id` says, over a connection authenticated by the node certificate of `caller`,
+    /// that it leaves for good (see `Node::handle_peer_leave`).
+    pub async fn peer_leave(
+        &self,
+        caller: &str,
+        id: NodeId,
+    ) -> Result<Result<(), mokv_core::gossip::LeaveRefused>, CallError> {
+        let (done, rx) = oneshot::channel();
+        let c = Control::PeerLeave { caller: caller.to_owned(), id, done };
+        self.control.send(c).await.map_err(|_| CallError::Stopped)?;
+        rx.await.map_err(|_| CallError::Stopped)
+    }
+
     /// Declares this node down in gossip and stops gossiping.
     pub async fn gossip_stop(&self) {
         let _ = self.control.send(Control::GossipStop).await;
@@ -318,6 +348,8 @@ pub struct Driver {
     verify_with: watch::Receiver<PeerConnector>,
     verified_tx: mpsc::Sender<Verified>,
     verified: mpsc::Receiver<Verified>,
+    /// The `Peer.Leave` round under way, if any (see [`Driver::announce_leave`]).
+    leave_round: Option<tokio::task::JoinHandle<()>>,
     gossip_out: Option<mpsc::Sender<Datagram>>,
     /// Where each node's peer port is now (`MemberEntry::peer_addr`: gossip's newest live
     /// incarnation, else the member table), refreshed when membership or gossip changes.
@@ -420,6 +452,7 @@ impl Driver {
             verify_with,
             verified_tx,
             verified,
+            leave_round: None,
             gossip_out: None,
             peer_addrs,
             learned: BTreeMap::new(),
@@ -474,6 +507,13 @@ impl Driver {
                 }
                 Some((request, claim)) = self.verified.recv() => {
                     crate::metrics::gossip_verification(claim.is_some());
+                    tracing::info!(
+                        name = %request.name,
+                        raft_id = request.raft_id,
+                        rpc_addr = %request.rpc_addr,
+                        proven = claim.is_some(),
+                        "gossiped identity checked"
+                    );
                     self.node.handle_verified(request, claim);
                     Ok(Step::Go)
                 }
@@ -572,9 +612,36 @@ impl Driver {
                 self.learned.insert(id, addr);
             }
             Control::Leave => self.node.handle_leave(),
+            Control::AnnounceLeave => self.announce_leave(),
+            Control::PeerLeave { caller, id, done } => {
+                let _ = done.send(self.node.handle_peer_leave(&caller, id));
+            }
             Control::GossipStop => self.node.handle_gossip_stop(),
         }
         Step::Go
+    }
+
+    /// One round of `Peer.Leave` calls to every other member of the configuration, at the
+    /// address this node reaches it at; at most one round at a time.
+    fn announce_leave(&mut self) {
+        if self.leave_round.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let me = self.node.id();
+        let conf = self.node.status().conf.all_ids();
+        let to: Vec<(String, String)> = self
+            .node
+            .directory()
+            .members
+            .into_values()
+            .filter(|e| e.id != me && conf.contains(&e.id) && !e.name.is_empty())
+            .filter_map(|e| Some((e.name, e.peer_addr?)))
+            .collect();
+        let connector = self.verify_with.borrow().clone();
+        self.leave_round = Some(tokio::spawn(async move {
+            let acknowledged = crate::net::leave::announce(connector, me, to).await;
+            tracing::info!(acknowledged, "told the other members that this node leaves");
+        }));
     }
 
     fn on_gossip(&mut self, d: &[u8]) {
@@ -700,6 +767,8 @@ impl Driver {
                 old.leader_hint = node.leader_hint();
                 old.directory = node.directory();
             }
+            // Small, and read by `Peer.Identify`: always current (leaving, cluster id learned).
+            old.own_claim = node.own_claim();
             old.status = status;
             notable
         });
