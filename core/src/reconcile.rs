@@ -155,16 +155,18 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
             && keeps_live_quorum(i, id)
     };
 
-    if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
-        return Some(Action::TransferLeadership);
-    }
-
     // A member that proved it leaves for good is removed (whether or not it is still up);
-    // gossip saying so only has it verified.
+    // gossip saying so only has it verified. A leader that leaves itself does this first: it
+    // hands over only to a member that stays, so two leaving voters would otherwise wait on
+    // each other for ever.
     for id in &ids {
         if i.proved_leaving(*id) && removable(*id) {
             return Some(Action::Remove(*id));
         }
+    }
+
+    if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
+        return Some(Action::TransferLeadership);
     }
 
     // Suggested joins, each only once the node proved it (its own certificate, at the address
