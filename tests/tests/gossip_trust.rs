@@ -237,6 +237,17 @@ async fn cluster_key_alone_cannot_remove_move_or_add_members() {
     // the three strangers), and it checked the leave with v itself, which answered.
     let start = Instant::now();
     loop {
+        // Checked while the forgeries are heard, not only after: a node acting on one is
+        // caught as soon as its view shows it.
+        for n in &nodes {
+            if let Some(view) = certs.servers(&n.addr).await {
+                assert!(
+                    voters_at(&view, &real),
+                    "{}'s view during the forgeries (the trap is {trap_addr}): {view:?}",
+                    n.name()
+                );
+            }
+        }
         let r = metric(leader_metrics, refused).await.unwrap_or(0.0) - refused_before;
         let p = metric(leader_metrics, proven).await.unwrap_or(0.0) - proven_before;
         if r >= 4.0 && p >= 1.0 {
