@@ -502,9 +502,9 @@ impl RunningNode {
                     return;
                 }
                 self.handle.announce_leave().await;
-                match tokio::time::timeout(LEAVE_ANNOUNCE_INTERVAL, w.changed()).await {
-                    Ok(Err(_)) => return,
-                    Ok(Ok(())) | Err(_) => {}
+                if let Ok(Err(_)) = tokio::time::timeout(LEAVE_ANNOUNCE_INTERVAL, w.changed()).await
+                {
+                    return;
                 }
             }
         })
