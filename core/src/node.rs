@@ -24,6 +24,9 @@ mod recovery_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod verify;
+#[cfg(test)]
+mod verify_tests;
 mod writes;
 
 use std::collections::VecDeque;
@@ -205,6 +208,9 @@ impl Status {
 /// 4. [`poll_event`](Self::poll_event) until `None`.
 /// 5. [`poll_datagram`](Self::poll_datagram) until `None`: send each gossip datagram (lossy:
 ///    the shell may drop one it cannot send at once).
+/// 6. [`poll_verify`](Self::poll_verify) until `None`: prove who listens where (see
+///    [`crate::gossip::VerifyRequest`]) and answer with
+///    [`handle_verified`](Self::handle_verified), later, as a separate input.
 ///
 /// A shell that batches inputs should bound how many it takes before draining (outputs and
 /// the time clients wait grow with the batch). Query methods ([`status`](Self::status), ...)
@@ -243,6 +249,8 @@ pub struct Node {
     events: VecDeque<Event>,
     membership: Membership,
     gossip: Option<Gossip>,
+    /// What nodes proved about themselves, and the verifications to ask the shell for.
+    verifier: crate::gossip::Verifier,
     /// What this node keeps on disk besides its Raft state, as last handed to the shell.
     meta: NodeMeta,
     /// Read-index contexts other nodes asked about (duplicates are dropped).
@@ -418,6 +426,7 @@ impl Node {
             events: VecDeque::new(),
             membership: Membership::default(),
             gossip,
+            verifier: crate::gossip::Verifier::default(),
             meta,
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
@@ -778,6 +787,7 @@ impl Node {
             members: self.sm.members(),
             view,
             leader: (leader != 0).then_some(leader),
+            proofs: self.verifier.proofs(),
         }
     }
 

@@ -2,10 +2,15 @@
 //! configuration closer to what gossip says the cluster is. Pure: the same inputs give the same
 //! answer, and it is asked again every tick, so a join seen while there was no leader, or a
 //! change that failed, is picked up on the next pass.
+//!
+//! Gossip only suggests: anyone with the cluster key can gossip any identity. A node is added
+//! as a learner, and a member removed because it leaves, only on a [`Proof`] — what the node
+//! said about itself over a connection authenticated by its own node certificate.
+//! [`proofs_wanted`] lists what the leader should have verified next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::gossip::{newest, GossipMember, Health};
+use crate::gossip::{newest, GossipId, GossipMember, Health, Proof, VerifyRequest};
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
 
 /// What the leader should do next.
@@ -35,6 +40,93 @@ pub(crate) struct Inputs<'a> {
     /// incarnation at the time: not added back automatically unless gossiping from a newer
     /// process.
     pub removed: &'a BTreeMap<NodeId, u64>,
+    /// What nodes proved about themselves (newest per Raft id).
+    pub proofs: &'a BTreeMap<NodeId, Proof>,
+    /// Members that announced their leave over an authenticated rpc.
+    pub leaves: &'a BTreeSet<NodeId>,
+}
+
+/// `p` proves gossip identity `g`: the same node, at the same address, the same process.
+fn proves(p: &Proof, g: &GossipId) -> bool {
+    p.name == g.name
+        && p.rpc_addr == g.rpc_addr
+        && p.claim.raft_id == g.raft_id
+        && p.claim.started_ms == g.started_ms
+}
+
+impl Inputs<'_> {
+    /// Member `id` proved (under its member-table name) that it is leaving: it said so over
+    /// an authenticated rpc, or answered a verification so.
+    fn proved_leaving(&self, id: NodeId) -> bool {
+        let name = self.members.get(&id).map(|m| m.name.as_str());
+        self.leaves.contains(&id)
+            || self
+                .proofs
+                .get(&id)
+                .is_some_and(|p| p.claim.leaving && Some(p.name.as_str()) == name)
+    }
+
+    /// Gossip members that could join, as gossip tells: up, not leaving, data from no
+    /// cluster or from ours, not a removed process.
+    fn join_suggestions(&self) -> impl Iterator<Item = &GossipMember> {
+        let ids = self.conf.all_ids();
+        self.gossip.iter().filter(move |m| {
+            m.health == Health::Alive
+                && !m.id.leaving
+                && m.id.raft_id != 0
+                && !ids.contains(&m.id.raft_id)
+                && (m.id.cluster_id == 0 || m.id.cluster_id == self.cluster_id)
+                && self.removed.get(&m.id.raft_id).is_none_or(|started| m.id.started_ms > *started)
+        })
+    }
+
+    /// The proof that lets suggestion `g` join: it proved this very identity, it is not
+    /// leaving, its data is from no cluster or ours.
+    fn join_proof(&self, g: &GossipId) -> Option<&Proof> {
+        self.proofs.get(&g.raft_id).filter(|p| {
+            proves(p, g)
+                && !p.claim.leaving
+                && (p.claim.cluster_id == 0 || p.claim.cluster_id == self.cluster_id)
+        })
+    }
+
+    /// Where member `id` is known to listen: its proven address, else the member table's.
+    fn known_addr(&self, id: NodeId) -> Option<String> {
+        let name = &self.members.get(&id)?.name;
+        self.proofs
+            .get(&id)
+            .filter(|p| p.name == *name)
+            .map(|p| p.rpc_addr.clone())
+            .or_else(|| self.members.get(&id).map(|m| m.rpc_addr.clone()))
+            .filter(|a| !a.is_empty())
+    }
+}
+
+/// The verifications the leader needs before it can act on what gossip suggests: a member
+/// gossiping that it leaves (asked at its known address), and each node that could join
+/// (asked at the address it gossips).
+pub(crate) fn proofs_wanted(i: &Inputs<'_>) -> Vec<VerifyRequest> {
+    let mut out = Vec::new();
+    for id in i.conf.all_ids() {
+        if id == i.self_id || i.proved_leaving(id) {
+            continue;
+        }
+        if newest(i.gossip, id).is_some_and(|m| m.id.leaving) {
+            if let (Some(m), Some(addr)) = (i.members.get(&id), i.known_addr(id)) {
+                out.push(VerifyRequest { name: m.name.clone(), raft_id: id, rpc_addr: addr });
+            }
+        }
+    }
+    for g in i.join_suggestions() {
+        if i.join_proof(&g.id).is_none() && !g.id.rpc_addr.is_empty() {
+            out.push(VerifyRequest {
+                name: g.id.name.clone(),
+                raft_id: g.id.raft_id,
+                rpc_addr: g.id.rpc_addr.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn is_up(m: &GossipMember) -> bool {
@@ -63,27 +155,27 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
             && keeps_live_quorum(i, id)
     };
 
-    if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
-        return Some(Action::TransferLeadership);
-    }
-
-    // A member leaving for good is removed (whether or not it is still up).
+    // A member that proved it leaves for good is removed (whether or not it is still up);
+    // gossip saying so only has it verified. A leader that leaves itself does this first: it
+    // hands over only to a member that stays, so two leaving voters would otherwise wait on
+    // each other for ever.
     for id in &ids {
-        if newest(i.gossip, *id).is_some_and(|m| m.id.leaving) && removable(*id) {
+        if i.proved_leaving(*id) && removable(*id) {
             return Some(Action::Remove(*id));
         }
     }
 
-    // Gossip members that could join: up, not leaving, data from no cluster or from ours.
-    let candidates = i.gossip.iter().filter(|m| {
-        m.health == Health::Alive
-            && !m.id.leaving
-            && m.id.raft_id != 0
-            && !ids.contains(&m.id.raft_id)
-            && (m.id.cluster_id == 0 || m.id.cluster_id == i.cluster_id)
-            && i.removed.get(&m.id.raft_id).is_none_or(|started| m.id.started_ms > *started)
-    });
-    for g in candidates {
+    if i.self_leaving && i.conf.voters.iter().any(|v| *v != i.self_id) {
+        return Some(Action::TransferLeadership);
+    }
+
+    // Suggested joins, each only once the node proved it (its own certificate, at the address
+    // it gossips).
+    for g in i.join_suggestions() {
+        let Some(proof) = i.join_proof(&g.id) else { continue };
+        if i.removed.get(&g.id.raft_id).is_some_and(|started| proof.claim.started_ms <= *started) {
+            continue;
+        }
         let namesake =
             ids.iter().copied().find(|id| i.members.get(id).is_some_and(|m| m.name == g.id.name));
         match namesake {
@@ -117,7 +209,21 @@ pub(crate) fn next_action(i: &Inputs<'_>) -> Option<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::GossipId;
+    use crate::gossip::{GossipId, NodeClaim};
+
+    /// What node `g` proves when asked: its own identity.
+    fn honest(g: &GossipId) -> Proof {
+        Proof {
+            name: g.name.clone(),
+            rpc_addr: g.rpc_addr.clone(),
+            claim: NodeClaim {
+                raft_id: g.raft_id,
+                cluster_id: g.cluster_id,
+                started_ms: g.started_ms,
+                leaving: g.leaving,
+            },
+        }
+    }
 
     fn gm(name: &str, raft_id: NodeId, health: Health) -> GossipMember {
         GossipMember {
@@ -155,11 +261,23 @@ mod tests {
         leaving: bool,
         timeout: u64,
         removed: BTreeMap<NodeId, u64>,
+        proofs: BTreeMap<NodeId, Proof>,
+        leaves: BTreeSet<NodeId>,
     }
 
     impl Case {
+        /// Every gossip member answers verification truthfully (an honest cluster).
+        fn prove_all(&mut self) {
+            self.proofs.clear();
+            for m in &self.gossip {
+                if newest(&self.gossip, m.id.raft_id) == Some(m) {
+                    self.proofs.insert(m.id.raft_id, honest(&m.id));
+                }
+            }
+        }
+
         fn new(voters: &[NodeId], names: &[(NodeId, &str)], gossip: Vec<GossipMember>) -> Self {
-            Self {
+            let mut c = Self {
                 conf: conf(voters, &[]),
                 members: table(names),
                 gossip,
@@ -167,7 +285,11 @@ mod tests {
                 leaving: false,
                 timeout: 0,
                 removed: BTreeMap::new(),
-            }
+                proofs: BTreeMap::new(),
+                leaves: BTreeSet::new(),
+            };
+            c.prove_all();
+            c
         }
 
         fn run(&self) -> Option<Action> {
@@ -182,6 +304,25 @@ mod tests {
                 now_ms: 10_000,
                 dead_member_timeout_ms: self.timeout,
                 removed: &self.removed,
+                proofs: &self.proofs,
+                leaves: &self.leaves,
+            })
+        }
+
+        fn wanted(&self) -> Vec<VerifyRequest> {
+            proofs_wanted(&Inputs {
+                self_id: 1,
+                self_leaving: self.leaving,
+                cluster_id: 42,
+                conf: &self.conf,
+                members: &self.members,
+                gossip: &self.gossip,
+                down_since_ms: &self.down,
+                now_ms: 10_000,
+                dead_member_timeout_ms: self.timeout,
+                removed: &self.removed,
+                proofs: &self.proofs,
+                leaves: &self.leaves,
             })
         }
     }
@@ -261,6 +402,7 @@ mod tests {
         // b back: c's old id goes first, then c joins under its new one.
         c.down.remove(&2);
         c.gossip[0].health = Health::Alive;
+        c.prove_all();
         assert_eq!(c.run(), Some(Action::Remove(3)));
         // A leaving voter waits too while its removal would leave no live quorum.
         let mut b = gm("b", 2, Health::Alive);
@@ -280,6 +422,7 @@ mod tests {
         assert_eq!(c.run(), None, "the same process is not added back");
         // Restarted (newer process): added back, so that it catches up to its removal.
         c.gossip[0].id.started_ms = 3;
+        c.prove_all();
         assert_eq!(c.run(), Some(Action::AddLearner(c.gossip[0].id.member_info())));
         // A wiped node under the same name has a new id: not affected.
         let mut c = Case::new(&[1], &[(1, "a")], vec![gm("b", 9, Health::Alive)]);
@@ -301,5 +444,61 @@ mod tests {
         assert_eq!(c.run(), None, "not yet");
         c.timeout = 9_000;
         assert_eq!(c.run(), Some(Action::Remove(2)));
+    }
+
+    /// A forger holding the cluster key (no certificate) gossips a newer incarnation of voter
+    /// b saying it leaves: b, asked, says it does not. Nothing is removed; b is asked (at its
+    /// member-table address, not one the forger chose).
+    #[test]
+    fn forged_leaving_of_a_voter_removes_nothing() {
+        let names = [(1, "a"), (2, "b"), (3, "c")];
+        let real_b = gm("b", 2, Health::Alive);
+        let mut forged = real_b.clone();
+        forged.id.started_ms += 1_000;
+        forged.id.leaving = true;
+        forged.id.gossip_addr = "forger:1".into();
+        let mut c = Case::new(&[1, 2, 3], &names, vec![real_b.clone(), gm("c", 3, Health::Alive)]);
+        c.gossip.push(forged);
+        assert_eq!(c.run(), None);
+        assert_eq!(
+            c.wanted(),
+            vec![VerifyRequest { name: "b".into(), raft_id: 2, rpc_addr: "b:2".into() }]
+        );
+        // b really leaves: it proves so, and is removed.
+        let mut leaving = real_b.id.clone();
+        leaving.leaving = true;
+        c.proofs.insert(2, honest(&leaving));
+        assert_eq!(c.run(), Some(Action::Remove(2)));
+        // A proof under another name (a certificate that is not b's) proves nothing.
+        c.proofs.get_mut(&2).unwrap().name = "mallory".into();
+        assert_eq!(c.run(), None);
+    }
+
+    /// A forger announces new identities: none is added until it proves itself, and each is
+    /// asked for at the address it gossips.
+    #[test]
+    fn forged_new_identities_are_not_added_without_proof() {
+        let forged: Vec<GossipMember> =
+            (10..15).map(|i| gm(&format!("forged{i}"), i, Health::Alive)).collect();
+        let mut c = Case::new(&[1], &[(1, "a")], forged.clone());
+        c.proofs.clear();
+        assert_eq!(c.run(), None);
+        assert_eq!(c.wanted().len(), 5);
+        // Another node answering at that address (its own certificate, its own id) is no proof.
+        c.proofs.insert(10, Proof { name: "forged10".into(), ..honest(&forged[1].id) });
+        assert_eq!(c.run(), None);
+        // A forged name of a down member: its old id is not removed on an unproven namesake.
+        let names = [(1, "a"), (2, "b"), (3, "c")];
+        let mut c = Case::new(
+            &[1, 2, 3],
+            &names,
+            vec![gm("b", 2, Health::Down), gm("b", 9, Health::Alive), gm("c", 3, Health::Alive)],
+        );
+        c.proofs.remove(&9);
+        assert_eq!(c.run(), None);
+        // A proof of an older process (the node restarted since) proves nothing either.
+        c.prove_all();
+        c.proofs.get_mut(&9).unwrap().claim.started_ms -= 1;
+        assert_eq!(c.run(), None);
     }
 }

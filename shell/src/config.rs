@@ -140,6 +140,9 @@ declare::settings! {
         gossip_probe_ms: u64 = 1_000,
         /// How long a suspected member has to refute before it is declared down.
         gossip_suspect_ms: u64 = 4_000,
+        /// Most other gossip members (down ones included) this node keeps track of: new
+        /// identities beyond it are ignored (`mokv_gossip_identities_ignored_total`).
+        gossip_max_members: usize = 1_024,
         /// TLS handshakes in progress at once on the rpc port; beyond, a new connection is closed
         /// at once (connections from a member's address have a small reserve beyond it).
         max_tls_handshakes: usize = 256,
@@ -534,6 +537,7 @@ impl NodeConfig {
         g.probe_period_ms = self.gossip_probe_ms;
         g.probe_rtt_ms = (self.gossip_probe_ms / 2).max(5);
         g.suspect_to_down_ms = self.gossip_suspect_ms;
+        g.max_members = self.gossip_max_members.max(1);
         g
     }
 }

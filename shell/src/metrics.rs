@@ -260,6 +260,17 @@ pub(crate) fn peer_refused(stream: &'static str) {
 }
 
 /// A gossip datagram was dropped, and why (`unauthenticated`, `inbound_full`, ...).
+/// A verification of a gossiped identity (see `mokv_core::gossip::VerifyRequest`).
+pub(crate) fn gossip_verification(proven: bool) {
+    let result = if proven { "proven" } else { "refused" };
+    metrics::counter!("mokv_gossip_verifications_total", "result" => result).increment(1);
+}
+
+/// Identities ignored because gossip's member table was full (`gossip-max-members`).
+pub(crate) fn gossip_identities_ignored(total: u64) {
+    metrics::counter!("mokv_gossip_identities_ignored_total").absolute(total);
+}
+
 pub(crate) fn gossip_dropped(why: &'static str) {
     metrics::counter!("mokv_gossip_datagrams_dropped_total", "reason" => why).increment(1);
 }

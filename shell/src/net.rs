@@ -8,10 +8,13 @@
 pub mod cluster_service;
 pub mod conn_gate;
 pub mod gossip_net;
+pub mod gossip_resolve;
+pub mod identify;
 pub mod inherited;
 pub mod kv_service;
 mod kv_txn;
 pub mod lease_service;
+pub mod leave;
 pub mod maintenance_service;
 pub mod page_token;
 pub mod peer_link;

@@ -771,6 +771,26 @@ impl Cluster {
             while let Some(d) = node.poll_datagram() {
                 datagrams.push(d);
             }
+            let mut verifications = Vec::new();
+            while let Some(v) = node.poll_verify() {
+                verifications.push(v);
+            }
+            // The shell's proof: only a real, running node answers, under its own name, at
+            // the address it really listens on (a forger holds no node certificate).
+            for v in verifications {
+                let claim = self
+                    .slots
+                    .values()
+                    .filter_map(|s| s.node.as_ref())
+                    .find(|n| {
+                        n.gossip_identity()
+                            .is_some_and(|g| g.name == v.name && g.rpc_addr == v.rpc_addr)
+                    })
+                    .and_then(|n| n.own_claim());
+                if let Some(n) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+                    n.handle_verified(v, claim);
+                }
+            }
             for t in transmits {
                 self.send(id, t);
             }

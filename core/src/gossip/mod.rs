@@ -2,7 +2,9 @@
 //! out as bytes, foca's timers kept here against the `now_ms` the node is given, randomness from
 //! the node's seeded generator. The shell only moves datagrams (and encrypts them).
 
+mod admission;
 mod identity;
+mod proof;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU32;
@@ -11,6 +13,10 @@ use std::time::Duration;
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 
 pub use identity::{newest, GossipId, Incarnation, MAX_IDENTITY_FIELD_BYTES};
+pub(crate) use proof::Verifier;
+pub use proof::{
+    LeaveRefused, NodeClaim, Proof, VerifyRequest, MAX_IN_FLIGHT as MAX_VERIFICATIONS_IN_FLIGHT,
+};
 
 use crate::rng::Rng;
 
@@ -46,7 +52,14 @@ pub struct GossipConfig {
     pub probe_rtt_ms: u64,
     /// How long a suspected member has to refute before it is declared down.
     pub suspect_to_down_ms: u64,
+    /// Most other members (gossip addresses, down ones included) foca keeps: identities
+    /// beyond it are ignored (counted in [`Gossip::ignored_identities`]); members already
+    /// known keep working.
+    pub max_members: usize,
 }
+
+/// Default of [`GossipConfig::max_members`].
+pub const DEFAULT_MAX_MEMBERS: usize = 1024;
 
 impl GossipConfig {
     /// LAN defaults (memberlist's): probe every second, 500 ms round trip, suspicion 4 s.
@@ -58,6 +71,7 @@ impl GossipConfig {
             probe_period_ms: 1_000,
             probe_rtt_ms: 500,
             suspect_to_down_ms: 4_000,
+            max_members: DEFAULT_MAX_MEMBERS,
         }
     }
 
@@ -139,8 +153,10 @@ impl rand_core::TryRng for GossipRng {
     }
 }
 
-/// foca plus its timers and outbox.
-pub(crate) struct Gossip {
+/// One gossip member: foca plus its timers and outbox, driven sans-io. A node runs one inside
+/// `Node`; on its own it speaks gossip without a Raft node (tools and tests that probe the
+/// gossip layer, such as the simulator's forger).
+pub struct Gossip {
     foca: Foca<GossipId, PostcardCodec, GossipRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<GossipId>,
     /// Pending foca timers by (due time, arrival order): fired in that order.
@@ -164,6 +180,8 @@ pub(crate) struct Gossip {
     suspects: Vec<(GossipId, foca::Incarnation, u64)>,
     /// A suspect this long is declared down here (see [`Gossip::expire_stale_suspects`]).
     stale_suspect_ms: u64,
+    max_members: usize,
+    ignored_identities: u64,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -176,7 +194,8 @@ impl std::fmt::Debug for Gossip {
 }
 
 impl Gossip {
-    pub(crate) fn new(config: &GossipConfig, seed: u64) -> Self {
+    /// A member with `config`'s identity; `seed` seeds its randomness.
+    pub fn new(config: &GossipConfig, seed: u64) -> Self {
         let foca = Foca::new(
             config.identity.clone(),
             config.foca_config(),
@@ -201,15 +220,18 @@ impl Gossip {
                 .suspect_to_down_ms
                 .max(1)
                 .saturating_add(config.probe_period_ms.max(2).saturating_mul(2)),
+            max_members: config.max_members,
+            ignored_identities: 0,
         }
     }
 
-    pub(crate) fn identity(&self) -> &GossipId {
+    /// This member's identity.
+    pub fn identity(&self) -> &GossipId {
         self.foca.identity()
     }
 
     /// Fires due timers and, while alone, re-announces to the seeds with backoff.
-    pub(crate) fn handle_time(&mut self, now_ms: u64) {
+    pub fn handle_time(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         if self.left {
             return;
@@ -308,17 +330,33 @@ impl Gossip {
         }
     }
 
-    pub(crate) fn handle_datagram(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
+    /// A datagram as received. Identities beyond [`GossipConfig::max_members`] are taken out
+    /// first.
+    pub fn handle_datagram(&mut self, bytes: &[u8]) -> Result<(), GossipError> {
         if self.left {
             return Ok(());
         }
-        let r = self.foca.handle_data(bytes, &mut self.runtime);
+        let mut known: BTreeSet<String> =
+            self.foca.iter_membership_state().map(|m| m.id().gossip_addr.clone()).collect();
+        known.insert(self.foca.identity().gossip_addr.clone());
+        let (admitted, ignored) = admission::admit(bytes, &known, self.max_members);
+        self.ignored_identities = self.ignored_identities.saturating_add(ignored);
+        let r = match admitted {
+            admission::Admitted::Unchanged => self.foca.handle_data(bytes, &mut self.runtime),
+            admission::Admitted::Rewritten(b) => self.foca.handle_data(&b, &mut self.runtime),
+            admission::Admitted::Refused => return Ok(()),
+        };
         self.collect();
         r.map_err(|_| GossipError { len: bytes.len() })
     }
 
+    /// Identities ignored because the member table was full ([`GossipConfig::max_members`]).
+    pub fn ignored_identities(&self) -> u64 {
+        self.ignored_identities
+    }
+
     /// Replaces this node's identity (leaving, cluster id learned); the new one must win.
-    pub(crate) fn change_identity(&mut self, new_id: GossipId) {
+    pub fn change_identity(&mut self, new_id: GossipId) {
         if self.left {
             return;
         }
@@ -347,7 +385,8 @@ impl Gossip {
         self.timers.clear();
     }
 
-    pub(crate) fn poll_datagram(&mut self) -> Option<Datagram> {
+    /// The next datagram to send.
+    pub fn poll_datagram(&mut self) -> Option<Datagram> {
         self.outbox.pop_front()
     }
 
@@ -356,7 +395,7 @@ impl Gossip {
     }
 
     /// Every member foca knows (not this node), sorted by name then Raft id.
-    pub(crate) fn members(&self) -> Vec<GossipMember> {
+    pub fn members(&self) -> Vec<GossipMember> {
         let mut out: Vec<GossipMember> = self
             .foca
             .iter_membership_state()
@@ -499,5 +538,34 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let _ = g.handle_datagram(&bytes);
         }
+    }
+
+    /// Beyond `max_members`, new identities are ignored (and counted); the members already
+    /// known keep working: one of them crashing is still seen.
+    #[test]
+    fn the_member_table_is_bounded_and_its_members_keep_working() {
+        let mut nodes: Vec<Gossip> = (1..=5)
+            .map(|i| {
+                let mut c = config(i);
+                if i == 1 {
+                    c.max_members = 2;
+                } else {
+                    c.seeds.push("n2:1".into());
+                }
+                Gossip::new(&c, i)
+            })
+            .collect();
+        run(&mut nodes, 8_000, 0, &[]);
+        let view = nodes[0].members();
+        assert_eq!(view.len(), 2, "{view:?}");
+        assert!(nodes[0].ignored_identities() > 0);
+        assert!(view.iter().all(|m| m.health == Health::Alive));
+        assert!(nodes[1].members().len() >= 3, "others are not bounded");
+        let kept = nodes.iter().position(|n| n.identity().raft_id == view[0].id.raft_id).unwrap();
+        run(&mut nodes, 25_000, 8_000, &[kept]);
+        let view = nodes[0].members();
+        assert_eq!(view.len(), 2, "{view:?}");
+        let m = view.iter().find(|m| m.id.raft_id == nodes[kept].identity().raft_id).unwrap();
+        assert_eq!(m.health, Health::Down);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::LeaderHint;
-use crate::gossip::{newest, GossipId, GossipMember, Health, Incarnation};
+use crate::gossip::{newest, GossipId, GossipMember, Health, Incarnation, Proof};
 use crate::members::{MemberTable, NodeId};
 
 /// One node in the [`Directory`].
@@ -13,11 +13,12 @@ pub struct MemberEntry {
     pub id: NodeId,
     /// Its name: the member table's, else its newest gossip identity's.
     pub name: String,
-    /// Where its rpc (client and peer) port is now: what its newest incarnation that is not
-    /// down announces in gossip (a node restarted on another port is found again without a
-    /// configuration change), else the member table's. `None` if neither names one.
+    /// Where its rpc (client and peer) port is now: the last address where it proved itself
+    /// with its node certificate (gossip announcing a new address only has it verified; a
+    /// node restarted on another port is found again without a configuration change), else
+    /// the member table's. `None` if neither names one.
     pub rpc_addr: Option<String>,
-    /// Where to send it Raft messages: the gossiped rpc address as above, else the member
+    /// Where to send it Raft messages: the proven rpc address as above, else the member
     /// table's peer address.
     pub peer_addr: Option<String>,
     /// Its gossip (UDP) address, from its newest incarnation.
@@ -84,6 +85,8 @@ pub(super) struct Sources<'a> {
     /// Every other gossip member (empty without gossip).
     pub(super) view: &'a [GossipMember],
     pub(super) leader: Option<NodeId>,
+    /// What nodes proved about themselves: the only source of an address gossip announces.
+    pub(super) proofs: &'a BTreeMap<NodeId, Proof>,
 }
 
 impl Sources<'_> {
@@ -99,20 +102,33 @@ impl Sources<'_> {
         if info.is_none() && newest_id.is_none() {
             return None;
         }
+        let name = info.map_or_else(
+            || newest_id.map(|g| g.name.clone()).unwrap_or_default(),
+            |m| m.name.clone(),
+        );
         let gossiped_rpc = if id == self.self_id {
             self.identity.map(|g| g.rpc_addr.as_str())
         } else {
-            newest(self.view.iter().filter(|m| m.health != Health::Down), id)
-                .map(|m| m.id.rpc_addr.as_str())
+            let proven =
+                self.proofs.get(&id).filter(|p| p.name == name).map(|p| p.rpc_addr.as_str());
+            // A node with no member table yet (joining, its configuration not received) has
+            // nothing to protect and no other way to answer the leader: it goes by gossip.
+            // Once it has a member table, addresses move only by proof.
+            let suggested = || {
+                newest(self.view.iter().filter(|m| m.health != Health::Down), id)
+                    .map(|m| m.id.rpc_addr.as_str())
+            };
+            if self.members.is_empty() {
+                proven.or_else(suggested)
+            } else {
+                proven
+            }
         }
         .filter(|a| !a.is_empty());
         let non_empty = |a: &str| Some(a.to_owned()).filter(|a| !a.is_empty());
         Some(MemberEntry {
             id,
-            name: info.map_or_else(
-                || newest_id.map(|g| g.name.clone()).unwrap_or_default(),
-                |m| m.name.clone(),
-            ),
+            name,
             rpc_addr: gossiped_rpc
                 .map(str::to_owned)
                 .or_else(|| info.and_then(|m| non_empty(&m.rpc_addr))),
@@ -152,7 +168,16 @@ impl Sources<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gossip::NodeClaim;
     use crate::members::MemberInfo;
+
+    fn proof(name: &str, rpc_addr: &str, raft_id: NodeId) -> Proof {
+        Proof {
+            name: name.into(),
+            rpc_addr: rpc_addr.into(),
+            claim: NodeClaim { raft_id, cluster_id: 0, started_ms: 0, leaving: false },
+        }
+    }
 
     fn gid(raft_id: NodeId, name: &str, port: u16, started_ms: u64) -> GossipId {
         GossipId {
@@ -193,12 +218,15 @@ mod tests {
                 health: Health::Alive,
             },
         ];
+        // b proved itself at its new address.
+        let proofs: BTreeMap<NodeId, Proof> = [(2, proof("b", "b:31", 2))].into();
         let s = Sources {
             self_id: 1,
             identity: Some(&me),
             members: &members,
             view: &view,
             leader: Some(2),
+            proofs: &proofs,
         };
         let d = s.directory();
         assert_eq!(d.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
@@ -237,6 +265,7 @@ mod tests {
             members: &members,
             view: &view,
             leader: None,
+            proofs: &BTreeMap::new(),
         };
         let d = s.directory();
         assert!(d.admits_sender("b", 2));
@@ -245,15 +274,28 @@ mod tests {
         assert!(d.admits_sender("c", 3), "a node being added, known from gossip");
         assert!(!d.admits_sender("c", 4) && !d.admits_sender("d", 4), "an unknown id");
         assert!(Directory::default().admits_sender("anyone", 9), "an empty node knows nobody");
-        let no_gossip =
-            Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None };
+        let no_gossip = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &[],
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         assert!(!no_gossip.directory().admits_sender("c", 3));
     }
 
     #[test]
     fn without_gossip_the_member_table_is_the_directory() {
         let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b"))].into();
-        let s = Sources { self_id: 1, identity: None, members: &members, view: &[], leader: None };
+        let s = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &[],
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         let d = s.directory();
         assert_eq!(d.members.len(), 2);
         assert_eq!(d.get(1).unwrap().health, Some(Health::Alive), "a node is alive to itself");
@@ -270,10 +312,59 @@ mod tests {
             GossipMember { id: gid(3, "c", 40, 7), health: Health::Down },
             GossipMember { id: gid(9, "c", 41, 70), health: Health::Alive },
         ];
-        let s =
-            Sources { self_id: 1, identity: None, members: &members, view: &view, leader: None };
+        let s = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &view,
+            leader: None,
+            proofs: &BTreeMap::new(),
+        };
         let d = s.directory();
         let c = d.newest_named("c").unwrap();
         assert_eq!((c.id, c.health), (9, Some(Health::Alive)));
+    }
+
+    /// A forger (cluster key, no certificate) gossips a newer incarnation of b at its own
+    /// address: b's address stays where b proved itself, else the member table's.
+    #[test]
+    fn a_gossiped_address_counts_only_once_proven() {
+        let members: MemberTable = [(1, info(1, "a")), (2, info(2, "b"))].into();
+        let forged = GossipId { rpc_addr: "forger:9".into(), ..gid(2, "b", 90, 99) };
+        let view = vec![
+            GossipMember { id: gid(2, "b", 20, 5), health: Health::Alive },
+            GossipMember { id: forged, health: Health::Alive },
+        ];
+        let no_proofs = BTreeMap::new();
+        let s = Sources {
+            self_id: 1,
+            identity: None,
+            members: &members,
+            view: &view,
+            leader: Some(2),
+            proofs: &no_proofs,
+        };
+        let d = s.directory();
+        let b = d.get(2).unwrap();
+        assert_eq!(
+            (b.rpc_addr.as_deref(), b.peer_addr.as_deref()),
+            (Some("b:table-rpc"), Some("b:table-peer"))
+        );
+        assert_eq!(d.leader.unwrap().rpc_addr, "b:table-rpc", "leader hints follow no forgery");
+        // A proof under another name (not b's certificate) is ignored.
+        let proofs: BTreeMap<NodeId, Proof> = [(2, proof("mallory", "forger:9", 2))].into();
+        let d = Sources { proofs: &proofs, ..s }.directory();
+        assert_eq!(d.get(2).unwrap().rpc_addr.as_deref(), Some("b:table-rpc"));
+        let proofs: BTreeMap<NodeId, Proof> = [(2, proof("b", "b:21", 2))].into();
+        let d = Sources { proofs: &proofs, ..s }.directory();
+        assert_eq!(d.get(2).unwrap().rpc_addr.as_deref(), Some("b:21"));
+        // A gossiped stranger gets no address from gossip here...
+        let view = vec![GossipMember { id: gid(7, "g", 70, 1), health: Health::Alive }];
+        let d = Sources { view: &view, proofs: &no_proofs, ..s }.directory();
+        assert_eq!(d.get(7).unwrap().peer_addr, None);
+        // ...but a joining node (no member table yet) reaches the leader where it gossips.
+        let empty = MemberTable::new();
+        let d = Sources { view: &view, proofs: &no_proofs, members: &empty, ..s }.directory();
+        assert_eq!(d.get(7).unwrap().peer_addr.as_deref(), Some("g:71"));
     }
 }

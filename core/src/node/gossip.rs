@@ -88,6 +88,7 @@ impl Node {
         }
         self.adopt_cluster_id();
         self.track_down_members();
+        self.request_verifications();
         self.reconcile();
         self.note_gossip_change();
     }
@@ -168,7 +169,7 @@ impl Node {
     }
 
     /// The leader takes the reconciler's next step, one configuration change at a time.
-    fn reconcile(&mut self) {
+    pub(super) fn reconcile(&mut self) {
         let Some(g) = &self.gossip else { return };
         if self.raw.raft.state != StateRole::Leader
             || self.membership.is_removed()
@@ -191,6 +192,8 @@ impl Node {
             now_ms: self.now_ms,
             dead_member_timeout_ms: self.config.dead_member_timeout_ms,
             removed: &removed,
+            proofs: self.verifier.proofs(),
+            leaves: self.verifier.leaves(),
         });
         let mut cc = ConfChange::default();
         match action {

@@ -202,7 +202,7 @@ fn reads_between_drains_share_one_round_and_later_ones_wait_for_it() {
     assert_eq!(heartbeats(&transmits).len(), 2, "the queued reads' round");
 }
 
-fn gossip_config(id: NodeId, cluster_id: u64) -> crate::gossip::GossipConfig {
+pub(super) fn gossip_config(id: NodeId, cluster_id: u64) -> crate::gossip::GossipConfig {
     let identity = crate::gossip::GossipId {
         gossip_addr: format!("n{id}:1"),
         name: format!("n{id}"),

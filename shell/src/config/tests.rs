@@ -152,6 +152,7 @@ const KEYS: &[&str] = &[
     "leave-on-shutdown",
     "gossip-probe-ms",
     "gossip-suspect-ms",
+    "gossip-max-members",
     "snapshot-threshold-bytes",
     "max-in-memory-log-bytes",
     "max-page-bytes",

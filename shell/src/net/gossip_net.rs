@@ -1,9 +1,9 @@
 //! The gossip socket: UDP on `bind-addr`. One task receives, opens (cluster key) and hands
 //! datagrams to the driver; one task seals and sends what the core emits. Gossip is lossy by
-//! design, so both directions drop rather than wait when a queue is full.
+//! design, so both directions drop rather than wait when a queue is full, and a datagram to a
+//! name not resolved yet is dropped while its lookup runs in the background
+//! ([`super::gossip_resolve`]).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mokv_core::gossip::{Datagram, MAX_DATAGRAM_BYTES};
@@ -11,13 +11,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::gossip_resolve::{system_lookup, Resolved, Resolver, LOOKUP_TIMEOUT};
 use crate::security::gossip_crypto::{ClusterKey, OVERHEAD};
 
 /// Datagrams waiting for the driver, and for the socket.
 pub const GOSSIP_QUEUE: usize = 1024;
-/// Resolved gossip addresses kept (a member's address rarely changes; names are re-resolved
-/// when the cache is full).
-const MAX_RESOLVED: usize = 4096;
 
 /// The running gossip socket tasks.
 #[derive(Debug)]
@@ -64,24 +62,30 @@ async fn receive(socket: Arc<UdpSocket>, key: Arc<ClusterKey>, inbound: mpsc::Se
 }
 
 async fn send(socket: Arc<UdpSocket>, key: Arc<ClusterKey>, mut out: mpsc::Receiver<Datagram>) {
-    let mut resolved: BTreeMap<String, SocketAddr> = BTreeMap::new();
-    while let Some(d) = out.recv().await {
-        let addr = match resolved.get(&d.to) {
-            Some(a) => *a,
-            None => match resolve(&d.to).await {
-                Some(a) => {
-                    if resolved.len() >= MAX_RESOLVED {
-                        resolved.clear();
-                    }
-                    resolved.insert(d.to.clone(), a);
-                    a
-                }
-                None => {
-                    crate::metrics::gossip_dropped("unresolved");
-                    tracing::debug!(to = %d.to, "gossip address does not resolve");
-                    continue;
-                }
+    let mut resolver = Resolver::new(system_lookup(), LOOKUP_TIMEOUT);
+    loop {
+        let d = tokio::select! {
+            d = out.recv() => match d {
+                Some(d) => d,
+                None => return,
             },
+            (name, ok) = resolver.finished() => {
+                if !ok {
+                    tracing::debug!(to = %name, "gossip address does not resolve");
+                }
+                continue;
+            }
+        };
+        let addr = match resolver.addr(&d.to) {
+            Resolved::Ready(a) => a,
+            Resolved::Pending => {
+                crate::metrics::gossip_dropped("resolving");
+                continue;
+            }
+            Resolved::Busy => {
+                crate::metrics::gossip_dropped("lookups_busy");
+                continue;
+            }
         };
         let Some(sealed) = key.seal(&d.payload) else {
             crate::metrics::gossip_dropped("no_randomness");
@@ -92,11 +96,4 @@ async fn send(socket: Arc<UdpSocket>, key: Arc<ClusterKey>, mut out: mpsc::Recei
             tracing::debug!(%addr, error = %e, "gossip send failed");
         }
     }
-}
-
-async fn resolve(addr: &str) -> Option<SocketAddr> {
-    if let Ok(a) = addr.parse() {
-        return Some(a);
-    }
-    tokio::net::lookup_host(addr).await.ok()?.next()
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use mokv_core::{NodeId, PeerPayload};
 use mokv_proto::peer::peer_server::Peer;
-use mokv_proto::peer::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
+use mokv_proto::peer::{
+    IdentifyRequest, IdentifyResponse, LeaveRequest, LeaveResponse, RaftAck, RaftBatch,
+    SnapshotAck, SnapshotChunk,
+};
 use tonic::{Status, Streaming};
 
 use crate::net::peer_refusals::PeerRefusals;
@@ -139,5 +142,43 @@ impl Peer for PeerService {
         self.check_inner("snapshot", &caller, from, &buf)?;
         let applied = self.handle.peer_message(&caller.name, buf, true).await?;
         Ok(tonic::Response::new(SnapshotAck { applied }))
+    }
+
+    /// Who this node is, for a node verifying what gossip says of it
+    /// (`crate::net::identify`): only to callers with a node certificate.
+    async fn identify(
+        &self,
+        request: tonic::Request<IdentifyRequest>,
+    ) -> Result<tonic::Response<IdentifyResponse>, Status> {
+        authorize_peer(identity_of(&request))?;
+        let me = self.handle.id();
+        let (name, claim) = self.handle.with_view(|v| {
+            (v.directory.get(me).map(|e| e.name.clone()).unwrap_or_default(), v.own_claim)
+        });
+        let claim = claim.ok_or_else(|| Status::unavailable("this node does not gossip"))?;
+        Ok(tonic::Response::new(IdentifyResponse {
+            name,
+            raft_id: claim.raft_id,
+            cluster_id: claim.cluster_id,
+            started_ms: claim.started_ms,
+            leaving: claim.leaving,
+        }))
+    }
+
+    /// The caller leaves the cluster for good (see `mokv_core::Node::handle_peer_leave`):
+    /// PERMISSION_DENIED unless `raft_id` is the member named by the caller's certificate.
+    async fn leave(
+        &self,
+        request: tonic::Request<LeaveRequest>,
+    ) -> Result<tonic::Response<LeaveResponse>, Status> {
+        let caller = authorize_peer(identity_of(&request))?;
+        let id = request.get_ref().raft_id;
+        match self.handle.peer_leave(&caller.name, id).await? {
+            Ok(()) => {
+                tracing::info!(name = %caller.name, raft_id = id, "member announced its leave");
+                Ok(tonic::Response::new(LeaveResponse {}))
+            }
+            Err(_) => Err(self.refusals.refuse("leave", &caller.name, Some(id))),
+        }
     }
 }

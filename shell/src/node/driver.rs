@@ -70,6 +70,8 @@ pub struct View {
     pub directory: Directory,
     /// The cluster this node's data belongs to (0: none yet).
     pub cluster_id: u64,
+    /// What this node answers `Peer.Identify` with (`None` without gossip).
+    pub own_claim: Option<mokv_core::gossip::NodeClaim>,
 }
 
 impl View {
@@ -103,8 +105,19 @@ struct PeerInbound {
 }
 
 enum Control {
-    LearnAddress { id: NodeId, addr: String },
+    LearnAddress {
+        id: NodeId,
+        addr: String,
+    },
     Leave,
+    /// Tell the other members over `Peer.Leave` that this node leaves.
+    AnnounceLeave,
+    /// Member `id` says (caller certificate name `caller`) that it leaves.
+    PeerLeave {
+        caller: String,
+        id: NodeId,
+        done: oneshot::Sender<Result<(), mokv_core::gossip::LeaveRefused>>,
+    },
     GossipStop,
     Stop,
 }
@@ -233,6 +246,25 @@ impl DriverHandle {
         let _ = self.control.send(Control::Leave).await;
     }
 
+    /// Tells every other member over `Peer.Leave` that this node leaves (after
+    /// [`leave`](Self::leave)); a round still under way is not started again.
+    pub async fn announce_leave(&self) {
+        let _ = self.control.send(Control::AnnounceLeave).await;
+    }
+
+    /// Member `id` says, over a connection authenticated by the node certificate of `caller`,
+    /// that it leaves for good (see `Node::handle_peer_leave`).
+    pub async fn peer_leave(
+        &self,
+        caller: &str,
+        id: NodeId,
+    ) -> Result<Result<(), mokv_core::gossip::LeaveRefused>, CallError> {
+        let (done, rx) = oneshot::channel();
+        let c = Control::PeerLeave { caller: caller.to_owned(), id, done };
+        self.control.send(c).await.map_err(|_| CallError::Stopped)?;
+        rx.await.map_err(|_| CallError::Stopped)
+    }
+
     /// Declares this node down in gossip and stops gossiping.
     pub async fn gossip_stop(&self) {
         let _ = self.control.send(Control::GossipStop).await;
@@ -253,6 +285,9 @@ impl DriverHandle {
         let _ = self.control.send(Control::Stop).await;
     }
 }
+
+/// A verification's outcome, back from its task.
+type Verified = (mokv_core::gossip::VerifyRequest, Option<mokv_core::gossip::NodeClaim>);
 
 /// What the driver does after an input.
 enum Step {
@@ -309,6 +344,12 @@ pub struct Driver {
     next_request: RequestId,
     links: Links,
     gossip_in: mpsc::Receiver<Vec<u8>>,
+    /// Dials identity verifications (`Node::poll_verify`) with the peer connector.
+    verify_with: watch::Receiver<PeerConnector>,
+    verified_tx: mpsc::Sender<Verified>,
+    verified: mpsc::Receiver<Verified>,
+    /// The `Peer.Leave` round under way, if any (see [`Driver::announce_leave`]).
+    leave_round: Option<tokio::task::JoinHandle<()>>,
     gossip_out: Option<mpsc::Sender<Datagram>>,
     /// Where each node's peer port is now (`MemberEntry::peer_addr`: gossip's newest live
     /// incarnation, else the member table), refreshed when membership or gossip changes.
@@ -340,6 +381,7 @@ fn view_of(node: &Node) -> View {
         gossip: node.gossip_members(),
         directory: node.directory(),
         cluster_id: node.cluster_id().unwrap_or(0),
+        own_claim: node.own_claim(),
     }
 }
 
@@ -360,6 +402,9 @@ impl Driver {
         let (watch_tx, watch_pages) = mpsc::channel(WATCH_QUEUE);
         let (gossip_tx, gossip_in) = mpsc::channel(crate::net::gossip_net::GOSSIP_QUEUE);
         let (feedback_tx, feedback) = mpsc::channel(1024);
+        let (verified_tx, verified) =
+            mpsc::channel(mokv_core::gossip::MAX_VERIFICATIONS_IN_FLIGHT + 1);
+        let verify_with = config.peer.clone();
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
         let disk_writer = if disk.blocks() {
@@ -404,6 +449,10 @@ impl Driver {
             next_request: 1,
             links: Links::new(node_id, config.peer, feedback_tx),
             gossip_in,
+            verify_with,
+            verified_tx,
+            verified,
+            leave_round: None,
             gossip_out: None,
             peer_addrs,
             learned: BTreeMap::new(),
@@ -454,6 +503,18 @@ impl Driver {
                 }
                 _ = ticker.tick() => {
                     self.node.handle_tick(self.now());
+                    Ok(Step::Go)
+                }
+                Some((request, claim)) = self.verified.recv() => {
+                    crate::metrics::gossip_verification(claim.is_some());
+                    tracing::info!(
+                        name = %request.name,
+                        raft_id = request.raft_id,
+                        rpc_addr = %request.rpc_addr,
+                        proven = claim.is_some(),
+                        "gossiped identity checked"
+                    );
+                    self.node.handle_verified(request, claim);
                     Ok(Step::Go)
                 }
                 Some(fb) = self.feedback.recv() => {
@@ -551,9 +612,36 @@ impl Driver {
                 self.learned.insert(id, addr);
             }
             Control::Leave => self.node.handle_leave(),
+            Control::AnnounceLeave => self.announce_leave(),
+            Control::PeerLeave { caller, id, done } => {
+                let _ = done.send(self.node.handle_peer_leave(&caller, id));
+            }
             Control::GossipStop => self.node.handle_gossip_stop(),
         }
         Step::Go
+    }
+
+    /// One round of `Peer.Leave` calls to every other member of the configuration, at the
+    /// address this node reaches it at; at most one round at a time.
+    fn announce_leave(&mut self) {
+        if self.leave_round.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let me = self.node.id();
+        let conf = self.node.status().conf.all_ids();
+        let to: Vec<(String, String)> = self
+            .node
+            .directory()
+            .members
+            .into_values()
+            .filter(|e| e.id != me && conf.contains(&e.id) && !e.name.is_empty())
+            .filter_map(|e| Some((e.name, e.peer_addr?)))
+            .collect();
+        let connector = self.verify_with.borrow().clone();
+        self.leave_round = Some(tokio::spawn(async move {
+            let acknowledged = crate::net::leave::announce(connector, me, to).await;
+            tracing::info!(acknowledged, "told the other members that this node leaves");
+        }));
     }
 
     fn on_gossip(&mut self, d: &[u8]) {
@@ -623,6 +711,16 @@ impl Driver {
                     crate::metrics::gossip_dropped("outbound_full");
                 }
             }
+            // The core bounds these (a few in flight); each task ends within its timeout.
+            while let Some(request) = self.node.poll_verify() {
+                let connector = self.verify_with.borrow().clone();
+                let tx = self.verified_tx.clone();
+                tokio::spawn(async move {
+                    let claim = crate::net::identify::verify(&connector, &request).await;
+                    let _ = tx.send((request, claim)).await;
+                });
+            }
+            crate::metrics::gossip_identities_ignored(self.node.gossip_identities_ignored());
             if failed.is_empty() {
                 break;
             }
@@ -669,6 +767,8 @@ impl Driver {
                 old.leader_hint = node.leader_hint();
                 old.directory = node.directory();
             }
+            // Small, and read by `Peer.Identify`: always current (leaving, cluster id learned).
+            old.own_claim = node.own_claim();
             old.status = status;
             notable
         });

@@ -54,6 +54,8 @@ const DRAIN_WAIT: Duration = Duration::from_secs(3);
 /// How long a leaving node waits to see its removal before it stops gossiping anyway (the
 /// leader removes a leaving member even once it is gone).
 const LEAVE_WAIT: Duration = Duration::from_secs(10);
+/// How often a leaving node tells the other members again, until it sees its removal.
+const LEAVE_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
 /// Time for the last gossip datagrams (our own "down") to leave the socket.
 const GOSSIP_FLUSH: Duration = Duration::from_millis(200);
 
@@ -546,12 +548,17 @@ impl RunningNode {
         self.handle.leave().await;
         let id = self.id;
         let mut w = self.handle.watch();
+        // Gossip's leaving flag is only a suggestion: the other members hear it from this
+        // node itself (`Peer.Leave`), again until the removal is seen (a new leader, a lost
+        // call).
         let removed = tokio::time::timeout(LEAVE_WAIT, async {
             loop {
                 if !w.borrow_and_update().status.conf.all_ids().contains(&id) {
                     return;
                 }
-                if w.changed().await.is_err() {
+                self.handle.announce_leave().await;
+                if let Ok(Err(_)) = tokio::time::timeout(LEAVE_ANNOUNCE_INTERVAL, w.changed()).await
+                {
                     return;
                 }
             }

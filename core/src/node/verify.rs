@@ -1,0 +1,131 @@
+//! The node's side of identity proofs (see [`crate::gossip::VerifyRequest`]): which
+//! verifications it asks for, the answers, and what it answers about itself.
+
+use std::collections::BTreeSet;
+
+use raft::StateRole;
+
+use super::{Event, Node};
+use crate::gossip::{newest, Health, LeaveRefused, NodeClaim, VerifyRequest};
+use crate::members::NodeId;
+use crate::reconcile;
+
+impl Node {
+    /// The next verification to carry out: dial `rpc_addr` over peer mTLS, require `name`'s
+    /// node certificate, ask the node who it is, and answer with
+    /// [`handle_verified`](Self::handle_verified). Bounded: at most a few are asked at once,
+    /// each (name, address) with backoff.
+    #[must_use]
+    pub fn poll_verify(&mut self) -> Option<VerifyRequest> {
+        self.verifier.poll()
+    }
+
+    /// The outcome of a verification from [`poll_verify`](Self::poll_verify): the claim of
+    /// the node that answered with `request.name`'s node certificate, or `None` (unreachable,
+    /// another certificate, not a node). Only now can gossip's suggestion take effect (a
+    /// learner added, an address changed, a leaving member removed), at the next tick.
+    pub fn handle_verified(&mut self, request: VerifyRequest, claim: Option<NodeClaim>) {
+        if self.verifier.handle_answer(&request, claim, self.now_ms) {
+            // A proven address changes where this node sends Raft messages and leader hints.
+            self.push_event(Event::GossipChanged);
+        }
+    }
+
+    /// Node `caller` (the name in the caller's node certificate, checked by the shell) says
+    /// over an authenticated `Peer.Leave` call that Raft node `id` leaves for good. Taken as
+    /// proof only if `id`'s member-table name is `caller`; whichever node leads removes it.
+    /// Returns whether `id` is a member of that name (an id that is no member is `Ok` too:
+    /// already removed, nothing to do).
+    pub fn handle_peer_leave(&mut self, caller: &str, id: NodeId) -> Result<(), LeaveRefused> {
+        match self.sm.members().get(&id) {
+            Some(m) if m.name == caller && self.sm.conf().all_ids().contains(&id) => {
+                self.verifier.handle_leave(id);
+                self.reconcile();
+                self.after_input();
+                Ok(())
+            }
+            Some(_) => Err(LeaveRefused),
+            None => Ok(()),
+        }
+    }
+
+    /// What this node says about itself when another node verifies it (`None` without
+    /// gossip).
+    pub fn own_claim(&self) -> Option<NodeClaim> {
+        let g = self.gossip.as_ref()?.identity();
+        Some(NodeClaim {
+            raft_id: self.config.id,
+            cluster_id: g.cluster_id,
+            started_ms: g.started_ms,
+            leaving: self.membership.is_leaving() || g.leaving,
+        })
+    }
+
+    /// Gossip identities ignored because the member table was full
+    /// ([`crate::gossip::GossipConfig::max_members`]).
+    pub fn gossip_identities_ignored(&self) -> u64 {
+        self.gossip.as_ref().map_or(0, |g| g.ignored_identities())
+    }
+
+    /// Verifications failed so far (forged or unreachable identities).
+    pub fn verifications_refused(&self) -> u64 {
+        self.verifier.refused()
+    }
+
+    /// Once per tick: the verifications gossip's suggestions call for. Every node verifies
+    /// a member's new gossiped address (it sends Raft messages and leader hints there); the
+    /// leader also verifies joins and leaves (it alone changes the configuration).
+    pub(super) fn request_verifications(&mut self) {
+        let Some(g) = &self.gossip else { return };
+        let view = g.members();
+        let conf = self.sm.conf();
+        let mut known: BTreeSet<NodeId> = conf.all_ids();
+        known.extend(view.iter().map(|m| m.id.raft_id));
+        let mut wanted = Vec::new();
+        for (id, info) in self.sm.members() {
+            if *id == self.config.id || !known.contains(id) {
+                continue;
+            }
+            let Some(live) = newest(view.iter().filter(|m| m.health != Health::Down), *id) else {
+                continue;
+            };
+            if live.id.name != info.name || live.id.rpc_addr.is_empty() {
+                continue;
+            }
+            let current = self
+                .verifier
+                .proofs()
+                .get(id)
+                .filter(|p| p.name == info.name)
+                .map_or(info.rpc_addr.as_str(), |p| p.rpc_addr.as_str());
+            if live.id.rpc_addr != current {
+                wanted.push(VerifyRequest {
+                    name: info.name.clone(),
+                    raft_id: *id,
+                    rpc_addr: live.id.rpc_addr.clone(),
+                });
+            }
+        }
+        if self.raw.raft.state == StateRole::Leader && !self.membership.is_removed() {
+            let removed = self.membership.removed_ids();
+            wanted.extend(reconcile::proofs_wanted(&reconcile::Inputs {
+                self_id: self.config.id,
+                self_leaving: self.membership.is_leaving(),
+                cluster_id: g.identity().cluster_id,
+                conf,
+                members: self.sm.members(),
+                gossip: &view,
+                down_since_ms: self.membership.down_since_ms(),
+                now_ms: self.now_ms,
+                dead_member_timeout_ms: self.config.dead_member_timeout_ms,
+                removed: &removed,
+                proofs: self.verifier.proofs(),
+                leaves: self.verifier.leaves(),
+            }));
+        }
+        self.verifier.handle_time(self.now_ms, &known);
+        for r in wanted {
+            self.verifier.want(r, self.now_ms);
+        }
+    }
+}
