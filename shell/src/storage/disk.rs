@@ -337,7 +337,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut disk = Disk::open(dir.path()).unwrap();
         disk.max_value_bytes = 64;
-        let first = PersistBatch { id: 1, entries: entries(1..=5), must_sync: true, ..Default::default() };
+        let first =
+            PersistBatch { id: 1, entries: entries(1..=5), must_sync: true, ..Default::default() };
         disk.write(std::slice::from_ref(&first)).unwrap();
         let too_big = PersistBatch {
             id: 3,
@@ -349,7 +350,10 @@ mod tests {
         let other = PersistBatch { id: 2, entries: entries(6..=6), ..Default::default() };
         let err = disk.write(&[other, too_big]).unwrap_err();
         assert!(
-            matches!(err, DiskError::ValueTooLarge { what: "snapshot", bytes: 65, limit_bytes: 64 }),
+            matches!(
+                err,
+                DiskError::ValueTooLarge { what: "snapshot", bytes: 65, limit_bytes: 64 }
+            ),
             "{err}"
         );
         assert_eq!(disk.load().unwrap(), reference(&[first.clone()]));
