@@ -579,11 +579,24 @@ impl StateMachine {
         }
     }
 
-    /// The data, consumed in key order (shared nodes are copied as they are reached).
-    pub(crate) fn into_data(
-        self,
-    ) -> imbl::ordmap::ConsumingIter<String, Versioned, imbl::shared_ptr::DefaultSharedPtr> {
-        self.data.map.into_iter()
+    /// Encodes keys in order ([`encode_key_to`]) into `w`, from the first key after `after`
+    /// (from the first key when `None`), until `w` holds at least `until_bytes` bytes. Returns
+    /// the last key written if it stopped because `w` is full, `None` once the keys ran out.
+    /// Reads the shared map in place: a snapshot job's clone is never copied.
+    pub(crate) fn encode_keys_after(
+        &self,
+        after: Option<&str>,
+        w: &mut Writer,
+        until_bytes: usize,
+    ) -> Option<String> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, v) in self.data.range::<_, str>((lower, Bound::Unbounded)) {
+            encode_key_to(w, key, v);
+            if w.len() >= until_bytes {
+                return Some(key.clone());
+            }
+        }
+        None
     }
 
     /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have

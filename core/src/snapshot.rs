@@ -139,7 +139,8 @@ impl SnapshotJob {
         w.put_u64(self.term);
         w.put_raw(&head);
         SnapshotEncoder {
-            items: Some(self.state.into_data()),
+            state: self.state,
+            cursor: Cursor::First,
             tail,
             total_bytes,
             chunk_bytes: chunk_bytes.max(1),
@@ -160,12 +161,21 @@ impl SnapshotJob {
     }
 }
 
+/// Where a [`SnapshotEncoder`] stands.
+enum Cursor {
+    /// No key written yet.
+    First,
+    /// Keys up to and including this one are written.
+    After(String),
+    /// The trailer is written.
+    Done,
+}
+
 /// Yields a snapshot chunk by chunk ([`SnapshotJob::encoder`]).
 pub struct SnapshotEncoder {
-    /// `None` once the trailer is written.
-    items: Option<
-        imbl::ordmap::ConsumingIter<String, crate::Versioned, imbl::shared_ptr::DefaultSharedPtr>,
-    >,
+    state: StateMachine,
+    /// Where the next chunk starts.
+    cursor: Cursor,
     /// The state's encoding after the keys (the leases), written after the last key.
     tail: Vec<u8>,
     /// The length of the whole encoding, frame included.
@@ -189,29 +199,30 @@ impl Iterator for SnapshotEncoder {
     type Item = Vec<u8>;
 
     fn next(&mut self) -> Option<Vec<u8>> {
-        let items = self.items.as_mut()?;
-        while self.pending.len() < self.chunk_bytes {
-            match items.next() {
-                Some((key, v)) => crate::kv::encode_key_to(&mut self.pending, &key, &v),
-                None => {
-                    self.pending.put_raw(&self.tail);
-                    let bytes = std::mem::take(&mut self.pending).finish();
-                    self.crc.update(&bytes[self.checksummed_from..]);
-                    let crc = std::mem::take(&mut self.crc).finalize();
-                    let mut bytes = bytes;
-                    bytes.extend_from_slice(&crc.to_le_bytes());
-                    self.items = None;
-                    return Some(bytes);
-                }
+        let after = match &self.cursor {
+            Cursor::First => None,
+            Cursor::After(key) => Some(key.as_str()),
+            Cursor::Done => return None,
+        };
+        let last = self.state.encode_keys_after(after, &mut self.pending, self.chunk_bytes);
+        let next_pending = match last {
+            Some(key) => {
+                self.cursor = Cursor::After(key);
+                Writer::with_capacity(self.chunk_bytes.min(1 << 24) + 1024)
             }
-        }
-        let bytes = std::mem::replace(
-            &mut self.pending,
-            Writer::with_capacity(self.chunk_bytes.min(1 << 24) + 1024),
-        )
-        .finish();
+            None => {
+                self.pending.put_raw(&self.tail);
+                self.cursor = Cursor::Done;
+                Writer::new()
+            }
+        };
+        let mut bytes = std::mem::replace(&mut self.pending, next_pending).finish();
         self.crc.update(&bytes[self.checksummed_from..]);
         self.checksummed_from = 0;
+        if matches!(self.cursor, Cursor::Done) {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            bytes.extend_from_slice(&crc.to_le_bytes());
+        }
         Some(bytes)
     }
 }
