@@ -356,7 +356,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert_eq!(disk.load().unwrap(), reference(&[first.clone()]));
+        assert_eq!(disk.load().unwrap(), reference(std::slice::from_ref(&first)));
         // At the limit it is stored.
         let fits = PersistBatch {
             id: 4,
