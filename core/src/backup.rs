@@ -145,7 +145,7 @@ impl BackupInfo {
 #[derive(Clone, PartialEq, Eq)]
 pub struct BackupSource {
     info: BackupInfo,
-    data: BTreeMap<String, Versioned>,
+    data: crate::kv::DataMap,
 }
 
 impl std::fmt::Debug for BackupSource {
@@ -186,11 +186,7 @@ impl BackupSource {
     }
 }
 
-fn info_of(
-    data: &BTreeMap<String, Versioned>,
-    state: &StateMachine,
-    cluster_id: Option<u64>,
-) -> BackupInfo {
+fn info_of(data: &crate::kv::DataMap, state: &StateMachine, cluster_id: Option<u64>) -> BackupInfo {
     BackupInfo {
         cluster_id,
         applied_index: state.applied_index(),
@@ -206,9 +202,8 @@ fn record_bytes(key: &str, value: &[u8]) -> u64 {
 }
 
 /// Yields a backup file chunk by chunk (see [`BackupSource::encoder`]).
-#[derive(Debug)]
 pub struct BackupEncoder {
-    items: std::collections::btree_map::IntoIter<String, Versioned>,
+    items: imbl::ordmap::ConsumingIter<String, Versioned, imbl::shared_ptr::DefaultSharedPtr>,
     chunk_bytes: usize,
     /// Encoded bytes not handed out yet start at `pos`.
     buf: Vec<u8>,
@@ -217,6 +212,16 @@ pub struct BackupEncoder {
     crc: crc32fast::Hasher,
     /// The trailer is in `buf`.
     done: bool,
+}
+
+impl std::fmt::Debug for BackupEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys or values.
+        f.debug_struct("BackupEncoder")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Iterator for BackupEncoder {

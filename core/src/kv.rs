@@ -115,12 +115,17 @@ fn decode_page_token(token: &str) -> Result<String, InvalidPageToken> {
     String::from_utf8(bytes).map_err(|_| InvalidPageToken)
 }
 
+/// The data: a persistent B-tree, so cloning the state (a snapshot job) is O(1) and later
+/// writes copy only the nodes they change while the clone is alive. Iteration is in key order,
+/// as with `BTreeMap`.
+pub(crate) type DataMap = imbl::OrdMap<String, Versioned>;
+
 /// The keys and their values, changed only through [`Keys::put`] and [`Keys::remove`], which
 /// record one [`WatchEvent`] per change (a write path cannot change data without its event).
 /// Reads go through `Deref` to the map.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Keys {
-    map: BTreeMap<String, Versioned>,
+    map: DataMap,
     /// Changes applied since the node last took them ([`StateMachine::take_events`]); empty
     /// between entries, so not part of the state (not encoded, not compared).
     events: Vec<WatchEvent>,
@@ -138,7 +143,7 @@ impl PartialEq for Keys {
 impl Eq for Keys {}
 
 impl std::ops::Deref for Keys {
-    type Target = BTreeMap<String, Versioned>;
+    type Target = DataMap;
 
     fn deref(&self) -> &Self::Target {
         &self.map
@@ -146,7 +151,7 @@ impl std::ops::Deref for Keys {
 }
 
 impl Keys {
-    fn from_map(map: BTreeMap<String, Versioned>) -> Self {
+    fn from_map(map: DataMap) -> Self {
         Self { map, events: Vec::new(), leases: Leases::default() }
     }
 
@@ -431,7 +436,7 @@ impl StateMachine {
         let limit = q.limit.max(1);
         let matching = self
             .data
-            .range::<str, _>((lower, Bound::Unbounded))
+            .range::<_, str>((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&q.prefix));
         let mut items: Vec<RangeItem> = Vec::new();
         let mut page_bytes = 0usize;
@@ -462,7 +467,7 @@ impl StateMachine {
     }
 
     /// The keys (for a backup copy).
-    pub(crate) fn data(&self) -> &BTreeMap<String, Versioned> {
+    pub(crate) fn data(&self) -> &DataMap {
         &self.data
     }
 
@@ -476,7 +481,8 @@ impl StateMachine {
     ) -> Self {
         debug_assert!(data.values().all(|v| v.mod_index <= applied_index));
         let state_bytes = data.iter().map(|(k, v)| key_state_bytes(k, &v.value)).sum();
-        Self { data: Keys::from_map(data), state_bytes, applied_index, ..Self::new(limits) }
+        let data = Keys::from_map(data.into_iter().collect());
+        Self { data, state_bytes, applied_index, ..Self::new(limits) }
     }
 
     pub fn len(&self) -> usize {
@@ -539,6 +545,17 @@ impl StateMachine {
     /// formats are written only to show they still decode; they leave out what they cannot
     /// hold: leases before format 2, registered sessions before format 3).
     pub(crate) fn encode_format_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
+        self.encode_head_to(w, format);
+        for (key, v) in self.data.iter() {
+            encode_key_to(w, key, v);
+        }
+        self.encode_tail_to(w, format);
+    }
+
+    /// Everything [`StateMachine::encode_format_to`] writes before the keys: applied index,
+    /// configuration, members, sessions and the key count. The keys that follow it are exactly
+    /// [`StateMachine::state_bytes`] long; [`StateMachine::encode_tail_to`] comes after them.
+    pub(crate) fn encode_head_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
         w.put_u64(self.applied_index);
         self.conf.encode_to(w);
         w.put_u64(self.members.len() as u64);
@@ -552,16 +569,34 @@ impl StateMachine {
             self.sessions.encode_legacy_to(w);
         }
         w.put_u64(self.data.len() as u64);
-        for (key, v) in self.data.iter() {
-            w.put_str(key);
-            w.put_bytes(&v.value);
-            w.put_u64(v.create_index);
-            w.put_u64(v.mod_index);
-            w.put_u64(v.version);
-        }
+    }
+
+    /// Everything [`StateMachine::encode_format_to`] writes after the keys: the leases (from
+    /// format 2 on).
+    pub(crate) fn encode_tail_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
         if format.leases {
             self.data.leases.encode_to(w);
         }
+    }
+
+    /// Encodes keys in order ([`encode_key_to`]) into `w`, from the first key after `after`
+    /// (from the first key when `None`), until `w` holds at least `until_bytes` bytes. Returns
+    /// the last key written if it stopped because `w` is full, `None` once the keys ran out.
+    /// Reads the shared map in place: a snapshot job's clone is never copied.
+    pub(crate) fn encode_keys_after(
+        &self,
+        after: Option<&str>,
+        w: &mut Writer,
+        until_bytes: usize,
+    ) -> Option<String> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, v) in self.data.range::<_, str>((lower, Bound::Unbounded)) {
+            encode_key_to(w, key, v);
+            if w.len() >= until_bytes {
+                return Some(key.clone());
+            }
+        }
+        None
     }
 
     /// Reads what [`StateMachine::encode_to`] wrote. Rejects encodings it could not have
@@ -594,11 +629,11 @@ impl StateMachine {
         let sessions = Sessions::decode_from(r, format.registered_sessions)?;
         // Two length prefixes and three u64s.
         let n = r.get_count(4 + 4 + 8 * 3)?;
-        let mut data = BTreeMap::new();
+        let mut data = DataMap::new();
         let mut state_bytes = 0u64;
         for _ in 0..n {
             let key = r.get_str()?;
-            if data.last_key_value().is_some_and(|(prev, _): (&String, _)| prev.as_str() >= key) {
+            if data.get_max().is_some_and(|(prev, _): &(String, _)| prev.as_str() >= key) {
                 return Err(DecodeError::Invalid("keys not ascending"));
             }
             let key = key.to_owned();
@@ -622,9 +657,18 @@ impl StateMachine {
     }
 }
 
+/// One key in the canonical encoding: [`key_state_bytes`] long.
+pub(crate) fn encode_key_to(w: &mut Writer, key: &str, v: &Versioned) {
+    w.put_str(key);
+    w.put_bytes(&v.value);
+    w.put_u64(v.create_index);
+    w.put_u64(v.mod_index);
+    w.put_u64(v.version);
+}
+
 /// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not;
 /// a conditional write whose condition does not hold writes nothing).
-fn growth_bytes(data: &BTreeMap<String, Versioned>, command: &Command) -> u64 {
+fn growth_bytes(data: &DataMap, command: &Command) -> u64 {
     let set_growth = |key: &str, value: &[u8]| {
         let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
         key_state_bytes(key, value).saturating_sub(before)
@@ -694,12 +738,7 @@ fn apply_command(data: &mut Keys, index: u64, command: &Command) -> WriteOutcome
 
 /// Evaluates `condition` on `key` as of this entry (every replica holds the same state
 /// here); the failed outcome carries the key's revisions for the caller to retry with.
-fn check(
-    data: &BTreeMap<String, Versioned>,
-    index: u64,
-    key: &str,
-    condition: &Condition,
-) -> Result<(), WriteOutcome> {
+fn check(data: &DataMap, index: u64, key: &str, condition: &Condition) -> Result<(), WriteOutcome> {
     let current = data.get(key);
     if condition.holds(current) {
         Ok(())

@@ -67,6 +67,7 @@ pub use node::{NodeStats, PeerProgress, Replication};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};
+pub use snapshot::{SnapshotEncoder, SnapshotJob};
 pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, TXN_ITEM_OVERHEAD_BYTES};
 pub use watch::{
     Compacted, HistoryLimits, KeyFilter, WatchEvent, WatchEventKind, WatchHistory, WatchPage,

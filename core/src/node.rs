@@ -21,6 +21,8 @@ mod ready;
 mod recovery;
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod snapshot_job_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -50,7 +52,7 @@ use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRe
 use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
 use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
-use crate::snapshot::SnapshotImage;
+use crate::snapshot::{SnapshotImage, SnapshotJob};
 use crate::txn::{Txn, TxnOp};
 use crate::watch::WatchHistory;
 
@@ -260,6 +262,11 @@ pub struct Node {
     /// Bytes of the entries applied since the last snapshot (taken or installed), for
     /// [`Config::snapshot_threshold_bytes`].
     applied_bytes_since_snapshot: u64,
+    /// A snapshot job not yet taken by the shell ([`Node::poll_snapshot_job`]).
+    snapshot_job: Option<SnapshotJob>,
+    /// (index, term, configuration) of the snapshot job handed out and not yet encoded: no
+    /// second job while one is under way.
+    snapshot_in_flight: Option<(u64, u64, Conf)>,
     /// The counters of [`Node::stats`] (its gauges are read when asked).
     stats: NodeStats,
     /// The leases' deadlines while this node leads (see `leases`).
@@ -431,6 +438,8 @@ impl Node {
             seen_read_contexts: SeenReadContexts::default(),
             ready_due: false,
             applied_bytes_since_snapshot: 0,
+            snapshot_job: None,
+            snapshot_in_flight: None,
             stats: NodeStats::default(),
             lease_clock: LeaseClock::default(),
         };
@@ -558,6 +567,22 @@ impl Node {
     pub fn handle_snapshot_status(&mut self, to: NodeId, delivered: bool) {
         let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
         self.raw.report_snapshot(to, status);
+        self.after_input();
+    }
+
+    /// The shell encoded the snapshot job at `index` ([`SnapshotJob::encoder`]) into `bytes`.
+    /// Only now does the node use the snapshot (for followers behind the log) and compact the
+    /// log it covers, in a persist batch that carries the snapshot: the disk makes the snapshot
+    /// durable before it deletes the log. A result for a job this node no longer waits for
+    /// (a newer snapshot was installed meanwhile, or it was restarted) is dropped.
+    pub fn handle_snapshot_encoded(&mut self, index: u64, bytes: Vec<u8>) {
+        if let Some((i, term, conf)) = self.snapshot_in_flight.take() {
+            if i == index {
+                self.finish_snapshot(index, term, &conf, bytes);
+            } else {
+                self.snapshot_in_flight = Some((i, term, conf));
+            }
+        }
         self.after_input();
     }
 
@@ -702,6 +727,15 @@ impl Node {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.run_due_ready();
         self.transmits.pop_front()
+    }
+
+    /// A snapshot to take: encode it away from the task that drives the node and hand the
+    /// bytes back with [`Node::handle_snapshot_encoded`]. At most one is under way at a time;
+    /// until it is handed back, the log it would compact stays.
+    #[must_use]
+    pub fn poll_snapshot_job(&mut self) -> Option<SnapshotJob> {
+        self.run_due_ready();
+        self.snapshot_job.take()
     }
 
     /// The next answer to a client request.

@@ -65,6 +65,168 @@ pub fn encode_state(index: u64, term: u64, state: &StateMachine) -> Vec<u8> {
     bytes
 }
 
+/// A snapshot the core wants taken ([`Node::poll_snapshot_job`]): the state at log position
+/// (`index`, `term`), held as a copy-on-write clone, so taking it cost the driver O(1). The shell
+/// encodes it away from the driver ([`SnapshotJob::encoder`]) and hands the bytes back with
+/// [`Node::handle_snapshot_encoded`].
+///
+/// [`Node::poll_snapshot_job`]: crate::Node::poll_snapshot_job
+/// [`Node::handle_snapshot_encoded`]: crate::Node::handle_snapshot_encoded
+#[must_use = "a snapshot job must be encoded and handed back, or the log is never compacted"]
+pub struct SnapshotJob {
+    index: u64,
+    term: u64,
+    state: StateMachine,
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys or values.
+        f.debug_struct("SnapshotJob")
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .field("keys", &self.state.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotJob {
+    pub(crate) fn new(index: u64, term: u64, state: StateMachine) -> Self {
+        Self { index, term, state }
+    }
+
+    /// Log index of the last entry the snapshot includes.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Term of that entry.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Length of the encoding, known before encoding (frame included).
+    pub fn encoded_len(&self) -> u64 {
+        let (head, tail) = self.head_and_tail();
+        Self::len_around(&head, &tail, self.state.state_bytes())
+    }
+
+    /// The state's encoding before the keys (applied index, configuration, members, sessions,
+    /// key count) and after them (leases), in the current format.
+    fn head_and_tail(&self) -> (Vec<u8>, Vec<u8>) {
+        let (mut head, mut tail) = (Writer::new(), Writer::new());
+        self.state.encode_head_to(&mut head, StateFormat::CURRENT);
+        self.state.encode_tail_to(&mut tail, StateFormat::CURRENT);
+        (head.finish(), tail.finish())
+    }
+
+    /// The framed length of a state encoded as `head`, `keys_bytes` of keys, then `tail`.
+    fn len_around(head: &[u8], tail: &[u8], keys_bytes: u64) -> u64 {
+        (HEADER_LEN + 16 + head.len() + tail.len() + TRAILER_LEN) as u64 + keys_bytes
+    }
+
+    /// The snapshot file, as chunks of about `chunk_bytes` bytes (each at most one key larger;
+    /// the last one also holds the leases), equal byte for byte to [`encode_state`] of the same
+    /// state. Memory beyond the state is one chunk and the encoded leases.
+    pub fn encoder(self, chunk_bytes: usize) -> SnapshotEncoder {
+        let (head, tail) = self.head_and_tail();
+        let total_bytes = Self::len_around(&head, &tail, self.state.state_bytes());
+        let mut w = Writer::with_capacity(chunk_bytes.clamp(64, 1 << 24));
+        w.put_raw(MAGIC);
+        w.put_u32(FORMAT_VERSION);
+        w.put_u64(total_bytes - (HEADER_LEN + TRAILER_LEN) as u64);
+        w.put_u64(self.index);
+        w.put_u64(self.term);
+        w.put_raw(&head);
+        SnapshotEncoder {
+            state: self.state,
+            cursor: Cursor::First,
+            tail,
+            total_bytes,
+            chunk_bytes: chunk_bytes.max(1),
+            pending: w,
+            crc: crc32fast::Hasher::new(),
+            checksummed_from: HEADER_LEN,
+        }
+    }
+
+    /// The whole encoding in one buffer (tests, small states).
+    pub fn encode(self) -> Vec<u8> {
+        let encoder = self.encoder(1 << 20);
+        let mut out = Vec::with_capacity(usize::try_from(encoder.total_bytes).unwrap_or(0));
+        for chunk in encoder {
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+}
+
+/// Where a [`SnapshotEncoder`] stands.
+enum Cursor {
+    /// No key written yet.
+    First,
+    /// Keys up to and including this one are written.
+    After(String),
+    /// The trailer is written.
+    Done,
+}
+
+/// Yields a snapshot chunk by chunk ([`SnapshotJob::encoder`]).
+pub struct SnapshotEncoder {
+    state: StateMachine,
+    /// Where the next chunk starts.
+    cursor: Cursor,
+    /// The state's encoding after the keys (the leases), written after the last key.
+    tail: Vec<u8>,
+    /// The length of the whole encoding, frame included.
+    total_bytes: u64,
+    chunk_bytes: usize,
+    pending: Writer,
+    crc: crc32fast::Hasher,
+    /// The first byte of `pending` the checksum covers (the frame header is not covered).
+    checksummed_from: usize,
+}
+
+impl std::fmt::Debug for SnapshotEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotEncoder")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for SnapshotEncoder {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let after = match &self.cursor {
+            Cursor::First => None,
+            Cursor::After(key) => Some(key.as_str()),
+            Cursor::Done => return None,
+        };
+        let last = self.state.encode_keys_after(after, &mut self.pending, self.chunk_bytes);
+        let next_pending = match last {
+            Some(key) => {
+                self.cursor = Cursor::After(key);
+                Writer::with_capacity(self.chunk_bytes.min(1 << 24) + 1024)
+            }
+            None => {
+                self.pending.put_raw(&self.tail);
+                self.cursor = Cursor::Done;
+                Writer::new()
+            }
+        };
+        let mut bytes = std::mem::replace(&mut self.pending, next_pending).finish();
+        self.crc.update(&bytes[self.checksummed_from..]);
+        self.checksummed_from = 0;
+        if matches!(self.cursor, Cursor::Done) {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            bytes.extend_from_slice(&crc.to_le_bytes());
+        }
+        Some(bytes)
+    }
+}
+
 impl SnapshotImage {
     pub fn encode(&self) -> Vec<u8> {
         encode_state(self.index, self.term, &self.state)
@@ -247,7 +409,31 @@ mod tests {
         assert_eq!(SnapshotImage::decode(&frame(&payload)), Err(DecodeError::TrailingBytes));
     }
 
+    /// Chunked encoding of a job gives exactly the one-buffer encoding, for any chunk size.
+    #[test]
+    fn job_encoder_gives_the_one_buffer_encoding() {
+        let state = build(
+            &(0..50).map(|i| Op::Set(format!("k{i}"), vec![i as u8; i % 7])).collect::<Vec<_>>(),
+        );
+        let want = encode_state(state.applied_index(), 4, &state);
+        for chunk_bytes in [1, 7, 64, 1000, 1 << 20] {
+            let job = SnapshotJob::new(state.applied_index(), 4, state.clone());
+            assert_eq!(job.encoded_len(), want.len() as u64);
+            let chunks: Vec<Vec<u8>> = job.encoder(chunk_bytes).collect();
+            assert_eq!(chunks.concat(), want, "chunk_bytes {chunk_bytes}");
+        }
+        let empty = StateMachine::default();
+        assert_eq!(SnapshotJob::new(0, 0, empty.clone()).encode(), encode_state(0, 0, &empty));
+    }
+
     proptest! {
+        #[test]
+        fn job_encoding_round_trips(image in arb_image(), chunk_bytes in 1usize..300) {
+            let job = SnapshotJob::new(image.index, image.term, image.state.clone());
+            let bytes: Vec<u8> = job.encoder(chunk_bytes).flatten().collect();
+            prop_assert_eq!(&bytes, &image.encode());
+        }
+
         #[test]
         fn round_trips(image in arb_image()) {
             let bytes = image.encode();

@@ -53,6 +53,10 @@ fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<mokv_core::Reply> {
         while node.poll_event().is_some() {
             progressed = true;
         }
+        while let Some(job) = node.poll_snapshot_job() {
+            node.handle_snapshot_encoded(job.index(), job.encode());
+            progressed = true;
+        }
         if !progressed {
             break;
         }

@@ -284,6 +284,10 @@ fn forged_snapshot(leader: &MemberInfo, to: u64, term: u64, writes: u64) -> (Vec
         while node.poll_event().is_some() {
             progressed = true;
         }
+        while let Some(job) = node.poll_snapshot_job() {
+            node.handle_snapshot_encoded(job.index(), job.encode());
+            progressed = true;
+        }
         if !progressed {
             break;
         }

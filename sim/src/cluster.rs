@@ -11,7 +11,7 @@ use mokv_core::gossip::{GossipConfig, GossipId, GossipMember, Health};
 use mokv_core::persist::{DurableState, NodeMeta, PersistBatch};
 use mokv_core::{
     Config, Event, MemberInfo, Node, NodeId, Reply, Request, RequestId, Response, Rng, Role,
-    Transmit,
+    SnapshotJob, Transmit,
 };
 
 use crate::trace::{encode_reply, TraceHash};
@@ -118,6 +118,10 @@ struct Slot {
     disk: DurableState,
     /// Batches written but not yet synced: lost by a crash. Synced after `persist_delay_ticks`.
     unsynced: VecDeque<(u64, PersistBatch)>,
+    /// Snapshot jobs being encoded (off the driver in a real shell), handed back after
+    /// `persist_delay_ticks`: lost by a crash, so the node restarts from its old snapshot and
+    /// log.
+    snapshot_jobs: VecDeque<(u64, SnapshotJob)>,
     /// `Some` when the node gossips.
     gossip: Option<GossipSlot>,
 }
@@ -236,7 +240,17 @@ impl Cluster {
             addr: gossip_addr(1),
             seeds: Vec::new(),
         });
-        c.slots.insert(1, Slot { node: None, config, disk, unsynced: VecDeque::new(), gossip });
+        c.slots.insert(
+            1,
+            Slot {
+                node: None,
+                config,
+                disk,
+                unsynced: VecDeque::new(),
+                snapshot_jobs: VecDeque::new(),
+                gossip,
+            },
+        );
         c.start(1);
         c
     }
@@ -286,6 +300,7 @@ impl Cluster {
                 config,
                 disk: DurableState::default(),
                 unsynced: VecDeque::new(),
+                snapshot_jobs: VecDeque::new(),
                 gossip: None,
             },
         );
@@ -314,6 +329,7 @@ impl Cluster {
                 config,
                 disk: DurableState::default(),
                 unsynced: VecDeque::new(),
+                snapshot_jobs: VecDeque::new(),
                 gossip,
             },
         );
@@ -453,6 +469,7 @@ impl Cluster {
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.node = None;
             slot.unsynced.clear();
+            slot.snapshot_jobs.clear();
         }
     }
 
@@ -755,6 +772,15 @@ impl Cluster {
                     synced = Some(b.id);
                 }
             }
+            let mut encoded = false;
+            while let Some(job) = node.poll_snapshot_job() {
+                if self.persist_delay_ticks == 0 {
+                    node.handle_snapshot_encoded(job.index(), job.encode());
+                    encoded = true;
+                } else {
+                    slot.snapshot_jobs.push_back((self.tick + self.persist_delay_ticks, job));
+                }
+            }
             let mut transmits = Vec::new();
             while let Some(t) = node.poll_transmit() {
                 transmits.push(t);
@@ -812,6 +838,7 @@ impl Cluster {
                         n.handle_persisted(batch_id);
                     }
                 }
+                None if encoded => {}
                 None => return,
             }
         }
@@ -831,8 +858,19 @@ impl Cluster {
                 slot.disk.apply(&b);
                 synced = Some(b.id);
             }
+            let mut progressed = false;
             if let (Some(batch_id), Some(n)) = (synced, slot.node.as_mut()) {
                 n.handle_persisted(batch_id);
+                progressed = true;
+            }
+            while slot.snapshot_jobs.front().is_some_and(|(due, _)| *due <= self.tick) {
+                let Some((_, job)) = slot.snapshot_jobs.pop_front() else { break };
+                if let Some(n) = slot.node.as_mut() {
+                    n.handle_snapshot_encoded(job.index(), job.encode());
+                    progressed = true;
+                }
+            }
+            if progressed {
                 self.drain(id);
             }
         }

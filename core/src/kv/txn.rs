@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{
-    apply_command, key_state_bytes, Keys, RangeItem, Versioned, RANGE_ITEM_OVERHEAD_BYTES,
-};
+use super::{apply_command, key_state_bytes, DataMap, Keys, RangeItem, RANGE_ITEM_OVERHEAD_BYTES};
 use crate::command::{Command, WriteOutcome};
 use crate::error::QuotaExceeded;
 use crate::txn::{Txn, TxnOp, TxnOpResult};
@@ -75,7 +73,7 @@ fn write(
 
 /// By how much running `ops` in order would grow the data (0 if it would not): the net change,
 /// so a transaction that deletes as much as it adds is never refused.
-fn growth_bytes(data: &BTreeMap<String, Versioned>, ops: &[TxnOp]) -> u64 {
+fn growth_bytes(data: &DataMap, ops: &[TxnOp]) -> u64 {
     // The size of each key written so far, as the ops leave it (0: absent).
     let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
     let mut growth: i128 = 0;
@@ -97,15 +95,10 @@ fn growth_bytes(data: &BTreeMap<String, Versioned>, ops: &[TxnOp]) -> u64 {
 
 /// The first `limit` keys under `prefix` (at least one, at most `limit.max(1)`), bounded by
 /// `max_bytes` past the first, like a range page.
-fn range(
-    data: &BTreeMap<String, Versioned>,
-    prefix: &str,
-    limit: u32,
-    max_bytes: usize,
-) -> TxnOpResult {
+fn range(data: &DataMap, prefix: &str, limit: u32, max_bytes: usize) -> TxnOpResult {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
     let matching = data
-        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(|(k, _)| k.starts_with(prefix));
     let mut items: Vec<RangeItem> = Vec::new();
     let mut bytes = 0usize;

@@ -40,8 +40,15 @@ pub(super) fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<Reply> {
             replies.push(r);
         }
         while node.poll_event().is_some() {}
+        // Snapshot jobs are encoded at once (a shell does it off the driver).
+        let mut jobs = false;
+        while let Some(job) = node.poll_snapshot_job() {
+            jobs = true;
+            node.handle_snapshot_encoded(job.index(), job.encode());
+        }
         match last {
             Some(id) => node.handle_persisted(id),
+            None if jobs => {}
             None => return replies,
         }
     }

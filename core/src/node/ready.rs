@@ -20,7 +20,7 @@ use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
 use crate::request::Response;
-use crate::snapshot::SnapshotImage;
+use crate::snapshot::{SnapshotImage, SnapshotJob};
 use crate::txn::TxnResponse;
 
 impl Node {
@@ -398,20 +398,36 @@ impl Node {
         if applied <= last_snapshot || !due {
             return;
         }
+        if self.snapshot_in_flight.is_some() {
+            return;
+        }
         let Ok(term) = store.term(applied) else { return };
-        // Encoded from the live state: taking a snapshot never copies the state itself.
-        let bytes = crate::snapshot::encode_state(applied, term, &self.sm);
-        let snapshot = raft_snapshot(applied, term, self.sm.conf(), bytes.clone());
-        let keep_from = applied.saturating_sub(self.config.log_keep_entries);
+        // A copy-on-write clone: O(1) here; the shell encodes it off the driver.
+        self.snapshot_in_flight = Some((applied, term, self.sm.conf().clone()));
+        self.snapshot_job = Some(SnapshotJob::new(applied, term, self.sm.clone()));
+        self.applied_bytes_since_snapshot = 0;
+    }
+
+    /// Uses the snapshot at (`index`, `term`) whose configuration is `conf`, encoded by the shell as `bytes`: followers
+    /// behind the log get it from now on, and the log it covers is compacted, in the batch that
+    /// stores it (see [`PersistBatch`]: the snapshot is durable before the log goes).
+    pub(super) fn finish_snapshot(&mut self, index: u64, term: u64, conf: &Conf, bytes: Vec<u8>) {
+        let store = self.raw.store();
+        // A newer snapshot (installed from the leader) already covers this one.
+        if index <= store.snapshot_index() || store.term(index).ok() != Some(term) {
+            return;
+        }
+        let low_water = self.config.max_in_memory_log_bytes / 2;
+        let snapshot = raft_snapshot(index, term, conf, bytes.clone());
+        let keep_from = index.saturating_sub(self.config.log_keep_entries);
         let store = self.raw.mut_store();
         store.set_snapshot(snapshot);
         store.compact_to(keep_from);
-        let compact_to = store.compact_to_fit(low_water, applied).unwrap_or(keep_from);
-        self.applied_bytes_since_snapshot = 0;
+        let compact_to = store.compact_to_fit(low_water, index).unwrap_or(keep_from);
         self.stats.snapshots_taken += 1;
         self.stats.snapshots_taken_bytes += bytes.len() as u64;
         let batch = PersistBatch {
-            snapshot: Some(SnapshotRecord { index: applied, bytes }),
+            snapshot: Some(SnapshotRecord { index, bytes }),
             compact_to: Some(compact_to),
             ..PersistBatch::default()
         };

@@ -30,7 +30,7 @@ use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
     Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Now, Request, RequestId,
-    Response, Role, Status, Transmit,
+    Response, Role, SnapshotJob, Status, Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -334,6 +334,12 @@ pub struct Driver {
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
     disk_writer: Option<DiskWriter>,
+    /// Snapshot jobs are encoded on a blocking thread (a real disk); with an in-memory disk
+    /// (tests, the simulator) at once, so that a simulated run stays deterministic.
+    encode_off_thread: bool,
+    /// Encoded snapshots (index, bytes) coming back from the blocking threads.
+    snapshots_tx: mpsc::Sender<(u64, Vec<u8>)>,
+    snapshots_done: mpsc::Receiver<(u64, Vec<u8>)>,
     /// The wall clock in milliseconds: only the core's proposal stamps (session cluster time).
     now_ms: fn() -> u64,
     /// Where the monotonic clock the core's timers run on starts (tokio's, so a simulated
@@ -407,6 +413,9 @@ impl Driver {
         let verify_with = config.peer.clone();
         let (disk_tx, disk_rx) = mpsc::channel(DISK_QUEUE);
         let (progress_tx, disk_progress) = watch::channel(DiskProgress::default());
+        // One job is under way at a time (the core's rule), so two slots never fill.
+        let (snapshots_tx, snapshots_done) = mpsc::channel(2);
+        let encode_off_thread = disk.blocks();
         let disk_writer = if disk.blocks() {
             std::thread::Builder::new()
                 .name("mokv-disk".into())
@@ -442,6 +451,9 @@ impl Driver {
             disk_tx: Some(disk_tx),
             disk_progress,
             disk_writer,
+            encode_off_thread,
+            snapshots_tx,
+            snapshots_done,
             now_ms,
             started: tokio::time::Instant::now(),
             acked: 0,
@@ -527,6 +539,10 @@ impl Driver {
                 }
                 Some(msg) = self.peers_in.recv() => {
                     self.on_peer(msg);
+                    Ok(Step::Go)
+                }
+                Some((index, bytes)) = self.snapshots_done.recv() => {
+                    self.node.handle_snapshot_encoded(index, bytes);
                     Ok(Step::Go)
                 }
                 Some(w) = self.watch_pages.recv() => {
@@ -686,6 +702,10 @@ impl Driver {
                 // Waits for room: the disk is the bottleneck and everything should slow down.
                 tx.send(batch).await.map_err(|_| DriverError::DiskWriterGone)?;
             }
+            let mut encoded_here = false;
+            while let Some(job) = self.node.poll_snapshot_job() {
+                encoded_here |= self.start_snapshot(job);
+            }
             let mut failed: Vec<(NodeId, bool)> = Vec::new();
             while let Some(t) = self.node.poll_transmit() {
                 let to = t.to;
@@ -721,7 +741,7 @@ impl Driver {
                 });
             }
             crate::metrics::gossip_identities_ignored(self.node.gossip_identities_ignored());
-            if failed.is_empty() {
+            if failed.is_empty() && !encoded_here {
                 break;
             }
             // Reported after the drain pass: these are inputs and produce outputs again.
@@ -773,6 +793,33 @@ impl Driver {
             notable
         });
         Ok(())
+    }
+
+    /// Encodes a snapshot job away from this task; the bytes come back as an input. Taking the
+    /// job cost the driver one copy-on-write clone of the state. True when it was encoded here
+    /// and handed back at once (an input: the drain goes on).
+    fn start_snapshot(&mut self, job: SnapshotJob) -> bool {
+        let index = job.index();
+        if !self.encode_off_thread {
+            let bytes = job.encode();
+            self.node.handle_snapshot_encoded(index, bytes);
+            return true;
+        }
+        let tx = self.snapshots_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let bytes = job.encode();
+            let encode_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                index,
+                bytes = bytes.len(),
+                encode_ms,
+                "snapshot encoded off the driver"
+            );
+            // The driver is gone only when the node stops.
+            let _ = tx.blocking_send((index, bytes));
+        });
+        false
     }
 
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.

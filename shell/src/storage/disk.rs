@@ -50,6 +50,8 @@ const LOG_PREFIX: u8 = b'l';
 /// Exclusive upper bound of the log's key range: the byte after [`LOG_PREFIX`].
 const LOG_END: &[u8] = b"m";
 const META_PREFIX: &str = "m/";
+/// The largest value RocksDB accepts (its `WriteBatch::Put` refuses values of 4 GiB or more).
+pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
 
 /// What can go wrong with the store. Messages name the operation and the RocksDB status, never
 /// a stored value.
@@ -70,6 +72,11 @@ pub enum DiskError {
         #[source]
         source: rocksdb::Error,
     },
+    /// A value larger than RocksDB stores ([`MAX_VALUE_BYTES`]): the whole group of batches
+    /// is refused and nothing of it is written (the binding's `WriteBatch::put` would drop
+    /// RocksDB's own error and leave the value out of an otherwise committed batch).
+    #[error("raft store refuses a {what} of {bytes} bytes (at most {limit_bytes})")]
+    ValueTooLarge { what: &'static str, bytes: usize, limit_bytes: usize },
     /// A key under the log prefix that is not `l` + 8 bytes: the store was not written by us.
     #[error("raft store holds a malformed log key of {len} bytes")]
     MalformedLogKey { len: usize },
@@ -107,6 +114,9 @@ pub struct Disk {
     /// No log key above this index is stored (0: none). Read and advanced by `write` only
     /// (one writer at a time: the disk writer).
     last_index_bound: AtomicU64,
+    /// Values above this are refused ([`DiskError::ValueTooLarge`]); [`MAX_VALUE_BYTES`] but
+    /// in tests.
+    max_value_bytes: usize,
 }
 
 impl Drop for Disk {
@@ -149,7 +159,12 @@ impl Disk {
             _ => 0,
         };
         tracing::debug!(dir = %dir.display(), last, "opened raft store");
-        Ok(Disk { db, dir: dir.to_path_buf(), last_index_bound: AtomicU64::new(last) })
+        Ok(Disk {
+            db,
+            dir: dir.to_path_buf(),
+            last_index_bound: AtomicU64::new(last),
+            max_value_bytes: MAX_VALUE_BYTES,
+        })
     }
 
     /// The directory this store lives in.
@@ -197,6 +212,7 @@ impl Disk {
         let mut wb = WriteBatch::default();
         let mut last = self.last_index_bound.load(Ordering::Acquire);
         for b in batches {
+            check_sizes(b, self.max_value_bytes)?;
             last = add_to(&mut wb, b, last);
         }
         if wb.is_empty() {
@@ -223,6 +239,23 @@ impl Disk {
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DiskError> {
         self.db.put_opt(meta_key(key), value, &sync_options()).map_err(rocks("write meta"))
     }
+}
+
+/// Refuses a batch holding a value the store cannot hold, before anything is added.
+fn check_sizes(b: &PersistBatch, limit_bytes: usize) -> Result<(), DiskError> {
+    let values = b
+        .snapshot
+        .iter()
+        .map(|s| ("snapshot", s.bytes.len()))
+        .chain(b.entries.iter().map(|e| ("log record", e.bytes.len())))
+        .chain(b.hard_state.iter().map(|h| ("hard state", h.len())))
+        .chain(b.node_meta.iter().map(|m| ("node metadata", m.len())));
+    for (what, bytes) in values {
+        if bytes > limit_bytes {
+            return Err(DiskError::ValueTooLarge { what, bytes, limit_bytes });
+        }
+    }
+    Ok(())
 }
 
 /// Adds one batch's operations to `wb`, in the order [`PersistBatch`] documents. `last` bounds
@@ -295,6 +328,45 @@ mod tests {
         let disk = Disk::open(dir.path()).unwrap();
         assert_eq!(disk.load().unwrap(), want);
         want
+    }
+
+    /// A snapshot over the value limit is an error, and none of its group is written: not the
+    /// compaction that came with it, nor the other batches.
+    #[test]
+    fn a_value_over_the_limit_is_an_error_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = Disk::open(dir.path()).unwrap();
+        disk.max_value_bytes = 64;
+        let first =
+            PersistBatch { id: 1, entries: entries(1..=5), must_sync: true, ..Default::default() };
+        disk.write(std::slice::from_ref(&first)).unwrap();
+        let too_big = PersistBatch {
+            id: 3,
+            snapshot: Some(SnapshotRecord { index: 4, bytes: vec![7; 65] }),
+            compact_to: Some(4),
+            must_sync: true,
+            ..Default::default()
+        };
+        let other = PersistBatch { id: 2, entries: entries(6..=6), ..Default::default() };
+        let err = disk.write(&[other, too_big]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DiskError::ValueTooLarge { what: "snapshot", bytes: 65, limit_bytes: 64 }
+            ),
+            "{err}"
+        );
+        assert_eq!(disk.load().unwrap(), reference(std::slice::from_ref(&first)));
+        // At the limit it is stored.
+        let fits = PersistBatch {
+            id: 4,
+            snapshot: Some(SnapshotRecord { index: 4, bytes: vec![7; 64] }),
+            compact_to: Some(4),
+            must_sync: true,
+            ..Default::default()
+        };
+        disk.write(std::slice::from_ref(&fits)).unwrap();
+        assert_eq!(disk.load().unwrap(), reference(&[first, fits]));
     }
 
     #[test]
