@@ -221,6 +221,7 @@ mod tests {
                 cluster_id: g.cluster_id,
                 started_ms: g.started_ms,
                 leaving: g.leaving,
+                gossip_addr: g.gossip_addr.clone(),
             },
         }
     }

@@ -310,17 +310,7 @@ impl Gossip {
             return;
         }
         for addr in targets {
-            let dst = GossipId {
-                gossip_addr: addr,
-                name: String::new(),
-                raft_id: 0,
-                rpc_addr: String::new(),
-                cluster_id: 0,
-                started_ms: 0,
-                bump: 0,
-                leaving: false,
-            };
-            let _ = self.foca.announce(dst, &mut self.runtime);
+            let _ = self.foca.announce(address_only(addr), &mut self.runtime);
         }
         if alone {
             self.next_announce_ms = self.now_ms + self.announce_backoff_ms;
@@ -371,6 +361,17 @@ impl Gossip {
             let _ = self.foca.announce(m, &mut self.runtime);
         }
         self.changed = true;
+        self.collect();
+    }
+
+    /// Announces this node to the member listening at `addr` (a gossip address learned
+    /// outside gossip: a member that proved where it gossips). Its reply lists the members
+    /// it knows, and it learns this node.
+    pub(crate) fn announce_to(&mut self, addr: &str) {
+        if self.left || addr == self.foca.identity().gossip_addr {
+            return;
+        }
+        let _ = self.foca.announce(address_only(addr.to_owned()), &mut self.runtime);
         self.collect();
     }
 
@@ -444,6 +445,20 @@ impl Gossip {
             }
             self.changed = true;
         }
+    }
+}
+
+/// An announce target known by its address only: whichever identity owns it answers.
+fn address_only(gossip_addr: String) -> GossipId {
+    GossipId {
+        gossip_addr,
+        name: String::new(),
+        raft_id: 0,
+        rpc_addr: String::new(),
+        cluster_id: 0,
+        started_ms: 0,
+        bump: 0,
+        leaving: false,
     }
 }
 

@@ -40,7 +40,7 @@ pub struct VerifyRequest {
 
 /// What a node says about itself over an authenticated connection (`Peer.Identify`):
 /// trusted only because the server certificate was the node's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeClaim {
     pub raft_id: NodeId,
     /// The cluster its data belongs to; 0 if none yet.
@@ -49,6 +49,9 @@ pub struct NodeClaim {
     pub started_ms: u64,
     /// It is leaving the cluster for good.
     pub leaving: bool,
+    /// Where it gossips (UDP `host:port`); empty if unknown. Lets a leader reach a member
+    /// that gossip lost track of (see `Node::request_verifications`).
+    pub gossip_addr: String,
 }
 
 /// A `Peer.Leave` call naming a member whose name is not the caller's certificate name.
@@ -126,6 +129,11 @@ impl Verifier {
         self.outbox.push_back(req);
     }
 
+    /// Whether `req` was asked and not answered yet.
+    pub(crate) fn is_asked(&self, req: &VerifyRequest) -> bool {
+        self.in_flight.contains_key(req)
+    }
+
     pub(crate) fn poll(&mut self) -> Option<VerifyRequest> {
         self.outbox.pop_front()
     }
@@ -196,7 +204,13 @@ mod tests {
     }
 
     fn claim() -> NodeClaim {
-        NodeClaim { raft_id: 7, cluster_id: 0, started_ms: 1, leaving: false }
+        NodeClaim {
+            raft_id: 7,
+            cluster_id: 0,
+            started_ms: 1,
+            leaving: false,
+            gossip_addr: String::new(),
+        }
     }
 
     #[test]

@@ -175,7 +175,13 @@ mod tests {
         Proof {
             name: name.into(),
             rpc_addr: rpc_addr.into(),
-            claim: NodeClaim { raft_id, cluster_id: 0, started_ms: 0, leaving: false },
+            claim: NodeClaim {
+                raft_id,
+                cluster_id: 0,
+                started_ms: 0,
+                leaving: false,
+                gossip_addr: String::new(),
+            },
         }
     }
 

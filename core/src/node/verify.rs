@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use raft::StateRole;
 
 use super::{Event, Node};
-use crate::gossip::{newest, Health, LeaveRefused, NodeClaim, VerifyRequest};
+use crate::gossip::{
+    newest, Health, LeaveRefused, NodeClaim, VerifyRequest, MAX_IDENTITY_FIELD_BYTES,
+};
 use crate::members::NodeId;
 use crate::reconcile;
 
@@ -24,10 +26,24 @@ impl Node {
     /// the node that answered with `request.name`'s node certificate, or `None` (unreachable,
     /// another certificate, not a node). Only now can gossip's suggestion take effect (a
     /// learner added, an address changed, a leaving member removed), at the next tick.
+    ///
+    /// A proven member absent from this node's gossip view is announced to at the gossip
+    /// address it proved: gossip lost it, or it lost gossip (see
+    /// `Node::request_verifications`).
     pub fn handle_verified(&mut self, request: VerifyRequest, claim: Option<NodeClaim>) {
+        let proven_gossip_addr = claim
+            .as_ref()
+            .filter(|c| self.verifier.is_asked(&request) && c.raft_id == request.raft_id)
+            .map(|c| c.gossip_addr.clone())
+            .filter(|a| !a.is_empty() && a.len() <= MAX_IDENTITY_FIELD_BYTES);
         if self.verifier.handle_answer(&request, claim, self.now_ms) {
             // A proven address changes where this node sends Raft messages and leader hints.
             self.push_event(Event::GossipChanged);
+        }
+        if let (Some(addr), Some(g)) = (proven_gossip_addr, &mut self.gossip) {
+            if !g.members().iter().any(|m| m.id.raft_id == request.raft_id) {
+                g.announce_to(&addr);
+            }
         }
     }
 
@@ -58,6 +74,7 @@ impl Node {
             cluster_id: g.cluster_id,
             started_ms: g.started_ms,
             leaving: self.membership.is_leaving() || g.leaving,
+            gossip_addr: g.gossip_addr.clone(),
         })
     }
 
@@ -122,10 +139,42 @@ impl Node {
                 proofs: self.verifier.proofs(),
                 leaves: self.verifier.leaves(),
             }));
+            wanted.extend(self.lost_members(&view));
         }
         self.verifier.handle_time(self.now_ms, &known);
         for r in wanted {
             self.verifier.want(r, self.now_ms);
         }
+    }
+
+    /// The leader asks every configuration member that has no identity at all in its gossip
+    /// view where it gossips, at its proven (else member-table) rpc address: a member that
+    /// joined through a single seed which then left, and restarted, knows no live gossip
+    /// member and none knows it, yet Raft still counts on it. The proven answer's gossip
+    /// address is announced to (`handle_verified`), which joins the two views. Backed off per
+    /// (name, address) like every verification.
+    fn lost_members(&self, view: &[crate::gossip::GossipMember]) -> Vec<VerifyRequest> {
+        let mut lost = Vec::new();
+        for id in self.sm.conf().all_ids() {
+            if id == self.config.id || view.iter().any(|m| m.id.raft_id == id) {
+                continue;
+            }
+            let Some(info) = self.sm.members().get(&id) else { continue };
+            let rpc_addr = self
+                .verifier
+                .proofs()
+                .get(&id)
+                .filter(|p| p.name == info.name)
+                .map_or(info.rpc_addr.as_str(), |p| p.rpc_addr.as_str());
+            if info.name.is_empty() || rpc_addr.is_empty() {
+                continue;
+            }
+            lost.push(VerifyRequest {
+                name: info.name.clone(),
+                raft_id: id,
+                rpc_addr: rpc_addr.to_owned(),
+            });
+        }
+        lost
     }
 }

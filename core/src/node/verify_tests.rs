@@ -93,9 +93,15 @@ impl World {
 /// The real nodes 2 and 3 at their member-table addresses, neither leaving.
 fn honest(r: &VerifyRequest) -> Option<NodeClaim> {
     let real = [("n2", 2, "rpc:2"), ("n3", 3, "rpc:3")];
-    real.iter()
-        .any(|(n, id, a)| r.name == *n && r.raft_id == *id && r.rpc_addr == *a)
-        .then_some(NodeClaim { raft_id: r.raft_id, cluster_id: 42, started_ms: 1, leaving: false })
+    real.iter().any(|(n, id, a)| r.name == *n && r.raft_id == *id && r.rpc_addr == *a).then_some(
+        NodeClaim {
+            raft_id: r.raft_id,
+            cluster_id: 42,
+            started_ms: 1,
+            leaving: false,
+            gossip_addr: String::new(),
+        },
+    )
 }
 
 #[test]
@@ -137,10 +143,57 @@ fn forged_gossip_changes_no_membership_and_no_address_until_proven() {
     // Node 9 turns out real (its own certificate answers at the address it gossips): added.
     w.run(300, |r| {
         if r.name == "n9" && r.rpc_addr == "forger:4" {
-            Some(NodeClaim { raft_id: 9, cluster_id: 42, started_ms: 1_000, leaving: false })
+            Some(NodeClaim {
+                raft_id: 9,
+                cluster_id: 42,
+                started_ms: 1_000,
+                leaving: false,
+                gossip_addr: String::new(),
+            })
         } else {
             honest(r)
         }
     });
     assert!(w.ever_pending_conf, "the proven node is added");
+}
+
+/// Voter 2 is lost to gossip: it knows no live gossip member (its only seed left) and no
+/// member knows it, yet it is a voter. The leader asks it where it gossips, at its
+/// member-table address, and announces to the gossip address it proved: the views join.
+#[test]
+fn the_leader_finds_a_voter_that_gossip_lost() {
+    let lost = GossipId {
+        gossip_addr: "n2:1".into(),
+        name: "n2".into(),
+        raft_id: 2,
+        rpc_addr: "rpc:2".into(),
+        cluster_id: 42,
+        started_ms: 1_000,
+        bump: 0,
+        leaving: false,
+    };
+    let mut w = World {
+        leader: gossiping_leader(),
+        forgers: vec![Gossip::new(&GossipConfig::new(lost, Vec::new()), 1)],
+        t_ms: 0,
+        asked: Vec::new(),
+        ever_pending_conf: false,
+    };
+    let with_gossip_addr = |r: &VerifyRequest| {
+        honest(r).map(|c| NodeClaim { gossip_addr: format!("{}:1", r.name), ..c })
+    };
+    w.run(50, with_gossip_addr);
+    assert!(w.asked.iter().any(|r| r.name == "n2" && r.rpc_addr == "rpc:2"), "{:?}", w.asked);
+    let view = w.leader.gossip_members();
+    assert!(
+        view.iter().any(|m| m.id.raft_id == 2 && m.health == crate::gossip::Health::Alive),
+        "the leader's view: {view:?}"
+    );
+    let theirs = w.forgers[0].members();
+    assert!(theirs.iter().any(|m| m.id.raft_id == 1), "n2's view: {theirs:?}");
+    assert!(!w.ever_pending_conf, "no configuration change");
+    // Found: it is asked no more (voter 3 never answers with a gossip address: still asked).
+    let before = w.asked.iter().filter(|r| r.name == "n2").count();
+    w.run(100, with_gossip_addr);
+    assert_eq!(w.asked.iter().filter(|r| r.name == "n2").count(), before, "{:?}", w.asked);
 }

@@ -47,5 +47,6 @@ async fn ask(connector: &PeerConnector, request: &VerifyRequest) -> Option<NodeC
         cluster_id: answer.cluster_id,
         started_ms: answer.started_ms,
         leaving: answer.leaving,
+        gossip_addr: answer.gossip_addr,
     })
 }

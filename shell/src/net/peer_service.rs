@@ -153,7 +153,7 @@ impl Peer for PeerService {
         authorize_peer(identity_of(&request))?;
         let me = self.handle.id();
         let (name, claim) = self.handle.with_view(|v| {
-            (v.directory.get(me).map(|e| e.name.clone()).unwrap_or_default(), v.own_claim)
+            (v.directory.get(me).map(|e| e.name.clone()).unwrap_or_default(), v.own_claim.clone())
         });
         let claim = claim.ok_or_else(|| Status::unavailable("this node does not gossip"))?;
         Ok(tonic::Response::new(IdentifyResponse {
@@ -162,6 +162,7 @@ impl Peer for PeerService {
             cluster_id: claim.cluster_id,
             started_ms: claim.started_ms,
             leaving: claim.leaving,
+            gossip_addr: claim.gossip_addr,
         }))
     }
 
