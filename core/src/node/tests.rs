@@ -284,49 +284,43 @@ fn without_gossip_the_directory_is_the_member_table_and_the_leader() {
     );
 }
 
-/// A node that joined empty learns its cluster's id from the leader's gossip identity once it
-/// is in the configuration, stores it with a synced metadata batch, and gossips it again after
-/// a restart from what it stored; the gossip peers it saw are remembered on the way.
-#[test]
-fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
-    // Node 2: a voter of {1, 2} (snapshot at 1), no metadata yet.
+/// The durable state of node 2, a voter of `voters` (a snapshot at index 1), no metadata yet.
+fn voter_2_of(voters: &[NodeId]) -> DurableState {
     let mut sm = StateMachine::new(Config::new(2, 1).session_limits);
-    sm.set_conf(Conf { voters: [1, 2].into_iter().collect(), ..Conf::default() });
-    for id in 1..=2 {
-        sm.members_mut().insert(id, info(id));
+    sm.set_conf(Conf { voters: voters.iter().copied().collect(), ..Conf::default() });
+    for id in voters {
+        sm.members_mut().insert(*id, info(*id));
     }
     sm.skip(1);
     let image = SnapshotImage { index: 1, term: 1, state: sm };
     let mut hs = HardState::default();
     hs.term = 1;
     hs.commit = 1;
-    let mut disk = DurableState {
+    DurableState {
         snapshot: Some(image.encode()),
         hard_state: Some(hs.write_to_bytes().unwrap()),
         ..DurableState::default()
-    };
-    let mut config2 = Config::new(2, 5);
-    config2.gossip = Some(gossip_config(2, 0));
-    config2.gossip.as_mut().unwrap().seeds = vec!["n1:1".into()];
-    let mut n2 = Node::new(config2.clone(), disk.clone()).unwrap();
-    // Node 1 gossips cluster id 42 (a fresh node given it: it stores it too).
-    let mut config1 = Config::new(1, 6);
-    config1.gossip = Some(gossip_config(1, 42));
-    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+    }
+}
 
-    // Node 2 hears of leader 1 over Raft.
+/// `node` hears of leader `leader` of term 2 over Raft (a heartbeat).
+fn hears_leader(node: &mut Node, leader: NodeId) {
     let mut hb = Message::default();
     hb.set_msg_type(MessageType::MsgHeartbeat);
-    hb.from = 1;
-    hb.to = 2;
+    hb.from = leader;
+    hb.to = node.config.id;
     hb.term = 2;
-    n2.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
-    assert_eq!(n2.status().leader, Some(1));
+    node.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
+    assert_eq!(node.status().leader, Some(leader));
+}
 
+/// Ten seconds of ticks and gossip between n1 (at `n1:1`) and n2: whether n2 announced that
+/// it learned cluster id 42, and n2's persist batches.
+fn gossip_ten_seconds(n1: &mut Node, n2: &mut Node) -> (bool, Vec<PersistBatch>) {
     let mut batches = Vec::new();
     let mut learned = false;
     for t in 1..=100 {
-        for n in [&mut n1, &mut n2] {
+        for n in [&mut *n1, &mut *n2] {
             n.handle_tick(super::Now { monotonic_ms: t * 100, wall_ms: t * 100 });
         }
         for _ in 0..4 {
@@ -334,7 +328,7 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
             wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
             wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
             for d in wire {
-                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
+                let to = if d.to == "n1:1" { &mut *n1 } else { &mut *n2 };
                 let _ = to.handle_gossip(&d.payload);
             }
         }
@@ -343,6 +337,35 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
         learned |= std::iter::from_fn(|| n2.poll_event())
             .any(|e| e == super::Event::ClusterIdLearned { cluster_id: 42 });
     }
+    (learned, batches)
+}
+
+/// Node `id` (randomness seeded by `rng_seed`) gossiping cluster id `cluster_id`, with `seeds`.
+fn gossiping(
+    id: NodeId,
+    rng_seed: u64,
+    cluster_id: u64,
+    seeds: &[&str],
+    disk: DurableState,
+) -> Node {
+    let mut config = Config::new(id, rng_seed);
+    config.gossip = Some(gossip_config(id, cluster_id));
+    config.gossip.as_mut().unwrap().seeds = seeds.iter().map(|s| (*s).to_owned()).collect();
+    Node::new(config, disk).unwrap()
+}
+
+/// A node that joined empty learns its cluster's id from the leader's gossip identity once it
+/// is in the configuration, stores it with a synced metadata batch, and gossips it again after
+/// a restart from what it stored; the gossip peers it saw are remembered on the way.
+#[test]
+fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
+    let mut disk = voter_2_of(&[1, 2]);
+    let mut n2 = gossiping(2, 5, 0, &["n1:1"], disk.clone());
+    // Node 1 gossips cluster id 42 (a fresh node given it: it stores it too).
+    let mut n1 = gossiping(1, 6, 42, &[], DurableState::default());
+    hears_leader(&mut n2, 1);
+
+    let (learned, batches) = gossip_ten_seconds(&mut n1, &mut n2);
     assert!(learned, "node 2 learned the cluster id");
     assert_eq!(n2.cluster_id(), Some(42));
     assert_eq!(n2.gossip_identity().map(|g| g.cluster_id), Some(42));
@@ -358,7 +381,7 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
     assert_eq!(meta.cluster_id, Some(42));
     assert_eq!(meta.gossip_peers.get(&1).map(String::as_str), Some("n1:1"), "peer remembered");
 
-    let restarted = Node::new(config2, disk).unwrap();
+    let restarted = gossiping(2, 5, 0, &["n1:1"], disk);
     assert_eq!(restarted.gossip_identity().map(|g| g.cluster_id), Some(42));
 }
 
@@ -368,57 +391,11 @@ fn a_joined_node_stores_the_cluster_id_it_learns_and_restarts_with_it() {
 /// an id, and so would every node a leader like 3 adds, for good.
 #[test]
 fn a_joined_node_learns_the_cluster_id_from_a_member_when_the_leader_has_none() {
-    let mut sm = StateMachine::new(Config::new(2, 1).session_limits);
-    sm.set_conf(Conf { voters: [1, 2, 3].into_iter().collect(), ..Conf::default() });
-    for id in 1..=3 {
-        sm.members_mut().insert(id, info(id));
-    }
-    sm.skip(1);
-    let image = SnapshotImage { index: 1, term: 1, state: sm };
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = 1;
-    let disk = DurableState {
-        snapshot: Some(image.encode()),
-        hard_state: Some(hs.write_to_bytes().unwrap()),
-        ..DurableState::default()
-    };
-    let mut config2 = Config::new(2, 5);
-    config2.gossip = Some(gossip_config(2, 0));
-    config2.gossip.as_mut().unwrap().seeds = vec!["n1:1".into()];
-    let mut n2 = Node::new(config2, disk).unwrap();
-    let mut config1 = Config::new(1, 6);
-    config1.gossip = Some(gossip_config(1, 42));
-    let mut n1 = Node::new(config1, DurableState::default()).unwrap();
+    let mut n2 = gossiping(2, 5, 0, &["n1:1"], voter_2_of(&[1, 2, 3]));
+    let mut n1 = gossiping(1, 6, 42, &[], DurableState::default());
+    hears_leader(&mut n2, 3);
 
-    // Node 2 hears of leader 3 over Raft.
-    let mut hb = Message::default();
-    hb.set_msg_type(MessageType::MsgHeartbeat);
-    hb.from = 3;
-    hb.to = 2;
-    hb.term = 2;
-    n2.handle_peer_message(&hb.write_to_bytes().unwrap()).unwrap();
-    assert_eq!(n2.status().leader, Some(3));
-
-    let mut learned = false;
-    for t in 1..=100 {
-        for n in [&mut n1, &mut n2] {
-            n.handle_tick(super::Now { monotonic_ms: t * 100, wall_ms: t * 100 });
-        }
-        for _ in 0..4 {
-            let mut wire: Vec<crate::gossip::Datagram> = Vec::new();
-            wire.extend(std::iter::from_fn(|| n1.poll_datagram()));
-            wire.extend(std::iter::from_fn(|| n2.poll_datagram()));
-            for d in wire {
-                let to = if d.to == "n1:1" { &mut n1 } else { &mut n2 };
-                let _ = to.handle_gossip(&d.payload);
-            }
-        }
-        while n1.poll_persist().is_some() {}
-        while n2.poll_persist().is_some() {}
-        learned |= std::iter::from_fn(|| n2.poll_event())
-            .any(|e| e == super::Event::ClusterIdLearned { cluster_id: 42 });
-    }
+    let (learned, _) = gossip_ten_seconds(&mut n1, &mut n2);
     assert!(learned, "node 2 learned the cluster id from member 1");
     assert_eq!(n2.cluster_id(), Some(42));
 }
