@@ -168,6 +168,30 @@ impl Node {
         });
     }
 
+    /// What the reconciler decides from: this node's configuration, member table, down
+    /// clock and proofs, with gossip view `view` and the remembered removals `removed`.
+    pub(super) fn reconcile_inputs<'a>(
+        &'a self,
+        g: &crate::gossip::Gossip,
+        view: &'a [GossipMember],
+        removed: &'a std::collections::BTreeMap<NodeId, u64>,
+    ) -> reconcile::Inputs<'a> {
+        reconcile::Inputs {
+            self_id: self.config.id,
+            self_leaving: self.membership.is_leaving(),
+            cluster_id: g.identity().cluster_id,
+            conf: self.sm.conf(),
+            members: self.sm.members(),
+            gossip: view,
+            down_since_ms: self.membership.down_since_ms(),
+            now_ms: self.now_ms,
+            dead_member_timeout_ms: self.config.dead_member_timeout_ms,
+            removed,
+            proofs: self.verifier.proofs(),
+            leaves: self.verifier.leaves(),
+        }
+    }
+
     /// The leader takes the reconciler's next step, one configuration change at a time.
     pub(super) fn reconcile(&mut self) {
         let Some(g) = &self.gossip else { return };
@@ -181,20 +205,7 @@ impl Node {
         }
         let view = g.members();
         let removed = self.membership.removed_ids();
-        let action = reconcile::next_action(&reconcile::Inputs {
-            self_id: self.config.id,
-            self_leaving: self.membership.is_leaving(),
-            cluster_id: g.identity().cluster_id,
-            conf: self.sm.conf(),
-            members: self.sm.members(),
-            gossip: &view,
-            down_since_ms: self.membership.down_since_ms(),
-            now_ms: self.now_ms,
-            dead_member_timeout_ms: self.config.dead_member_timeout_ms,
-            removed: &removed,
-            proofs: self.verifier.proofs(),
-            leaves: self.verifier.leaves(),
-        });
+        let action = reconcile::next_action(&self.reconcile_inputs(g, &view, &removed));
         let mut cc = ConfChange::default();
         match action {
             None => return,

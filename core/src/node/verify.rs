@@ -125,20 +125,7 @@ impl Node {
         }
         if self.raw.raft.state == StateRole::Leader && !self.membership.is_removed() {
             let removed = self.membership.removed_ids();
-            wanted.extend(reconcile::proofs_wanted(&reconcile::Inputs {
-                self_id: self.config.id,
-                self_leaving: self.membership.is_leaving(),
-                cluster_id: g.identity().cluster_id,
-                conf,
-                members: self.sm.members(),
-                gossip: &view,
-                down_since_ms: self.membership.down_since_ms(),
-                now_ms: self.now_ms,
-                dead_member_timeout_ms: self.config.dead_member_timeout_ms,
-                removed: &removed,
-                proofs: self.verifier.proofs(),
-                leaves: self.verifier.leaves(),
-            }));
+            wanted.extend(reconcile::proofs_wanted(&self.reconcile_inputs(g, &view, &removed)));
             wanted.extend(self.lost_members(&view));
         }
         self.verifier.handle_time(self.now_ms, &known);
