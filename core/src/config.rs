@@ -29,8 +29,17 @@ pub struct Config {
     pub max_append_bytes: u64,
     /// Raft-rs `max_inflight_msgs`: unacknowledged appends per follower.
     pub max_inflight_appends: usize,
-    /// Take a snapshot (and compact the log) after this many applied entries.
+    /// Take a snapshot (and compact the log) after this many applied entries — once those
+    /// entries also hold at least 1/`max_snapshot_bytes_per_log_byte` of the state's bytes.
     pub snapshot_threshold_entries: u64,
+    /// A snapshot writes the whole state, so the entry-count trigger
+    /// ([`snapshot_threshold_entries`](Self::snapshot_threshold_entries)) waits until the log
+    /// since the last snapshot holds at least the state's bytes divided by this: snapshots then
+    /// write at most this many bytes per byte of log, however large the state grows. (Without
+    /// it, 1M keys of 272 bytes snapshotted every 10,000 small writes wrote 100 bytes of
+    /// snapshot per byte of log.) The byte trigger, the in-memory log budget and a follower
+    /// needing a newer snapshot still take one sooner. At least 1.
+    pub max_snapshot_bytes_per_log_byte: u64,
     /// Take a snapshot (and compact the log) once the entries applied since the last one hold
     /// this many bytes, whatever their number.
     pub snapshot_threshold_bytes: u64,
@@ -112,6 +121,7 @@ impl Config {
             max_inflight_appends: 256,
             snapshot_threshold_entries: 10_000,
             snapshot_threshold_bytes: 64 << 20,
+            max_snapshot_bytes_per_log_byte: 4,
             max_in_memory_log_bytes: 256 << 20,
             log_keep_entries: 1_000,
             request_timeout_ticks: 50,
@@ -169,6 +179,9 @@ impl Config {
         }
         if self.snapshot_threshold_bytes == 0 {
             return bad("snapshot_threshold_bytes", "must be positive");
+        }
+        if self.max_snapshot_bytes_per_log_byte == 0 {
+            return bad("max_snapshot_bytes_per_log_byte", "must be positive");
         }
         // raft-rs refuses an uncommitted-size limit below its message size.
         if self.max_in_memory_log_bytes < self.max_append_bytes {

@@ -17,6 +17,7 @@ fn each_check_names_its_field() {
         ("max_key_bytes", |c| c.max_key_bytes = 0),
         ("snapshot_threshold_entries", |c| c.snapshot_threshold_entries = 0),
         ("snapshot_threshold_bytes", |c| c.snapshot_threshold_bytes = 0),
+        ("max_snapshot_bytes_per_log_byte", |c| c.max_snapshot_bytes_per_log_byte = 0),
         ("max_in_memory_log_bytes", |c| c.max_in_memory_log_bytes = c.max_append_bytes - 1),
         ("max_page_bytes", |c| c.max_page_bytes = 0),
     ];

@@ -23,6 +23,8 @@ mod recovery;
 mod recovery_tests;
 #[cfg(test)]
 mod snapshot_job_tests;
+#[cfg(test)]
+mod snapshot_trigger_tests;
 mod stats;
 #[cfg(test)]
 mod tests;

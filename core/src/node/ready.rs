@@ -391,7 +391,14 @@ impl Node {
             }
         }
         let store = self.raw.store();
-        let due = applied.saturating_sub(last_snapshot) >= self.config.snapshot_threshold_entries
+        // The entry count alone would make snapshots of a large state cost many times the log
+        // they replace (see `Config::max_snapshot_bytes_per_log_byte`).
+        let log_pays_for_snapshot = self
+            .applied_bytes_since_snapshot
+            .saturating_mul(self.config.max_snapshot_bytes_per_log_byte)
+            >= self.sm.state_bytes();
+        let due = (applied.saturating_sub(last_snapshot) >= self.config.snapshot_threshold_entries
+            && log_pays_for_snapshot)
             || self.applied_bytes_since_snapshot >= self.config.snapshot_threshold_bytes
             || store.bytes() > budget
             || wanted;

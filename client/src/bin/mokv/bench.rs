@@ -205,21 +205,43 @@ impl Rng {
     }
 }
 
+/// A write slower than this during the preload counts as a stall (the scale target: loading
+/// 0 → 1M keys with no stall over 100 ms).
+const PRELOAD_STALL_US: u64 = 100_000;
+/// The preload gives up when no write succeeded for this long.
+const PRELOAD_GIVE_UP: Duration = Duration::from_secs(30);
+
 async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // Milliseconds since `started` of the last write that succeeded: the preload gives up
+    // once no write has succeeded for PRELOAD_GIVE_UP (a cluster that stopped accepting
+    // writes), not after some number of errors (an election alone fails thousands).
+    let progress_ms = Arc::new(AtomicU64::new(0));
+    // Retried errors by status code, to say why a preload gave up.
+    let codes = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let gave_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..args.clients.max(1) {
         let mut kv = KvClient::new(s.leader[c % s.leader.len()].clone());
-        let (next, errors) = (next.clone(), errors.clone());
+        // After an error the client tries the next node: a leader change during the load must
+        // not end it (the leader changes are what the load is meant to show, not hide).
+        let fallbacks: Vec<Channel> =
+            s.nodes.iter().filter_map(|n| n.get(c % n.len().max(1)).cloned()).collect();
+        let mut fallback = c;
+        let (next, errors, codes) = (next.clone(), errors.clone(), codes.clone());
+        let progress_ms = progress_ms.clone();
+        let gave_up = gave_up.clone();
         let (keys, key_bytes) = (args.keys, args.key_bytes);
         let value = vec![b'v'; args.value_bytes];
         tasks.push(tokio::spawn(async move {
+            // Latency of each key's write, retries included (what a loader waits).
+            let mut hist = new_hist();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= keys {
-                    return;
+                    return hist;
                 }
                 let req = SetRequest {
                     key: key(i, key_bytes),
@@ -228,28 +250,62 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
                     condition: None,
                     lease: 0,
                 };
+                let sent = Instant::now();
                 // Retried until it succeeds: later reads should find every key.
-                while kv.set(req.clone()).await.is_err() {
-                    if errors.fetch_add(1, Ordering::Relaxed) > 10_000 {
-                        return;
+                while let Err(status) = kv.set(req.clone()).await {
+                    codes.lock().map(|mut c| *c.entry(status.code() as i32).or_insert(0) += 1).ok();
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    let now_ms = started.elapsed().as_millis() as u64;
+                    if gave_up.load(Ordering::Relaxed)
+                        || now_ms.saturating_sub(progress_ms.load(Ordering::Relaxed))
+                            > PRELOAD_GIVE_UP.as_millis() as u64
+                    {
+                        gave_up.store(true, Ordering::Relaxed);
+                        return hist;
+                    }
+                    if !fallbacks.is_empty() {
+                        fallback += 1;
+                        kv = KvClient::new(fallbacks[fallback % fallbacks.len()].clone());
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = hist.record(us.max(1));
+                progress_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             }
         }));
     }
+    let mut hist = new_hist();
     for t in tasks {
-        let _ = t.await;
+        if let Ok(h) = t.await {
+            hist.add(&h).map_err(|e| format!("merging histograms: {e}"))?;
+        }
     }
-    if errors.load(Ordering::Relaxed) > 10_000 {
-        return Err("preload: too many errors".into());
+    let codes: Vec<String> = codes
+        .lock()
+        .map(|c| c.iter().map(|(code, n)| format!("{n} {:?}", tonic::Code::from(*code))).collect())
+        .unwrap_or_default();
+    if gave_up.load(Ordering::Relaxed) {
+        return Err(format!(
+            "preload: no write succeeded for {} s after {} keys ({})",
+            PRELOAD_GIVE_UP.as_secs(),
+            next.load(Ordering::Relaxed).min(args.keys),
+            codes.join(", ")
+        ));
     }
     let secs = started.elapsed().as_secs_f64();
+    let stalls = hist.count_between(PRELOAD_STALL_US, hist.high());
     eprintln!(
-        "preloaded {} keys in {secs:.1} s ({:.0}/s, {} errors retried)",
+        "preloaded {} keys in {secs:.1} s ({:.0}/s, {} errors retried); write latency p50 {:.2} \
+         ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, {stalls} writes over {} ms",
         args.keys,
         args.keys as f64 / secs.max(1e-9),
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        ms(&hist, 0.5),
+        ms(&hist, 0.99),
+        ms(&hist, 0.999),
+        hist.max() as f64 / 1000.0,
+        PRELOAD_STALL_US / 1000,
     );
     Ok(())
 }

@@ -1,0 +1,105 @@
+# Sourced by the benchmark scripts: a local 3-node mokv cluster of RELEASE binaries with mutual
+# TLS (certificates from `mokvd certs`), data on the local disk. Defines `mokvd`, `mokv`, `dir`,
+# `pids`, the functions below, and an EXIT trap that stops the nodes and removes `dir` (unless
+# BENCH_DIR was given).
+# Environment: NO_BUILD=1 (use the release binaries already built), BIN_DIR (take mokvd and mokv
+# from here; implies NO_BUILD=1), BENCH_DIR (where data and certificates go; default: a fresh
+# directory under the target dir, on the disk the build uses, not a tmpfs), MOKVD_ARGS (extra
+# flags for every node), LOG_LEVEL (of every node; default warn).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+# shellcheck source=env.sh
+source "$here/env.sh"
+cd "$root"
+if [ "${NO_BUILD:-0}" != 1 ] && [ -z "${BIN_DIR:-}" ]; then
+    cargo build --release -q --locked -p mokv-shell -p mokv-client --bins
+fi
+bin="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
+mokvd="$bin/mokvd"
+mokv="$bin/mokv"
+
+dir="${BENCH_DIR:-$(mktemp -d "$CARGO_TARGET_DIR/bench.XXXXXX")}"
+mkdir -p "$dir"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if [ -z "${BENCH_DIR:-}" ]; then
+        rm -rf "$dir"
+    fi
+}
+trap cleanup EXIT
+
+"$mokvd" certs --out "$dir/certs" --node n1 --node n2 --node n3 --client root >/dev/null
+
+# Starts node $1 (extra flags after it) on ephemeral ports (or on RPC_PORT and GOSSIP_ADDR when
+# set: a restart at the same addresses); its log goes to $dir/$1.log (truncated), its pid to
+# pids[] and to `started_pid`.
+start() {
+    local name="$1"
+    shift
+    # shellcheck disable=SC2086
+    "$mokvd" --data-dir "$dir/data/$name" --node-name "$name" \
+        --cluster-key-file "$dir/certs/cluster.key" \
+        --server-tls-cert-file "$dir/certs/$name.pem" \
+        --server-tls-key-file "$dir/certs/$name-key.pem" \
+        --server-tls-ca-file "$dir/certs/ca.pem" \
+        --rpc-port "${RPC_PORT:-0}" --bind-addr "${GOSSIP_ADDR:-127.0.0.1:0}" --log-level "${LOG_LEVEL:-warn}" \
+        ${MOKVD_ARGS:-} "$@" >"$dir/$name.log" 2>&1 &
+    started_pid=$!
+    pids+=("$started_pid")
+}
+
+# Waits for node $1's "mokvd listening on ... (advertised HOST:PORT, gossip HOST:PORT, raft id
+# N)" line and prints it. $2: polls of 10 ms (default 3000).
+listening() {
+    local log="$dir/$1.log"
+    for _ in $(seq 1 "${2:-3000}"); do
+        if grep -q "^mokvd listening on" "$log" 2>/dev/null; then
+            grep "^mokvd listening on" "$log"
+            return 0
+        fi
+        sleep 0.01
+    done
+    echo "$0: $1 did not start:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+field() { # $1 = line, $2 = "advertised" | "gossip"
+    sed -E "s/.*$2 ([^,)]+).*/\1/" <<<"$1"
+}
+
+# Starts n1 (bootstrap), n2 and n3 (joining n1 by gossip); sets `endpoints` (the three
+# advertised addresses, comma-separated) and `join` (n1's gossip address).
+start_cluster() {
+    start n1 --bootstrap
+    local l1 l2 l3
+    l1="$(listening n1)"
+    join="$(field "$l1" gossip)"
+    start n2 --start-join-addrs "$join"
+    start n3 --start-join-addrs "$join"
+    l2="$(listening n2)"
+    l3="$(listening n3)"
+    endpoints="$(field "$l1" advertised),$(field "$l2" advertised),$(field "$l3" advertised)"
+}
+
+# The client with the benchmark's root certificate; arguments follow.
+client() {
+    "$mokv" --ca "$dir/certs/ca.pem" --cert "$dir/certs/root.pem" \
+        --key "$dir/certs/root-key.pem" "$@"
+}
+
+machine_line() {
+    echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+}
+
+# "VmRSS VmHWM" of process $1 in MiB.
+rss_mib() {
+    awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f %.0f\n", r/1024, h/1024}' "/proc/$1/status"
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Scale benchmark of a local 3-node mokv cluster (release binaries, mutual TLS, RocksDB with
+# fsync; see bench-cluster.sh): loads KEYS keys (16-byte keys, 256-byte values) from empty and
+# prints
+#   1. the load: keys/s and write latency while the state grows (p50/p99/p99.9/max, writes over
+#      100 ms), whether the leader changed while loading;
+#   2. each node's RSS and peak RSS (VmHWM) once loaded, and again after a put/get window at
+#      that size (`mokv bench` table: throughput at KEYS keys);
+#   3. restart: n3 is stopped (SIGTERM) and started again; the time from its start to its first
+#      answered linearizable read (a `mokv get` sent to n3 only, retried every 10 ms), and the
+#      time the same read takes against a running node (what one attempt costs the CLI).
+# Usage: scripts/bench-scale.sh
+# Environment (defaults in brackets): KEYS [1000000]  CLIENTS [256]  SECONDS_MEASURED [10]
+#   WORKLOADS [put,get]  RESTARTS [3]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
+#   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL).
+set -euo pipefail
+# shellcheck source=bench-cluster.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-cluster.sh"
+keys="${KEYS:-1000000}"
+start_cluster
+
+machine_line
+echo "command: scripts/bench-scale.sh (KEYS=$keys CLIENTS=${CLIENTS:-256} SECONDS_MEASURED=${SECONDS_MEASURED:-10} WORKLOADS=${WORKLOADS:-put,get} MOKVD_ARGS='${MOKVD_ARGS:-}')"
+
+leader() { # "<leader name> term <term>", from `mokv status`
+    client --endpoints "$endpoints" --output json status 2>/dev/null | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+members = doc["members"] if isinstance(doc, dict) else doc
+print(" ".join(f"{m['"'"'name'"'"']} term {m['"'"'term'"'"']}" for m in members if m.get("role") == "leader"))
+' || true
+}
+client --endpoints "$endpoints" bench --wait-voters 3 --clients 1 --seconds 1 --warmup-seconds 0 \
+    --keys 1 --workloads get >/dev/null 2>&1 || true
+leader_before="$(leader)"
+
+echo "== load 0 -> $keys keys, then a measured window at $keys keys"
+client --endpoints "$endpoints" bench --clients "${CLIENTS:-256}" \
+    --seconds "${SECONDS_MEASURED:-10}" --warmup-seconds 1 --keys "$keys" \
+    --workloads "${WORKLOADS:-put,get}" \
+    --pid "n1=${pids[0]}" --pid "n2=${pids[1]}" --pid "n3=${pids[2]}" 2>&1
+leader_after="$(leader)"
+echo "leader before the load: ${leader_before:-?}, after: ${leader_after:-?}"
+for i in 0 1 2; do
+    read -r rss hwm < <(rss_mib "${pids[$i]}")
+    echo "n$((i + 1)): RSS $rss MiB, peak $hwm MiB ($(du -sm "$dir/data/n$((i + 1))" | cut -f1) MiB on disk)"
+done
+
+echo "== restart of n3 to its first linearizable read"
+key_hex="$(printf 'k%015d' 0)"
+n3_pid="${pids[2]}"
+l3="$(listening n3)"
+ep3="$(field "$l3" advertised)"
+gossip3="$(field "$l3" gossip)"
+one_read() { # $1 = endpoint; one linearizable get answered by that node
+    client --endpoints "$1" --no-discovery --read-from any get "$key_hex" >/dev/null 2>&1
+}
+live="$(field "$(listening n1)" advertised)"
+for _ in 1 2 3; do one_read "$live"; done
+t0=$(date +%s%N)
+for _ in 1 2 3 4 5; do one_read "$live"; done
+echo "one CLI read against a running node: $(( ($(date +%s%N) - t0) / 5000000 )) ms"
+for run in $(seq "${RESTARTS:-3}"); do
+    kill -TERM "$n3_pid"
+    wait "$n3_pid" 2>/dev/null || true
+    t0=$(date +%s%N)
+    # At the same addresses, as a restarted production node would be: the time measured is the
+    # node's own start, not the cluster learning a new address.
+    RPC_PORT="${ep3##*:}" GOSSIP_ADDR="$gossip3" start n3
+    n3_pid="$started_pid"
+    l3="$(listening n3)"
+    t_listen=$(date +%s%N)
+    ep="$(field "$l3" advertised)"
+    until one_read "$ep"; do
+        if [ $(( $(date +%s%N) - t0 )) -gt 120000000000 ]; then
+            echo "n3 served no read within 120 s" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+    t_read=$(date +%s%N)
+    read -r rss hwm < <(rss_mib "$n3_pid")
+    echo "restart $run: listening after $(( (t_listen - t0) / 1000000 )) ms, first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB"
+done
