@@ -660,7 +660,7 @@ impl GossipScenario {
                     // in runs with forgers: the others replay as they were recorded.
                     let still_member =
                         h.c.node(id).is_some_and(|n| n.status().conf.all_ids().contains(&id));
-                    if self.forgeries.is_some() && still_member && (now - at) % 5 == 0 {
+                    if self.forgeries.is_some() && still_member && (now - at).is_multiple_of(5) {
                         h.c.announce_leave(id);
                     }
                     // Removed, and the leader knows it is leaving: a node that stops before its
