@@ -3,7 +3,10 @@
 //! heal the Raft configuration must converge to what gossip says the cluster is.
 //!
 //! - scenarios: one fault each, asserting on the final configuration and `gossip_members()`;
-//! - `gossip_swarm`: the gossip swarm, 20,000 seeds on every core
+//!   forgers (the gossip key, no node certificate) that change no membership and no address;
+//! - `planted_gossip_leave_trusted_is_caught`: the swarm's forged-membership check fires when
+//!   the core takes a gossiped leave as proven;
+//! - `gossip_swarm`: the gossip swarm (forgers in half of the seeds), 20,000 seeds on every core
 //!   (`MOKV_SIM_GOSSIP_SEEDS=<n>` for n seeds, `MOKV_SIM_FIRST_SEED=<s>` to start at s);
 //! - `regression_seeds`: seeds that found bugs, pinned;
 //! - `determinism`: the same seed twice gives the same trace;
