@@ -249,6 +249,10 @@ pub struct PlantedBugs {
     /// its own certificate): anyone holding the gossip key can then remove any voter.
     #[cfg(feature = "planted-bugs")]
     pub gossip_leave_trusted: bool,
+    /// Take a verification that failed (no node answered with that name's certificate) as
+    /// proof of what gossip says about the node: a forger's address or new identity passes.
+    #[cfg(feature = "planted-bugs")]
+    pub unproven_claims_trusted: bool,
 }
 
 /// One query per switch: the field with the feature, `false` (a constant) without it.
@@ -286,4 +290,5 @@ planted_bug_queries!(
     watch_skips_snapshot_boundary,
     lease_keepalive_not_renewed,
     gossip_leave_trusted,
+    unproven_claims_trusted,
 );

@@ -158,6 +158,9 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.gossip_leave_trusted {
         v.push("gossip_leave_trusted");
     }
+    if b.unproven_claims_trusted {
+        v.push("unproven_claims_trusted");
+    }
     v.join(",")
 }
 
@@ -176,6 +179,7 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "watch_skips_snapshot_boundary" => b.watch_skips_snapshot_boundary = true,
             "lease_keepalive_not_renewed" => b.lease_keepalive_not_renewed = true,
             "gossip_leave_trusted" => b.gossip_leave_trusted = true,
+            "unproven_claims_trusted" => b.unproven_claims_trusted = true,
             _ => {}
         }
     }

@@ -4,8 +4,9 @@
 //!
 //! - scenarios: one fault each, asserting on the final configuration and `gossip_members()`;
 //!   forgers (the gossip key, no node certificate) that change no membership and no address;
-//! - `planted_gossip_leave_trusted_is_caught`: the swarm's forged-membership check fires when
-//!   the core takes a gossiped leave as proven;
+//! - `planted_gossip_leave_trusted_is_caught`, `planted_unproven_claims_trusted_is_caught`:
+//!   the swarm's forged-membership check fires when the core takes a gossiped leave, or a
+//!   failed identity proof, as proven;
 //! - `gossip_swarm`: the gossip swarm (forgers in half of the seeds), 20,000 seeds on every core
 //!   (`MOKV_SIM_GOSSIP_SEEDS=<n>` for n seeds, `MOKV_SIM_FIRST_SEED=<s>` to start at s);
 //! - `regression_seeds`: seeds that found bugs, pinned;
@@ -436,6 +437,34 @@ fn planted_gossip_leave_trusted_is_caught() {
         removed
     });
     assert!(caught.is_some(), "a voter removed by a forged leave went unnoticed");
+}
+
+/// The same check fires when the core takes a failed verification as proof of what gossip
+/// says (`unproven_claims_trusted`): a forger's address is followed, or its new identity added.
+#[test]
+fn planted_unproven_claims_trusted_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.unproven_claims_trusted = true;
+    let mut kinds = BTreeSet::new();
+    for seed in 0..200 {
+        let report = sim::run::<GossipScenario>(seed, bugs, false);
+        for v in &report.violations {
+            if let Violation::ForgedMembership { what, .. } = v {
+                let kind = match what {
+                    Forgery::AddressFollowed { .. } => "address followed",
+                    Forgery::ForgedIdAdded { .. } => "forged id added",
+                    _ => continue,
+                };
+                if kinds.insert(kind) {
+                    println!("caught ({kind}): {}", report.failure_line().unwrap_or_default());
+                }
+            }
+        }
+        if kinds.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(kinds.len(), 2, "only {kinds:?} caught");
 }
 
 #[test]
