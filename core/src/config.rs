@@ -258,6 +258,14 @@ pub struct PlantedBugs {
     /// TTL after the grant (or the last failover) however often it is kept alive.
     #[cfg(feature = "planted-bugs")]
     pub lease_keepalive_not_renewed: bool,
+    /// Take a member's gossip identity saying it leaves as proof of its leave (no proof from
+    /// its own certificate): anyone holding the gossip key can then remove any voter.
+    #[cfg(feature = "planted-bugs")]
+    pub gossip_leave_trusted: bool,
+    /// Take a verification that failed (no node answered with that name's certificate) as
+    /// proof of what gossip says about the node: a forger's address or new identity passes.
+    #[cfg(feature = "planted-bugs")]
+    pub unproven_claims_trusted: bool,
 }
 
 /// One query per switch: the field with the feature, `false` (a constant) without it.
@@ -294,4 +302,6 @@ planted_bug_queries!(
     txn_first_op_only,
     watch_skips_snapshot_boundary,
     lease_keepalive_not_renewed,
+    gossip_leave_trusted,
+    unproven_claims_trusted,
 );

@@ -44,6 +44,9 @@ pub(crate) struct Inputs<'a> {
     pub proofs: &'a BTreeMap<NodeId, Proof>,
     /// Members that announced their leave over an authenticated rpc.
     pub leaves: &'a BTreeSet<NodeId>,
+    /// The planted bug `PlantedBugs::gossip_leave_trusted` (always false outside the
+    /// simulator's self-test): a gossiped leave counts as proven.
+    pub gossip_leave_trusted: bool,
 }
 
 /// `p` proves gossip identity `g`: the same node, at the same address, the same process.
@@ -60,6 +63,7 @@ impl Inputs<'_> {
     fn proved_leaving(&self, id: NodeId) -> bool {
         let name = self.members.get(&id).map(|m| m.name.as_str());
         self.leaves.contains(&id)
+            || (self.gossip_leave_trusted && newest(self.gossip, id).is_some_and(|m| m.id.leaving))
             || self
                 .proofs
                 .get(&id)
@@ -307,6 +311,7 @@ mod tests {
                 removed: &self.removed,
                 proofs: &self.proofs,
                 leaves: &self.leaves,
+                gossip_leave_trusted: false,
             })
         }
 
@@ -324,6 +329,7 @@ mod tests {
                 removed: &self.removed,
                 proofs: &self.proofs,
                 leaves: &self.leaves,
+                gossip_leave_trusted: false,
             })
         }
     }

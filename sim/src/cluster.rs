@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 
-use mokv_core::gossip::{GossipConfig, GossipId, GossipMember, Health};
+use mokv_core::gossip::{Gossip, GossipConfig, GossipId, GossipMember, Health};
 use mokv_core::persist::{DurableState, NodeMeta, PersistBatch};
 use mokv_core::{
     Config, Event, MemberInfo, Node, NodeId, Reply, Request, RequestId, Response, Rng, Role,
@@ -62,6 +62,29 @@ pub const MS_PER_TICK: u64 = 100;
 
 /// The cluster id the bootstrapped node of a gossiping cluster carries.
 pub const SIM_CLUSTER_ID: u64 = 0x6d6f_6b76;
+
+/// Every address a forger gossips or claims starts with this: no node listens at one.
+pub const FORGED_ADDR_PREFIX: &str = "sim-forged:";
+
+/// Whether `addr` is a forger's (see [`FORGED_ADDR_PREFIX`]).
+pub fn is_forged_addr(addr: &str) -> bool {
+    addr.starts_with(FORGED_ADDR_PREFIX)
+}
+
+/// Network endpoints of forgers are numbered from here: no node has such a Raft id.
+const FORGER_WIRE_BASE: NodeId = 1 << 48;
+
+/// An attacker that holds the cluster's gossip key but no node certificate: a bare gossip
+/// member ([`Gossip`], the core's own, so its datagrams are real foca packets every node
+/// accepts) announcing one forged identity. It is no slot: it never runs a node, so the
+/// identity proofs (see [`Cluster::drain`]) never find it.
+#[derive(Debug)]
+struct Forger {
+    gossip: Gossip,
+    /// Gone silent: it neither sends nor receives any more (its identity goes down in every
+    /// view, as a crashed node's would).
+    stopped: bool,
+}
 
 /// What a packet carries.
 #[derive(Debug, Clone)]
@@ -160,6 +183,8 @@ pub struct Cluster {
     paused: BTreeMap<NodeId, Vec<Held>>,
     /// Gossip timing when nodes gossip.
     gossip: Option<GossipParams>,
+    /// Forgers by network endpoint ([`Cluster::add_forger`]).
+    forgers: BTreeMap<NodeId, Forger>,
     /// Which node currently owns each gossip address.
     gossip_owner: BTreeMap<String, NodeId>,
     /// Gossip datagrams a node refused (stale or for another incarnation): counted, not bugs.
@@ -225,6 +250,7 @@ impl Cluster {
             delayed_reports: BTreeMap::new(),
             paused: BTreeMap::new(),
             gossip,
+            forgers: BTreeMap::new(),
             gossip_owner: BTreeMap::new(),
             gossip_refused: 0,
             remember_gossip_peers: true,
@@ -358,6 +384,33 @@ impl Cluster {
         }
     }
 
+    /// A leaving node tells every other member of its configuration that it leaves, over an
+    /// authenticated call (the shell's `Peer.Leave`: `Node::handle_peer_leave` under the
+    /// leaving node's certificate name), as the shell does until it sees its removal. Members
+    /// that are down, paused or cut off from it (Raft traffic) miss the call.
+    pub fn announce_leave(&mut self, id: NodeId) {
+        if self.paused.contains_key(&id) {
+            return;
+        }
+        let Some(n) = self.node(id) else { return };
+        let name = self.member_info(id).name;
+        let others: Vec<NodeId> =
+            n.status().conf.all_ids().into_iter().filter(|m| *m != id).collect();
+        for m in others {
+            if self.paused.contains_key(&m)
+                || self.is_blocked(id, m, Traffic::Raft)
+                || self.is_blocked(m, id, Traffic::Raft)
+            {
+                continue;
+            }
+            if let Some(other) = self.slots.get_mut(&m).and_then(|s| s.node.as_mut()) {
+                // A refusal (another node's name) cannot happen: the caller is the member.
+                let _ = other.handle_peer_leave(&name, id);
+                self.drain(m);
+            }
+        }
+    }
+
     /// The last step of a graceful shutdown (`Node::handle_gossip_stop`).
     pub fn gossip_stop(&mut self, id: NodeId) {
         if self.paused.contains_key(&id) {
@@ -375,6 +428,62 @@ impl Cluster {
         g.seeds = seeds;
         self.crash(id);
         self.restart(id);
+    }
+
+    /// Starts a forger ([`Forger`]) gossiping `identity` (its gossip address replaced by a
+    /// forged one of its own) to `seeds`, with the cluster's gossip timing. Its datagrams cross
+    /// the same network as the nodes' (loss, delay, duplication; an isolated node is cut off
+    /// from forgers too). Returns its network endpoint, for [`Cluster::stop_forger`].
+    ///
+    /// # Panics
+    /// If the cluster does not gossip.
+    pub fn add_forger(&mut self, mut identity: GossipId, seeds: Vec<String>) -> NodeId {
+        let p = self.gossip.expect("forgers need a gossiping cluster");
+        let wire = FORGER_WIRE_BASE + self.forgers.len() as NodeId;
+        identity.gossip_addr = format!("{FORGED_ADDR_PREFIX}gossip-{}", self.forgers.len());
+        self.gossip_owner.insert(identity.gossip_addr.clone(), wire);
+        let mut gc = GossipConfig::new(identity, seeds);
+        gc.probe_period_ms = p.probe_period_ms;
+        gc.probe_rtt_ms = p.probe_rtt_ms;
+        gc.suspect_to_down_ms = p.suspect_to_down_ms;
+        gc.cluster_size_hint = p.cluster_size_hint;
+        let mut gossip = Gossip::new(&gc, self.rng.next_u64());
+        gossip.handle_time(self.tick * MS_PER_TICK);
+        self.forgers.insert(wire, Forger { gossip, stopped: false });
+        self.drain_forger(wire);
+        wire
+    }
+
+    /// The forger goes silent for good.
+    pub fn stop_forger(&mut self, wire: NodeId) {
+        if let Some(f) = self.forgers.get_mut(&wire) {
+            f.stopped = true;
+        }
+    }
+
+    /// Every forger's identity (its forged gossip address filled in), stopped ones too.
+    pub fn forged_identities(&self) -> Vec<GossipId> {
+        self.forgers.values().map(|f| f.gossip.identity().clone()).collect()
+    }
+
+    /// Whether a forger ever ran in this cluster.
+    pub fn has_forgers(&self) -> bool {
+        !self.forgers.is_empty()
+    }
+
+    /// Any traffic to or from `id` is cut.
+    pub fn is_cut(&self, id: NodeId) -> bool {
+        self.blocked.iter().any(|(a, b, _)| *a == id || *b == id)
+    }
+
+    /// Like [`Cluster::health_of`], among the identities at real (not forged) gossip
+    /// addresses: the real node's health, however new an incarnation a forger claimed.
+    pub fn real_health_of(&self, viewer: NodeId, name: &str) -> Option<(NodeId, Health)> {
+        self.gossip_members(viewer)
+            .into_iter()
+            .filter(|m| m.id.name == name && !is_forged_addr(&m.id.gossip_addr))
+            .max_by_key(|m| (m.id.incarnation(), m.id.raft_id))
+            .map(|m| (m.id.raft_id, m.health))
     }
 
     /// The node's gossip identity as kept across restarts.
@@ -538,7 +647,7 @@ impl Cluster {
 
     /// Cuts `traffic` on every link to and from `id`.
     pub fn isolate_traffic(&mut self, id: NodeId, traffic: Traffic) {
-        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        let ids: Vec<NodeId> = self.slots.keys().chain(self.forgers.keys()).copied().collect();
         for other in ids {
             if other != id {
                 self.blocked.insert((id, other, traffic));
@@ -687,6 +796,13 @@ impl Cluster {
                 // One virtual clock: it never steps, so it serves as both.
                 n.handle_tick(mokv_core::Now { monotonic_ms: now_ms, wall_ms: now_ms });
                 self.drain(id);
+            }
+        }
+        let wires: Vec<NodeId> = self.forgers.keys().copied().collect();
+        for wire in wires {
+            if let Some(f) = self.forgers.get_mut(&wire).filter(|f| !f.stopped) {
+                f.gossip.handle_time(now_ms);
+                self.drain_forger(wire);
             }
         }
     }
@@ -844,6 +960,15 @@ impl Cluster {
         }
     }
 
+    /// Sends what a running forger has to send.
+    fn drain_forger(&mut self, wire: NodeId) {
+        let Some(f) = self.forgers.get_mut(&wire).filter(|f| !f.stopped) else { return };
+        let datagrams: Vec<_> = std::iter::from_fn(|| f.gossip.poll_datagram()).collect();
+        for d in datagrams {
+            self.send_gossip(wire, d.to, d.payload);
+        }
+    }
+
     /// Makes due writes durable and acknowledges them.
     fn sync_due(&mut self) {
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
@@ -936,6 +1061,18 @@ impl Cluster {
                 }
             }
             let blocked = self.is_blocked(p.from, p.to, p.traffic());
+            if let (Some(f), Payload::Gossip { bytes, .. }) =
+                (self.forgers.get_mut(&p.to), &p.payload)
+            {
+                if !blocked && !f.stopped {
+                    self.trace
+                        .mix(self.tick, &[b"g", &p.from.to_le_bytes(), &p.to.to_le_bytes(), bytes]);
+                    // A forger takes whatever foca accepts; what it refuses is its problem.
+                    let _ = f.gossip.handle_datagram(bytes);
+                    self.drain_forger(p.to);
+                }
+                continue;
+            }
             if let Some(held) = self.paused.get_mut(&p.to) {
                 if !blocked {
                     held.push(Held::Packet(p));

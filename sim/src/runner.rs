@@ -155,6 +155,12 @@ pub fn bugs_env(b: PlantedBugs) -> String {
     if b.lease_keepalive_not_renewed {
         v.push("lease_keepalive_not_renewed");
     }
+    if b.gossip_leave_trusted {
+        v.push("gossip_leave_trusted");
+    }
+    if b.unproven_claims_trusted {
+        v.push("unproven_claims_trusted");
+    }
     v.join(",")
 }
 
@@ -172,6 +178,8 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
             "txn_first_op_only" => b.txn_first_op_only = true,
             "watch_skips_snapshot_boundary" => b.watch_skips_snapshot_boundary = true,
             "lease_keepalive_not_renewed" => b.lease_keepalive_not_renewed = true,
+            "gossip_leave_trusted" => b.gossip_leave_trusted = true,
+            "unproven_claims_trusted" => b.unproven_claims_trusted = true,
             _ => {}
         }
     }

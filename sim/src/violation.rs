@@ -43,6 +43,40 @@ pub enum Violation {
     Lease(crate::check_lease::LeaseViolation),
     /// A lease holder still waited for an answer `ticks` after the heal.
     LeaseHolderStuck { ticks: u64 },
+    /// Node `node` (at `tick`) let a forged gossip identity change membership or an address.
+    ForgedMembership { tick: u64, node: NodeId, what: Forgery },
+}
+
+/// What a forged gossip identity (a forger holds the gossip key, no node certificate) achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Forgery {
+    /// Voter `voter` left the configuration though it never left: it was not told to, was not
+    /// wiped, did not gossip its own leave, and was not out long enough to be removed as dead;
+    /// a forger gossiped it leaving (`identity`).
+    VoterRemoved { voter: NodeId, identity: String },
+    /// A Raft id only a forger announced (`identity`) is in the configuration or member table.
+    ForgedIdAdded { id: NodeId, identity: String },
+    /// The member table, the directory (Raft traffic, `GetServers`) or the leader hint lists
+    /// member `member` at a forger's address.
+    AddressFollowed { member: NodeId, addr: String },
+}
+
+impl fmt::Display for Forgery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Forgery::VoterRemoved { voter, identity } => write!(
+                f,
+                "voter n{voter} removed without leaving, after a forger gossiped {identity}"
+            ),
+            Forgery::ForgedIdAdded { id, identity } => {
+                write!(f, "forged id {id} is a member (forger gossiped {identity})")
+            }
+            Forgery::AddressFollowed { member, addr } => {
+                write!(f, "member n{member} listed at the forged address {addr}")
+            }
+        }
+    }
 }
 
 impl Violation {
@@ -110,6 +144,9 @@ impl fmt::Display for Violation {
             Violation::Lease(v) => v.fmt(f),
             Violation::LeaseHolderStuck { ticks } => {
                 write!(f, "liveness: a lease holder still waiting {ticks} ticks after the heal")
+            }
+            Violation::ForgedMembership { tick, node, what } => {
+                write!(f, "forged membership: n{node} at tick {tick}: {what}")
             }
         }
     }

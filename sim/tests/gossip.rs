@@ -3,7 +3,11 @@
 //! heal the Raft configuration must converge to what gossip says the cluster is.
 //!
 //! - scenarios: one fault each, asserting on the final configuration and `gossip_members()`;
-//! - `gossip_swarm`: the gossip swarm, 20,000 seeds on every core
+//!   forgers (the gossip key, no node certificate) that change no membership and no address;
+//! - `planted_gossip_leave_trusted_is_caught`, `planted_unproven_claims_trusted_is_caught`:
+//!   the swarm's forged-membership check fires when the core takes a gossiped leave, or a
+//!   failed identity proof, as proven;
+//! - `gossip_swarm`: the gossip swarm (forgers in half of the seeds), 20,000 seeds on every core
 //!   (`MOKV_SIM_GOSSIP_SEEDS=<n>` for n seeds, `MOKV_SIM_FIRST_SEED=<s>` to start at s);
 //! - `regression_seeds`: seeds that found bugs, pinned;
 //! - `determinism`: the same seed twice gives the same trace;
@@ -12,13 +16,16 @@
 
 use std::collections::BTreeSet;
 
-use mokv_core::gossip::Health;
+use mokv_core::gossip::{GossipId, Health};
 use mokv_core::{Config, NodeId, PlantedBugs, Request, Role};
-use sim::cluster::{gossip_addr, is_ok, Cluster, GossipParams, Traffic, MS_PER_TICK};
+use sim::cluster::{
+    gossip_addr, is_forged_addr, is_ok, Cluster, GossipParams, Traffic, MS_PER_TICK, SIM_CLUSTER_ID,
+};
 use sim::runner::parse_bugs;
-use sim::scenario::gossip::{check_converged, wait_converged};
+use sim::scenario::gossip::{check_converged, forging, wait_converged};
 use sim::scenario::GossipScenario;
 use sim::swarm::{first_seed, print_replay, run_range, seeds_from_env, SwarmKind};
+use sim::violation::{Forgery, Violation};
 
 /// Generous bound on any convergence in the scenarios (virtual: 60 s).
 const CONVERGE: u64 = 600;
@@ -349,6 +356,117 @@ fn full_restart_rejoins_through_remembered_peers_when_seeds_are_gone() {
     }
 }
 
+/// Forgers (the gossip key, no node certificate) gossip voter 2 leaving, voter 3 at a forged
+/// address, and node 1000 that nobody runs. Every node hears them; nothing follows them. With
+/// the planted bug `gossip_leave_trusted` (a gossiped leave taken as proven) the same forgery
+/// removes voter 2.
+#[test]
+fn forged_identities_change_no_membership_and_no_address() {
+    for trusted in [false, true] {
+        let mut base = Config::new(1, 0);
+        base.planted_bugs.gossip_leave_trusted = trusted;
+        let mut c = formed(81, 4, base);
+        let real = |c: &Cluster, id: NodeId| c.node(id).unwrap().gossip_identity().unwrap().clone();
+        let leave = GossipId { bump: real(&c, 2).bump + 1, leaving: true, ..real(&c, 2) };
+        let moved = GossipId {
+            bump: real(&c, 3).bump + 1,
+            rpc_addr: "sim-forged:rpc".into(),
+            ..real(&c, 3)
+        };
+        let fresh = GossipId {
+            gossip_addr: String::new(),
+            name: "n1000".into(),
+            raft_id: 1000,
+            rpc_addr: "sim-forged:rpc-new".into(),
+            cluster_id: SIM_CLUSTER_ID,
+            started_ms: c.now() * MS_PER_TICK,
+            bump: 0,
+            leaving: false,
+        };
+        for g in [leave, moved, fresh] {
+            c.add_forger(g, vec![gossip_addr(1)]);
+        }
+        let heard = c.run_until(CONVERGE, |c| {
+            (1..=4).all(|v| {
+                let view = c.gossip_members(v);
+                [2, 3, 1000].iter().all(|id| {
+                    view.iter().any(|m| m.id.raft_id == *id && is_forged_addr(&m.id.gossip_addr))
+                })
+            })
+        });
+        assert!(heard, "every node hears the three forged identities");
+        let removed =
+            c.run_until(300, |c| leader_conf(c).is_some_and(|conf| !conf.voters.contains(&2)));
+        assert_eq!(removed, trusted, "voter 2 removed: {removed} (planted bug on: {trusted})");
+        if trusted {
+            continue;
+        }
+        let leader = c.leader().unwrap();
+        assert_eq!(leader_conf(&c).unwrap().voters, ids(1..=4));
+        assert!(leader_conf(&c).unwrap().learners.is_empty());
+        assert!(c.node(leader).unwrap().verifications_refused() >= 2);
+        for id in 1..=4 {
+            let n = c.node(id).unwrap();
+            assert!(!n.members().contains_key(&1000), "n{id} lists the forged node");
+            for (m, info) in n.members() {
+                assert!(!is_forged_addr(&info.rpc_addr), "n{id}: n{m} at {}", info.rpc_addr);
+            }
+            for e in n.directory().members.values() {
+                assert!(e.rpc_addr.as_deref().is_none_or(|a| !is_forged_addr(a)), "n{id}: {e:?}");
+            }
+        }
+        assert!(write(&mut c, "k"));
+    }
+}
+
+/// The gossip swarm's forged-membership check fires once the core takes a gossiped leave as
+/// proven (`gossip_leave_trusted`): a forger's "voter n leaving" removes a voter that never
+/// left.
+#[test]
+fn planted_gossip_leave_trusted_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.gossip_leave_trusted = true;
+    let caught = (0..200).find(|&seed| {
+        let report = sim::run::<GossipScenario>(seed, bugs, false);
+        let removed = report.violations.iter().any(|v| {
+            matches!(v, Violation::ForgedMembership { what: Forgery::VoterRemoved { .. }, .. })
+        });
+        if removed {
+            println!("caught: {}", report.failure_line().unwrap_or_default());
+        }
+        removed
+    });
+    assert!(caught.is_some(), "a voter removed by a forged leave went unnoticed");
+}
+
+/// The same check fires when the core takes a failed verification as proof of what gossip
+/// says (`unproven_claims_trusted`): a forger's address is followed, or its new identity added.
+#[test]
+fn planted_unproven_claims_trusted_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    bugs.unproven_claims_trusted = true;
+    let mut kinds = BTreeSet::new();
+    for seed in 0..200 {
+        let report = sim::run::<GossipScenario>(seed, bugs, false);
+        for v in &report.violations {
+            if let Violation::ForgedMembership { what, .. } = v {
+                let kind = match what {
+                    Forgery::AddressFollowed { .. } => "address followed",
+                    Forgery::ForgedIdAdded { .. } => "forged id added",
+                    _ => continue,
+                };
+                if kinds.insert(kind) {
+                    println!("caught ({kind}): {}", report.failure_line().unwrap_or_default());
+                }
+            }
+        }
+        if kinds.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(kinds.len(), 2, "only {kinds:?} caught");
+}
+
 #[test]
 fn determinism() {
     let scenario = |seed| {
@@ -364,7 +482,10 @@ fn determinism() {
     };
     assert_eq!(scenario(7), scenario(7));
     assert_ne!(scenario(7), scenario(8));
-    for seed in [3u64, 77] {
+    // Seeds with and without forgers.
+    let forger_seed = (3..).find(|s| forging(*s)).unwrap();
+    let plain_seed = (3..).find(|s| !forging(*s)).unwrap();
+    for seed in [3u64, 77, forger_seed, plain_seed] {
         let a = sim::run::<GossipScenario>(seed, PlantedBugs::default(), false);
         let b = sim::run::<GossipScenario>(seed, PlantedBugs::default(), false);
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: trace differs between runs");

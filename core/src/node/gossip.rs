@@ -189,6 +189,7 @@ impl Node {
             removed,
             proofs: self.verifier.proofs(),
             leaves: self.verifier.leaves(),
+            gossip_leave_trusted: self.config.planted_bugs.gossip_leave_trusted(),
         }
     }
 

@@ -3,6 +3,12 @@
 //! usual workload. After the faults stop and the network heals, the Raft configuration must
 //! converge to what gossip says the cluster is ([`check_converged`]), and every history checker
 //! must still pass.
+//!
+//! Faults: joins, graceful leaves, crashes, lost disks, pauses, partitions of gossip, Raft or
+//! both, and, in half of the seeds, forgers ([`GossipFault::Forge`]): attackers with the gossip
+//! key and no node certificate gossiping a voter leaving, a member at another address, or
+//! identities nobody has. No configuration change or member address may follow them
+//! ([`super::forgery`]: checked at every tick, [`Violation::ForgedMembership`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,7 +16,10 @@ use std::fmt;
 use mokv_core::gossip::Health;
 use mokv_core::{Config, NodeId, PlantedBugs, Rng, Role};
 
-use crate::cluster::{gossip_addr, Cluster, GossipParams, NetFaults, Traffic, MS_PER_TICK};
+use super::forgery::Forgeries;
+use crate::cluster::{
+    gossip_addr, is_forged_addr, Cluster, GossipParams, NetFaults, Traffic, MS_PER_TICK,
+};
 use crate::harness::{FaultTiming, Harness, Undo};
 use crate::runner::{tick, Scenario, Setup};
 use crate::violation::{ConvergenceMismatch, Violation};
@@ -57,7 +66,10 @@ pub fn check_converged(
             });
         }
         for m in n.gossip_members() {
-            let wanted = expected.contains(&m.id.raft_id) && m.id.raft_id != *id;
+            // A forger's identities are down once it went silent, whoever they claim to be.
+            let wanted = expected.contains(&m.id.raft_id)
+                && m.id.raft_id != *id
+                && !is_forged_addr(&m.id.gossip_addr);
             // Down identities of gone nodes may linger (foca keeps them, as down, for a day).
             if !wanted && m.health != Health::Down {
                 return Err(ConvergenceMismatch::NonMemberSeen {
@@ -73,7 +85,11 @@ pub fn check_converged(
                 continue;
             }
             let name = &c.member_info(*other).name;
-            match c.health_of(*id, name) {
+            // A forged newer incarnation of `other` (down) may shadow the real one in the
+            // directory: gossip may suggest a member seems down. The real one must be alive.
+            let seen =
+                if c.has_forgers() { c.real_health_of(*id, name) } else { c.health_of(*id, name) };
+            match seen {
                 Some((rid, Health::Alive)) if rid == *other => {}
                 seen => {
                     return Err(ConvergenceMismatch::MemberNotAlive {
@@ -120,8 +136,13 @@ pub enum GossipFault {
     PartitionGossip,
     PartitionRaft,
     PartitionAll,
+    /// A forger (gossip key, no node certificate) gossips a forged identity for a while
+    /// ([`super::forgery`]). Enabled in half of the seeds, drawn from a stream of its own so
+    /// that the other faults of a seed are drawn as without it.
+    Forge,
 }
 
+/// The faults [`GossipPlan::draw`] draws from ([`GossipFault::Forge`] is drawn apart).
 pub const ALL_GOSSIP_FAULTS: [GossipFault; 8] = [
     GossipFault::Join,
     GossipFault::Leave,
@@ -241,6 +262,16 @@ pub struct GossipScenario {
     leaving: BTreeMap<NodeId, Leaving>,
     /// Raft ids whose node was wiped, until the leader's configuration no longer has them.
     wiped: BTreeSet<NodeId>,
+    /// With [`GossipFault::Forge`] on: the forgers and the check that nothing follows them.
+    forgeries: Option<Forgeries>,
+}
+
+/// Salt of the stream [`GossipFault::Forge`] is drawn from.
+const FORGE_SALT: u64 = 0xf0f9_e500_f0f9_e500;
+
+/// Whether gossip seed `seed` runs forgers ([`GossipFault::Forge`]): half of the seeds.
+pub fn forging(seed: u64) -> bool {
+    Rng::new(seed ^ FORGE_SALT).below(2) == 0
 }
 
 impl Scenario for GossipScenario {
@@ -250,7 +281,11 @@ impl Scenario for GossipScenario {
     const REPLAY_TEST: &'static str = "--test gossip replay";
 
     fn draw(seed: u64, bugs: PlantedBugs, rng: &mut Rng) -> (Self, Setup) {
-        let plan = GossipPlan::draw(rng);
+        let mut plan = GossipPlan::draw(rng);
+        let forging = forging(seed);
+        if forging {
+            plan.kinds.push(GossipFault::Forge);
+        }
         let mut base = Config::new(1, 0);
         base.snapshot_threshold_entries = plan.snapshot_threshold_entries;
         base.log_keep_entries = plan.log_keep_entries;
@@ -275,7 +310,15 @@ impl Scenario for GossipScenario {
             request_timeout_ticks,
         };
         let next_id = plan.initial + 1;
-        (GossipScenario { plan, next_id, leaving: BTreeMap::new(), wiped: BTreeSet::new() }, setup)
+        let forgeries = forging.then(Forgeries::default);
+        let s = GossipScenario {
+            plan,
+            next_id,
+            leaving: BTreeMap::new(),
+            wiped: BTreeSet::new(),
+            forgeries,
+        };
+        (s, setup)
     }
 
     fn plan(&self) -> &dyn fmt::Debug {
@@ -374,7 +417,12 @@ impl Scenario for GossipScenario {
                 let known: Vec<NodeId> = up
                     .iter()
                     .copied()
-                    .filter(|id| *id == leader || view.iter().any(|m| m.id.raft_id == *id))
+                    .filter(|id| {
+                        *id == leader
+                            || view
+                                .iter()
+                                .any(|m| m.id.raft_id == *id && !is_forged_addr(&m.id.gossip_addr))
+                    })
                     .collect();
                 let target = if h.rng.below(3) == 0 && up.contains(&leader) {
                     Some(leader)
@@ -385,6 +433,9 @@ impl Scenario for GossipScenario {
                     h.note(format!("n{id} leaves"));
                     h.c.leave(id);
                     self.leaving.insert(id, Leaving::Asked(h.c.now()));
+                    if let Some(f) = &mut self.forgeries {
+                        f.note_leave(id);
+                    }
                     h.count(if Some(id) == h.c.leader() { "leave (leader)" } else { "leave" });
                 }
             }
@@ -450,6 +501,9 @@ impl Scenario for GossipScenario {
                 h.note(format!("wipe n{old}: back as n{new}"));
                 h.c.wipe(old, new);
                 self.wiped.insert(old);
+                if let Some(f) = &mut self.forgeries {
+                    f.note_wipe(old);
+                }
                 h.count("wipe");
             }
             GossipFault::Pause => {
@@ -493,6 +547,11 @@ impl Scenario for GossipScenario {
                 let d = h.outage();
                 h.schedule_undo(d, Undo::Heal);
             }
+            GossipFault::Forge => {
+                if let Some(f) = &mut self.forgeries {
+                    f.inject(h, &staying);
+                }
+            }
         }
     }
 
@@ -500,6 +559,13 @@ impl Scenario for GossipScenario {
     /// removed as dead are wiped and rejoin, and a wiped id is forgotten once the leader's
     /// configuration no longer has it.
     fn operate(&mut self, h: &mut Harness, _nodes: &[NodeId]) {
+        if let Some(f) = &mut self.forgeries {
+            f.stop_due(h, false);
+            if let Some(v) = f.check(&h.c, self.plan.dead_member_timeout_ms) {
+                h.note(format!("{v}"));
+                h.observer.violations.push(v);
+            }
+        }
         self.poll_leaving(h);
         self.reprovision_removed(h);
         if let Some(ids) = leader_conf_ids(&h.c) {
@@ -512,6 +578,9 @@ impl Scenario for GossipScenario {
     /// by seed address cannot do better. After the heal the operator gives every node that
     /// knows no member of the configuration the leader's address as a seed, and restarts it.
     fn after_heal(&mut self, h: &mut Harness) {
+        if let Some(f) = &mut self.forgeries {
+            f.stop_due(h, true);
+        }
         for _ in 0..RESEED_AFTER_TICKS {
             tick(h, self, Phase::Drain);
         }
@@ -522,7 +591,10 @@ impl Scenario for GossipScenario {
             if conf.contains(&id) || self.leaving.contains_key(&id) {
                 continue;
             }
-            let knows_member = h.c.gossip_members(id).iter().any(|m| conf.contains(&m.id.raft_id));
+            let knows_member =
+                h.c.gossip_members(id)
+                    .iter()
+                    .any(|m| conf.contains(&m.id.raft_id) && !is_forged_addr(&m.id.gossip_addr));
             if !knows_member {
                 h.note(format!("n{id} knows no member: reseeded with the leader's address"));
                 h.count("island reseeded");
@@ -583,12 +655,22 @@ impl GossipScenario {
         for (id, state) in entries {
             match state {
                 Leaving::Asked(at) => {
+                    // A forger's newer incarnation of the node can hide its gossiped leave
+                    // from the leader; the shell's `Peer.Leave` calls carry it regardless. Only
+                    // in runs with forgers: the others replay as they were recorded.
+                    let still_member =
+                        h.c.node(id).is_some_and(|n| n.status().conf.all_ids().contains(&id));
+                    if self.forgeries.is_some() && still_member && (now - at).is_multiple_of(5) {
+                        h.c.announce_leave(id);
+                    }
                     // Removed, and the leader knows it is leaving: a node that stops before its
                     // leave reached the leader may still be added by a change already on its
                     // way (or by a datagram still in flight announcing it), and would then stay
                     // a learner, down, and not leaving as far as anyone knows.
                     let known_leaving = h.c.leader().is_some_and(|l| {
-                        h.c.gossip_members(l).iter().any(|m| m.id.raft_id == id && m.id.leaving)
+                        h.c.gossip_members(l).iter().any(|m| {
+                            m.id.raft_id == id && m.id.leaving && !is_forged_addr(&m.id.gossip_addr)
+                        })
                     });
                     let removed =
                         known_leaving && conf.as_ref().is_some_and(|ids| !ids.contains(&id));
@@ -630,6 +712,9 @@ impl GossipScenario {
             self.next_id += 1;
             h.note(format!("n{id} was removed: wiped, back as n{new}"));
             h.c.wipe(id, new);
+            if let Some(f) = &mut self.forgeries {
+                f.note_wipe(id);
+            }
             h.count("removed as dead, wiped, rejoined");
         }
     }
