@@ -4,8 +4,8 @@
 //! leaves a node that restarts and serves its data.
 //!
 //! The limits are lowered by settings so that the same code paths run at a test-friendly size:
-//! `--snapshot-threshold 32` (a snapshot every 32 applied entries) and values of 256 KiB, so
-//! that a snapshot file of the ~32 MiB state spans many 1 MiB transfer chunks and takes long
+//! `--snapshot-threshold 32` (a snapshot every 32 applied entries) and 96 values of 128 KiB, so
+//! that a snapshot file of the ~12 MiB state spans a dozen 1 MiB transfer chunks and takes long
 //! enough to write and to send for the test to catch it under way.
 
 use std::collections::BTreeMap;
@@ -15,8 +15,8 @@ use std::time::Duration;
 use mokv_client::ReadMode;
 use mokv_tests::{eventually, read_all, Bins, Cluster, Mokvd, DEADLINE};
 
-const VALUE_BYTES: usize = 256 << 10;
-const KEYS: u32 = 128;
+const VALUE_BYTES: usize = 128 << 10;
+const KEYS: u32 = 96;
 const THRESHOLD: &str = "32";
 
 fn snapshot_dir(node: &Mokvd) -> PathBuf {
