@@ -24,7 +24,7 @@ fn drain(node: &mut Node) -> Vec<mokv_core::Reply> {
         let mut jobs = false;
         while let Some(job) = node.poll_snapshot_job() {
             jobs = true;
-            node.handle_snapshot_encoded(job.index(), job.encode());
+            node.handle_snapshot_durable(job.into_image().reference());
         }
         match last {
             Some(id) => node.handle_persisted(id),

@@ -614,6 +614,39 @@ impl StateMachine {
         r: &mut Reader<'_>,
         format: crate::snapshot::StateFormat,
     ) -> Result<Self, DecodeError> {
+        let head = StateHead::decode_from(r, format)?;
+        // Two length prefixes and three u64s per key: a count the input cannot hold is refused
+        // before anything is allocated.
+        if head.key_count > (r.remaining() / KEY_MIN_BYTES) as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut state = StateBuilder::new(head);
+        while state.keys_left() > 0 {
+            state.decode_key(r)?;
+        }
+        state.finish(r, format)
+    }
+}
+
+/// The least bytes one encoded key takes ([`encode_key_to`]).
+pub(crate) const KEY_MIN_BYTES: usize = 4 + 4 + 8 * 3;
+
+/// What [`StateMachine::encode_head_to`] writes: everything before the keys.
+#[derive(Debug)]
+pub(crate) struct StateHead {
+    applied_index: u64,
+    conf: Conf,
+    members: MemberTable,
+    sessions: Sessions,
+    /// Keys that follow (not checked against the input: the caller does).
+    pub(crate) key_count: u64,
+}
+
+impl StateHead {
+    pub(crate) fn decode_from(
+        r: &mut Reader<'_>,
+        format: crate::snapshot::StateFormat,
+    ) -> Result<Self, DecodeError> {
         let applied_index = r.get_u64()?;
         let conf = Conf::decode_from(r)?;
         // id + MemberInfo (id, three length prefixes, bool).
@@ -627,33 +660,68 @@ impl StateMachine {
             members.insert(id, MemberInfo::decode_from(r)?);
         }
         let sessions = Sessions::decode_from(r, format.registered_sessions)?;
-        // Two length prefixes and three u64s.
-        let n = r.get_count(4 + 4 + 8 * 3)?;
-        let mut data = DataMap::new();
-        let mut state_bytes = 0u64;
-        for _ in 0..n {
-            let key = r.get_str()?;
-            if data.get_max().is_some_and(|(prev, _): &(String, _)| prev.as_str() >= key) {
-                return Err(DecodeError::Invalid("keys not ascending"));
-            }
-            let key = key.to_owned();
-            let v = Versioned {
-                value: r.get_bytes()?.to_vec(),
-                create_index: r.get_u64()?,
-                mod_index: r.get_u64()?,
-                version: r.get_u64()?,
-            };
-            if v.version == 0 || v.create_index > v.mod_index || v.mod_index > applied_index {
-                return Err(DecodeError::Invalid("key version"));
-            }
-            state_bytes += key_state_bytes(&key, &v.value);
-            data.insert(key, v);
+        let key_count = r.get_u64()?;
+        Ok(Self { applied_index, conf, members, sessions, key_count })
+    }
+}
+
+/// A state decoded key by key after its [`StateHead`] (the streaming snapshot decoder feeds it
+/// one key at a time): keys must ascend and have possible versions, so a decoded state upholds
+/// the same invariants as an applied one.
+#[derive(Debug)]
+pub(crate) struct StateBuilder {
+    head: StateHead,
+    data: DataMap,
+    state_bytes: u64,
+}
+
+impl StateBuilder {
+    pub(crate) fn new(head: StateHead) -> Self {
+        Self { head, data: DataMap::new(), state_bytes: 0 }
+    }
+
+    /// Keys still to decode.
+    pub(crate) fn keys_left(&self) -> u64 {
+        self.head.key_count - self.data.len() as u64
+    }
+
+    /// Decodes the next key. On an error nothing changed (a truncated key can be retried
+    /// from the same position with more input).
+    pub(crate) fn decode_key(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let key = r.get_str()?;
+        let value = r.get_bytes()?;
+        let (create_index, mod_index, version) = (r.get_u64()?, r.get_u64()?, r.get_u64()?);
+        if self.data.get_max().is_some_and(|(prev, _): &(String, _)| prev.as_str() >= key) {
+            return Err(DecodeError::Invalid("keys not ascending"));
         }
+        let v = Versioned { value: value.to_vec(), create_index, mod_index, version };
+        if v.version == 0 || v.create_index > v.mod_index || v.mod_index > self.head.applied_index {
+            return Err(DecodeError::Invalid("key version"));
+        }
+        self.state_bytes += key_state_bytes(key, &v.value);
+        self.data.insert(key.to_owned(), v);
+        Ok(())
+    }
+
+    /// Decodes what follows the keys ([`StateMachine::encode_tail_to`]) and returns the state.
+    pub(crate) fn finish(
+        self,
+        r: &mut Reader<'_>,
+        format: crate::snapshot::StateFormat,
+    ) -> Result<StateMachine, DecodeError> {
+        let StateBuilder { head, data, state_bytes } = self;
         let mut data = Keys::from_map(data);
         if format.leases {
             data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
         }
-        Ok(Self { data, state_bytes, sessions, members, conf, applied_index })
+        Ok(StateMachine {
+            data,
+            state_bytes,
+            sessions: head.sessions,
+            members: head.members,
+            conf: head.conf,
+            applied_index: head.applied_index,
+        })
     }
 }
 

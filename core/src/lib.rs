@@ -47,6 +47,8 @@ mod request;
 mod rng;
 mod session;
 mod snapshot;
+mod snapshot_decoder;
+mod snapshot_ref;
 mod txn;
 mod watch;
 
@@ -67,7 +69,9 @@ pub use node::{NodeStats, PeerProgress, Replication};
 pub use request::{Consistency, Reply, Request, RequestId, Response};
 pub use rng::Rng;
 pub use session::{SessionError, SessionLimits};
-pub use snapshot::{SnapshotEncoder, SnapshotJob};
+pub use snapshot::{is_full_snapshot, SnapshotEncoder, SnapshotImage, SnapshotJob};
+pub use snapshot_decoder::SnapshotDecoder;
+pub use snapshot_ref::{SnapshotFileCheck, SnapshotFileMismatch, SnapshotRef, SnapshotRefBuilder};
 pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, TXN_ITEM_OVERHEAD_BYTES};
 pub use watch::{
     Compacted, HistoryLimits, KeyFilter, WatchEvent, WatchEventKind, WatchHistory, WatchPage,

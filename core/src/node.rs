@@ -50,11 +50,14 @@ use crate::kv::StateMachine;
 use crate::lease::LeaseClock;
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
-use crate::persist::{DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord};
+use crate::persist::{
+    DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord, StoredSnapshot,
+};
 use crate::read::{ReadKind, ReadQueue, SeenReadContexts};
 use crate::request::{Consistency, Reply, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::snapshot::{SnapshotImage, SnapshotJob};
+use crate::snapshot_ref::SnapshotRef;
 use crate::txn::{Txn, TxnOp};
 use crate::watch::WatchHistory;
 
@@ -116,6 +119,10 @@ pub struct Transmit {
     /// Carries a snapshot: the shell must report the outcome with
     /// [`Node::handle_snapshot_status`].
     pub is_snapshot: bool,
+    /// With `is_snapshot`: the snapshot file the message names, which the shell sends along
+    /// (the receiver hands it to [`Node::handle_snapshot_message`]). A file that is gone (a
+    /// newer snapshot replaced it) is a failed transfer; raft-rs retries with the newer one.
+    pub snapshot: Option<SnapshotRef>,
 }
 
 /// This node's part in the current term.
@@ -266,9 +273,13 @@ pub struct Node {
     applied_bytes_since_snapshot: u64,
     /// A snapshot job not yet taken by the shell ([`Node::poll_snapshot_job`]).
     snapshot_job: Option<SnapshotJob>,
-    /// (index, term, configuration) of the snapshot job handed out and not yet encoded: no
+    /// The image of the snapshot job handed out and not yet durable (a copy-on-write clone,
+    /// handed to the disk with the reference once the file is durable): no
     /// second job while one is under way.
-    snapshot_in_flight: Option<(u64, u64, Conf)>,
+    snapshot_in_flight: Option<SnapshotImage>,
+    /// The image the shell decoded from the file of the snapshot message being stepped
+    /// ([`Node::handle_snapshot_message`]), taken by the install that follows.
+    received_snapshot: Option<SnapshotImage>,
     /// The counters of [`Node::stats`] (its gauges are read when asked).
     stats: NodeStats,
     /// The leases' deadlines while this node leads (see `leases`).
@@ -298,7 +309,7 @@ impl Node {
         hs.commit = 1;
         PersistBatch {
             id: 0,
-            snapshot: Some(SnapshotRecord { index: 1, bytes: image.encode() }),
+            snapshot: Some(SnapshotRecord::to_write(image)),
             hard_state: Some(hs.write_to_bytes().unwrap_or_default()),
             node_meta: Some(
                 NodeMeta { cluster_id: Some(cluster_id.get()), ..NodeMeta::default() }.encode(),
@@ -316,18 +327,17 @@ impl Node {
     /// `GossipConfig::identity.cluster_id`; a non-zero one must equal the stored one, and is
     /// stored if none is) and announces to the peers it remembered as well as to the
     /// configured seeds.
-    pub fn new(config: Config, durable: DurableState) -> Result<Node, RecoveryError> {
+    pub fn new(config: Config, mut durable: DurableState) -> Result<Node, RecoveryError> {
         config.validate()?;
         let mut log = MemLog::new();
         let mut sm = StateMachine::new(config.session_limits);
-        if let Some(bytes) = &durable.snapshot {
-            let image = SnapshotImage::decode(bytes).map_err(RecoveryError::Snapshot)?;
-            log.install_snapshot(raft_snapshot(
-                image.index,
-                image.term,
-                image.state.conf(),
-                bytes.clone(),
-            ));
+        if let Some(StoredSnapshot { reference, image }) = durable.snapshot.take() {
+            if (image.index, image.term) != (reference.index, reference.term) {
+                return Err(RecoveryError::Snapshot(crate::codec::DecodeError::Invalid(
+                    "snapshot image is not the referenced one",
+                )));
+            }
+            log.install_snapshot(raft_snapshot(&reference, image.state.conf()));
             sm = image.state;
         }
         if let Some(bytes) = &durable.hard_state {
@@ -442,6 +452,7 @@ impl Node {
             applied_bytes_since_snapshot: 0,
             snapshot_job: None,
             snapshot_in_flight: None,
+            received_snapshot: None,
             stats: NodeStats::default(),
             lease_clock: LeaseClock::default(),
         };
@@ -535,12 +546,20 @@ impl Node {
             return Err(PeerMessageError::CommitBeyondLog { commit: m.commit });
         }
         if m.get_msg_type() == MessageType::MsgSnapshot {
-            // Validate before raft-rs accepts it: once accepted it must be installable.
+            // Validate before raft-rs accepts it: once accepted it must be installable, so
+            // the image the shell decoded from the referenced file must be at hand.
             let snap = m.get_snapshot();
-            let image = SnapshotImage::decode(&snap.data).map_err(PeerMessageError::BadSnapshot)?;
-            if image.index != snap.get_metadata().index || image.term != snap.get_metadata().term {
+            let reference =
+                SnapshotRef::decode(&snap.data).map_err(PeerMessageError::BadSnapshot)?;
+            let meta = snap.get_metadata();
+            let matches = |i: &SnapshotImage| {
+                (i.index, i.term) == (meta.index, meta.term)
+                    && (reference.index, reference.term) == (meta.index, meta.term)
+            };
+            if !self.received_snapshot.as_ref().is_some_and(matches) {
+                self.received_snapshot = None;
                 return Err(PeerMessageError::BadSnapshot(crate::codec::DecodeError::Invalid(
-                    "snapshot metadata",
+                    "snapshot message without its image",
                 )));
             }
         }
@@ -572,17 +591,47 @@ impl Node {
         self.after_input();
     }
 
-    /// The shell encoded the snapshot job at `index` ([`SnapshotJob::encoder`]) into `bytes`.
-    /// Only now does the node use the snapshot (for followers behind the log) and compact the
-    /// log it covers, in a persist batch that carries the snapshot: the disk makes the snapshot
-    /// durable before it deletes the log. A result for a job this node no longer waits for
-    /// (a newer snapshot was installed meanwhile, or it was restarted) is dropped.
-    pub fn handle_snapshot_encoded(&mut self, index: u64, bytes: Vec<u8>) {
-        if let Some((i, term, conf)) = self.snapshot_in_flight.take() {
-            if i == index {
-                self.finish_snapshot(index, term, &conf, bytes);
+    /// A snapshot message whose file the shell received, checked against the message's
+    /// [`SnapshotRef`] (length and checksum), made durable and decoded into `image`. Checked
+    /// like [`Node::handle_peer_message_from`] (`caller` is the certificate's name, `None` over
+    /// a transport that vouches for the sender itself); the install uses `image` instead of
+    /// decoding anything on this task.
+    pub fn handle_snapshot_message(
+        &mut self,
+        caller: Option<&str>,
+        bytes: &[u8],
+        image: SnapshotImage,
+    ) -> Result<(), PeerMessageError> {
+        let previous = self.received_snapshot.replace(image);
+        let result = self.handle_peer_message_checked(bytes, caller);
+        // Keep the image of the snapshot raft-rs will hand to the install, if any: this one
+        // if it was accepted, else the one accepted before it and not installed yet.
+        let pending = self.raw.raft.raft_log.unstable.snapshot.as_ref().map(|s| {
+            let meta = s.get_metadata();
+            (meta.index, meta.term)
+        });
+        let position = |i: &Option<SnapshotImage>| i.as_ref().map(|i| (i.index, i.term));
+        if pending.is_none() || position(&self.received_snapshot) != pending {
+            self.received_snapshot = previous.filter(|_| pending.is_some());
+            if position(&self.received_snapshot) != pending {
+                self.received_snapshot = None;
+            }
+        }
+        result
+    }
+
+    /// The shell wrote the snapshot job it took ([`Node::poll_snapshot_job`]) to the durable
+    /// file `reference` names. Only now does the node use the snapshot (for followers behind
+    /// the log) and compact the log it covers, in a persist batch that stores the reference:
+    /// compaction never runs ahead of a durable snapshot. A reference for a job this node no
+    /// longer waits for (a newer snapshot was installed meanwhile, or it was restarted) is
+    /// dropped.
+    pub fn handle_snapshot_durable(&mut self, reference: SnapshotRef) {
+        if let Some(image) = self.snapshot_in_flight.take() {
+            if (image.index, image.term) == (reference.index, reference.term) {
+                self.finish_snapshot(reference, image);
             } else {
-                self.snapshot_in_flight = Some((i, term, conf));
+                self.snapshot_in_flight = Some(image);
             }
         }
         self.after_input();
@@ -731,9 +780,9 @@ impl Node {
         self.transmits.pop_front()
     }
 
-    /// A snapshot to take: encode it away from the task that drives the node and hand the
-    /// bytes back with [`Node::handle_snapshot_encoded`]. At most one is under way at a time;
-    /// until it is handed back, the log it would compact stays.
+    /// A snapshot to take: write it to a durable file away from the task that drives the node
+    /// and hand its reference back with [`Node::handle_snapshot_durable`]. At most one is under
+    /// way at a time; until it is handed back, the log it would compact stays.
     #[must_use]
     pub fn poll_snapshot_job(&mut self) -> Option<SnapshotJob> {
         self.run_due_ready();
@@ -1022,12 +1071,13 @@ fn encode_pb(m: &impl protobuf::Message) -> Vec<u8> {
     m.write_to_bytes().unwrap_or_default()
 }
 
-fn raft_snapshot(index: u64, term: u64, conf: &Conf, bytes: Vec<u8>) -> Snapshot {
+/// raft-rs's snapshot for the file `reference` names: its data is the reference alone.
+fn raft_snapshot(reference: &SnapshotRef, conf: &Conf) -> Snapshot {
     let mut snap = Snapshot::default();
-    snap.data = bytes.into();
+    snap.data = reference.encode().into();
     let meta = snap.mut_metadata();
-    meta.index = index;
-    meta.term = term;
+    meta.index = reference.index;
+    meta.term = reference.term;
     meta.set_conf_state(conf.to_raft());
     snap
 }

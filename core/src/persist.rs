@@ -9,6 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::gossip::{newest, GossipMember, MAX_IDENTITY_FIELD_BYTES};
 use crate::members::NodeId;
+use crate::snapshot::SnapshotImage;
+use crate::snapshot_ref::SnapshotRef;
+
+impl SnapshotRecord {
+    /// A record whose file the disk must write from `image` (bootstrap, recovery); its
+    /// reference is computed here, chunk by chunk.
+    pub fn to_write(image: SnapshotImage) -> SnapshotRecord {
+        SnapshotRecord { reference: image.reference(), image, write_file: true }
+    }
+}
 
 /// Identifies a [`PersistBatch`]. Ids increase by one per batch; acknowledging id `n` says
 /// every batch up to and including `n` is durable.
@@ -21,17 +31,29 @@ pub struct LogRecord {
     pub bytes: Vec<u8>,
 }
 
-/// A snapshot in its durable encoding (framed, versioned, checksummed).
+/// The node's snapshot, replacing the previous one: what the disk stores is the small
+/// [`SnapshotRef`] (its [`SnapshotRef::encode`]), never the snapshot itself, which lives in
+/// the file the reference names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
-    pub index: u64,
-    pub bytes: Vec<u8>,
+    /// The snapshot file; the disk stores its encoding.
+    pub reference: SnapshotRef,
+    /// The state the file holds, as a copy-on-write image. A disk that keeps its state in
+    /// memory (tests, the simulator) keeps this instead of reading the file back; a real disk
+    /// only uses it when `write_file` is set, and drops it after the batch.
+    pub image: SnapshotImage,
+    /// The file does not exist yet (a bootstrap or a recovery made the image): the disk writes
+    /// it durably, from `image`, before the batch. Otherwise the shell made it durable before
+    /// the core saw its reference (a snapshot job's file, or one received from the leader).
+    pub write_file: bool,
 }
 
 /// One atomic unit of durable work.
 ///
 /// The shell applies batches in id order, each one atomically and in this field order:
-/// 1. if `snapshot` is set: store it, replacing the previous one;
+/// 1. if `snapshot` is set: store its reference, replacing the previous one (writing its
+///    file first if `write_file`; the files of older snapshots may be deleted once the batch
+///    is durable);
 /// 2. delete log records with index `>= truncate_from`;
 /// 3. delete log records with index `<= compact_to`;
 /// 4. write `entries`;
@@ -71,11 +93,13 @@ impl PersistBatch {
     }
 }
 
-/// Everything the shell read back from disk at start-up, exactly as it was written.
+/// Everything the shell read back from disk at start-up: the records exactly as they were
+/// written, and the snapshot the stored reference names, read from its file (and checked
+/// against the reference) by the shell.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DurableState {
     pub hard_state: Option<Vec<u8>>,
-    pub snapshot: Option<Vec<u8>>,
+    pub snapshot: Option<StoredSnapshot>,
     /// Log records in ascending index order, without gaps.
     pub entries: Vec<LogRecord>,
     /// The last [`PersistBatch::node_meta`] written.
@@ -93,7 +117,7 @@ impl DurableState {
     /// simulator) so that they and the real disk share one definition of the batch semantics.
     pub fn apply(&mut self, batch: &PersistBatch) {
         if let Some(s) = &batch.snapshot {
-            self.snapshot = Some(s.bytes.clone());
+            self.snapshot = Some(StoredSnapshot { reference: s.reference, image: s.image.clone() });
         }
         if let Some(from) = batch.truncate_from {
             self.entries.retain(|e| e.index < from);
@@ -109,6 +133,14 @@ impl DurableState {
             self.node_meta = Some(meta.clone());
         }
     }
+}
+
+/// The node's snapshot as read back at start-up: the stored reference and the image its file
+/// holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub reference: SnapshotRef,
+    pub image: SnapshotImage,
 }
 
 /// Bound on [`NodeMeta::gossip_peers`].

@@ -30,8 +30,28 @@ impl StateFormat {
     pub(crate) const CURRENT: StateFormat = StateFormat { leases: true, registered_sessions: true };
 }
 /// Magic, version and length before the payload, checksum after it.
-const HEADER_LEN: usize = 8 + 4 + 8;
-const TRAILER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 8 + 4 + 8;
+pub(crate) const TRAILER_LEN: usize = 4;
+
+/// Whether `bytes` start like a full snapshot (magic `b"MOKVSNAP"`) rather than a
+/// [`SnapshotRef`](crate::SnapshotRef): what a node stored before snapshots were files.
+pub fn is_full_snapshot(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// Reads the frame header: the state format of its version and the payload length.
+pub(crate) fn frame_format(r: &mut Reader<'_>) -> Result<(StateFormat, u64), DecodeError> {
+    if r.get_raw(MAGIC.len())? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let format = match r.get_u32()? {
+        FORMAT_VERSION => StateFormat::CURRENT,
+        FORMAT_VERSION_LEGACY_SESSIONS => StateFormat { leases: true, registered_sessions: false },
+        FORMAT_VERSION_WITHOUT_LEASES => StateFormat { leases: false, registered_sessions: false },
+        v => return Err(DecodeError::UnsupportedVersion(v)),
+    };
+    Ok((format, r.get_u64()?))
+}
 
 /// A state machine image at a log position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +87,12 @@ pub fn encode_state(index: u64, term: u64, state: &StateMachine) -> Vec<u8> {
 
 /// A snapshot the core wants taken ([`Node::poll_snapshot_job`]): the state at log position
 /// (`index`, `term`), held as a copy-on-write clone, so taking it cost the driver O(1). The shell
-/// encodes it away from the driver ([`SnapshotJob::encoder`]) and hands the bytes back with
-/// [`Node::handle_snapshot_encoded`].
+/// writes it to a file away from the driver ([`SnapshotJob::encoder`]) and, once the file is
+/// durable, hands its reference back with [`Node::handle_snapshot_durable`].
 ///
 /// [`Node::poll_snapshot_job`]: crate::Node::poll_snapshot_job
-/// [`Node::handle_snapshot_encoded`]: crate::Node::handle_snapshot_encoded
-#[must_use = "a snapshot job must be encoded and handed back, or the log is never compacted"]
+/// [`Node::handle_snapshot_durable`]: crate::Node::handle_snapshot_durable
+#[must_use = "a snapshot job must be written and handed back, or the log is never compacted"]
 pub struct SnapshotJob {
     index: u64,
     term: u64,
@@ -103,6 +123,11 @@ impl SnapshotJob {
     /// Term of that entry.
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    /// The image the job's file will hold (a simulator keeps it in place of the file).
+    pub fn into_image(self) -> SnapshotImage {
+        SnapshotImage { index: self.index, term: self.term, state: self.state }
     }
 
     /// Length of the encoding, known before encoding (frame included).
@@ -228,26 +253,32 @@ impl Iterator for SnapshotEncoder {
 }
 
 impl SnapshotImage {
+    /// The job that writes this image's snapshot file (a copy-on-write clone of the state).
+    pub fn to_job(&self) -> SnapshotJob {
+        SnapshotJob::new(self.index, self.term, self.state.clone())
+    }
+
+    /// The reference of this image's snapshot file, computed chunk by chunk (the encoding is
+    /// never held whole).
+    pub fn reference(&self) -> crate::SnapshotRef {
+        let mut r = crate::snapshot_ref::SnapshotRefBuilder::default();
+        for chunk in self.to_job().encoder(1 << 20) {
+            r.feed(&chunk);
+        }
+        r.finish(self.index, self.term)
+    }
+
+    /// The whole snapshot in one buffer (tests, small states).
     pub fn encode(&self) -> Vec<u8> {
         encode_state(self.index, self.term, &self.state)
     }
 
+    /// Reads a whole snapshot held in one buffer (a [`SnapshotDecoder`] reads it in chunks).
+    ///
+    /// [`SnapshotDecoder`]: crate::SnapshotDecoder
     pub fn decode(bytes: &[u8]) -> Result<SnapshotImage, DecodeError> {
         let mut r = Reader::new(bytes);
-        if r.get_raw(MAGIC.len())? != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        let format = match r.get_u32()? {
-            FORMAT_VERSION => StateFormat::CURRENT,
-            FORMAT_VERSION_LEGACY_SESSIONS => {
-                StateFormat { leases: true, registered_sessions: false }
-            }
-            FORMAT_VERSION_WITHOUT_LEASES => {
-                StateFormat { leases: false, registered_sessions: false }
-            }
-            v => return Err(DecodeError::UnsupportedVersion(v)),
-        };
-        let len = r.get_u64()?;
+        let (format, len) = frame_format(&mut r)?;
         // Checked against the input before anything is sliced or allocated.
         let available = r.remaining().saturating_sub(TRAILER_LEN) as u64;
         if len > available {

@@ -54,7 +54,7 @@ fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<mokv_core::Reply> {
             progressed = true;
         }
         while let Some(job) = node.poll_snapshot_job() {
-            node.handle_snapshot_encoded(job.index(), job.encode());
+            node.handle_snapshot_durable(job.into_image().reference());
             progressed = true;
         }
         if !progressed {

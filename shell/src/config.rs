@@ -94,6 +94,10 @@ declare::settings! {
         /// snapshot when needed) to stay under it, and the leader refuses proposals as busy
         /// while its uncommitted entries hold this much.
         max_in_memory_log_bytes: u64 = core_defaults().max_in_memory_log_bytes,
+        /// Largest snapshot file accepted from the leader. Received snapshots go to disk one
+        /// chunk at a time, never whole into memory, so the disk bounds them; this refuses
+        /// absurd sizes early (default 1 TiB).
+        max_snapshot_bytes: u64 = crate::net::peer_service::DEFAULT_MAX_SNAPSHOT_BYTES,
         /// Bound on the keys and values of one `Range` page (and of each internal page of
         /// `List`); a page holds at least one item.
         max_page_bytes: usize = core_defaults().max_page_bytes,

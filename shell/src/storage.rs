@@ -7,14 +7,18 @@
 //! reference the RocksDB tests in `disk.rs` check `Disk` against.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::io::Read;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mokv_core::persist::{DurableState, PersistBatch};
+use mokv_core::{SnapshotImage, SnapshotJob, SnapshotRef, SnapshotRefBuilder};
 
 use crate::storage::disk::{Disk, DiskError};
+use crate::storage::snapshot_files::{Receiving, ReceivingFile};
 
 pub mod disk;
 pub mod restore;
+pub mod snapshot_files;
 
 /// A node's durable store: the core's persist batches plus a few metadata values the shell owns.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
@@ -25,8 +29,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DiskError>;
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DiskError>;
     /// Whether `write` blocks on I/O. A blocking store gets a dedicated writer thread; a
-    /// non-blocking one is written from a task of the runtime.
+    /// non-blocking one is written from a task of the runtime. The snapshot file methods block
+    /// alike (the driver calls them on a blocking thread when this is true).
     fn blocks(&self) -> bool;
+    /// Writes a snapshot job to its file, durably, and returns the file's reference.
+    fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError>;
+    /// The file `reference` names, to read from the start ([`DiskError::SnapshotMissing`]
+    /// once a newer snapshot replaced it).
+    fn read_snapshot(&self, reference: &SnapshotRef) -> Result<Box<dyn Read + Send>, DiskError>;
+    /// Starts receiving the file `reference` names (from the leader).
+    fn receive_snapshot(&self, reference: &SnapshotRef)
+        -> Result<Box<dyn SnapshotSink>, DiskError>;
+}
+
+/// A snapshot file being received: its bytes in order, checked against the reference and
+/// decoded as they arrive.
+pub trait SnapshotSink: Send + std::fmt::Debug {
+    /// The next bytes of the file.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DiskError>;
+    /// The whole file arrived: checks it, makes it durable and returns its image.
+    fn finish(self: Box<Self>) -> Result<SnapshotImage, DiskError>;
+}
+
+impl SnapshotSink for ReceivingFile {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DiskError> {
+        ReceivingFile::write(self, bytes)
+    }
+
+    fn finish(self: Box<Self>) -> Result<SnapshotImage, DiskError> {
+        ReceivingFile::finish(*self)
+    }
 }
 
 impl Storage for Disk {
@@ -49,6 +81,21 @@ impl Storage for Disk {
     fn blocks(&self) -> bool {
         true
     }
+
+    fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
+        self.snapshots().write_job(job)
+    }
+
+    fn read_snapshot(&self, reference: &SnapshotRef) -> Result<Box<dyn Read + Send>, DiskError> {
+        Ok(Box::new(self.snapshots().open_file(reference)?))
+    }
+
+    fn receive_snapshot(
+        &self,
+        reference: &SnapshotRef,
+    ) -> Result<Box<dyn SnapshotSink>, DiskError> {
+        Ok(Box::new(self.snapshots().receive(*reference)?))
+    }
 }
 
 /// A store in memory. Everything written is "durable" for as long as the value lives: a
@@ -57,6 +104,52 @@ impl Storage for Disk {
 pub struct MemoryStorage {
     state: Mutex<DurableState>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Snapshot files by (index, term); those older than the stored snapshot go when a batch
+    /// stores a newer one.
+    files: MemoryFiles,
+}
+
+/// A [`MemoryStorage`]'s snapshot files by (index, term), shared with the files being received.
+type MemoryFiles = Arc<Mutex<BTreeMap<(u64, u64), Arc<Vec<u8>>>>>;
+
+/// A file received into a [`MemoryStorage`].
+#[derive(Debug)]
+struct MemorySink {
+    files: MemoryFiles,
+    reference: SnapshotRef,
+    bytes: Vec<u8>,
+    check: Receiving,
+}
+
+impl SnapshotSink for MemorySink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DiskError> {
+        self.check.feed(bytes).map_err(|e| e.at(std::path::Path::new("memory")))?;
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<SnapshotImage, DiskError> {
+        let image = self.check.finish().map_err(|e| e.at(std::path::Path::new("memory")))?;
+        let key = (self.reference.index, self.reference.term);
+        lock(&self.files).insert(key, Arc::new(self.bytes));
+        Ok(image)
+    }
+}
+
+/// Reads a shared file from the start.
+struct SharedReader {
+    bytes: Arc<Vec<u8>>,
+    at: usize,
+}
+
+impl Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.bytes[self.at.min(self.bytes.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 impl MemoryStorage {
@@ -79,7 +172,15 @@ impl Storage for MemoryStorage {
     fn write(&self, batches: &[PersistBatch]) -> Result<(), DiskError> {
         let mut state = lock(&self.state);
         for b in batches {
+            if let Some(s) = b.snapshot.as_ref().filter(|s| s.write_file) {
+                let bytes = s.image.encode();
+                lock(&self.files).insert((s.image.index, s.image.term), Arc::new(bytes));
+            }
             state.apply(b);
+        }
+        if let Some(s) = &state.snapshot {
+            let keep = (s.reference.index, s.reference.term);
+            lock(&self.files).retain(|k, _| k.0 >= keep.0);
         }
         Ok(())
     }
@@ -95,6 +196,34 @@ impl Storage for MemoryStorage {
 
     fn blocks(&self) -> bool {
         false
+    }
+
+    fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
+        let (index, term) = (job.index(), job.term());
+        let bytes = job.encode();
+        let mut r = SnapshotRefBuilder::default();
+        r.feed(&bytes);
+        lock(&self.files).insert((index, term), Arc::new(bytes));
+        Ok(r.finish(index, term))
+    }
+
+    fn read_snapshot(&self, reference: &SnapshotRef) -> Result<Box<dyn Read + Send>, DiskError> {
+        match lock(&self.files).get(&(reference.index, reference.term)) {
+            Some(bytes) => Ok(Box::new(SharedReader { bytes: bytes.clone(), at: 0 })),
+            None => Err(DiskError::SnapshotMissing { path: reference.file_name().into() }),
+        }
+    }
+
+    fn receive_snapshot(
+        &self,
+        reference: &SnapshotRef,
+    ) -> Result<Box<dyn SnapshotSink>, DiskError> {
+        Ok(Box::new(MemorySink {
+            files: self.files.clone(),
+            reference: *reference,
+            bytes: Vec::new(),
+            check: Receiving::new(*reference),
+        }))
     }
 }
 

@@ -187,7 +187,13 @@ async fn single_node_serves_kv_over_mtls() {
     assert_eq!(e.code(), Code::Unauthenticated, "a client without a certificate: {e:?}");
     // ... on the peer service too.
     let mut anon_peer = PeerClient::new(channel(&addr, certs.read("ca.pem"), None).await);
-    let chunk = SnapshotChunk { from: 99, to: node.id, total_bytes: 1, offset: 0, data: vec![0] };
+    let chunk = SnapshotChunk {
+        from: 99,
+        to: node.id,
+        total_bytes: 1,
+        data: vec![0],
+        ..Default::default()
+    };
     let e = anon_peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 
@@ -200,7 +206,13 @@ async fn single_node_serves_kv_over_mtls() {
     // A client certificate may not use the peer service.
     let id = (certs.read("root.pem"), certs.read("root-key.pem"));
     let mut peer = PeerClient::new(channel(&addr, certs.read("ca.pem"), Some(id)).await);
-    let chunk = SnapshotChunk { from: 99, to: node.id, total_bytes: 1, offset: 0, data: vec![0] };
+    let chunk = SnapshotChunk {
+        from: 99,
+        to: node.id,
+        total_bytes: 1,
+        data: vec![0],
+        ..Default::default()
+    };
     let e = peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mokv_core::persist::DurableState;
-use mokv_core::{Config, MemberInfo, Node, Request, Role};
+use mokv_core::{Config, MemberInfo, Node, Request, Role, SnapshotRef};
 use mokv_proto::api::kv_client::KvClient;
 use mokv_proto::api::{GetRequest, SetRequest};
 use mokv_proto::peer::peer_client::PeerClient;
@@ -187,25 +187,34 @@ async fn raft_as(
     certs.peer(addr, who).raft(tokio_stream::iter(vec![batch])).await.map(|_| ())
 }
 
-/// One Snapshot stream carrying `message` in two chunks, as `who`; whether the core applied it.
+/// One Snapshot stream carrying `message` and `file` (in two chunks), as `who`; whether the
+/// core applied it.
 async fn snapshot_as(
     certs: &Certs,
     addr: &str,
     who: &str,
     from: u64,
     to: u64,
-    message: &[u8],
+    (message, file): (&[u8], &[u8]),
 ) -> Result<bool, tonic::Status> {
-    let total_bytes = message.len() as u64;
-    let half = message.len() / 2;
+    let total_bytes = file.len() as u64;
+    let half = file.len() / 2;
     let chunks = vec![
-        SnapshotChunk { from, to, total_bytes, offset: 0, data: message[..half].to_vec() },
+        SnapshotChunk {
+            from,
+            to,
+            total_bytes,
+            offset: 0,
+            data: file[..half].to_vec(),
+            message: message.to_vec(),
+        },
         SnapshotChunk {
             from,
             to,
             total_bytes,
             offset: half as u64,
-            data: message[half..].to_vec(),
+            data: file[half..].to_vec(),
+            message: Vec::new(),
         },
     ];
     let ack = certs.peer(addr, who).snapshot(tokio_stream::iter(chunks)).await?;
@@ -251,9 +260,10 @@ async fn peer_streams_admit_only_the_member_each_message_claims_to_be() {
     denied("n3 with n1's messages", raft_as(&c.certs, addr, "n3", batch(n3.id, n1.id)).await);
     // The Snapshot stream checks the same, before and after reassembly.
     let snap = harmless(n1.id, to, term);
-    denied("mallory's snapshot", snapshot_as(&c.certs, addr, "mallory", n1.id, to, &snap).await);
-    denied("n3 snapshot as n1", snapshot_as(&c.certs, addr, "n3", n1.id, to, &snap).await);
-    denied("n3 snapshot, n1 inside", snapshot_as(&c.certs, addr, "n3", n3.id, to, &snap).await);
+    let snap = (&snap[..], &b"file"[..]);
+    denied("mallory's snapshot", snapshot_as(&c.certs, addr, "mallory", n1.id, to, snap).await);
+    denied("n3 snapshot as n1", snapshot_as(&c.certs, addr, "n3", n1.id, to, snap).await);
+    denied("n3 snapshot, n1 inside", snapshot_as(&c.certs, addr, "n3", n3.id, to, snap).await);
 
     // Observed on the node: the refusal is logged (rate-limited; the first one at least).
     assert!(logged(&["peer stream refused", "caller"]) >= 1);
@@ -264,8 +274,13 @@ async fn peer_streams_admit_only_the_member_each_message_claims_to_be() {
 
 /// A snapshot a real core (a one-node cluster whose only member claims `leader`'s id and name)
 /// took after `writes` writes of `key` = `value`, as the Raft message that would install it on
-/// node `to` in `term`; and the snapshot's log index.
-fn forged_snapshot(leader: &MemberInfo, to: u64, term: u64, writes: u64) -> (Vec<u8>, u64) {
+/// node `to` in `term`, the snapshot file it names, and the snapshot's log index.
+fn forged_snapshot(
+    leader: &MemberInfo,
+    to: u64,
+    term: u64,
+    writes: u64,
+) -> (Vec<u8>, Vec<u8>, u64) {
     let mut config = Config::new(leader.id, 7);
     config.snapshot_threshold_entries = writes;
     let mut disk = DurableState::default();
@@ -285,7 +300,7 @@ fn forged_snapshot(leader: &MemberInfo, to: u64, term: u64, writes: u64) -> (Vec
             progressed = true;
         }
         while let Some(job) = node.poll_snapshot_job() {
-            node.handle_snapshot_encoded(job.index(), job.encode());
+            node.handle_snapshot_durable(job.into_image().reference());
             progressed = true;
         }
         if !progressed {
@@ -299,13 +314,13 @@ fn forged_snapshot(leader: &MemberInfo, to: u64, term: u64, writes: u64) -> (Vec
         node.handle_request(i, set);
         drain(&mut node);
     }
-    let image = disk.snapshot.expect("the forger took a snapshot");
-    // The image's frame: magic (8), version (4), payload length (8), then index and term.
-    let index = u64::from_le_bytes(image[20..28].try_into().unwrap());
-    let image_term = u64::from_le_bytes(image[28..36].try_into().unwrap());
+    let stored = disk.snapshot.expect("the forger took a snapshot");
+    let (index, image_term) = (stored.image.index, stored.image.term);
+    let file = stored.image.encode();
+    assert_eq!(SnapshotRef::of_bytes(index, image_term, &file), stored.reference);
     assert!(index > writes, "the snapshot covers the writes");
     let mut snap = Snapshot::default();
-    snap.data = image.into();
+    snap.data = stored.reference.encode().into();
     let meta = snap.mut_metadata();
     meta.index = index;
     meta.term = image_term;
@@ -316,7 +331,7 @@ fn forged_snapshot(leader: &MemberInfo, to: u64, term: u64, writes: u64) -> (Vec
     m.to = to;
     m.term = term;
     m.set_snapshot(snap);
-    (m.write_to_bytes().unwrap(), index)
+    (m.write_to_bytes().unwrap(), file, index)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,12 +348,12 @@ async fn a_forged_higher_term_snapshot_does_not_replace_a_followers_state() {
         auto_promote: true,
     };
     // Ahead of the follower in both term and log: raft-rs would install it.
-    let (forged, index) = forged_snapshot(&leader, n2.id, before.term + 10, 200);
+    let (forged, file, index) = forged_snapshot(&leader, n2.id, before.term + 10, 200);
     assert!(index > before.commit_index, "{index} vs {}", before.commit_index);
 
     // From a member that is not the leader, claiming to be it; from a non-member node.
     for who in ["n3", "mallory"] {
-        let r = snapshot_as(&c.certs, &n2.rpc_addr, who, n1.id, n2.id, &forged).await;
+        let r = snapshot_as(&c.certs, &n2.rpc_addr, who, n1.id, n2.id, (&forged, &file)).await;
         denied(who, r);
     }
     // The follower's state is intact: its own copy still holds the real value, its term did

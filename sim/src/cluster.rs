@@ -11,7 +11,7 @@ use mokv_core::gossip::{Gossip, GossipConfig, GossipId, GossipMember, Health};
 use mokv_core::persist::{DurableState, NodeMeta, PersistBatch};
 use mokv_core::{
     Config, Event, MemberInfo, Node, NodeId, Reply, Request, RequestId, Response, Rng, Role,
-    SnapshotJob, Transmit,
+    SnapshotImage, SnapshotJob, SnapshotRef, Transmit,
 };
 
 use crate::trace::{encode_reply, TraceHash};
@@ -131,6 +131,29 @@ enum Held {
     SnapshotStatus(NodeId, bool),
 }
 
+/// A node's snapshot files: the reference and the image the file holds.
+type SnapshotFiles = BTreeMap<(u64, u64), (SnapshotRef, SnapshotImage)>;
+
+/// Writes a job's file on a simulated disk: its reference (computed from the real encoding,
+/// so that it pins the bytes a real shell would write) and image.
+fn write_file(files: &mut SnapshotFiles, job: SnapshotJob) -> SnapshotRef {
+    let image = job.into_image();
+    let reference = image.reference();
+    files.insert((reference.index, reference.term), (reference, image));
+    reference
+}
+
+/// Applies a durable batch to a simulated disk; the files older than a snapshot it stores go.
+fn apply_durable(disk: &mut DurableState, files: &mut SnapshotFiles, b: &PersistBatch) {
+    if let Some(s) = &b.snapshot {
+        if s.write_file {
+            files.insert((s.reference.index, s.reference.term), (s.reference, s.image.clone()));
+        }
+        files.retain(|(index, _), _| *index >= s.reference.index);
+    }
+    disk.apply(b);
+}
+
 /// One node's process and disk.
 #[derive(Debug)]
 struct Slot {
@@ -141,10 +164,14 @@ struct Slot {
     disk: DurableState,
     /// Batches written but not yet synced: lost by a crash. Synced after `persist_delay_ticks`.
     unsynced: VecDeque<(u64, PersistBatch)>,
-    /// Snapshot jobs being encoded (off the driver in a real shell), handed back after
-    /// `persist_delay_ticks`: lost by a crash, so the node restarts from its old snapshot and
-    /// log.
+    /// Snapshot jobs being written to their files (off the driver in a real shell), durable
+    /// and handed back after `persist_delay_ticks`: lost by a crash, so the node restarts from
+    /// its old snapshot and log.
     snapshot_jobs: VecDeque<(u64, SnapshotJob)>,
+    /// The durable snapshot files on the node's disk, by (index, term): written by jobs and
+    /// by received transfers, deleted once a newer reference is durable. A restart must find
+    /// the one its disk references.
+    files: SnapshotFiles,
     /// `Some` when the node gossips.
     gossip: Option<GossipSlot>,
 }
@@ -260,7 +287,8 @@ impl Cluster {
         let config = c.node_config(1);
         let mut disk = DurableState::default();
         let cluster_id = NonZeroU64::new(SIM_CLUSTER_ID).expect("a non-zero cluster id");
-        disk.apply(&Node::bootstrap(&info, &config, cluster_id));
+        let mut files = SnapshotFiles::new();
+        apply_durable(&mut disk, &mut files, &Node::bootstrap(&info, &config, cluster_id));
         let gossip = c.gossip.map(|_| GossipSlot {
             name: "n1".into(),
             addr: gossip_addr(1),
@@ -274,6 +302,7 @@ impl Cluster {
                 disk,
                 unsynced: VecDeque::new(),
                 snapshot_jobs: VecDeque::new(),
+                files,
                 gossip,
             },
         );
@@ -327,6 +356,7 @@ impl Cluster {
                 disk: DurableState::default(),
                 unsynced: VecDeque::new(),
                 snapshot_jobs: VecDeque::new(),
+                files: BTreeMap::new(),
                 gossip: None,
             },
         );
@@ -356,6 +386,7 @@ impl Cluster {
                 disk: DurableState::default(),
                 unsynced: VecDeque::new(),
                 snapshot_jobs: VecDeque::new(),
+                files: BTreeMap::new(),
                 gossip,
             },
         );
@@ -563,6 +594,14 @@ impl Cluster {
             gc.cluster_size_hint = p.cluster_size_hint;
             config.gossip = Some(gc);
             self.gossip_owner.insert(g.addr.clone(), id);
+        }
+        if let Some(s) = &disk.snapshot {
+            // A real shell reads the referenced file back: it must still be on the disk.
+            assert!(
+                slot.files.get(&(s.reference.index, s.reference.term)).map(|f| f.0)
+                    == Some(s.reference),
+                "node {id}: the snapshot file its disk references is gone"
+            );
         }
         let node = Node::new(config, disk).expect("node starts from its own disk");
         slot.node = Some(node);
@@ -884,14 +923,14 @@ impl Cluster {
             let mut synced = None;
             if self.persist_delay_ticks == 0 {
                 while let Some((_, b)) = slot.unsynced.pop_front() {
-                    slot.disk.apply(&b);
+                    apply_durable(&mut slot.disk, &mut slot.files, &b);
                     synced = Some(b.id);
                 }
             }
             let mut encoded = false;
             while let Some(job) = node.poll_snapshot_job() {
                 if self.persist_delay_ticks == 0 {
-                    node.handle_snapshot_encoded(job.index(), job.encode());
+                    node.handle_snapshot_durable(write_file(&mut slot.files, job));
                     encoded = true;
                 } else {
                     slot.snapshot_jobs.push_back((self.tick + self.persist_delay_ticks, job));
@@ -980,7 +1019,7 @@ impl Cluster {
             let mut synced = None;
             while slot.unsynced.front().is_some_and(|(due, _)| *due <= self.tick) {
                 let Some((_, b)) = slot.unsynced.pop_front() else { break };
-                slot.disk.apply(&b);
+                apply_durable(&mut slot.disk, &mut slot.files, &b);
                 synced = Some(b.id);
             }
             let mut progressed = false;
@@ -991,7 +1030,7 @@ impl Cluster {
             while slot.snapshot_jobs.front().is_some_and(|(due, _)| *due <= self.tick) {
                 let Some((_, job)) = slot.snapshot_jobs.pop_front() else { break };
                 if let Some(n) = slot.node.as_mut() {
-                    n.handle_snapshot_encoded(job.index(), job.encode());
+                    n.handle_snapshot_durable(write_file(&mut slot.files, job));
                     progressed = true;
                 }
             }
@@ -1079,18 +1118,41 @@ impl Cluster {
                     continue;
                 }
             }
-            let delivered = !blocked && self.is_up(p.to);
+            let mut delivered = !blocked && self.is_up(p.to);
             match &p.payload {
                 Payload::Raft(transmit) => {
+                    // A snapshot message travels with the sender's file: the one its
+                    // reference names, if the sender still has it (a newer snapshot may have
+                    // replaced it: the transfer fails).
+                    let file = transmit.snapshot.and_then(|r| {
+                        let files = &self.slots.get(&p.from)?.files;
+                        files.get(&(r.index, r.term)).filter(|f| f.0 == r).cloned()
+                    });
+                    if transmit.is_snapshot && file.is_none() {
+                        delivered = false;
+                    }
                     if delivered {
                         self.trace_mix(&[
                             &p.from.to_le_bytes(),
                             &p.to.to_le_bytes(),
                             &transmit.payload.0,
                         ]);
-                        if let Some(n) = self.slots.get_mut(&p.to).and_then(|s| s.node.as_mut()) {
-                            if let Err(e) = n.handle_peer_message(&transmit.payload.0) {
-                                self.refused.push((self.tick, p.to, e.to_string()));
+                        if let Some(slot) = self.slots.get_mut(&p.to) {
+                            if let Some(n) = slot.node.as_mut() {
+                                let result = match file {
+                                    Some((reference, image)) => {
+                                        // The receiver's shell wrote the file durably first.
+                                        slot.files.insert(
+                                            (reference.index, reference.term),
+                                            (reference, image.clone()),
+                                        );
+                                        n.handle_snapshot_message(None, &transmit.payload.0, image)
+                                    }
+                                    None => n.handle_peer_message(&transmit.payload.0),
+                                };
+                                if let Err(e) = result {
+                                    self.refused.push((self.tick, p.to, e.to_string()));
+                                }
                             }
                         }
                         if self.batch_inputs {

@@ -335,9 +335,10 @@ fn add_forger(sim: &mut Sim<'_>, shared: &Rc<Shared>, host: &'static str, seed: 
                 let chunk = SnapshotChunk {
                     from: claimed,
                     to,
-                    total_bytes: message.len() as u64,
+                    total_bytes: 1,
                     offset: 0,
-                    data: message,
+                    data: vec![0],
+                    message,
                 };
                 peer.snapshot(tokio_stream::iter(vec![chunk])).await.map(|_| ())
             };

@@ -371,6 +371,7 @@ async fn clients_without_a_valid_certificate_are_refused() {
         total_bytes: 1,
         offset: 0,
         data: vec![0],
+        message: Vec::new(),
     };
     let e = peer.snapshot(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);

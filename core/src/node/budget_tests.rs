@@ -65,7 +65,10 @@ fn snapshots_are_taken_by_applied_bytes() {
     call(&mut node, &mut disk, 3, set("k", MIB));
     let snapshot = node.raw.store().snapshot_index();
     assert_eq!(snapshot, node.state().applied_index(), "4 MiB applied: a snapshot");
-    assert!(disk.snapshot.as_ref().is_some_and(|s| s.len() > MIB), "the snapshot holds the value");
+    assert!(
+        disk.snapshot.as_ref().is_some_and(|s| s.reference.len_bytes > MIB as u64),
+        "the snapshot holds the value"
+    );
 }
 
 /// Writes until the quota refuses one; a delete is still applied and makes room for it.

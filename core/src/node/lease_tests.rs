@@ -123,15 +123,14 @@ fn a_new_leader_restarts_every_ttl_in_full() {
 /// The state of node 1 of three, holding a lease with an attached key in its snapshot.
 fn three_voters_with_a_lease() -> DurableState {
     let mut durable = three_voters_at_one();
-    let image = crate::snapshot::SnapshotImage::decode(durable.snapshot.as_ref().unwrap()).unwrap();
-    let mut state = image.state;
+    let mut state = durable.snapshot.take().unwrap().image.state;
     let p =
         |command| Proposal { session: None, proposed_at_ms: 0, quota_state_bytes: None, command };
     state.apply(2, &p(Command::LeaseGrant { id: Some(5), ttl_ms: 1_000, max_leases: 9 })).unwrap();
     let set = Command::SetLeased { key: "k".into(), value: vec![1], lease: 5, condition: None };
     state.apply(3, &p(set)).unwrap();
     let image = crate::snapshot::SnapshotImage { index: 3, term: 1, state };
-    durable.snapshot = Some(image.encode());
+    durable.snapshot = Some(crate::persist::StoredSnapshot { reference: image.reference(), image });
     let mut hs = raft::eraftpb::HardState::default();
     hs.term = 1;
     hs.commit = 3;

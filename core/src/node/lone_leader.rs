@@ -44,7 +44,7 @@ pub(super) fn drain(node: &mut Node, disk: &mut DurableState) -> Vec<Reply> {
         let mut jobs = false;
         while let Some(job) = node.poll_snapshot_job() {
             jobs = true;
-            node.handle_snapshot_encoded(job.index(), job.encode());
+            node.handle_snapshot_durable(job.into_image().reference());
         }
         match last {
             Some(id) => node.handle_persisted(id),

@@ -11,6 +11,16 @@ use crate::members::NodeId;
 const FROM_FIELD: u32 = 3;
 
 impl PeerPayload {
+    /// The snapshot file a snapshot message names (its [`SnapshotRef`]); `None` for any other
+    /// message or bytes. A receiving shell uses it to check the file it is sent.
+    pub fn snapshot_ref(bytes: &[u8]) -> Option<crate::snapshot_ref::SnapshotRef> {
+        let m = <raft::eraftpb::Message as protobuf::Message>::parse_from_bytes(bytes).ok()?;
+        if m.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+            return None;
+        }
+        crate::snapshot_ref::SnapshotRef::decode(&m.get_snapshot().data).ok()
+    }
+
     /// The Raft id a peer message claims to come from (its `from`), read without decoding the
     /// rest: entries and snapshot data are skipped by their lengths, so the cost does not grow
     /// with the payload's bytes. `None` if the bytes are not a protobuf message. A shell uses it

@@ -20,7 +20,8 @@ use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
 use crate::persist::{LogRecord, PersistBatch, PersistId, SnapshotRecord};
 use crate::request::Response;
-use crate::snapshot::{SnapshotImage, SnapshotJob};
+use crate::snapshot::SnapshotImage;
+use crate::snapshot_ref::SnapshotRef;
 use crate::txn::TxnResponse;
 
 impl Node {
@@ -81,9 +82,11 @@ impl Node {
                 self.raw.mut_store().set_hard_state(hs.clone());
             }
             // A commit that covers a membership change waiting for its answer is synced
-            // even alone (see `finish_write`).
-            batch.must_sync =
-                rd.must_sync() || (batch.hard_state.is_some() && self.persist.holds_replies());
+            // even alone (see `finish_write`). A new snapshot reference is synced so that the
+            // file it replaces can go.
+            batch.must_sync = rd.must_sync()
+                || batch.snapshot.is_some()
+                || (batch.hard_state.is_some() && self.persist.holds_replies());
             let term = self.raw.raft.term;
             for rs in rd.take_read_states() {
                 self.stats.read_index_rounds_confirmed += 1;
@@ -119,11 +122,13 @@ impl Node {
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         let to = m.to;
         let payload = PeerPayload(encode_pb(&m));
+        let snapshot =
+            if is_snapshot { SnapshotRef::decode(&m.get_snapshot().data).ok() } else { None };
         if is_snapshot {
             self.stats.snapshots_sent += 1;
-            self.stats.snapshots_sent_bytes += payload.0.len() as u64;
+            self.stats.snapshots_sent_bytes += snapshot.map_or(0, |r| r.len_bytes);
         }
-        self.transmits.push_back(Transmit { to, payload, is_snapshot });
+        self.transmits.push_back(Transmit { to, payload, is_snapshot, snapshot });
     }
 
     /// Hands a batch to the persist pipeline with the messages that wait for it.
@@ -170,8 +175,13 @@ impl Node {
     }
 
     fn install_snapshot(&mut self, snap: Snapshot, batch: &mut PersistBatch) {
-        // Validated in handle_peer_message, so decoding cannot fail here.
-        let Ok(image) = SnapshotImage::decode(&snap.data) else { return };
+        // Validated in handle_peer_message: the reference decodes and the image the shell
+        // decoded from its file is the one raft-rs accepted.
+        let Ok(reference) = SnapshotRef::decode(&snap.data) else { return };
+        let Some(image) = self.received_snapshot.take() else { return };
+        if (image.index, image.term) != (reference.index, reference.term) {
+            return;
+        }
         let index = image.index;
         for w in self.writes.take_up_to(index) {
             // The snapshot may or may not contain our entry.
@@ -179,8 +189,9 @@ impl Node {
             self.reply(w.id, Err(Error::Indeterminate));
         }
         self.stats.snapshots_installed += 1;
-        self.stats.snapshots_installed_bytes += snap.data.len() as u64;
-        batch.snapshot = Some(SnapshotRecord { index, bytes: snap.data.to_vec() });
+        self.stats.snapshots_installed_bytes += reference.len_bytes;
+        batch.snapshot =
+            Some(SnapshotRecord { reference, image: image.clone(), write_file: false });
         batch.truncate_from = Some(0);
         self.raw.mut_store().install_snapshot(snap);
         self.sm = image.state;
@@ -409,33 +420,39 @@ impl Node {
             return;
         }
         let Ok(term) = store.term(applied) else { return };
-        // A copy-on-write clone: O(1) here; the shell encodes it off the driver.
-        self.snapshot_in_flight = Some((applied, term, self.sm.conf().clone()));
-        self.snapshot_job = Some(SnapshotJob::new(applied, term, self.sm.clone()));
+        // Copy-on-write clones: O(1) here; the shell writes the file off the driver, and the
+        // disk gets the image with the reference once that file is durable.
+        let image = SnapshotImage { index: applied, term, state: self.sm.clone() };
+        self.snapshot_job = Some(image.to_job());
+        self.snapshot_in_flight = Some(image);
         self.applied_bytes_since_snapshot = 0;
     }
 
-    /// Uses the snapshot at (`index`, `term`) whose configuration is `conf`, encoded by the shell as `bytes`: followers
-    /// behind the log get it from now on, and the log it covers is compacted, in the batch that
-    /// stores it (see [`PersistBatch`]: the snapshot is durable before the log goes).
-    pub(super) fn finish_snapshot(&mut self, index: u64, term: u64, conf: &Conf, bytes: Vec<u8>) {
+    /// Uses the snapshot `image`, whose durable file `reference` names: followers behind the
+    /// log get it from now on, and the log it covers is compacted, in the batch that stores the
+    /// reference (see [`PersistBatch`]: the snapshot is durable before the log goes).
+    pub(super) fn finish_snapshot(&mut self, reference: SnapshotRef, image: SnapshotImage) {
+        let (index, term) = (reference.index, reference.term);
         let store = self.raw.store();
         // A newer snapshot (installed from the leader) already covers this one.
         if index <= store.snapshot_index() || store.term(index).ok() != Some(term) {
             return;
         }
         let low_water = self.config.max_in_memory_log_bytes / 2;
-        let snapshot = raft_snapshot(index, term, conf, bytes.clone());
+        let snapshot = raft_snapshot(&reference, image.state.conf());
         let keep_from = index.saturating_sub(self.config.log_keep_entries);
         let store = self.raw.mut_store();
         store.set_snapshot(snapshot);
         store.compact_to(keep_from);
         let compact_to = store.compact_to_fit(low_water, index).unwrap_or(keep_from);
         self.stats.snapshots_taken += 1;
-        self.stats.snapshots_taken_bytes += bytes.len() as u64;
+        self.stats.snapshots_taken_bytes += reference.len_bytes;
         let batch = PersistBatch {
-            snapshot: Some(SnapshotRecord { index, bytes }),
+            snapshot: Some(SnapshotRecord { reference, image, write_file: false }),
             compact_to: Some(compact_to),
+            // Synced, so that the file it replaces can go (the disk deletes older snapshot
+            // files only once a newer reference is durable).
+            must_sync: true,
             ..PersistBatch::default()
         };
         self.enqueue_persist(None, batch, Vec::new());

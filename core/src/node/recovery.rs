@@ -121,7 +121,7 @@ fn one_voter_batch(
     hs.commit = index;
     PersistBatch {
         id: 0,
-        snapshot: Some(SnapshotRecord { index, bytes: image.encode() }),
+        snapshot: Some(SnapshotRecord::to_write(image)),
         hard_state: Some(hs.write_to_bytes().unwrap_or_default()),
         node_meta: cluster_id
             .map(|id| NodeMeta { cluster_id: Some(id), ..NodeMeta::default() }.encode()),

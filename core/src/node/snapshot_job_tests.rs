@@ -1,6 +1,6 @@
 //! Snapshots taken off the driver: the node hands out a job (a copy-on-write clone of the
-//! state), keeps its log until the job comes back encoded, and only then compacts, in the batch
-//! that stores the snapshot.
+//! state), keeps its log until the job's file is durable, and only then compacts, in the batch
+//! that stores the file's reference.
 
 use std::num::NonZeroU64;
 
@@ -10,6 +10,7 @@ use crate::members::MemberInfo;
 use crate::persist::DurableState;
 use crate::request::Request;
 use crate::snapshot::{SnapshotImage, SnapshotJob};
+use crate::snapshot_ref::SnapshotRef;
 
 /// A bootstrapped single-node cluster that snapshots every `every` entries.
 fn lone_leader(every: u64) -> (Node, DurableState, Config) {
@@ -62,11 +63,11 @@ fn write(node: &mut Node, disk: &mut DurableState, from: u64, n: u64) -> Vec<Sna
 }
 
 fn snapshot_index(disk: &DurableState) -> u64 {
-    SnapshotImage::decode(disk.snapshot.as_ref().unwrap()).unwrap().index
+    disk.snapshot.as_ref().unwrap().reference.index
 }
 
 #[test]
-fn a_due_snapshot_is_a_job_and_the_log_stays_until_it_is_encoded() {
+fn a_due_snapshot_is_a_job_and_the_log_stays_until_its_file_is_durable() {
     let (mut node, mut disk, _) = lone_leader(10);
     let jobs = write(&mut node, &mut disk, 1, 12);
     assert_eq!(jobs.len(), 1, "one job at a time: {jobs:?}");
@@ -84,14 +85,23 @@ fn a_due_snapshot_is_a_job_and_the_log_stays_until_it_is_encoded() {
     assert_eq!(image.index, at);
     assert_eq!(image.state.applied_index(), at);
 
-    node.handle_snapshot_encoded(at, bytes.clone());
+    // A reference to another position is not this job's file: nothing changes.
+    let reference = SnapshotRef::of_bytes(at, image.term, &bytes);
+    node.handle_snapshot_durable(SnapshotRef { term: image.term + 1, ..reference });
     assert!(drain(&mut node, &mut disk).is_empty());
-    assert_eq!(disk.snapshot.as_deref(), Some(&bytes[..]), "stored in the compacting batch");
+    assert_eq!(snapshot_index(&disk), 1);
+
+    node.handle_snapshot_durable(reference);
+    assert!(drain(&mut node, &mut disk).is_empty());
+    let stored = disk.snapshot.as_ref().unwrap();
+    assert_eq!(stored.reference, reference, "stored in the compacting batch");
+    assert_eq!(stored.image, image, "with the image the file holds");
     assert!(disk.entries.iter().all(|e| e.index > at), "compacted up to the snapshot");
     assert_eq!(node.stats().snapshots_taken, 1);
+    assert_eq!(node.stats().snapshots_taken_bytes, bytes.len() as u64);
 
     // A result nobody waits for any more changes nothing.
-    node.handle_snapshot_encoded(at, bytes);
+    node.handle_snapshot_durable(reference);
     assert!(drain(&mut node, &mut disk).is_empty());
     assert_eq!(node.stats().snapshots_taken, 1);
 }
@@ -119,7 +129,7 @@ fn a_crash_before_the_job_is_encoded_recovers_from_the_old_snapshot_and_the_log(
     assert_eq!(jobs.len(), 1);
     let job = jobs.pop().unwrap();
     let at = job.index();
-    node.handle_snapshot_encoded(at, job.encode());
+    node.handle_snapshot_durable(job.into_image().reference());
     drain(&mut node, &mut disk);
     assert_eq!(snapshot_index(&disk), at);
 }

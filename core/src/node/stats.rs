@@ -154,7 +154,9 @@ mod tests {
         };
         let first = Node::bootstrap(&me, &config, NonZeroU64::new(5).unwrap());
         let durable = DurableState {
-            snapshot: first.snapshot.map(|s| s.bytes),
+            snapshot: first
+                .snapshot
+                .map(|s| crate::persist::StoredSnapshot { reference: s.reference, image: s.image }),
             hard_state: first.hard_state,
             entries: Vec::new(),
             node_meta: first.node_meta,
@@ -181,7 +183,7 @@ mod tests {
             let mut jobs = false;
             while let Some(job) = node.poll_snapshot_job() {
                 jobs = true;
-                node.handle_snapshot_encoded(job.index(), job.encode());
+                node.handle_snapshot_durable(job.into_image().reference());
             }
             match last {
                 Some(id) => node.handle_persisted(id),

@@ -59,7 +59,7 @@ pub(super) fn three_voters_at_one() -> DurableState {
     hs.term = 1;
     hs.commit = 1;
     DurableState {
-        snapshot: Some(image.encode()),
+        snapshot: Some(crate::persist::StoredSnapshot { reference: image.reference(), image }),
         hard_state: Some(hs.write_to_bytes().unwrap()),
         entries: Vec::new(),
         node_meta: None,
@@ -86,7 +86,7 @@ pub(super) fn drain_and_ack(node: &mut Node) -> (Vec<PersistBatch>, Vec<Transmit
         let mut jobs = false;
         while let Some(job) = node.poll_snapshot_job() {
             jobs = true;
-            node.handle_snapshot_encoded(job.index(), job.encode());
+            node.handle_snapshot_durable(job.into_image().reference());
         }
         match last {
             Some(id) => node.handle_persisted(id),
@@ -297,7 +297,7 @@ fn voter_2_of(voters: &[NodeId]) -> DurableState {
     hs.term = 1;
     hs.commit = 1;
     DurableState {
-        snapshot: Some(image.encode()),
+        snapshot: Some(crate::persist::StoredSnapshot { reference: image.reference(), image }),
         hard_state: Some(hs.write_to_bytes().unwrap()),
         ..DurableState::default()
     }

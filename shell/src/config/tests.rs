@@ -155,6 +155,7 @@ const KEYS: &[&str] = &[
     "gossip-max-members",
     "snapshot-threshold-bytes",
     "max-in-memory-log-bytes",
+    "max-snapshot-bytes",
     "max-page-bytes",
     "quota-state-bytes",
     "metrics-plain-http",

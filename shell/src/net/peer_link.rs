@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mokv_core::{NodeId, Transmit};
+use std::io::Read;
+use std::sync::Arc;
+
+use mokv_core::{NodeId, SnapshotRef, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
 use tokio::sync::{mpsc, watch};
@@ -20,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::net::transport::PeerConnector;
+use crate::storage::Storage;
 
 /// Transmits queued per peer.
 const LINK_QUEUE: usize = 1024;
@@ -29,6 +33,9 @@ const STREAM_QUEUE: usize = 64;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Snapshot chunk size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks read ahead of the stream (memory of a transfer: this many chunks plus HTTP/2's
+/// window).
+const SNAPSHOT_READ_AHEAD: usize = 4;
 /// A broken stream is reopened at most this often.
 const REOPEN_INTERVAL: Duration = Duration::from_millis(200);
 /// Deadline of one snapshot transfer.
@@ -56,16 +63,19 @@ pub struct Links {
     connector: watch::Receiver<PeerConnector>,
     feedback: mpsc::Sender<Feedback>,
     links: BTreeMap<NodeId, Link>,
+    /// Where the snapshot files that snapshot messages name are read from.
+    storage: Arc<dyn Storage>,
 }
 
 impl Links {
-    /// Links of node `from`, reporting to `feedback`.
+    /// Links of node `from`, reporting to `feedback`, sending snapshot files from `storage`.
     pub fn new(
         from: NodeId,
         connector: watch::Receiver<PeerConnector>,
         feedback: mpsc::Sender<Feedback>,
+        storage: Arc<dyn Storage>,
     ) -> Self {
-        Self { from, connector, feedback, links: BTreeMap::new() }
+        Self { from, connector, feedback, links: BTreeMap::new(), storage }
     }
 
     /// Queues `t` on the link to `t.to` at `addr` without waiting, first making that link if
@@ -81,7 +91,14 @@ impl Links {
         let usable = self.links.get(&to).is_some_and(|l| l.addr == addr && !l.is_closed());
         if !usable {
             let peer = self.connector.borrow().clone();
-            let link = Link::spawn(self.from, to, addr.to_owned(), peer, self.feedback.clone());
+            let link = Link::spawn(
+                self.from,
+                to,
+                addr.to_owned(),
+                peer,
+                self.feedback.clone(),
+                self.storage.clone(),
+            );
             self.links.insert(to, link);
         }
         self.links.get(&to).is_some_and(|l| l.try_send(t))
@@ -118,9 +135,10 @@ impl Link {
         addr: String,
         peer: PeerConnector,
         feedback: mpsc::Sender<Feedback>,
+        storage: Arc<dyn Storage>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback));
+        tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback, storage));
         Link { addr, tx }
     }
 
@@ -159,6 +177,7 @@ async fn run(
     peer: PeerConnector,
     mut rx: mpsc::Receiver<Transmit>,
     feedback: mpsc::Sender<Feedback>,
+    storage: Arc<dyn Storage>,
 ) {
     let client = match endpoint(&addr, &peer) {
         Ok(e) => client(peer.connect_lazy(e)),
@@ -184,7 +203,13 @@ async fn run(
         };
         if first.is_snapshot {
             let started = Instant::now();
-            let delivered = send_snapshot(client.clone(), from, to, first.payload.0).await;
+            let delivered = match first.snapshot {
+                Some(file) => {
+                    let (c, s) = (client.clone(), storage.clone());
+                    send_snapshot(c, from, to, first.payload.0, file, s).await
+                }
+                None => false,
+            };
             crate::metrics::snapshot_transfer(delivered, started.elapsed().as_secs_f64());
             let _ = feedback.send(Feedback::Snapshot { to, delivered }).await;
             continue;
@@ -243,25 +268,56 @@ async fn report_failure(feedback: &mpsc::Sender<Feedback>, to: NodeId, is_snapsh
     }
 }
 
+/// Sends a snapshot message and the file it names, read chunk by chunk (on a blocking thread
+/// for a disk that blocks) a few chunks ahead of the stream. `false` when the file is gone (a
+/// newer snapshot replaced it: raft-rs retries with that one), could not be read, or the
+/// receiver refused it.
 async fn send_snapshot(
     mut client: PeerClient<Channel>,
     from: NodeId,
     to: NodeId,
-    bytes: Vec<u8>,
+    message: Vec<u8>,
+    file: SnapshotRef,
+    storage: Arc<dyn Storage>,
 ) -> bool {
-    let total = bytes.len() as u64;
-    let chunks: Vec<SnapshotChunk> = bytes
-        .chunks(SNAPSHOT_CHUNK_BYTES)
-        .enumerate()
-        .map(|(i, c)| SnapshotChunk {
-            from,
-            to,
-            total_bytes: total,
-            offset: (i * SNAPSHOT_CHUNK_BYTES) as u64,
-            data: c.to_vec(),
-        })
-        .collect();
-    let call = client.snapshot(tokio_stream::iter(chunks));
+    let blocks = storage.blocks();
+    let open = move || storage.read_snapshot(&file);
+    let opened = if blocks {
+        match tokio::task::spawn_blocking(open).await {
+            Ok(r) => r,
+            Err(_) => return false,
+        }
+    } else {
+        open()
+    };
+    let reader = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(peer = to, error = %e, "snapshot file not sent");
+            return false;
+        }
+    };
+    let mut chunks =
+        FileChunks { reader, from, to, file, message: Some(message), offset: 0, done: false };
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(SNAPSHOT_READ_AHEAD);
+    if blocks {
+        tokio::task::spawn_blocking(move || {
+            for chunk in chunks.by_ref() {
+                if tx.blocking_send(chunk).is_err() {
+                    break;
+                }
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            for chunk in chunks {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let call = client.snapshot(ReceiverStream::new(rx));
     match tokio::time::timeout(SNAPSHOT_TIMEOUT, call).await {
         Ok(Ok(r)) => r.into_inner().applied,
         Ok(Err(e)) => {
@@ -273,4 +329,64 @@ async fn send_snapshot(
             false
         }
     }
+}
+
+/// The chunks of one snapshot transfer: the message in the first, the file's bytes in order.
+/// A read error ends them early (the receiver then refuses the incomplete file).
+struct FileChunks {
+    reader: Box<dyn Read + Send>,
+    from: NodeId,
+    to: NodeId,
+    file: SnapshotRef,
+    message: Option<Vec<u8>>,
+    offset: u64,
+    done: bool,
+}
+
+impl Iterator for FileChunks {
+    type Item = SnapshotChunk;
+
+    fn next(&mut self) -> Option<SnapshotChunk> {
+        if self.done {
+            return None;
+        }
+        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        let n = match read_full(&mut *self.reader, &mut data) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(peer = self.to, error = %e, "reading a snapshot file failed");
+                self.done = true;
+                return None;
+            }
+        };
+        data.truncate(n);
+        self.done = n < SNAPSHOT_CHUNK_BYTES;
+        if n == 0 && self.message.is_none() {
+            return None;
+        }
+        let chunk = SnapshotChunk {
+            from: self.from,
+            to: self.to,
+            total_bytes: self.file.len_bytes,
+            offset: self.offset,
+            data,
+            message: self.message.take().unwrap_or_default(),
+        };
+        self.offset += n as u64;
+        Some(chunk)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

@@ -24,19 +24,52 @@ use crate::net::peer_refusals::PeerRefusals;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::authorize_peer;
 use crate::security::identity::{identity_of, Identity};
+use crate::storage::disk::DiskError;
 
-/// Largest snapshot accepted (reassembled in memory).
-pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Largest snapshot file accepted by default: received files go to disk one chunk at a time
+/// (never held in memory), so the disk bounds them; this only refuses absurd sizes early.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 #[derive(Debug, Clone)]
 pub struct PeerService {
     handle: DriverHandle,
     refusals: Arc<PeerRefusals>,
+    max_snapshot_bytes: u64,
+}
+
+/// Runs `f` (snapshot file I/O) on a blocking thread when the store blocks, else here; its
+/// error as a status that names no key or value.
+async fn run_io<T: Send + 'static>(
+    blocks: bool,
+    f: impl FnOnce() -> Result<T, DiskError> + Send + 'static,
+) -> Result<T, Status> {
+    let result = if blocks {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| Status::internal("snapshot file task failed"))?
+    } else {
+        f()
+    };
+    result.map_err(|e| {
+        tracing::warn!(error = %e, "received snapshot refused");
+        match e {
+            DiskError::SnapshotWrongFile { .. } | DiskError::SnapshotCorrupt { .. } => {
+                Status::invalid_argument("snapshot file does not match its reference")
+            }
+            _ => Status::internal("storing the snapshot file failed"),
+        }
+    })
 }
 
 impl PeerService {
     pub fn new(handle: DriverHandle) -> Self {
-        Self { handle, refusals: Arc::default() }
+        Self { handle, refusals: Arc::default(), max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES }
+    }
+
+    /// Refuses snapshot files larger than `bytes` (`max-snapshot-bytes`).
+    pub fn with_max_snapshot_bytes(mut self, bytes: u64) -> Self {
+        self.max_snapshot_bytes = bytes;
+        self
     }
 
     /// `Ok` if `caller` may send as node `from` (see the module documentation).
@@ -98,49 +131,64 @@ impl Peer for PeerService {
         let caller = authorize_peer(identity_of(&request))?;
         let me = self.handle.id();
         let mut stream = request.into_inner();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut total: Option<u64> = None;
-        let mut from: Option<NodeId> = None;
-        while let Some(chunk) = stream.message().await? {
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument("snapshot incomplete"));
+        };
+        if first.to != me {
+            return Err(Status::failed_precondition("snapshot for another node"));
+        }
+        // Checked before a byte is written.
+        let from = first.from;
+        self.admit("snapshot", &caller, from)?;
+        self.check_inner("snapshot", &caller, from, &first.message)?;
+        let reference = PeerPayload::snapshot_ref(&first.message)
+            .ok_or_else(|| Status::invalid_argument("not a snapshot message"))?;
+        if reference.len_bytes > self.max_snapshot_bytes {
+            return Err(Status::resource_exhausted("snapshot too large"));
+        }
+        let message = first.message.clone();
+        let storage = self.handle.storage().clone();
+        let blocks = storage.blocks();
+        let mut sink = run_io(blocks, move || storage.receive_snapshot(&reference)).await?;
+        let mut received = 0u64;
+        let mut next = Some(first);
+        loop {
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => match stream.message().await? {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
             if chunk.to != me {
                 return Err(Status::failed_precondition("snapshot for another node"));
             }
-            match from {
-                // Checked before a byte is buffered.
-                None => {
-                    self.admit("snapshot", &caller, chunk.from)?;
-                    from = Some(chunk.from);
-                }
-                Some(f) if f != chunk.from => {
-                    return Err(self.refusals.refuse("snapshot", &caller.name, Some(chunk.from)))
-                }
-                Some(_) => {}
+            if chunk.from != from {
+                return Err(self.refusals.refuse("snapshot", &caller.name, Some(chunk.from)));
             }
-            if chunk.total_bytes > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted("snapshot too large"));
+            if chunk.total_bytes != reference.len_bytes {
+                return Err(Status::invalid_argument("snapshot size changed between chunks"));
             }
-            match total {
-                None => {
-                    total = Some(chunk.total_bytes);
-                    buf.reserve(chunk.total_bytes as usize);
-                }
-                Some(t) if t != chunk.total_bytes => {
-                    return Err(Status::invalid_argument("snapshot size changed between chunks"))
-                }
-                Some(_) => {}
-            }
-            if chunk.offset != buf.len() as u64
-                || buf.len() as u64 + chunk.data.len() as u64 > chunk.total_bytes
-            {
+            let len = chunk.data.len() as u64;
+            if chunk.offset != received || received + len > reference.len_bytes {
                 return Err(Status::invalid_argument("snapshot chunk out of order"));
             }
-            buf.extend_from_slice(&chunk.data);
+            received += len;
+            if len > 0 {
+                // One chunk in memory at a time: written (and checked, decoded) before the
+                // next is read.
+                sink = run_io(blocks, move || {
+                    let mut sink = sink;
+                    sink.write(&chunk.data).map(|()| sink)
+                })
+                .await?;
+            }
         }
-        let (Some(from), true) = (from, total == Some(buf.len() as u64) && !buf.is_empty()) else {
+        if received != reference.len_bytes {
             return Err(Status::invalid_argument("snapshot incomplete"));
-        };
-        self.check_inner("snapshot", &caller, from, &buf)?;
-        let applied = self.handle.peer_message(&caller.name, buf, true).await?;
+        }
+        let image = run_io(blocks, move || sink.finish()).await?;
+        let applied = self.handle.peer_snapshot(&caller.name, message, image).await?;
         Ok(tonic::Response::new(SnapshotAck { applied }))
     }
 

@@ -30,13 +30,14 @@ use mokv_core::gossip::{Datagram, GossipMember, Health};
 use mokv_core::persist::PersistBatch;
 use mokv_core::{
     Directory, Error, Event, LeaderHint, MemberInfo, Node, NodeId, Now, Request, RequestId,
-    Response, Role, SnapshotJob, Status, Transmit,
+    Response, Role, SnapshotImage, SnapshotJob, SnapshotRef, Status, Transmit,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::net::peer_link::{Feedback, Links};
 use crate::net::transport::PeerConnector;
 use crate::node::watch_hub::{WatchHub, WatchPageRequest};
+use crate::storage::disk::DiskError;
 use crate::storage::Storage;
 
 /// Client requests waiting for the driver.
@@ -100,6 +101,8 @@ struct PeerInbound {
     /// node of that name).
     caller: String,
     messages: Vec<Vec<u8>>,
+    /// With one snapshot message: the image the shell decoded from its received file.
+    image: Option<SnapshotImage>,
     /// Told whether the core accepted every message.
     done: Option<oneshot::Sender<bool>>,
 }
@@ -150,6 +153,8 @@ pub struct DriverHandle {
     gossip: mpsc::Sender<Vec<u8>>,
     watch_pages: mpsc::Sender<WatchPageRequest>,
     view: watch::Receiver<View>,
+    /// The node's store (snapshot files are received into it).
+    storage: Arc<dyn Storage>,
 }
 
 impl std::fmt::Debug for Call {
@@ -197,18 +202,6 @@ impl DriverHandle {
         f(&self.view.borrow())
     }
 
-    /// Delivers a peer message from the node whose certificate names `caller`; waits for room
-    /// in the queue (backpressure on the stream). With `wait_outcome`, also waits until the
-    /// core accepted (`true`) or refused it.
-    pub async fn peer_message(
-        &self,
-        caller: &str,
-        bytes: Vec<u8>,
-        wait_outcome: bool,
-    ) -> Result<bool, CallError> {
-        self.peer_batch(caller, vec![bytes], wait_outcome).await
-    }
-
     /// Delivers the messages of one received batch from the node whose certificate names
     /// `caller` as ONE input (the core steps them all, then runs one Ready); waits for room in
     /// the queue. With `wait_outcome`, also waits until the core accepted (`true`) or refused
@@ -221,13 +214,38 @@ impl DriverHandle {
     ) -> Result<bool, CallError> {
         let (tx, rx) = oneshot::channel();
         let done = wait_outcome.then_some(tx);
-        let inbound = PeerInbound { caller: caller.to_owned(), messages, done };
+        let inbound = PeerInbound { caller: caller.to_owned(), messages, image: None, done };
         self.peers.send(inbound).await.map_err(|_| CallError::Stopped)?;
         if wait_outcome {
             rx.await.map_err(|_| CallError::Stopped)
         } else {
             Ok(true)
         }
+    }
+
+    /// Delivers a snapshot message whose file was received, checked and decoded into `image`
+    /// (see `Node::handle_snapshot_message`); waits until the core accepted it (`true`) or
+    /// refused it.
+    pub async fn peer_snapshot(
+        &self,
+        caller: &str,
+        message: Vec<u8>,
+        image: SnapshotImage,
+    ) -> Result<bool, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let inbound = PeerInbound {
+            caller: caller.to_owned(),
+            messages: vec![message],
+            image: Some(image),
+            done: Some(tx),
+        };
+        self.peers.send(inbound).await.map_err(|_| CallError::Stopped)?;
+        rx.await.map_err(|_| CallError::Stopped)
+    }
+
+    /// The node's store: where received snapshot files go.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// Where the gossip socket hands opened datagrams (the socket drops when it is full).
@@ -319,6 +337,9 @@ pub enum DriverError {
     Disk(String),
     #[error("the disk writer stopped unexpectedly")]
     DiskWriterGone,
+    /// A snapshot file could not be written (the file system refused it).
+    #[error("writing a snapshot file failed: {0}")]
+    Snapshot(#[from] crate::storage::disk::DiskError),
 }
 
 /// The task that owns the core node.
@@ -334,12 +355,15 @@ pub struct Driver {
     disk_tx: Option<mpsc::Sender<PersistBatch>>,
     disk_progress: watch::Receiver<DiskProgress>,
     disk_writer: Option<DiskWriter>,
-    /// Snapshot jobs are encoded on a blocking thread (a real disk); with an in-memory disk
-    /// (tests, the simulator) at once, so that a simulated run stays deterministic.
+    /// Snapshot jobs are written to their files on a blocking thread (a real disk); with an
+    /// in-memory disk (tests, the simulator) at once, so that a simulated run stays
+    /// deterministic.
     encode_off_thread: bool,
-    /// Encoded snapshots (index, bytes) coming back from the blocking threads.
-    snapshots_tx: mpsc::Sender<(u64, Vec<u8>)>,
-    snapshots_done: mpsc::Receiver<(u64, Vec<u8>)>,
+    /// Where snapshot files are written (and read by the peer links).
+    storage: Arc<dyn Storage>,
+    /// Durable snapshot files (or the error writing one) coming back from the blocking threads.
+    snapshots_tx: mpsc::Sender<Result<SnapshotRef, DiskError>>,
+    snapshots_done: mpsc::Receiver<Result<SnapshotRef, DiskError>>,
     /// The wall clock in milliseconds: only the core's proposal stamps (session cluster time).
     now_ms: fn() -> u64,
     /// Where the monotonic clock the core's timers run on starts (tokio's, so a simulated
@@ -416,6 +440,7 @@ impl Driver {
         // One job is under way at a time (the core's rule), so two slots never fill.
         let (snapshots_tx, snapshots_done) = mpsc::channel(2);
         let encode_off_thread = disk.blocks();
+        let storage = disk.clone();
         let disk_writer = if disk.blocks() {
             std::thread::Builder::new()
                 .name("mokv-disk".into())
@@ -436,6 +461,7 @@ impl Driver {
             gossip: gossip_tx,
             watch_pages: watch_tx,
             view: view_rx,
+            storage: storage.clone(),
         };
         let peer_addrs = peer_addrs_of(&node);
         let watches = WatchHub::new(&node);
@@ -452,6 +478,7 @@ impl Driver {
             disk_progress,
             disk_writer,
             encode_off_thread,
+            storage: storage.clone(),
             snapshots_tx,
             snapshots_done,
             now_ms,
@@ -459,7 +486,7 @@ impl Driver {
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
-            links: Links::new(node_id, config.peer, feedback_tx),
+            links: Links::new(node_id, config.peer, feedback_tx, storage),
             gossip_in,
             verify_with,
             verified_tx,
@@ -541,10 +568,16 @@ impl Driver {
                     self.on_peer(msg);
                     Ok(Step::Go)
                 }
-                Some((index, bytes)) = self.snapshots_done.recv() => {
-                    self.node.handle_snapshot_encoded(index, bytes);
-                    Ok(Step::Go)
-                }
+                Some(done) = self.snapshots_done.recv() => match done {
+                    Ok(reference) => {
+                        self.node.handle_snapshot_durable(reference);
+                        Ok(Step::Go)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "writing a snapshot file failed; stopping");
+                        Err(DriverError::Snapshot(e))
+                    }
+                },
                 Some(w) = self.watch_pages.recv() => {
                     self.watches.on_page(&self.node, w);
                     Ok(Step::Go)
@@ -683,8 +716,13 @@ impl Driver {
 
     fn on_peer(&mut self, msg: PeerInbound) {
         let mut all_ok = true;
+        let mut image = msg.image;
         for m in &msg.messages {
-            if let Err(e) = self.node.handle_peer_message_from(&msg.caller, m) {
+            let result = match image.take() {
+                Some(image) => self.node.handle_snapshot_message(Some(&msg.caller), m, image),
+                None => self.node.handle_peer_message_from(&msg.caller, m),
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "peer message refused");
                 all_ok = false;
             }
@@ -704,7 +742,7 @@ impl Driver {
             }
             let mut encoded_here = false;
             while let Some(job) = self.node.poll_snapshot_job() {
-                encoded_here |= self.start_snapshot(job);
+                encoded_here |= self.start_snapshot(job)?;
             }
             let mut failed: Vec<(NodeId, bool)> = Vec::new();
             while let Some(t) = self.node.poll_transmit() {
@@ -795,31 +833,34 @@ impl Driver {
         Ok(())
     }
 
-    /// Encodes a snapshot job away from this task; the bytes come back as an input. Taking the
-    /// job cost the driver one copy-on-write clone of the state. True when it was encoded here
-    /// and handed back at once (an input: the drain goes on).
-    fn start_snapshot(&mut self, job: SnapshotJob) -> bool {
-        let index = job.index();
+    /// Writes a snapshot job to its file away from this task; the file's reference comes back
+    /// as an input once the file is durable. Taking the job cost the driver one copy-on-write
+    /// clone of the state. True when it was written here and handed back at once (an input:
+    /// the drain goes on).
+    fn start_snapshot(&mut self, job: SnapshotJob) -> Result<bool, DriverError> {
         if !self.encode_off_thread {
-            let bytes = job.encode();
-            self.node.handle_snapshot_encoded(index, bytes);
-            return true;
+            let reference = self.storage.write_snapshot(job)?;
+            self.node.handle_snapshot_durable(reference);
+            return Ok(true);
         }
         let tx = self.snapshots_tx.clone();
+        let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let bytes = job.encode();
-            let encode_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(
-                index,
-                bytes = bytes.len(),
-                encode_ms,
-                "snapshot encoded off the driver"
-            );
+            let index = job.index();
+            let done = storage.write_snapshot(job);
+            if let Ok(r) = &done {
+                tracing::info!(
+                    index,
+                    bytes = r.len_bytes,
+                    write_ms = started.elapsed().as_millis() as u64,
+                    "snapshot file written off the driver"
+                );
+            }
             // The driver is gone only when the node stops.
-            let _ = tx.blocking_send((index, bytes));
+            let _ = tx.blocking_send(done);
         });
-        false
+        Ok(false)
     }
 
     /// Queues a transmit on its peer's link. `Err(is_snapshot)` when it was dropped.
@@ -958,7 +999,7 @@ fn write_group(
         .iter()
         .map(|b| {
             b.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
-                + b.snapshot.as_ref().map_or(0, |s| s.bytes.len())
+                + b.snapshot.as_ref().map_or(0, |_| SnapshotRef::ENCODED_LEN)
         })
         .sum();
     let last = group.last().map_or(0, |b| b.id);
@@ -1017,6 +1058,21 @@ mod tests {
         }
         fn blocks(&self) -> bool {
             false
+        }
+        fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
+            self.inner.write_snapshot(job)
+        }
+        fn read_snapshot(
+            &self,
+            reference: &SnapshotRef,
+        ) -> Result<Box<dyn std::io::Read + Send>, DiskError> {
+            self.inner.read_snapshot(reference)
+        }
+        fn receive_snapshot(
+            &self,
+            reference: &SnapshotRef,
+        ) -> Result<Box<dyn crate::storage::SnapshotSink>, DiskError> {
+            self.inner.receive_snapshot(reference)
         }
     }
 

@@ -97,6 +97,7 @@ where
         page_tokens: crate::net::page_token::PageTokens::embedded(id),
         watch_queue_max_bytes: crate::net::watch_service::DEFAULT_QUEUE_MAX_BYTES,
         max_page_bytes: cfg.core.max_page_bytes,
+        max_snapshot_bytes: crate::net::peer_service::DEFAULT_MAX_SNAPSHOT_BYTES,
     };
     let (server_stop, server, health) = server::serve(incoming, None, services)?;
     let background =

@@ -244,6 +244,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         page_tokens: PageTokens::from_cluster_key(&cfg.cluster_key.0),
         watch_queue_max_bytes: cfg.watch_queue_max_bytes,
         max_page_bytes: cfg.max_page_bytes,
+        max_snapshot_bytes: cfg.max_snapshot_bytes,
     };
     let (server_stop, server, health) =
         serve(incoming.authenticated, Some((incoming.anonymous, anonymous)), services)?;
@@ -301,6 +302,8 @@ pub(crate) struct Services {
     pub watch_queue_max_bytes: usize,
     /// Bound on one catch-up page of a watch (`max-page-bytes`).
     pub max_page_bytes: usize,
+    /// Largest snapshot file accepted from a peer (`max-snapshot-bytes`).
+    pub max_snapshot_bytes: u64,
 }
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
@@ -375,9 +378,10 @@ where
         LeaseServer::new(LeaseService::new(s.handle.clone(), s.stopping.clone(), s.authz.clone()))
             .max_decoding_message_size(request_limit)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let peer = PeerServer::new(PeerService::new(s.handle))
-        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer =
+        PeerServer::new(PeerService::new(s.handle).with_max_snapshot_bytes(s.max_snapshot_bytes))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes

@@ -40,7 +40,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mokv_core::persist::{DurableState, LogRecord, PersistBatch};
+use mokv_core::persist::{DurableState, LogRecord, PersistBatch, StoredSnapshot};
+use mokv_core::{is_full_snapshot, SnapshotImage, SnapshotRef};
+
+use crate::storage::snapshot_files::SnapshotDir;
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 const HARD_STATE_KEY: &[u8] = b"h";
@@ -80,6 +83,34 @@ pub enum DiskError {
     /// A key under the log prefix that is not `l` + 8 bytes: the store was not written by us.
     #[error("raft store holds a malformed log key of {len} bytes")]
     MalformedLogKey { len: usize },
+    /// A snapshot file operation failed (the file system refused a write, a sync, a rename).
+    #[error("snapshot file {op} at {}: {source}", path.display())]
+    SnapshotFile {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The snapshot file a reference names is not there.
+    #[error("snapshot file {} is missing", path.display())]
+    SnapshotMissing { path: PathBuf },
+    /// A snapshot file is not the one its reference names (torn, or replaced).
+    #[error("snapshot file {}: {source}", path.display())]
+    SnapshotWrongFile {
+        path: PathBuf,
+        #[source]
+        source: mokv_core::SnapshotFileMismatch,
+    },
+    /// A snapshot (file, or the stored reference) does not decode.
+    #[error("snapshot at {} does not decode: {source}", path.display())]
+    SnapshotCorrupt {
+        path: PathBuf,
+        #[source]
+        source: mokv_core::codec::DecodeError,
+    },
+    /// A snapshot file differs from what was expected of it.
+    #[error("snapshot file {}: {what}", path.display())]
+    SnapshotMismatch { path: PathBuf, what: &'static str },
 }
 
 fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> DiskError {
@@ -117,6 +148,11 @@ pub struct Disk {
     /// Values above this are refused ([`DiskError::ValueTooLarge`]); [`MAX_VALUE_BYTES`] but
     /// in tests.
     max_value_bytes: usize,
+    /// The snapshot files (`<dir>/snapshots`).
+    snapshots: SnapshotDir,
+    /// Files of snapshots older than this index go after the next synced write (0: none):
+    /// a newer reference was written, and is durable once a write is synced.
+    remove_snapshots_below: AtomicU64,
 }
 
 impl Drop for Disk {
@@ -159,11 +195,14 @@ impl Disk {
             _ => 0,
         };
         tracing::debug!(dir = %dir.display(), last, "opened raft store");
+        let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
         Ok(Disk {
             db,
             dir: dir.to_path_buf(),
             last_index_bound: AtomicU64::new(last),
             max_value_bytes: MAX_VALUE_BYTES,
+            snapshots,
+            remove_snapshots_below: AtomicU64::new(0),
         })
     }
 
@@ -172,11 +211,18 @@ impl Disk {
         &self.dir
     }
 
-    /// Reads back everything, exactly as written: hard state, snapshot, log records ascending,
-    /// node metadata.
+    /// The snapshot files.
+    pub fn snapshots(&self) -> &SnapshotDir {
+        &self.snapshots
+    }
+
+    /// Reads back everything, exactly as written: hard state, the snapshot (its file streamed
+    /// and checked against the stored reference), log records ascending, node metadata. Files
+    /// no reference names (temporary ones a crash left, older snapshots) are removed.
     pub fn load(&self) -> Result<DurableState, DiskError> {
         let hard_state = self.db.get(HARD_STATE_KEY).map_err(rocks("read hard state"))?;
-        let snapshot = self.db.get(SNAPSHOT_KEY).map_err(rocks("read snapshot"))?;
+        let snapshot = self.load_snapshot()?;
+        self.snapshots.remove_all_but(snapshot.as_ref().map(|s| &s.reference))?;
         let node_meta = self.db.get(NODE_META_KEY).map_err(rocks("read node metadata"))?;
 
         let mut ro = ReadOptions::default();
@@ -196,23 +242,51 @@ impl Disk {
             entries = entries.len(),
             first = entries.first().map(|e| e.index),
             last = entries.last().map(|e| e.index),
-            snapshot = snapshot.is_some(),
+            snapshot = snapshot.as_ref().map(|s| s.reference.index),
             "loaded raft store"
         );
         Ok(DurableState { hard_state, snapshot, entries, node_meta })
+    }
+
+    /// The stored snapshot: a reference (its file read back), or a whole snapshot stored by
+    /// a version from before snapshot files, which is moved to a file here.
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, DiskError> {
+        let Some(stored) = self.db.get(SNAPSHOT_KEY).map_err(rocks("read snapshot"))? else {
+            return Ok(None);
+        };
+        let corrupt = |source| DiskError::SnapshotCorrupt { path: self.dir.clone(), source };
+        if is_full_snapshot(&stored) {
+            let image = SnapshotImage::decode(&stored).map_err(corrupt)?;
+            let reference = image.reference();
+            self.snapshots.write_image(&image, &reference)?;
+            self.db
+                .put_opt(SNAPSHOT_KEY, reference.encode(), &sync_options())
+                .map_err(rocks("write snapshot reference"))?;
+            tracing::info!(index = reference.index, "moved the stored snapshot to a file");
+            return Ok(Some(StoredSnapshot { reference, image }));
+        }
+        let reference = SnapshotRef::decode(&stored).map_err(corrupt)?;
+        let image = self.snapshots.read_image(&reference)?;
+        Ok(Some(StoredSnapshot { reference, image }))
     }
 
     /// Applies several batches (already in id order) in ONE RocksDB `WriteBatch`, with the
     /// semantics documented on [`PersistBatch`], synced if any batch has `must_sync`.
     ///
     /// This is group commit: the driver gathers whatever batches are queued and writes them at
-    /// once, then acknowledges the highest id.
+    /// once, then acknowledges the highest id. A snapshot file a batch asks for
+    /// (`write_file`) is written and synced first.
     pub fn write(&self, batches: &[PersistBatch]) -> Result<(), DiskError> {
         let sync = batches.iter().any(|b| b.must_sync);
         let mut wb = WriteBatch::default();
         let mut last = self.last_index_bound.load(Ordering::Acquire);
         for b in batches {
             check_sizes(b, self.max_value_bytes)?;
+        }
+        for b in batches {
+            if let Some(s) = b.snapshot.as_ref().filter(|s| s.write_file) {
+                self.snapshots.write_image(&s.image, &s.reference)?;
+            }
             last = add_to(&mut wb, b, last);
         }
         if wb.is_empty() {
@@ -220,6 +294,7 @@ impl Disk {
             // (unsynced) write durable.
             if sync {
                 self.db.flush_wal(true).map_err(rocks("sync wal"))?;
+                self.remove_old_snapshots()?;
             }
             return Ok(());
         }
@@ -227,7 +302,21 @@ impl Disk {
         wo.set_sync(sync);
         self.db.write_opt(wb, &wo).map_err(rocks("write batch"))?;
         self.last_index_bound.store(last, Ordering::Release);
+        if let Some(newest) = batches.iter().filter_map(|b| b.snapshot.as_ref()).next_back() {
+            self.remove_snapshots_below.fetch_max(newest.reference.index, Ordering::AcqRel);
+        }
+        if sync {
+            self.remove_old_snapshots()?;
+        }
         Ok(())
+    }
+
+    /// Deletes the files older than the newest durable reference.
+    fn remove_old_snapshots(&self) -> Result<(), DiskError> {
+        match self.remove_snapshots_below.swap(0, Ordering::AcqRel) {
+            0 => Ok(()),
+            below => self.snapshots.remove_older_than(below),
+        }
     }
 
     /// Reads a small metadata value the shell owns (the node id).
@@ -246,7 +335,7 @@ fn check_sizes(b: &PersistBatch, limit_bytes: usize) -> Result<(), DiskError> {
     let values = b
         .snapshot
         .iter()
-        .map(|s| ("snapshot", s.bytes.len()))
+        .map(|_| ("snapshot reference", SnapshotRef::ENCODED_LEN))
         .chain(b.entries.iter().map(|e| ("log record", e.bytes.len())))
         .chain(b.hard_state.iter().map(|h| ("hard state", h.len())))
         .chain(b.node_meta.iter().map(|m| ("node metadata", m.len())));
@@ -262,7 +351,7 @@ fn check_sizes(b: &PersistBatch, limit_bytes: usize) -> Result<(), DiskError> {
 /// the stored log indices before the batch; returns the bound after it.
 fn add_to(wb: &mut WriteBatch, b: &PersistBatch, mut last: u64) -> u64 {
     if let Some(s) = &b.snapshot {
-        wb.put(SNAPSHOT_KEY, &s.bytes);
+        wb.put(SNAPSHOT_KEY, s.reference.encode());
     }
     if let Some(from) = b.truncate_from.filter(|from| *from <= last) {
         // [from, last]
@@ -296,9 +385,16 @@ fn add_to(wb: &mut WriteBatch, b: &PersistBatch, mut last: u64) -> u64 {
 mod tests {
     use super::*;
     use mokv_core::persist::SnapshotRecord;
+    use mokv_core::SnapshotImage;
 
     fn rec(index: u64, bytes: &[u8]) -> LogRecord {
         LogRecord { index, bytes: bytes.to_vec() }
+    }
+
+    /// A snapshot at `index` whose file the disk writes (told apart by `term`).
+    fn snap(index: u64, term: u64) -> SnapshotRecord {
+        let state = mokv_core::StateMachine::default();
+        SnapshotRecord::to_write(SnapshotImage { index, term, state })
     }
 
     fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<LogRecord> {
@@ -330,7 +426,7 @@ mod tests {
         want
     }
 
-    /// A snapshot over the value limit is an error, and none of its group is written: not the
+    /// A value over the limit is an error, and none of its group is written: not the
     /// compaction that came with it, nor the other batches.
     #[test]
     fn a_value_over_the_limit_is_an_error_and_writes_nothing() {
@@ -342,8 +438,8 @@ mod tests {
         disk.write(std::slice::from_ref(&first)).unwrap();
         let too_big = PersistBatch {
             id: 3,
-            snapshot: Some(SnapshotRecord { index: 4, bytes: vec![7; 65] }),
             compact_to: Some(4),
+            entries: vec![rec(7, &[7; 65])],
             must_sync: true,
             ..Default::default()
         };
@@ -352,7 +448,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DiskError::ValueTooLarge { what: "snapshot", bytes: 65, limit_bytes: 64 }
+                DiskError::ValueTooLarge { what: "log record", bytes: 65, limit_bytes: 64 }
             ),
             "{err}"
         );
@@ -360,7 +456,7 @@ mod tests {
         // At the limit it is stored.
         let fits = PersistBatch {
             id: 4,
-            snapshot: Some(SnapshotRecord { index: 4, bytes: vec![7; 64] }),
+            entries: vec![rec(7, &[7; 64])],
             compact_to: Some(4),
             must_sync: true,
             ..Default::default()
@@ -426,13 +522,13 @@ mod tests {
             vec![PersistBatch { id: 1, entries: entries(1..=10), ..Default::default() }],
             vec![PersistBatch {
                 id: 2,
-                snapshot: Some(SnapshotRecord { index: 4, bytes: b"snap@4".to_vec() }),
+                snapshot: Some(snap(4, 1)),
                 compact_to: Some(4),
                 ..Default::default()
             }],
         ]);
         assert_eq!(got.entries.first().unwrap().index, 5);
-        assert_eq!(got.snapshot.as_deref(), Some(&b"snap@4"[..]));
+        assert_eq!(got.snapshot.map(|s| s.reference), Some(snap(4, 1).reference));
     }
 
     #[test]
@@ -442,13 +538,13 @@ mod tests {
         let got = check(&[vec![
             PersistBatch {
                 id: 1,
-                snapshot: Some(SnapshotRecord { index: 3, bytes: b"old".to_vec() }),
+                snapshot: Some(snap(3, 1)),
                 entries: entries(4..=8),
                 ..Default::default()
             },
             PersistBatch {
                 id: 2,
-                snapshot: Some(SnapshotRecord { index: 100, bytes: b"new".to_vec() }),
+                snapshot: Some(snap(100, 2)),
                 truncate_from: Some(0),
                 compact_to: Some(100),
                 entries: entries(101..=102),
@@ -457,7 +553,7 @@ mod tests {
                 must_sync: true,
             },
         ]]);
-        assert_eq!(got.snapshot.as_deref(), Some(&b"new"[..]));
+        assert_eq!(got.snapshot.map(|s| s.reference), Some(snap(100, 2).reference));
         assert_eq!(got.entries, entries(101..=102));
     }
 
@@ -546,6 +642,130 @@ mod tests {
         assert_eq!(disk.get_meta("cluster-id").unwrap().as_deref(), Some(&b"c-1"[..]));
         assert_eq!(disk.get_meta("other").unwrap(), None);
         assert_eq!(disk.load().unwrap().entries, entries(1..=1));
+    }
+
+    fn snapshot_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn image_at(index: u64, term: u64) -> SnapshotImage {
+        SnapshotImage { index, term, state: mokv_core::StateMachine::default() }
+    }
+
+    /// What a crash leaves behind (a temporary file, the file of a snapshot no reference
+    /// names) is ignored and removed at start-up; the referenced file is read back and the
+    /// files of older snapshots go once a newer reference is durable.
+    #[test]
+    fn snapshot_files_orphans_go_at_load_and_old_files_after_a_newer_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        let first = snap(4, 1);
+        disk.write(&[PersistBatch {
+            id: 1,
+            snapshot: Some(first.clone()),
+            must_sync: true,
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(snapshot_files(dir.path()), ["4-1.snap"]);
+        // A job cut short, a transfer cut short, a file written but never referenced.
+        let snaps = dir.path().join("snapshots");
+        std::fs::write(snaps.join("9-1.snap.tmp"), b"torn").unwrap();
+        std::fs::write(snaps.join("9-1.snap.recv.tmp"), b"torn").unwrap();
+        let unreferenced = disk.snapshots().write_job(image_at(7, 1).to_job()).unwrap();
+        std::fs::write(snaps.join("notes.txt"), b"not ours").unwrap();
+        drop(disk);
+
+        let disk = Disk::open(dir.path()).unwrap();
+        let loaded = disk.load().unwrap();
+        assert_eq!(loaded.snapshot.as_ref().map(|s| s.reference), Some(first.reference));
+        assert_eq!(loaded.snapshot.map(|s| s.image), Some(first.image));
+        assert_eq!(snapshot_files(dir.path()), ["4-1.snap", "notes.txt"]);
+        assert!(unreferenced.index > 4);
+
+        // A newer reference: the older file goes once it is durable (this write syncs).
+        let newer = snap(12, 2);
+        disk.write(&[PersistBatch {
+            id: 2,
+            snapshot: Some(newer.clone()),
+            compact_to: Some(12),
+            must_sync: true,
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(snapshot_files(dir.path()), ["12-2.snap", "notes.txt"]);
+        drop(disk);
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));
+    }
+
+    /// The referenced file missing, torn or replaced by other bytes: a clear error at load,
+    /// never a node started without its snapshot.
+    #[test]
+    fn a_missing_or_corrupt_referenced_file_is_an_error_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        let s = snap(4, 1);
+        disk.write(&[PersistBatch { id: 1, snapshot: Some(s.clone()), ..Default::default() }])
+            .unwrap();
+        drop(disk);
+        let path = dir.path().join("snapshots").join("4-1.snap");
+        let good = std::fs::read(&path).unwrap();
+
+        std::fs::write(&path, &good[..good.len() - 3]).unwrap();
+        let err = Disk::open(dir.path()).unwrap().load().unwrap_err();
+        assert!(matches!(err, DiskError::SnapshotWrongFile { .. }), "{err}");
+
+        let mut flipped = good.clone();
+        flipped[30] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = Disk::open(dir.path()).unwrap().load().unwrap_err();
+        // The frame's own checksum or the reference's: whichever sees it first.
+        assert!(
+            matches!(err, DiskError::SnapshotWrongFile { .. } | DiskError::SnapshotCorrupt { .. }),
+            "{err}"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let err = Disk::open(dir.path()).unwrap().load().unwrap_err();
+        assert!(matches!(err, DiskError::SnapshotMissing { .. }), "{err}");
+        assert!(err.to_string().contains("4-1.snap"), "{err}");
+
+        // Put back, it loads again.
+        std::fs::write(&path, &good).unwrap();
+        let loaded = Disk::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.snapshot.map(|s| s.reference), Some(s.reference));
+    }
+
+    /// A data dir written before snapshots were files holds the whole snapshot under `s`: it
+    /// still loads, and the snapshot moves to a file (the key then holds its reference).
+    #[test]
+    fn a_whole_snapshot_stored_by_an_older_version_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_at(9, 3);
+        {
+            let disk = Disk::open(dir.path()).unwrap();
+            disk.db.put(SNAPSHOT_KEY, image.encode()).unwrap();
+            disk.write(&[PersistBatch { id: 1, entries: entries(10..=12), ..Default::default() }])
+                .unwrap();
+        }
+        let disk = Disk::open(dir.path()).unwrap();
+        let loaded = disk.load().unwrap();
+        let stored = loaded.snapshot.unwrap();
+        assert_eq!(stored.image, image);
+        assert_eq!(stored.reference, image.reference());
+        assert_eq!(loaded.entries, entries(10..=12));
+        assert_eq!(snapshot_files(dir.path()), ["9-3.snap"]);
+        let key = disk.db.get(SNAPSHOT_KEY).unwrap().unwrap();
+        assert_eq!(SnapshotRef::decode(&key), Ok(image.reference()));
+        drop(disk);
+        let again = Disk::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(again.snapshot.map(|s| s.image), Some(image));
     }
 
     #[test]
@@ -649,7 +869,7 @@ mod tests {
                     let mut b =
                         PersistBatch { id, must_sync: rng.chance(50), ..Default::default() };
                     if rng.chance(15) {
-                        b.snapshot = Some(SnapshotRecord { index: floor, bytes: rng.bytes(id) });
+                        b.snapshot = Some(snap(floor, id));
                     }
                     if rng.chance(25) {
                         let t = floor + 1 + rng.below(next - floor + 2);

@@ -1,0 +1,313 @@
+//! Reads a snapshot file fed chunk by chunk ([`SnapshotDecoder`]), so that a node restores a
+//! snapshot from disk or from the network without holding its encoding: memory beyond the
+//! decoded state is one chunk plus the one item (the head, one key, the leases) being decoded.
+
+use crate::codec::{DecodeError, Reader};
+use crate::kv::{StateBuilder, StateHead, KEY_MIN_BYTES};
+use crate::snapshot::{frame_format, SnapshotImage, StateFormat, HEADER_LEN, TRAILER_LEN};
+
+/// The most bytes a decoder buffers: one item (the state's head, one key with its value, or
+/// the leases) plus one fed chunk. Values are at most 16 MiB (the shell's limit on
+/// `max-value-bytes`); sessions and leases are bounded by their settings.
+pub const MAX_BUFFERED_BYTES: usize = 256 << 20;
+
+/// Where a [`SnapshotDecoder`] stands.
+#[derive(Debug)]
+enum Stage {
+    /// Waiting for the frame header.
+    Header,
+    /// Waiting for index, term and the state's head.
+    Head,
+    /// Decoding keys.
+    Keys(StateBuilder),
+    /// Every key is decoded: waiting for the rest of the payload (the leases).
+    Tail(StateBuilder),
+    /// Waiting for the checksum.
+    Trailer(SnapshotImage),
+    /// Checked and complete.
+    Done(SnapshotImage),
+    /// An error was returned; nothing more is accepted.
+    Failed,
+}
+
+/// Decodes a snapshot (the frame [`SnapshotImage::decode`] reads) from chunks of any size.
+///
+/// [`SnapshotDecoder::feed`] takes the next bytes; [`SnapshotDecoder::finish`] returns the
+/// image only once the whole frame arrived and its checksum matched, so a torn or corrupted
+/// snapshot is never half-restored. The result equals [`SnapshotImage::decode`] of the
+/// concatenated chunks, errors included in kind (a truncated input is
+/// [`DecodeError::Truncated`] at `finish`).
+#[derive(Debug)]
+pub struct SnapshotDecoder {
+    /// Bytes received and not consumed yet start at `buf[pos]`.
+    buf: Vec<u8>,
+    pos: usize,
+    stage: Stage,
+    format: StateFormat,
+    index: u64,
+    term: u64,
+    /// Payload bytes not consumed yet.
+    payload_left: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Default for SnapshotDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotDecoder {
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            pos: 0,
+            stage: Stage::Header,
+            format: StateFormat::CURRENT,
+            index: 0,
+            term: 0,
+            payload_left: 0,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The next bytes of the snapshot. An error is final: the input is not a snapshot this
+    /// code wrote (or a decoded item would exceed [`MAX_BUFFERED_BYTES`]).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        if matches!(self.stage, Stage::Failed) {
+            return Err(DecodeError::Invalid("snapshot decoder failed before"));
+        }
+        self.buf.extend_from_slice(bytes);
+        let result = self.advance();
+        // Consumed bytes go; what is left is one partial item.
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let result = if result.is_ok() && self.buf.len() > MAX_BUFFERED_BYTES {
+            Err(DecodeError::Invalid("snapshot item too large"))
+        } else {
+            result
+        };
+        if result.is_err() {
+            self.stage = Stage::Failed;
+            self.buf = Vec::new();
+        }
+        result
+    }
+
+    /// The image, once every byte was fed and checked.
+    pub fn finish(self) -> Result<SnapshotImage, DecodeError> {
+        match self.stage {
+            Stage::Done(image) => Ok(image),
+            Stage::Failed => Err(DecodeError::Invalid("snapshot decoder failed before")),
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+
+    /// The unconsumed payload bytes at hand, at most the rest of the payload.
+    fn payload_at_hand(&self) -> &[u8] {
+        let rest = &self.buf[self.pos..];
+        let n = usize::try_from(self.payload_left).unwrap_or(usize::MAX).min(rest.len());
+        &rest[..n]
+    }
+
+    /// Whether the whole rest of the payload is at hand.
+    fn whole_payload_at_hand(&self) -> bool {
+        (self.buf.len() - self.pos) as u64 >= self.payload_left
+    }
+
+    /// Marks `n` payload bytes consumed.
+    fn consume_payload(&mut self, n: usize) {
+        self.crc.update(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        self.payload_left -= n as u64;
+    }
+
+    /// Decodes as far as the bytes at hand go.
+    fn advance(&mut self) -> Result<(), DecodeError> {
+        loop {
+            match std::mem::replace(&mut self.stage, Stage::Failed) {
+                Stage::Header => {
+                    let rest = &self.buf[self.pos..];
+                    if rest.len() < HEADER_LEN {
+                        self.stage = Stage::Header;
+                        return Ok(());
+                    }
+                    let mut r = Reader::new(&rest[..HEADER_LEN]);
+                    let (format, payload_len) = frame_format(&mut r)?;
+                    self.format = format;
+                    self.payload_left = payload_len;
+                    self.pos += HEADER_LEN;
+                    self.stage = Stage::Head;
+                }
+                Stage::Head => {
+                    let at_hand = self.payload_at_hand();
+                    let mut r = Reader::new(at_hand);
+                    let parsed = (|| {
+                        let index = r.get_u64()?;
+                        let term = r.get_u64()?;
+                        Ok((index, term, StateHead::decode_from(&mut r, self.format)?))
+                    })();
+                    let (index, term, head) = match parsed {
+                        Ok(v) => v,
+                        Err(DecodeError::Truncated) if !self.whole_payload_at_hand() => {
+                            self.stage = Stage::Head;
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let used = at_hand.len() - r.remaining();
+                    self.consume_payload(used);
+                    if head.key_count > self.payload_left / KEY_MIN_BYTES as u64 {
+                        return Err(DecodeError::Truncated);
+                    }
+                    (self.index, self.term) = (index, term);
+                    self.stage = Stage::Keys(StateBuilder::new(head));
+                }
+                Stage::Keys(mut state) => {
+                    while state.keys_left() > 0 {
+                        let at_hand = self.payload_at_hand();
+                        let mut r = Reader::new(at_hand);
+                        match state.decode_key(&mut r) {
+                            Ok(()) => {
+                                let used = at_hand.len() - r.remaining();
+                                self.consume_payload(used);
+                            }
+                            Err(DecodeError::Truncated) if !self.whole_payload_at_hand() => {
+                                self.stage = Stage::Keys(state);
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    self.stage = Stage::Tail(state);
+                }
+                Stage::Tail(state) => {
+                    if !self.whole_payload_at_hand() {
+                        self.stage = Stage::Tail(state);
+                        return Ok(());
+                    }
+                    let at_hand = self.payload_at_hand();
+                    let mut r = Reader::new(at_hand);
+                    let sm = state.finish(&mut r, self.format)?;
+                    r.finish()?;
+                    let used = at_hand.len();
+                    self.consume_payload(used);
+                    let image = SnapshotImage { index: self.index, term: self.term, state: sm };
+                    self.stage = Stage::Trailer(image);
+                }
+                Stage::Trailer(image) => {
+                    let rest = &self.buf[self.pos..];
+                    if rest.len() < TRAILER_LEN {
+                        self.stage = Stage::Trailer(image);
+                        return Ok(());
+                    }
+                    let crc = Reader::new(&rest[..TRAILER_LEN]).get_u32()?;
+                    if std::mem::take(&mut self.crc).finalize() != crc {
+                        return Err(DecodeError::BadChecksum);
+                    }
+                    self.pos += TRAILER_LEN;
+                    self.stage = Stage::Done(image);
+                }
+                Stage::Done(image) => {
+                    if self.pos < self.buf.len() {
+                        return Err(DecodeError::TrailingBytes);
+                    }
+                    self.stage = Stage::Done(image);
+                    return Ok(());
+                }
+                Stage::Failed => return Err(DecodeError::Invalid("snapshot decoder failed")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::tests::{build, Op};
+    use proptest::prelude::*;
+
+    fn decode_in_chunks(bytes: &[u8], chunk: usize) -> Result<SnapshotImage, DecodeError> {
+        let mut d = SnapshotDecoder::new();
+        for c in bytes.chunks(chunk.max(1)) {
+            d.feed(c)?;
+        }
+        d.finish()
+    }
+
+    fn sample() -> SnapshotImage {
+        let ops: Vec<Op> =
+            (0..40).map(|i| Op::Set(format!("key{i:03}"), vec![i as u8; (i * 37) % 300])).collect();
+        let state = build(&ops);
+        SnapshotImage { index: state.applied_index(), term: 5, state }
+    }
+
+    #[test]
+    fn odd_chunk_sizes_give_the_one_buffer_decode() {
+        let image = sample();
+        let bytes = image.encode();
+        for chunk in [1, 2, 3, 7, 19, 64, 333, 4096, bytes.len(), bytes.len() + 5] {
+            assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), image, "chunk {chunk}");
+        }
+        let empty = SnapshotImage { index: 0, term: 0, state: Default::default() };
+        assert_eq!(decode_in_chunks(&empty.encode(), 3).unwrap(), empty);
+    }
+
+    #[test]
+    fn torn_and_corrupt_snapshots_are_refused() {
+        let bytes = sample().encode();
+        // Torn anywhere: never an image.
+        for len in [0, 5, HEADER_LEN, HEADER_LEN + 40, bytes.len() / 2, bytes.len() - 1] {
+            assert_eq!(decode_in_chunks(&bytes[..len], 7), Err(DecodeError::Truncated), "{len}");
+        }
+        // A flipped bit in a value: the checksum catches it at the end.
+        let mut bad = bytes.clone();
+        let at = bytes.len() - 200;
+        bad[at] ^= 0x40;
+        assert!(decode_in_chunks(&bad, 13).is_err());
+        // A wrong checksum.
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(decode_in_chunks(&bad, 64), Err(DecodeError::BadChecksum));
+        // Bytes after the frame.
+        let mut long = bytes.clone();
+        long.extend_from_slice(b"xx");
+        assert_eq!(decode_in_chunks(&long, 5), Err(DecodeError::TrailingBytes));
+        // Not a snapshot at all.
+        assert_eq!(
+            decode_in_chunks(b"MOKVSREFxxxxxxxxxxxxxxxxxxxx", 4),
+            Err(DecodeError::BadMagic)
+        );
+        // Fed after an error: still an error.
+        let mut d = SnapshotDecoder::new();
+        assert!(d.feed(b"XXXXXXXXXXXXXXXXXXXXXXXXXX").is_err());
+        assert!(d.feed(&bytes).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_decode_equals_one_buffer_decode(
+            ops in proptest::collection::vec(crate::kv::tests::arb_op(), 0..40),
+            chunk in 1usize..200,
+            flip in proptest::option::of((any::<usize>(), 1u8..)),
+            cut in proptest::option::of(any::<usize>()),
+        ) {
+            let state = build(&ops);
+            let mut bytes = SnapshotImage { index: state.applied_index(), term: 2, state }.encode();
+            if let Some((at, x)) = flip {
+                let i = at % bytes.len();
+                bytes[i] ^= x;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            let want = SnapshotImage::decode(&bytes);
+            let got = decode_in_chunks(&bytes, chunk);
+            match (want, got) {
+                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
+                (Err(_), Err(_)) => {}
+                (w, g) => prop_assert!(false, "one buffer {:?}, streaming {:?}", w.is_ok(), g.is_ok()),
+            }
+        }
+    }
+}

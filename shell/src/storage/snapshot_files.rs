@@ -1,0 +1,257 @@
+//! Snapshot files: `<raft dir>/snapshots/<index>-<term>.snap`, each a snapshot in the core's
+//! format, named by a [`SnapshotRef`] that pins its length and checksum.
+//!
+//! A file is written under a temporary name (`….snap.tmp` for the node's own snapshot jobs,
+//! `….snap.recv.tmp` for one received from the leader), synced, renamed, and the directory
+//! synced, so a crash leaves either the whole file or a temporary one, which start-up removes
+//! ([`SnapshotDir::remove_all_but`]). Only after that does the core see the reference, so the
+//! persist batch that stores it (and compacts the log) never refers to a file that may not
+//! be there. Files of older snapshots go once a newer reference is durable
+//! ([`SnapshotDir::remove_older_than`]). Reading ([`SnapshotDir::read_image`]) streams the
+//! file through the core's [`SnapshotDecoder`] and checks it against the reference: memory is
+//! one chunk plus the decoded state.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use mokv_core::{
+    SnapshotDecoder, SnapshotFileCheck, SnapshotImage, SnapshotJob, SnapshotRef, SnapshotRefBuilder,
+};
+
+use crate::storage::disk::DiskError;
+
+/// Bytes per read or write of a snapshot file.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The directory of one node's snapshot files.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError {
+    let path = path.to_path_buf();
+    move |source| DiskError::SnapshotFile { op, path, source }
+}
+
+impl SnapshotDir {
+    /// The directory `dir`, created if missing.
+    pub fn open(dir: PathBuf) -> Result<SnapshotDir, DiskError> {
+        std::fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+        Ok(SnapshotDir { dir })
+    }
+
+    /// Where the file `r` names lives.
+    pub fn path_of(&self, r: &SnapshotRef) -> PathBuf {
+        self.dir.join(r.file_name())
+    }
+
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("sync directory", &self.dir))
+    }
+
+    /// Writes `job` to its file, durably (temporary file, sync, rename, directory sync), and
+    /// returns the file's reference. Blocks on I/O.
+    pub fn write_job(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
+        let (index, term) = (job.index(), job.term());
+        let name = SnapshotRef { index, term, len_bytes: 0, crc32: 0 }.file_name();
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+        let mut reference = SnapshotRefBuilder::default();
+        for chunk in job.encoder(CHUNK_BYTES) {
+            file.write_all(&chunk).map_err(io_error("write", &tmp))?;
+            reference.feed(&chunk);
+        }
+        let reference = reference.finish(index, term);
+        self.commit(file, &tmp, &reference)?;
+        Ok(reference)
+    }
+
+    /// Syncs `file` (at `tmp`), renames it to the name of `reference`, syncs the directory.
+    fn commit(&self, file: File, tmp: &Path, reference: &SnapshotRef) -> Result<(), DiskError> {
+        file.sync_all().map_err(io_error("sync", tmp))?;
+        drop(file);
+        let path = self.path_of(reference);
+        std::fs::rename(tmp, &path).map_err(io_error("rename", tmp))?;
+        self.sync_dir()
+    }
+
+    /// A file being received for `reference`: written under a temporary name, checked and
+    /// decoded as it arrives ([`ReceivingFile`]).
+    pub fn receive(&self, reference: SnapshotRef) -> Result<ReceivingFile, DiskError> {
+        let tmp = self.dir.join(format!("{}.recv.tmp", reference.file_name()));
+        let file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+        Ok(ReceivingFile { dir: self.clone(), tmp, file, check: Receiving::new(reference) })
+    }
+
+    /// Opens the file `r` names for reading ([`DiskError::SnapshotMissing`] if it is gone).
+    pub fn open_file(&self, r: &SnapshotRef) -> Result<File, DiskError> {
+        let path = self.path_of(r);
+        match File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(DiskError::SnapshotMissing { path })
+            }
+            Err(source) => Err(DiskError::SnapshotFile { op: "open", path, source }),
+        }
+    }
+
+    /// Reads the file `r` names, streaming, checked against `r`, into its image.
+    pub fn read_image(&self, r: &SnapshotRef) -> Result<SnapshotImage, DiskError> {
+        let path = self.path_of(r);
+        let mut file = self.open_file(r)?;
+        let mut check = Receiving::new(*r);
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            let n = file.read(&mut buf).map_err(io_error("read", &path))?;
+            if n == 0 {
+                break;
+            }
+            check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
+        }
+        check.finish().map_err(|e| e.at(&path))
+    }
+
+    /// Writes `image`'s file (a bootstrap's or a recovery's), durably; `Ok` if it is the file
+    /// `want` names.
+    pub fn write_image(&self, image: &SnapshotImage, want: &SnapshotRef) -> Result<(), DiskError> {
+        let got = self.write_job(image.to_job())?;
+        if got != *want {
+            return Err(DiskError::SnapshotMismatch {
+                path: self.path_of(want),
+                what: "the written file is not the one referenced",
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes the files of snapshots older than `index` (a newer reference is durable).
+    /// Temporary files are left alone: one may be a job or a transfer under way.
+    pub fn remove_older_than(&self, index: u64) -> Result<(), DiskError> {
+        self.remove_where(|name| SnapshotRef::parse_file_name(name).is_some_and(|(i, _)| i < index))
+    }
+
+    /// At start-up: deletes every file but the one `keep` names (temporary files of writes a
+    /// crash cut short, files no durable reference names).
+    pub fn remove_all_but(&self, keep: Option<&SnapshotRef>) -> Result<(), DiskError> {
+        let keep = keep.map(SnapshotRef::file_name);
+        self.remove_where(|name| {
+            let ours = name.ends_with(".tmp") || SnapshotRef::parse_file_name(name).is_some();
+            ours && Some(name) != keep.as_deref()
+        })
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<(), DiskError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))?;
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", &self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if doomed(name) {
+                let path = entry.path();
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(DiskError::SnapshotFile { op: "remove", path, source })
+                    }
+                }
+                tracing::debug!(file = name, "removed snapshot file");
+            }
+        }
+        if removed {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a snapshot file's bytes were refused, before the path is known.
+#[derive(Debug)]
+pub enum SnapshotBytesError {
+    Mismatch(mokv_core::SnapshotFileMismatch),
+    Decode(mokv_core::codec::DecodeError),
+}
+
+impl SnapshotBytesError {
+    /// The error for the file at `path`.
+    pub fn at(self, path: &Path) -> DiskError {
+        let path = path.to_path_buf();
+        match self {
+            SnapshotBytesError::Mismatch(source) => DiskError::SnapshotWrongFile { path, source },
+            SnapshotBytesError::Decode(source) => DiskError::SnapshotCorrupt { path, source },
+        }
+    }
+}
+
+/// A snapshot file's bytes checked against their reference and decoded as they arrive.
+#[derive(Debug)]
+pub struct Receiving {
+    check: SnapshotFileCheck,
+    decoder: SnapshotDecoder,
+    reference: SnapshotRef,
+}
+
+impl Receiving {
+    pub fn new(reference: SnapshotRef) -> Self {
+        Self {
+            check: SnapshotFileCheck::new(reference),
+            decoder: SnapshotDecoder::new(),
+            reference,
+        }
+    }
+
+    /// The next bytes.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SnapshotBytesError> {
+        self.check.feed(bytes).map_err(SnapshotBytesError::Mismatch)?;
+        self.decoder.feed(bytes).map_err(SnapshotBytesError::Decode)
+    }
+
+    /// The image, once the bytes are exactly the referenced file and decode completely.
+    pub fn finish(self) -> Result<SnapshotImage, SnapshotBytesError> {
+        self.check.finish().map_err(SnapshotBytesError::Mismatch)?;
+        let image = self.decoder.finish().map_err(SnapshotBytesError::Decode)?;
+        if (image.index, image.term) != (self.reference.index, self.reference.term) {
+            return Err(SnapshotBytesError::Decode(mokv_core::codec::DecodeError::Invalid(
+                "snapshot position differs from its reference",
+            )));
+        }
+        Ok(image)
+    }
+}
+
+/// A snapshot file being received ([`SnapshotDir::receive`]).
+#[derive(Debug)]
+pub struct ReceivingFile {
+    dir: SnapshotDir,
+    tmp: PathBuf,
+    file: File,
+    check: Receiving,
+}
+
+impl ReceivingFile {
+    /// Writes and checks the next bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), DiskError> {
+        self.check.feed(bytes).map_err(|e| e.at(&self.tmp))?;
+        self.file.write_all(bytes).map_err(io_error("write", &self.tmp))
+    }
+
+    /// Checks the whole file, makes it durable under its name and returns its image. On an
+    /// error the temporary file is removed.
+    pub fn finish(self) -> Result<SnapshotImage, DiskError> {
+        let ReceivingFile { dir, tmp, file, check } = self;
+        let reference = check.reference;
+        let result = check
+            .finish()
+            .map_err(|e| e.at(&tmp))
+            .and_then(|image| dir.commit(file, &tmp, &reference).map(|()| image));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
