@@ -10,7 +10,7 @@ fn defaults_are_valid() {
 #[test]
 fn each_check_names_its_field() {
     type BreakIt = fn(&mut Config);
-    let cases: [(&str, BreakIt); 8] = [
+    let cases: [(&str, BreakIt); 9] = [
         ("id", |c| c.id = 0),
         ("election_ticks", |c| c.election_ticks = 1),
         ("heartbeat_ticks", |c| c.heartbeat_ticks = c.election_ticks),

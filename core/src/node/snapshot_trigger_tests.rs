@@ -2,9 +2,13 @@
 //! snapshot also holds a fair share of the state's bytes, so a large state is not rewritten
 //! whole for every few small writes.
 
+use protobuf::Message as _;
+use raft::eraftpb::Entry;
+
 use super::lone_leader::{call, lone_leader};
 use super::Node;
 use crate::config::Config;
+use crate::log::entry_bytes;
 use crate::persist::DurableState;
 use crate::request::{Request, Response};
 
@@ -65,23 +69,32 @@ fn a_large_state_waits_for_log_bytes_in_proportion() {
     let state_bytes = node.state().state_bytes();
     assert!(state_bytes > 100_000, "{state_bytes}");
 
+    // The log written since `last` as the core counts it, measured before each write:
+    // compaction removes it once the snapshot lands.
+    let log_bytes = |disk: &DurableState| -> u64 {
+        let since_last = disk.entries.iter().filter(|e| e.index > last);
+        since_last.map(|e| entry_bytes(&Entry::parse_from_bytes(&e.bytes).unwrap())).sum()
+    };
     let mut entries = 0u64;
+    let mut log_before_last_write = 0;
     while node.raw.store().snapshot_index() == last {
+        log_before_last_write = log_bytes(&disk);
         write(&mut node, &mut disk, id, set("small", 10));
         id += 1;
         entries += 1;
         assert!(entries < 100_000, "no snapshot at all");
     }
-    let log_bytes: usize = disk
-        .entries
-        .iter()
-        .filter(|e| e.index > last)
-        .map(|e| e.bytes.len())
-        .sum();
     assert!(entries > 10, "a snapshot of {state_bytes} bytes after only {entries} entries");
-    // Not before the log since the last snapshot held a quarter of the state.
+    // Not before the log since the last snapshot held a quarter of the state (the write that
+    // triggered it adds one more entry of the same size).
+    let entry_bytes = log_before_last_write / (entries - 1);
     assert!(
-        log_bytes as u64 * ratio >= state_bytes,
-        "{entries} entries of {log_bytes} bytes paid for {state_bytes} bytes of snapshot"
+        (log_before_last_write + entry_bytes) * ratio >= state_bytes,
+        "{entries} entries of {log_before_last_write} bytes paid for {state_bytes} bytes of snapshot"
+    );
+    // ... and not much after: the entry before the last did not pay yet.
+    assert!(
+        log_before_last_write * ratio < state_bytes + 2 * ratio * entry_bytes,
+        "{entries} entries of {log_before_last_write} bytes before a snapshot of {state_bytes}"
     );
 }
