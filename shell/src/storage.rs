@@ -14,7 +14,7 @@ use mokv_core::persist::{DurableState, PersistBatch};
 use mokv_core::{SnapshotImage, SnapshotJob, SnapshotRef, SnapshotRefBuilder};
 
 use crate::storage::disk::{Disk, DiskError};
-use crate::storage::snapshot_files::{Receiving, ReceivingFile};
+use crate::storage::snapshot_files::{Receiving, ReceivingFile, SnapshotDir};
 
 pub mod disk;
 pub mod restore;
@@ -29,8 +29,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, DiskError>;
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DiskError>;
     /// Whether `write` blocks on I/O. A blocking store gets a dedicated writer thread; a
-    /// non-blocking one is written from a task of the runtime. The snapshot file methods block
-    /// alike (the driver calls them on a blocking thread when this is true).
+    /// non-blocking one is written from a task of the runtime.
+    fn blocks(&self) -> bool;
+    /// The store's snapshot files. They are a handle of their own so that what holds them
+    /// (peer links, the peer service, a file being written on a blocking thread) never keeps
+    /// the store itself (RocksDB and its lock) open after the node stopped.
+    fn snapshot_files(&self) -> Arc<dyn SnapshotStore>;
+}
+
+/// A node's snapshot files.
+pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether these methods block on I/O (the shell then calls them on a blocking thread).
     fn blocks(&self) -> bool;
     /// Writes a snapshot job to its file, durably, and returns the file's reference.
     fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError>;
@@ -82,19 +91,29 @@ impl Storage for Disk {
         true
     }
 
+    fn snapshot_files(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(self.snapshots().clone())
+    }
+}
+
+impl SnapshotStore for SnapshotDir {
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
-        self.snapshots().write_job(job)
+        self.write_job(job)
     }
 
     fn read_snapshot(&self, reference: &SnapshotRef) -> Result<Box<dyn Read + Send>, DiskError> {
-        Ok(Box::new(self.snapshots().open_file(reference)?))
+        Ok(Box::new(self.open_file(reference)?))
     }
 
     fn receive_snapshot(
         &self,
         reference: &SnapshotRef,
     ) -> Result<Box<dyn SnapshotSink>, DiskError> {
-        Ok(Box::new(self.snapshots().receive(*reference)?))
+        Ok(Box::new(self.receive(*reference)?))
     }
 }
 
@@ -106,6 +125,12 @@ pub struct MemoryStorage {
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
     /// Snapshot files by (index, term); those older than the stored snapshot go when a batch
     /// stores a newer one.
+    files: MemorySnapshots,
+}
+
+/// A [`MemoryStorage`]'s snapshot files (a handle to the shared map).
+#[derive(Debug, Default, Clone)]
+pub struct MemorySnapshots {
     files: MemoryFiles,
 }
 
@@ -174,13 +199,13 @@ impl Storage for MemoryStorage {
         for b in batches {
             if let Some(s) = b.snapshot.as_ref().filter(|s| s.write_file) {
                 let bytes = s.image.encode();
-                lock(&self.files).insert((s.image.index, s.image.term), Arc::new(bytes));
+                lock(&self.files.files).insert((s.image.index, s.image.term), Arc::new(bytes));
             }
             state.apply(b);
         }
         if let Some(s) = &state.snapshot {
             let keep = (s.reference.index, s.reference.term);
-            lock(&self.files).retain(|k, _| k.0 >= keep.0);
+            lock(&self.files.files).retain(|k, _| k.0 >= keep.0);
         }
         Ok(())
     }
@@ -194,6 +219,16 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn blocks(&self) -> bool {
+        false
+    }
+
+    fn snapshot_files(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(self.files.clone())
+    }
+}
+
+impl SnapshotStore for MemorySnapshots {
     fn blocks(&self) -> bool {
         false
     }

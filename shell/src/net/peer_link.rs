@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::net::transport::PeerConnector;
-use crate::storage::Storage;
+use crate::storage::SnapshotStore;
 
 /// Transmits queued per peer.
 const LINK_QUEUE: usize = 1024;
@@ -64,7 +64,7 @@ pub struct Links {
     feedback: mpsc::Sender<Feedback>,
     links: BTreeMap<NodeId, Link>,
     /// Where the snapshot files that snapshot messages name are read from.
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn SnapshotStore>,
 }
 
 impl Links {
@@ -73,7 +73,7 @@ impl Links {
         from: NodeId,
         connector: watch::Receiver<PeerConnector>,
         feedback: mpsc::Sender<Feedback>,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn SnapshotStore>,
     ) -> Self {
         Self { from, connector, feedback, links: BTreeMap::new(), storage }
     }
@@ -135,7 +135,7 @@ impl Link {
         addr: String,
         peer: PeerConnector,
         feedback: mpsc::Sender<Feedback>,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn SnapshotStore>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback, storage));
@@ -177,7 +177,7 @@ async fn run(
     peer: PeerConnector,
     mut rx: mpsc::Receiver<Transmit>,
     feedback: mpsc::Sender<Feedback>,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn SnapshotStore>,
 ) {
     let client = match endpoint(&addr, &peer) {
         Ok(e) => client(peer.connect_lazy(e)),
@@ -278,7 +278,7 @@ async fn send_snapshot(
     to: NodeId,
     message: Vec<u8>,
     file: SnapshotRef,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn SnapshotStore>,
 ) -> bool {
     let blocks = storage.blocks();
     let open = move || storage.read_snapshot(&file);

@@ -147,7 +147,7 @@ impl Peer for PeerService {
             return Err(Status::resource_exhausted("snapshot too large"));
         }
         let message = first.message.clone();
-        let storage = self.handle.storage().clone();
+        let storage = self.handle.snapshot_files().clone();
         let blocks = storage.blocks();
         let mut sink = run_io(blocks, move || storage.receive_snapshot(&reference)).await?;
         let mut received = 0u64;

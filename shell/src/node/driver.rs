@@ -38,7 +38,7 @@ use crate::net::peer_link::{Feedback, Links};
 use crate::net::transport::PeerConnector;
 use crate::node::watch_hub::{WatchHub, WatchPageRequest};
 use crate::storage::disk::DiskError;
-use crate::storage::Storage;
+use crate::storage::{SnapshotStore, Storage};
 
 /// Client requests waiting for the driver.
 const CALL_QUEUE: usize = 4096;
@@ -153,8 +153,8 @@ pub struct DriverHandle {
     gossip: mpsc::Sender<Vec<u8>>,
     watch_pages: mpsc::Sender<WatchPageRequest>,
     view: watch::Receiver<View>,
-    /// The node's store (snapshot files are received into it).
-    storage: Arc<dyn Storage>,
+    /// The node's snapshot files (received files go there).
+    snapshot_files: Arc<dyn SnapshotStore>,
 }
 
 impl std::fmt::Debug for Call {
@@ -243,9 +243,9 @@ impl DriverHandle {
         rx.await.map_err(|_| CallError::Stopped)
     }
 
-    /// The node's store: where received snapshot files go.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
+    /// The node's snapshot files: where received ones go.
+    pub fn snapshot_files(&self) -> &Arc<dyn SnapshotStore> {
+        &self.snapshot_files
     }
 
     /// Where the gossip socket hands opened datagrams (the socket drops when it is full).
@@ -360,7 +360,7 @@ pub struct Driver {
     /// deterministic.
     encode_off_thread: bool,
     /// Where snapshot files are written (and read by the peer links).
-    storage: Arc<dyn Storage>,
+    snapshot_files: Arc<dyn SnapshotStore>,
     /// Durable snapshot files (or the error writing one) coming back from the blocking threads.
     snapshots_tx: mpsc::Sender<Result<SnapshotRef, DiskError>>,
     snapshots_done: mpsc::Receiver<Result<SnapshotRef, DiskError>>,
@@ -440,7 +440,7 @@ impl Driver {
         // One job is under way at a time (the core's rule), so two slots never fill.
         let (snapshots_tx, snapshots_done) = mpsc::channel(2);
         let encode_off_thread = disk.blocks();
-        let storage = disk.clone();
+        let snapshot_files = disk.snapshot_files();
         let disk_writer = if disk.blocks() {
             std::thread::Builder::new()
                 .name("mokv-disk".into())
@@ -461,7 +461,7 @@ impl Driver {
             gossip: gossip_tx,
             watch_pages: watch_tx,
             view: view_rx,
-            storage: storage.clone(),
+            snapshot_files: snapshot_files.clone(),
         };
         let peer_addrs = peer_addrs_of(&node);
         let watches = WatchHub::new(&node);
@@ -478,7 +478,7 @@ impl Driver {
             disk_progress,
             disk_writer,
             encode_off_thread,
-            storage: storage.clone(),
+            snapshot_files: snapshot_files.clone(),
             snapshots_tx,
             snapshots_done,
             now_ms,
@@ -486,7 +486,7 @@ impl Driver {
             acked: 0,
             waiting: HashMap::new(),
             next_request: 1,
-            links: Links::new(node_id, config.peer, feedback_tx, storage),
+            links: Links::new(node_id, config.peer, feedback_tx, snapshot_files),
             gossip_in,
             verify_with,
             verified_tx,
@@ -839,16 +839,16 @@ impl Driver {
     /// the drain goes on).
     fn start_snapshot(&mut self, job: SnapshotJob) -> Result<bool, DriverError> {
         if !self.encode_off_thread {
-            let reference = self.storage.write_snapshot(job)?;
+            let reference = self.snapshot_files.write_snapshot(job)?;
             self.node.handle_snapshot_durable(reference);
             return Ok(true);
         }
         let tx = self.snapshots_tx.clone();
-        let storage = self.storage.clone();
+        let files = self.snapshot_files.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let index = job.index();
-            let done = storage.write_snapshot(job);
+            let done = files.write_snapshot(job);
             if let Ok(r) = &done {
                 tracing::info!(
                     index,
@@ -1059,20 +1059,8 @@ mod tests {
         fn blocks(&self) -> bool {
             false
         }
-        fn write_snapshot(&self, job: SnapshotJob) -> Result<SnapshotRef, DiskError> {
-            self.inner.write_snapshot(job)
-        }
-        fn read_snapshot(
-            &self,
-            reference: &SnapshotRef,
-        ) -> Result<Box<dyn std::io::Read + Send>, DiskError> {
-            self.inner.read_snapshot(reference)
-        }
-        fn receive_snapshot(
-            &self,
-            reference: &SnapshotRef,
-        ) -> Result<Box<dyn crate::storage::SnapshotSink>, DiskError> {
-            self.inner.receive_snapshot(reference)
+        fn snapshot_files(&self) -> Arc<dyn crate::storage::SnapshotStore> {
+            self.inner.snapshot_files()
         }
     }
 
