@@ -96,10 +96,14 @@ client() {
 
 machine_line() {
     echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
-    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${BIN_DIR:+  binaries: $BIN_DIR (not built from this commit)}"
 }
 
 # "VmRSS VmHWM" of process $1 in MiB.
 rss_mib() {
-    awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f %.0f\n", r/1024, h/1024}' "/proc/$1/status"
+    if [ -r "/proc/$1/status" ]; then
+        awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f %.0f\n", r/1024, h/1024}' "/proc/$1/status"
+    else
+        echo "exited exited" # the node died: the report says so instead of stopping the script
+    fi
 }
