@@ -39,5 +39,5 @@ pub mod violation;
 pub mod workload;
 
 pub use cluster::{Cluster, NetFaults};
-pub use runner::{run, RunReport, Scenario};
+pub use runner::{first_seed_caught, run, RunReport, Scenario};
 pub use violation::Violation;

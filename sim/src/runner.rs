@@ -186,6 +186,24 @@ pub fn parse_bugs(s: &str) -> PlantedBugs {
     b
 }
 
+/// The first of `seeds` whose run of scenario `S` under `bugs` reports a violation that
+/// `caught` accepts (its failure line printed): how a planted-bug test shows that a checker
+/// notices the bug.
+pub fn first_seed_caught<S: Scenario>(
+    seeds: std::ops::Range<u64>,
+    bugs: PlantedBugs,
+    caught: impl Fn(&Violation) -> bool,
+) -> Option<u64> {
+    seeds.into_iter().find(|&seed| {
+        let report = run::<S>(seed, bugs, false);
+        let hit = report.violations.iter().any(&caught);
+        if hit {
+            println!("caught: {}", report.failure_line().unwrap_or_default());
+        }
+        hit
+    })
+}
+
 /// Runs one seed of scenario `S`. A panic inside the run (a node's or raft-rs's) is reported
 /// as a [`Violation::Panic`]. With `trace` the readable trace is printed as the run goes (so
 /// it is there even when the run panics).

@@ -141,14 +141,10 @@ fn planted_answer_before_durable_is_caught_by_the_batched_scenario() {
 
 #[test]
 fn planted_answer_before_durable_is_caught_by_the_swarm() {
-    let caught = (0..200).find(|seed| {
-        let report = sim::run::<FaultScenario>(*seed, bugs_answer_before_durable(), false);
-        let by_checker = report.violations.iter().any(|v| !v.is_panic());
-        if by_checker {
-            println!("seed {seed}: caught: {}", report.violations[0]);
-        }
-        by_checker
-    });
+    let caught =
+        sim::first_seed_caught::<FaultScenario>(0..200, bugs_answer_before_durable(), |v| {
+            !v.is_panic()
+        });
     assert!(caught.is_some(), "answering writes before they are durable went unnoticed");
 }
 

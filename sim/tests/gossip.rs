@@ -426,15 +426,8 @@ fn forged_identities_change_no_membership_and_no_address() {
 fn planted_gossip_leave_trusted_is_caught() {
     let mut bugs = PlantedBugs::default();
     bugs.gossip_leave_trusted = true;
-    let caught = (0..200).find(|&seed| {
-        let report = sim::run::<GossipScenario>(seed, bugs, false);
-        let removed = report.violations.iter().any(|v| {
-            matches!(v, Violation::ForgedMembership { what: Forgery::VoterRemoved { .. }, .. })
-        });
-        if removed {
-            println!("caught: {}", report.failure_line().unwrap_or_default());
-        }
-        removed
+    let caught = sim::first_seed_caught::<GossipScenario>(0..200, bugs, |v| {
+        matches!(v, Violation::ForgedMembership { what: Forgery::VoterRemoved { .. }, .. })
     });
     assert!(caught.is_some(), "a voter removed by a forged leave went unnoticed");
 }

@@ -152,16 +152,8 @@ fn planted_txn_first_op_only_is_caught() {
 fn planted_lease_keepalive_not_renewed_is_caught() {
     let mut bugs = PlantedBugs::default();
     bugs.lease_keepalive_not_renewed = true;
-    let caught = (0..200).find(|&seed| {
-        let report = sim::run::<FaultScenario>(seed, bugs, false);
-        let early = report
-            .violations
-            .iter()
-            .any(|v| matches!(v, Violation::Lease(LeaseViolation::ExpiredEarly { .. })));
-        if early {
-            println!("caught: {}", report.failure_line().unwrap_or_default());
-        }
-        early
+    let caught = sim::first_seed_caught::<FaultScenario>(0..200, bugs, |v| {
+        matches!(v, Violation::Lease(LeaseViolation::ExpiredEarly { .. }))
     });
     assert!(caught.is_some(), "keep-alives that renew nothing went unnoticed");
 }
@@ -172,14 +164,7 @@ fn planted_lease_keepalive_not_renewed_is_caught() {
 fn planted_skip_read_retry_is_caught_by_the_liveness_checker() {
     let mut bugs = PlantedBugs::default();
     bugs.skip_read_retry = true;
-    let caught = (0..400).find(|&seed| {
-        let report = sim::run::<FaultScenario>(seed, bugs, false);
-        let liveness = report.violations.iter().any(|v| v.is_liveness());
-        if liveness {
-            println!("caught: {}", report.failure_line().unwrap_or_default());
-        }
-        liveness
-    });
+    let caught = sim::first_seed_caught::<FaultScenario>(0..400, bugs, Violation::is_liveness);
     assert!(caught.is_some(), "reads never retried went unnoticed");
 }
 

@@ -33,13 +33,7 @@ fn watchers_follow_the_committed_changes_across_faults() {
 fn planted_watch_skips_snapshot_boundary_is_caught() {
     let mut bugs = PlantedBugs::default();
     bugs.watch_skips_snapshot_boundary = true;
-    let caught = (0..300).find(|&seed| {
-        let report = sim::run::<FaultScenario>(seed, bugs, false);
-        let watch = report.violations.iter().any(|v| matches!(v, Violation::Watch(_)));
-        if watch {
-            println!("caught: {}", report.failure_line().unwrap_or_default());
-        }
-        watch
-    });
+    let caught =
+        sim::first_seed_caught::<FaultScenario>(0..300, bugs, |v| matches!(v, Violation::Watch(_)));
     assert!(caught.is_some(), "a watch skipping a snapshot boundary went unnoticed");
 }
