@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Memory per key of the data map and the memory peak of a snapshot, for the persistent map the
-# core uses (imbl: O(1) clone encoded on another thread while writes continue) and a BTreeMap
+# core uses (entries: one shared block per key in imbl, an O(1) clone encoded on another thread
+# while writes continue), the same B-tree of String keys to Versioned values (imbl), and a BTreeMap
 # (encoded from the live map, writes wait): KEYS keys (default 1000000, 16-byte keys,
 # VALUE_BYTES-byte values, default 256), RUNS runs of each (default 3; take the medians).
 # Release build.
@@ -10,7 +11,7 @@ source scripts/env.sh
 cargo build --release -q --locked -p mokv-core --example state_memory
 bin="${CARGO_TARGET_DIR:-target}/release/examples/state_memory"
 for run in $(seq "${RUNS:-3}"); do
-    for map in imbl btree; do
+    for map in entries imbl btree; do
         echo "run $run: $(MAP=$map "$bin")"
     done
 done

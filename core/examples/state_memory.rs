@@ -1,11 +1,13 @@
-//! Memory per key of the data map, and the memory peak of taking a snapshot, for the two maps
-//! a node's state can hold: `imbl` (the persistent B-tree the core uses: a snapshot job is an
-//! O(1) clone encoded on another thread while writes continue) and `btree` (a
-//! `std::collections::BTreeMap`, as before: the snapshot is encoded from the live map on the
-//! driver, so no write is applied until it is done).
+//! Memory per key of the data map, and the memory peak of taking a snapshot, for three maps a
+//! node's state can hold: `entries` (what the core uses: a persistent B-tree of one shared
+//! block per key, `imbl::OrdSet<Entry>`; a snapshot job is an O(1) clone encoded on another
+//! thread while writes continue), `imbl` (the same B-tree of `String` keys to `Versioned`
+//! values, as before the entries) and `btree` (a `std::collections::BTreeMap`, as before that:
+//! the snapshot is encoded from the live map on the driver, so no write is applied until it is
+//! done).
 //!
 //! Loads KEYS keys (default 1,000,000; 16-byte keys, VALUE_BYTES-byte values, default 256) as
-//! `Versioned` entries into the map named by MAP (`imbl` or `btree`), then:
+//! entries into the map named by MAP (`entries`, `imbl` or `btree`), then:
 //! - reports the growth of the process RSS per key (the workspace forbids `unsafe`, so no
 //!   counting allocator; the example allocates nothing else that lives);
 //! - takes a snapshot the way the map allows and encodes it (per key, the canonical encoding:
@@ -21,15 +23,42 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mokv_core::codec::Writer;
-use mokv_core::Versioned;
+use mokv_core::{Entry, Versioned};
 
-/// The two maps compared.
+/// What `DataMap::visit` passes each key to: key, value, `[create, mod, version]`.
+type Visitor<'a> = dyn FnMut(&[u8], &[u8], [u64; 3]) + 'a;
+
+/// The maps compared.
 trait DataMap: Send + 'static {
     fn new() -> Self;
     fn insert(&mut self, key: String, value: Versioned);
     fn len(&self) -> usize;
-    /// The keys in order, each passed to `f`.
-    fn visit(&self, f: &mut dyn FnMut(&str, &Versioned));
+    /// The keys in order, each passed to `f` with its value and revisions.
+    fn visit(&self, f: &mut Visitor<'_>);
+}
+
+fn revisions(v: &Versioned) -> [u64; 3] {
+    [v.create_index, v.mod_index, v.version]
+}
+
+impl DataMap for imbl::OrdSet<Entry> {
+    fn new() -> Self {
+        imbl::OrdSet::new()
+    }
+    fn insert(&mut self, key: String, v: Versioned) {
+        imbl::OrdSet::insert(
+            self,
+            Entry::new(&key, &v.value, v.create_index, v.mod_index, v.version),
+        );
+    }
+    fn len(&self) -> usize {
+        imbl::OrdSet::len(self)
+    }
+    fn visit(&self, f: &mut Visitor<'_>) {
+        for e in self.iter() {
+            f(e.key_bytes(), e.value(), [e.create_index(), e.mod_index(), e.version()]);
+        }
+    }
 }
 
 impl DataMap for imbl::OrdMap<String, Versioned> {
@@ -42,9 +71,9 @@ impl DataMap for imbl::OrdMap<String, Versioned> {
     fn len(&self) -> usize {
         imbl::OrdMap::len(self)
     }
-    fn visit(&self, f: &mut dyn FnMut(&str, &Versioned)) {
+    fn visit(&self, f: &mut Visitor<'_>) {
         for (k, v) in self.iter() {
-            f(k, v);
+            f(k.as_bytes(), &v.value, revisions(v));
         }
     }
 }
@@ -59,9 +88,9 @@ impl DataMap for BTreeMap<String, Versioned> {
     fn len(&self) -> usize {
         BTreeMap::len(self)
     }
-    fn visit(&self, f: &mut dyn FnMut(&str, &Versioned)) {
+    fn visit(&self, f: &mut Visitor<'_>) {
         for (k, v) in self {
-            f(k, v);
+            f(k.as_bytes(), &v.value, revisions(v));
         }
     }
 }
@@ -95,12 +124,12 @@ fn versioned(value_bytes: usize, index: u64, fill: u8) -> Versioned {
 fn encode<M: DataMap>(map: &M, encoded_bytes: usize) -> Vec<u8> {
     let mut w = Writer::with_capacity(encoded_bytes);
     w.put_u64(map.len() as u64);
-    map.visit(&mut |k, v| {
-        w.put_str(k);
-        w.put_bytes(&v.value);
-        w.put_u64(v.create_index);
-        w.put_u64(v.mod_index);
-        w.put_u64(v.version);
+    map.visit(&mut |k, v, [create, modified, version]| {
+        w.put_bytes(k);
+        w.put_bytes(v);
+        w.put_u64(create);
+        w.put_u64(modified);
+        w.put_u64(version);
     });
     w.finish()
 }
@@ -155,9 +184,10 @@ fn main() {
     let value_bytes = env("VALUE_BYTES", 256);
     let map = std::env::var("MAP").unwrap_or_else(|_| "imbl".into());
     let report = match map.as_str() {
+        "entries" => run::<imbl::OrdSet<Entry>>(keys, value_bytes, true),
         "imbl" => run::<imbl::OrdMap<String, Versioned>>(keys, value_bytes, true),
         "btree" => run::<BTreeMap<String, Versioned>>(keys, value_bytes, false),
-        other => panic!("MAP must be imbl or btree, not {other}"),
+        other => panic!("MAP must be entries, imbl or btree, not {other}"),
     };
     let per_key = |b: u64| b as f64 / keys as f64;
     println!(

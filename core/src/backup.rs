@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::kv::{StateMachine, Versioned};
+use crate::kv::{Entry, StateMachine, Versioned};
 
 const MAGIC: &[u8; 8] = b"MOKVBKUP";
 /// Format version written by this build (and the only one it reads).
@@ -176,7 +176,7 @@ impl BackupSource {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&buf);
         BackupEncoder {
-            items: self.data.into_iter(),
+            items: self.data.into_entries(),
             chunk_bytes: chunk_bytes.max(1),
             buf,
             pos: 0,
@@ -190,20 +190,20 @@ fn info_of(data: &crate::kv::DataMap, state: &StateMachine, cluster_id: Option<u
     BackupInfo {
         cluster_id,
         applied_index: state.applied_index(),
-        max_mod_revision: data.values().map(|v| v.mod_index).max().unwrap_or(0),
+        max_mod_revision: data.iter().map(Entry::mod_index).max().unwrap_or(0),
         cluster_time_ms: state.cluster_time_ms(),
         keys: data.len() as u64,
-        data_bytes: data.iter().map(|(k, v)| record_bytes(k, &v.value)).sum(),
+        data_bytes: data.iter().map(|e| record_bytes(e.key_bytes(), e.value())).sum(),
     }
 }
 
-fn record_bytes(key: &str, value: &[u8]) -> u64 {
+fn record_bytes(key: &[u8], value: &[u8]) -> u64 {
     (key.len() + value.len()) as u64 + RECORD_OVERHEAD_BYTES
 }
 
 /// Yields a backup file chunk by chunk (see [`BackupSource::encoder`]).
 pub struct BackupEncoder {
-    items: imbl::ordmap::ConsumingIter<String, Versioned, imbl::shared_ptr::DefaultSharedPtr>,
+    items: imbl::ordset::ConsumingIter<Entry, imbl::shared_ptr::DefaultSharedPtr>,
     chunk_bytes: usize,
     /// Encoded bytes not handed out yet start at `pos`.
     buf: Vec<u8>,
@@ -237,13 +237,10 @@ impl Iterator for BackupEncoder {
             }
             let start = self.buf.len();
             match self.items.next() {
-                Some((key, v)) => {
-                    let mut w = Writer::with_capacity(key.len() + v.value.len() + 32);
-                    w.put_str(&key);
-                    w.put_bytes(&v.value);
-                    w.put_u64(v.create_index);
-                    w.put_u64(v.mod_index);
-                    w.put_u64(v.version);
+                Some(e) => {
+                    // A record is a key in the snapshot's encoding.
+                    let mut w = Writer::with_capacity(e.key_bytes().len() + e.value().len() + 32);
+                    crate::kv::encode_key_to(&mut w, &e);
                     self.buf.extend_from_slice(&w.finish());
                     self.crc.update(&self.buf[start..]);
                 }

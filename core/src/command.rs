@@ -7,7 +7,7 @@
 //! of guessing.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::kv::Versioned;
+use crate::kv::Entry;
 use crate::txn::Txn;
 
 /// Format version written as the first byte of every encoded proposal: 1 without a state
@@ -56,12 +56,12 @@ pub enum Condition {
 
 impl Condition {
     /// Whether the condition holds for a key whose current state is `current`.
-    pub fn holds(&self, current: Option<&Versioned>) -> bool {
+    pub fn holds(&self, current: Option<&Entry>) -> bool {
         match self {
             Condition::Absent => current.is_none(),
-            Condition::Version(n) => current.map_or(0, |v| v.version) == *n,
-            Condition::ModRevision(r) => current.map_or(0, |v| v.mod_index) == *r,
-            Condition::ValueEquals(value) => current.is_some_and(|v| v.value == *value),
+            Condition::Version(n) => current.map_or(0, Entry::version) == *n,
+            Condition::ModRevision(r) => current.map_or(0, Entry::mod_index) == *r,
+            Condition::ValueEquals(value) => current.is_some_and(|v| v.value() == value.as_slice()),
         }
     }
 
@@ -114,9 +114,13 @@ pub struct KeyRevisions {
     pub version: u64,
 }
 
-impl From<&Versioned> for KeyRevisions {
-    fn from(v: &Versioned) -> Self {
-        KeyRevisions { create_index: v.create_index, mod_index: v.mod_index, version: v.version }
+impl From<&Entry> for KeyRevisions {
+    fn from(v: &Entry) -> Self {
+        KeyRevisions {
+            create_index: v.create_index(),
+            mod_index: v.mod_index(),
+            version: v.version(),
+        }
     }
 }
 
@@ -804,7 +808,7 @@ pub(crate) mod tests {
 
     #[test]
     fn conditions_against_a_key() {
-        let v = Versioned { value: b"x".to_vec(), create_index: 3, mod_index: 7, version: 2 };
+        let v = Entry::new("k", b"x", 3, 7, 2);
         let present = Some(&v);
         assert!(Condition::Absent.holds(None));
         assert!(!Condition::Absent.holds(present));

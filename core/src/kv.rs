@@ -15,8 +15,11 @@ use crate::members::{Conf, MemberInfo, MemberTable};
 use crate::session::{SessionLimits, Sessions};
 use crate::txn::TxnOpResult;
 
+mod entry;
 mod txn;
 use crate::watch::{WatchEvent, WatchEventKind};
+pub(crate) use entry::DataMap;
+pub use entry::Entry;
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -69,6 +72,19 @@ pub struct RangeItem {
     pub version: u64,
 }
 
+impl RangeItem {
+    /// `e` as a listed item, its value left out unless `with_value`.
+    pub(crate) fn of(e: &Entry, with_value: bool) -> Self {
+        RangeItem {
+            key: e.key().to_owned(),
+            value: if with_value { e.value().to_vec() } else { Vec::new() },
+            create_index: e.create_index(),
+            mod_index: e.mod_index(),
+            version: e.version(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RangePage {
     pub items: Vec<RangeItem>,
@@ -115,17 +131,15 @@ fn decode_page_token(token: &str) -> Result<String, InvalidPageToken> {
     String::from_utf8(bytes).map_err(|_| InvalidPageToken)
 }
 
-/// The data: a persistent B-tree, so cloning the state (a snapshot job) is O(1) and later
-/// writes copy only the nodes they change while the clone is alive. Iteration is in key order,
-/// as with `BTreeMap`.
-pub(crate) type DataMap = imbl::OrdMap<String, Versioned>;
-
 /// The keys and their values, changed only through [`Keys::put`] and [`Keys::remove`], which
 /// record one [`WatchEvent`] per change (a write path cannot change data without its event).
 /// Reads go through `Deref` to the map.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Keys {
     map: DataMap,
+    /// [`key_state_bytes`] summed over `map`: kept by the same two methods that change the
+    /// map (derived from it, so not encoded and not compared).
+    state_bytes: u64,
     /// Changes applied since the node last took them ([`StateMachine::take_events`]); empty
     /// between entries, so not part of the state (not encoded, not compared).
     events: Vec<WatchEvent>,
@@ -151,8 +165,13 @@ impl std::ops::Deref for Keys {
 }
 
 impl Keys {
-    fn from_map(map: DataMap) -> Self {
-        Self { map, events: Vec::new(), leases: Leases::default() }
+    /// `map`, whose [`key_state_bytes`] add up to `state_bytes`.
+    fn from_map(map: DataMap, state_bytes: u64) -> Self {
+        debug_assert_eq!(
+            state_bytes,
+            map.iter().map(|e| key_state_bytes(e.key(), e.value())).sum::<u64>()
+        );
+        Self { map, state_bytes, events: Vec::new(), leases: Leases::default() }
     }
 
     /// [`Keys::put`], then attaches `key` to lease `lease` (which must exist).
@@ -165,31 +184,18 @@ impl Keys {
     /// lease.
     pub(crate) fn put(&mut self, index: u64, key: &str, value: &[u8]) {
         self.leases.detach(key);
-        let prev_value = match self.map.get_mut(key) {
-            Some(v) => {
-                let prev = std::mem::replace(&mut v.value, value.to_vec());
-                v.mod_index = index;
-                v.version = v.version.saturating_add(1);
-                Some(prev)
-            }
-            None => {
-                self.map.insert(
-                    key.to_owned(),
-                    Versioned {
-                        value: value.to_vec(),
-                        create_index: index,
-                        mod_index: index,
-                        version: 1,
-                    },
-                );
-                None
-            }
+        let (create_index, version) = match self.map.get(key) {
+            Some(e) => (e.create_index(), e.version().saturating_add(1)),
+            None => (index, 1),
         };
+        let prev = self.map.insert(Entry::new(key, value, create_index, index, version));
+        let prev_bytes = prev.as_ref().map_or(0, |e| key_state_bytes(key, e.value()));
+        self.state_bytes = self.state_bytes - prev_bytes + key_state_bytes(key, value);
         self.events.push(WatchEvent {
             kind: WatchEventKind::Put,
             key: key.to_owned(),
             value: value.to_vec(),
-            prev_value,
+            prev_value: prev.map(|e| e.value().to_vec()),
             revision: index,
         });
     }
@@ -198,12 +204,13 @@ impl Keys {
     /// nothing and records no event.
     pub(crate) fn remove(&mut self, index: u64, key: &str) -> bool {
         let Some(prev) = self.map.remove(key) else { return false };
+        self.state_bytes -= key_state_bytes(key, prev.value());
         self.leases.detach(key);
         self.events.push(WatchEvent {
             kind: WatchEventKind::Delete,
             key: key.to_owned(),
             value: Vec::new(),
-            prev_value: Some(prev.value),
+            prev_value: Some(prev.value().to_vec()),
             revision: index,
         });
         true
@@ -215,8 +222,6 @@ impl Keys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateMachine {
     data: Keys,
-    /// [`key_state_bytes`] summed over `data` (derived from it, so not encoded).
-    state_bytes: u64,
     sessions: Sessions,
     members: MemberTable,
     conf: Conf,
@@ -233,7 +238,6 @@ impl StateMachine {
     pub(crate) fn new(limits: SessionLimits) -> Self {
         Self {
             data: Keys::default(),
-            state_bytes: 0,
             sessions: Sessions::new(limits),
             members: MemberTable::new(),
             conf: Conf::default(),
@@ -270,7 +274,6 @@ impl StateMachine {
     ) -> (Result<WriteOutcome, Error>, Option<Vec<TxnOpResult>>) {
         self.advance_applied(index);
         let data = &mut self.data;
-        let state_bytes = &mut self.state_bytes;
         let command = &proposal.command;
         let mut reads = None;
         if let Command::RegisterSession { owner, max_sessions_per_identity } = command {
@@ -287,16 +290,10 @@ impl StateMachine {
         }
         let outcome =
             self.sessions.execute(proposal.proposed_at_ms, proposal.session.as_ref(), || {
-                let key = match command {
+                match command {
                     Command::Txn(t) => {
-                        let applied = txn::apply(
-                            data,
-                            state_bytes,
-                            index,
-                            t,
-                            proposal.quota_state_bytes,
-                            max_read_bytes,
-                        )?;
+                        let applied =
+                            txn::apply(data, index, t, proposal.quota_state_bytes, max_read_bytes)?;
                         reads = Some(applied.results);
                         return Ok(applied.outcome);
                     }
@@ -320,38 +317,31 @@ impl StateMachine {
                         };
                         // Every attached key goes at this one entry: one revision for all.
                         for key in &keys {
-                            let bytes = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
                             data.remove(index, key);
-                            *state_bytes -= bytes;
                         }
                         return Ok(WriteOutcome::LeaseRevoked { existed: true, revision: index });
                     }
-                    Command::SetLeased { key, lease, .. } => {
+                    Command::SetLeased { lease, .. } => {
                         if !data.leases.contains(*lease) {
                             return Err(LeaseError::NotFound.into());
                         }
-                        key
                     }
-                    Command::Set { key, .. }
-                    | Command::Delete { key }
-                    | Command::SetIf { key, .. }
-                    | Command::DeleteIf { key, .. } => key,
+                    Command::Set { .. }
+                    | Command::Delete { .. }
+                    | Command::SetIf { .. }
+                    | Command::DeleteIf { .. } => {}
                     Command::RegisterSession { .. } => {
                         unreachable!("a registration is applied above")
                     }
-                };
-                let growth_bytes = growth_bytes(data, command);
+                }
                 if let Some(quota_bytes) = proposal.quota_state_bytes {
+                    let growth_bytes = growth_bytes(data, command);
+                    let state_bytes = data.state_bytes;
                     if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
-                        let state_bytes = *state_bytes;
                         return Err(QuotaExceeded { state_bytes, growth_bytes, quota_bytes }.into());
                     }
                 }
-                let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-                let outcome = apply_command(data, index, command);
-                let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-                *state_bytes = *state_bytes - before + after;
-                Ok(outcome)
+                Ok(apply_command(data, index, command))
             });
         (outcome, reads)
     }
@@ -380,7 +370,7 @@ impl StateMachine {
         self.applied_index
     }
 
-    pub fn get(&self, key: &str) -> Option<&Versioned> {
+    pub fn get(&self, key: &str) -> Option<&Entry> {
         self.data.get(key)
     }
 
@@ -407,7 +397,7 @@ impl StateMachine {
     /// Bytes of the data: every key and value plus a fixed cost per key (its size in a
     /// snapshot). What the state quota bounds.
     pub fn state_bytes(&self) -> u64 {
-        self.state_bytes
+        self.data.state_bytes
     }
 
     /// One page of keys in ascending byte order: at most `q.limit` items and, past the first,
@@ -436,14 +426,14 @@ impl StateMachine {
         let limit = q.limit.max(1);
         let matching = self
             .data
-            .range::<_, str>((lower, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&q.prefix));
+            .starting_at(lower)
+            .take_while(|e| e.key_bytes().starts_with(q.prefix.as_bytes()));
         let mut items: Vec<RangeItem> = Vec::new();
         let mut page_bytes = 0usize;
         let mut more = false;
-        for (k, v) in matching {
-            let value: &[u8] = if q.keys_only { &[] } else { &v.value };
-            let item_bytes = k.len() + value.len() + RANGE_ITEM_OVERHEAD_BYTES;
+        for e in matching {
+            let value: &[u8] = if q.keys_only { &[] } else { e.value() };
+            let item_bytes = e.key_bytes().len() + value.len() + RANGE_ITEM_OVERHEAD_BYTES;
             if items.len() == limit
                 || (!items.is_empty() && page_bytes.saturating_add(item_bytes) > max_bytes)
             {
@@ -451,13 +441,7 @@ impl StateMachine {
                 break;
             }
             page_bytes += item_bytes;
-            items.push(RangeItem {
-                key: k.clone(),
-                value: value.to_vec(),
-                create_index: v.create_index,
-                mod_index: v.mod_index,
-                version: v.version,
-            });
+            items.push(RangeItem::of(e, !q.keys_only));
         }
         let next_page_token = match items.last() {
             Some(last) if more => encode_page_token(&last.key),
@@ -481,8 +465,13 @@ impl StateMachine {
     ) -> Self {
         debug_assert!(data.values().all(|v| v.mod_index <= applied_index));
         let state_bytes = data.iter().map(|(k, v)| key_state_bytes(k, &v.value)).sum();
-        let data = Keys::from_map(data.into_iter().collect());
-        Self { data, state_bytes, applied_index, ..Self::new(limits) }
+        let data = Keys::from_map(
+            data.iter()
+                .map(|(k, v)| Entry::new(k, &v.value, v.create_index, v.mod_index, v.version))
+                .collect(),
+            state_bytes,
+        );
+        Self { data, applied_index, ..Self::new(limits) }
     }
 
     pub fn len(&self) -> usize {
@@ -546,8 +535,8 @@ impl StateMachine {
     /// hold: leases before format 2, registered sessions before format 3).
     pub(crate) fn encode_format_to(&self, w: &mut Writer, format: crate::snapshot::StateFormat) {
         self.encode_head_to(w, format);
-        for (key, v) in self.data.iter() {
-            encode_key_to(w, key, v);
+        for e in self.data.iter() {
+            encode_key_to(w, e);
         }
         self.encode_tail_to(w, format);
     }
@@ -590,10 +579,10 @@ impl StateMachine {
         until_bytes: usize,
     ) -> Option<String> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        for (key, v) in self.data.range::<_, str>((lower, Bound::Unbounded)) {
-            encode_key_to(w, key, v);
+        for e in self.data.starting_at(lower) {
+            encode_key_to(w, e);
             if w.len() >= until_bytes {
-                return Some(key.clone());
+                return Some(e.key().to_owned());
             }
         }
         None
@@ -691,15 +680,14 @@ impl StateBuilder {
         let key = r.get_str()?;
         let value = r.get_bytes()?;
         let (create_index, mod_index, version) = (r.get_u64()?, r.get_u64()?, r.get_u64()?);
-        if self.data.get_max().is_some_and(|(prev, _): &(String, _)| prev.as_str() >= key) {
+        if self.data.last().is_some_and(|prev| prev.key_bytes() >= key.as_bytes()) {
             return Err(DecodeError::Invalid("keys not ascending"));
         }
-        let v = Versioned { value: value.to_vec(), create_index, mod_index, version };
-        if v.version == 0 || v.create_index > v.mod_index || v.mod_index > self.head.applied_index {
+        if version == 0 || create_index > mod_index || mod_index > self.head.applied_index {
             return Err(DecodeError::Invalid("key version"));
         }
-        self.state_bytes += key_state_bytes(key, &v.value);
-        self.data.insert(key.to_owned(), v);
+        self.state_bytes += key_state_bytes(key, value);
+        self.data.insert(Entry::new(key, value, create_index, mod_index, version));
         Ok(())
     }
 
@@ -710,13 +698,12 @@ impl StateBuilder {
         format: crate::snapshot::StateFormat,
     ) -> Result<StateMachine, DecodeError> {
         let StateBuilder { head, data, state_bytes } = self;
-        let mut data = Keys::from_map(data);
+        let mut data = Keys::from_map(data, state_bytes);
         if format.leases {
             data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
         }
         Ok(StateMachine {
             data,
-            state_bytes,
             sessions: head.sessions,
             members: head.members,
             conf: head.conf,
@@ -726,19 +713,19 @@ impl StateBuilder {
 }
 
 /// One key in the canonical encoding: [`key_state_bytes`] long.
-pub(crate) fn encode_key_to(w: &mut Writer, key: &str, v: &Versioned) {
-    w.put_str(key);
-    w.put_bytes(&v.value);
-    w.put_u64(v.create_index);
-    w.put_u64(v.mod_index);
-    w.put_u64(v.version);
+pub(crate) fn encode_key_to(w: &mut Writer, e: &Entry) {
+    w.put_bytes(e.key_bytes());
+    w.put_bytes(e.value());
+    w.put_u64(e.create_index());
+    w.put_u64(e.mod_index());
+    w.put_u64(e.version());
 }
 
 /// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not;
 /// a conditional write whose condition does not hold writes nothing).
 fn growth_bytes(data: &DataMap, command: &Command) -> u64 {
     let set_growth = |key: &str, value: &[u8]| {
-        let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
+        let before = data.get(key).map_or(0, |v| key_state_bytes(key, v.value()));
         key_state_bytes(key, value).saturating_sub(before)
     };
     match command {
@@ -979,7 +966,7 @@ pub(crate) mod tests {
                     }
                     Op::Tick(_) => {}
                     Op::Get(k) => {
-                        prop_assert_eq!(sm.get(k).map(|v| &v.value), model.get(k));
+                        prop_assert_eq!(sm.get(k).map(Entry::value), model.get(k).map(Vec::as_slice));
                     }
                     Op::Range { prefix, start_key, limit, keys_only } => {
                         let q = RangeQuery {
@@ -1105,7 +1092,7 @@ pub(crate) mod tests {
             set(&mut sm, 10, owned("bob", id, 1, 1), "k", b"2"),
             Err(SessionError::Unknown.into())
         );
-        assert_eq!(sm.get("k").unwrap().value, b"1");
+        assert_eq!(sm.get("k").unwrap().value(), b"1");
         register(&mut sm, 11, "alice").unwrap();
         register(&mut sm, 12, "alice").unwrap();
         assert_eq!(sm.session_count(), 2);
@@ -1113,7 +1100,7 @@ pub(crate) mod tests {
             set(&mut sm, 12, owned("alice", id, 2, 2), "k", b"3"),
             Err(SessionError::Unknown.into())
         );
-        assert_eq!(sm.get("k").unwrap().value, b"1");
+        assert_eq!(sm.get("k").unwrap().value(), b"1");
     }
 
     #[test]
@@ -1124,8 +1111,8 @@ pub(crate) mod tests {
         sm.skip(3);
         assert_eq!(set(&mut sm, 0, None, "k", b"2"), Ok(WriteOutcome::Set { revision: 4 }));
         assert_eq!(
-            sm.get("k"),
-            Some(&Versioned { value: b"2".to_vec(), create_index: 2, mod_index: 4, version: 2 })
+            sm.get("k").map(Entry::to_versioned),
+            Some(Versioned { value: b"2".to_vec(), create_index: 2, mod_index: 4, version: 2 })
         );
         let del = |sm: &mut StateMachine, i| {
             sm.apply(i, &proposal(0, None, Command::Delete { key: "k".into() }))
@@ -1134,8 +1121,8 @@ pub(crate) mod tests {
         assert_eq!(del(&mut sm, 6), Ok(WriteOutcome::Deleted { existed: false, revision: 6 }));
         assert_eq!(set(&mut sm, 0, None, "k", b"3"), Ok(WriteOutcome::Set { revision: 7 }));
         assert_eq!(
-            sm.get("k"),
-            Some(&Versioned { value: b"3".to_vec(), create_index: 7, mod_index: 7, version: 1 })
+            sm.get("k").map(Entry::to_versioned),
+            Some(Versioned { value: b"3".to_vec(), create_index: 7, mod_index: 7, version: 1 })
         );
         assert_eq!(sm.applied_index(), 7);
     }
@@ -1154,7 +1141,7 @@ pub(crate) mod tests {
             set(&mut sm, 0, sref(9, 1, 1), "k", b"first"),
             Ok(WriteOutcome::Set { revision: 1 })
         );
-        assert_eq!(sm.get("k").unwrap().value, b"other");
+        assert_eq!(sm.get("k").unwrap().value(), b"other");
         assert_eq!(sm.applied_index(), 4);
         // Deletes of a missing key are deduplicated too.
         let del = Proposal {
@@ -1177,7 +1164,7 @@ pub(crate) mod tests {
             set(&mut sm, 0, sref(9, 1, 1), "k", b"1"),
             Err(SessionError::ResultDiscarded.into())
         );
-        assert_eq!(sm.get("k").unwrap().value, b"2");
+        assert_eq!(sm.get("k").unwrap().value(), b"2");
     }
 
     #[test]

@@ -43,10 +43,10 @@ fn if_absent_creates_once() {
         set_if(&mut sm, "k", b"2", Condition::Absent),
         WriteOutcome::ConditionFailed { revision: 2, current: revs(1, 1, 1) }
     );
-    assert_eq!(sm.get("k").unwrap().value, b"1");
+    assert_eq!(sm.get("k").unwrap().value(), b"1");
     // The failed write consumed its index but changed nothing.
     assert_eq!(sm.applied_index(), 2);
-    assert_eq!(sm.get("k").unwrap().mod_index, 1);
+    assert_eq!(sm.get("k").unwrap().mod_index(), 1);
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn if_version() {
         set_if(&mut sm, "k", b"c", Condition::Version(2)),
         WriteOutcome::Set { revision: 4 }
     );
-    assert_eq!(sm.get("k").unwrap().version, 3);
+    assert_eq!(sm.get("k").unwrap().version(), 3);
     // Version 0 means absent.
     assert_eq!(
         set_if(&mut sm, "new", b"n", Condition::Version(0)),
@@ -143,15 +143,15 @@ fn retried_conditional_write_is_applied_exactly_once() {
     assert_eq!(apply(&mut sm, s(1), incr(b"1", 0)), WriteOutcome::Set { revision: 1 });
     // The same request again (a lost answer): first answer, no second write.
     assert_eq!(apply(&mut sm, s(1), incr(b"1", 0)), WriteOutcome::Set { revision: 1 });
-    assert_eq!(sm.get("n").unwrap().version, 1);
+    assert_eq!(sm.get("n").unwrap().version(), 1);
 
     // A failed one, then the key moves to where it would hold: the retry still fails.
     let failed = apply(&mut sm, s(2), incr(b"3", 2));
     assert_eq!(failed, WriteOutcome::ConditionFailed { revision: 3, current: revs(1, 1, 1) });
     set(&mut sm, "n", b"2");
-    assert_eq!(sm.get("n").unwrap().version, 2);
+    assert_eq!(sm.get("n").unwrap().version(), 2);
     assert_eq!(apply(&mut sm, s(2), incr(b"3", 2)), failed);
-    assert_eq!(sm.get("n").unwrap().value, b"2");
+    assert_eq!(sm.get("n").unwrap().value(), b"2");
 
     // The failed outcome survives a snapshot of the sessions.
     let restored = round_trip(&sm);
@@ -262,7 +262,7 @@ proptest! {
         prop_assert_eq!(sm.len(), data.len());
         for (k, (value, create, m, version)) in &data {
             let v = sm.get(k).unwrap();
-            prop_assert_eq!((&v.value, v.create_index, v.mod_index, v.version), (value, *create, *m, *version));
+            prop_assert_eq!((v.value(), v.create_index(), v.mod_index(), v.version()), (value.as_slice(), *create, *m, *version));
         }
     }
 

@@ -82,7 +82,7 @@ fn plain_writes_and_deletes_detach_and_unknown_leases_write_nothing() {
     // Recreating the deleted key without a lease keeps it past the revoke.
     apply(&mut sm, Command::Set { key: "deleted".into(), value: vec![] }).unwrap();
     apply(&mut sm, Command::LeaseExpire { id: lease }).unwrap();
-    let keys: Vec<_> = sm.data().keys().cloned().collect();
+    let keys: Vec<_> = sm.data().iter().map(Entry::key).collect();
     assert_eq!(keys, ["deleted", "set", "txn"]);
     // A write with an unknown lease is refused and changes nothing.
     let before = sm.clone();
@@ -240,12 +240,12 @@ fn a_snapshot_job_writes_exactly_the_format_3_encoding() {
     }
     sm.sessions.encode_to(&mut body);
     body.put_u64(sm.data.len() as u64);
-    for (key, v) in sm.data.iter() {
-        body.put_str(key);
-        body.put_bytes(&v.value);
-        body.put_u64(v.create_index);
-        body.put_u64(v.mod_index);
-        body.put_u64(v.version);
+    for e in sm.data.iter() {
+        body.put_bytes(e.key_bytes());
+        body.put_bytes(e.value());
+        body.put_u64(e.create_index());
+        body.put_u64(e.mod_index());
+        body.put_u64(e.version());
     }
     sm.data.leases.encode_to(&mut body);
     let body = body.finish();

@@ -66,9 +66,9 @@ fn compares_choose_the_branch_and_writes_share_one_revision() {
     assert_eq!(outcome, Ok(WriteOutcome::Txn { succeeded: true, revision: 3 }));
     assert_eq!(results, Some(vec![TxnOpResult::Set, TxnOpResult::Set]));
     let (a, b) = (sm.get("a").unwrap(), sm.get("b").unwrap());
-    assert_eq!((a.value.as_slice(), b.value.as_slice()), (&b"7"[..], &b"3"[..]));
-    assert_eq!((a.mod_index, b.mod_index), (3, 3), "one revision for the whole transaction");
-    assert_eq!((a.version, b.version), (2, 2));
+    assert_eq!((a.value(), b.value()), (&b"7"[..], &b"3"[..]));
+    assert_eq!((a.mod_index(), b.mod_index()), (3, 3), "one revision for the whole transaction");
+    assert_eq!((a.version(), b.version()), (2, 2));
 
     // Stale compares: the failure branch runs, reading the state at this entry.
     let (outcome, results) = run(&mut sm, None, None, &transfer(("a", 10), ("b", 0), 3));
@@ -78,7 +78,7 @@ fn compares_choose_the_branch_and_writes_share_one_revision() {
         matches!(&results[0], TxnOpResult::Get(Some(v)) if v.value == b"7" && v.mod_index == 3)
     );
     assert!(matches!(&results[1], TxnOpResult::Get(Some(v)) if v.value == b"3"));
-    assert_eq!(sm.get("a").unwrap().mod_index, 3, "the failure branch wrote nothing");
+    assert_eq!(sm.get("a").unwrap().mod_index(), 3, "the failure branch wrote nothing");
     assert_eq!(sm.applied_index(), 4);
 }
 
@@ -118,7 +118,7 @@ fn reads_see_earlier_writes_of_the_branch_and_ranges_are_bounded() {
     assert_eq!(keys(&r[6]), (vec!["p/2".to_string(), "p/3".to_string()], false));
     assert_eq!(r[7], TxnOpResult::Delete { existed: false });
     let state_bytes: u64 =
-        ["p/2", "p/3"].iter().map(|k| key_state_bytes(k, &sm.get(k).unwrap().value)).sum();
+        ["p/2", "p/3"].iter().map(|k| key_state_bytes(k, sm.get(k).unwrap().value())).sum();
     assert_eq!(sm.state_bytes(), state_bytes);
 }
 
@@ -167,8 +167,8 @@ fn a_session_retry_returns_the_first_outcome_and_applies_once() {
     let (again, results) = run(&mut sm, s.clone(), None, &txn);
     assert_eq!(again, first);
     assert_eq!(results, None, "answered from the session, not applied");
-    assert_eq!(sm.get("a").unwrap().value, b"10");
-    assert_eq!(sm.get("a").unwrap().mod_index, 4);
+    assert_eq!(sm.get("a").unwrap().value(), b"10");
+    assert_eq!(sm.get("a").unwrap().mod_index(), 4);
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuorumGuard, QuotaExceeded,
     RecoveryError, Unavailable,
 };
-pub use kv::{RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
+pub use kv::{Entry, RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
 pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};

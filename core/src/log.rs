@@ -85,6 +85,11 @@ impl MemLog {
         self.snapshot = snapshot;
     }
 
+    /// Makes room for `additional` more entries (a restart knows how many it will append).
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve_exact(additional);
+    }
+
     /// Appends entries, first dropping any existing suffix they overwrite.
     ///
     /// # Panics

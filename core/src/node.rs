@@ -348,7 +348,12 @@ impl Node {
             merged.commit = commit;
             log.set_hard_state(merged);
         }
-        for rec in &durable.entries {
+        // Records are consumed one by one (each one's bytes freed once parsed) into a log
+        // sized once: at no point are the records, their parsed entries and a grown copy of
+        // the log all held at the same time.
+        let records = std::mem::take(&mut durable.entries);
+        log.reserve(records.len());
+        for rec in records {
             let e = Entry::parse_from_bytes(&rec.bytes)
                 .map_err(|_| RecoveryError::Corrupt("log entry"))?;
             if e.index != rec.index {

@@ -395,7 +395,7 @@ mod tests {
         w.put_u32(crc32fast::hash(&payload));
         let image = SnapshotImage::decode(&w.finish()).unwrap();
         assert_eq!((image.index, image.term), (9, 2));
-        assert_eq!(image.state.get("k").unwrap().value, b"v");
+        assert_eq!(image.state.get("k").unwrap().value(), b"v");
         assert_eq!(image.state.session_count(), 1);
         assert!(image.state.sessions().get_legacy(77).is_some());
         assert_eq!(image.state.cluster_time_ms(), 5_000);

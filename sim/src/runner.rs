@@ -473,8 +473,8 @@ fn final_reads(
     for key in KEYS {
         let observed = c.node(leader).and_then(|n| {
             n.state().get(key).map(|v| Observed {
-                value: crate::history::decode_value(&v.value).unwrap_or(u64::MAX),
-                mod_index: v.mod_index,
+                value: crate::history::decode_value(v.value()).unwrap_or(u64::MAX),
+                mod_index: v.mod_index(),
             })
         });
         let op = history.invoke(0, OpKind::Get { key: key.into(), linearizable: true }, now);

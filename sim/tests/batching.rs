@@ -104,7 +104,7 @@ fn batched_failover_run(seed: u64, bugs: PlantedBugs) -> Vec<String> {
         }
     }
     for (id, (key, value)) in &writes {
-        let stored = state.get(key).map(|v| v.value.clone());
+        let stored = state.get(key).map(|v| v.value().to_vec());
         let reply = c.reply(*id).map(|r: &Reply| r.result.clone());
         match reply {
             Some(Ok(Response::Set { .. })) if stored.as_deref() != Some(value.as_bytes()) => {

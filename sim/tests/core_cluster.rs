@@ -46,7 +46,7 @@ fn three_nodes_elect_one_leader_and_replicate() {
         .applied_index
         >= revision)));
     for id in c.ids() {
-        let v = c.node(id).unwrap().state().get("k").map(|v| v.value.clone());
+        let v = c.node(id).unwrap().state().get("k").map(|v| v.value().to_vec());
         assert_eq!(v, Some(b"v".to_vec()), "node {id}");
     }
     let leaders =
@@ -145,7 +145,7 @@ fn retried_write_with_session_is_applied_once() {
         .call(leader, Request::Set { key: "k".into(), value: b"1".to_vec(), session }, 100)
         .unwrap();
     assert_eq!(again.result, Ok(Response::Set { revision }));
-    assert_eq!(c.node(leader).unwrap().state().get("k").unwrap().version, 1);
+    assert_eq!(c.node(leader).unwrap().state().get("k").unwrap().version(), 1);
 }
 
 #[test]

@@ -27,8 +27,9 @@ fn round_trip_keeps_every_key_and_revision() {
     assert_eq!(info.keys, 2);
     assert_eq!(info.file_bytes(), bytes.len() as u64);
     assert_eq!(info.max_mod_revision, 5);
-    let got: Vec<(&str, &Versioned)> = backup.entries().collect();
-    let want: Vec<(&str, &Versioned)> = state.data().iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let got: Vec<(&str, Versioned)> = backup.entries().map(|(k, v)| (k, v.clone())).collect();
+    let want: Vec<(&str, Versioned)> =
+        state.data().iter().map(|e| (e.key(), e.to_versioned())).collect();
     assert_eq!(got, want);
     assert_eq!(backup.entries().next().unwrap().1.version, 2, "a was written twice");
     assert_eq!(Backup::verify(&bytes).unwrap(), info);
@@ -95,7 +96,10 @@ proptest! {
         let state = build(&ops);
         let bytes = file(&state, Some(3), chunk);
         let b = Backup::decode(&bytes).unwrap();
-        prop_assert!(b.entries().map(|(k, v)| (k.to_owned(), v.clone())).eq(state.data().clone()));
+        prop_assert!(b
+            .entries()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .eq(state.data().iter().map(|e| (e.key().to_owned(), e.to_versioned()))));
     }
 
     #[test]

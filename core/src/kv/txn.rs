@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{apply_command, key_state_bytes, DataMap, Keys, RangeItem, RANGE_ITEM_OVERHEAD_BYTES};
+use super::{
+    apply_command, key_state_bytes, DataMap, Entry, Keys, RangeItem, RANGE_ITEM_OVERHEAD_BYTES,
+};
 use crate::command::{Command, WriteOutcome};
 use crate::error::QuotaExceeded;
 use crate::txn::{Txn, TxnOp, TxnOpResult};
@@ -19,7 +21,6 @@ pub(super) struct Applied {
 /// past `quota_bytes`.
 pub(super) fn apply(
     data: &mut Keys,
-    state_bytes: &mut u64,
     index: u64,
     txn: &Txn,
     quota_bytes: Option<u64>,
@@ -29,8 +30,9 @@ pub(super) fn apply(
     let ops = if succeeded { &txn.success } else { &txn.failure };
     if let Some(quota_bytes) = quota_bytes {
         let growth_bytes = growth_bytes(data, ops);
+        let state_bytes = data.state_bytes;
         if growth_bytes > 0 && state_bytes.saturating_add(growth_bytes) > quota_bytes {
-            return Err(QuotaExceeded::new(*state_bytes, growth_bytes, quota_bytes));
+            return Err(QuotaExceeded::new(state_bytes, growth_bytes, quota_bytes));
         }
     }
     let mut results = Vec::with_capacity(ops.len());
@@ -38,37 +40,22 @@ pub(super) fn apply(
         let result = match op {
             TxnOp::Set { key, value } => {
                 let set = Command::Set { key: key.clone(), value: value.clone() };
-                write(data, state_bytes, index, key, &set);
+                apply_command(data, index, &set);
                 TxnOpResult::Set
             }
             TxnOp::Delete { key } => {
                 let delete = Command::Delete { key: key.clone() };
-                match write(data, state_bytes, index, key, &delete) {
+                match apply_command(data, index, &delete) {
                     WriteOutcome::Deleted { existed, .. } => TxnOpResult::Delete { existed },
                     _ => TxnOpResult::Delete { existed: false },
                 }
             }
-            TxnOp::Get { key } => TxnOpResult::Get(data.get(key.as_str()).cloned()),
+            TxnOp::Get { key } => TxnOpResult::Get(data.get(key.as_str()).map(Entry::to_versioned)),
             TxnOp::Range { prefix, limit } => range(data, prefix, *limit, max_read_bytes),
         };
         results.push(result);
     }
     Ok(Applied { outcome: WriteOutcome::Txn { succeeded, revision: index }, results })
-}
-
-/// One write through the state machine's write path, keeping `state_bytes` equal to the data.
-fn write(
-    data: &mut Keys,
-    state_bytes: &mut u64,
-    index: u64,
-    key: &str,
-    command: &Command,
-) -> WriteOutcome {
-    let before = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-    let outcome = apply_command(data, index, command);
-    let after = data.get(key).map_or(0, |v| key_state_bytes(key, &v.value));
-    *state_bytes = *state_bytes - before + after;
-    outcome
 }
 
 /// By how much running `ops` in order would grow the data (0 if it would not): the net change,
@@ -85,7 +72,7 @@ fn growth_bytes(data: &DataMap, ops: &[TxnOp]) -> u64 {
         };
         let before = match sizes.get(key) {
             Some(size) => *size,
-            None => data.get(key).map_or(0, |v| key_state_bytes(key, &v.value)),
+            None => data.get(key).map_or(0, |v| key_state_bytes(key, v.value())),
         };
         growth += i128::from(after) - i128::from(before);
         sizes.insert(key, after);
@@ -98,13 +85,13 @@ fn growth_bytes(data: &DataMap, ops: &[TxnOp]) -> u64 {
 fn range(data: &DataMap, prefix: &str, limit: u32, max_bytes: usize) -> TxnOpResult {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
     let matching = data
-        .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(|(k, _)| k.starts_with(prefix));
+        .starting_at(Bound::Included(prefix))
+        .take_while(|e| e.key_bytes().starts_with(prefix.as_bytes()));
     let mut items: Vec<RangeItem> = Vec::new();
     let mut bytes = 0usize;
     let mut more = false;
-    for (k, v) in matching {
-        let item_bytes = k.len() + v.value.len() + RANGE_ITEM_OVERHEAD_BYTES;
+    for e in matching {
+        let item_bytes = e.key_bytes().len() + e.value().len() + RANGE_ITEM_OVERHEAD_BYTES;
         if items.len() == limit
             || (!items.is_empty() && bytes.saturating_add(item_bytes) > max_bytes)
         {
@@ -112,13 +99,7 @@ fn range(data: &DataMap, prefix: &str, limit: u32, max_bytes: usize) -> TxnOpRes
             break;
         }
         bytes += item_bytes;
-        items.push(RangeItem {
-            key: k.clone(),
-            value: v.value.clone(),
-            create_index: v.create_index,
-            mod_index: v.mod_index,
-            version: v.version,
-        });
+        items.push(RangeItem::of(e, true));
     }
     TxnOpResult::Range { items, more }
 }

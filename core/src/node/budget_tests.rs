@@ -48,8 +48,8 @@ fn max_log_bytes_in_memory_holds_for_10_000_writes_of_1_mib_to_one_key() {
 
     let restarted = Node::new(config, disk).unwrap();
     let v = restarted.state().get("k").unwrap();
-    assert_eq!(v.value[..8], 9_999u64.to_le_bytes());
-    assert_eq!(v.version, 10_000);
+    assert_eq!(v.value()[..8], 9_999u64.to_le_bytes());
+    assert_eq!(v.version(), 10_000);
 }
 
 #[test]

@@ -32,7 +32,9 @@ impl Node {
             ReadKind::LeaseKeepAlive { .. } | ReadKind::LeaseTimeToLive { .. } => {
                 self.serve_lease_read(kind)
             }
-            ReadKind::Get { key } => Ok(Response::Get(self.sm.get(key).cloned())),
+            ReadKind::Get { key } => {
+                Ok(Response::Get(self.sm.get(key).map(crate::kv::Entry::to_versioned)))
+            }
             ReadKind::Range { query } => self
                 .sm
                 .range(query, self.config.max_page_bytes)

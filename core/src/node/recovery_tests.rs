@@ -74,7 +74,7 @@ fn a_restored_backup_is_a_new_one_voter_cluster_with_every_key_and_revision() {
     for key in ["a", "c"] {
         assert_eq!(node.state().get(key), src.state().get(key), "{key}");
     }
-    assert_eq!(node.state().get("a").unwrap().version, 2);
+    assert_eq!(node.state().get("a").unwrap().version(), 2);
     assert!(node.state().get("b").is_none());
     set(&mut node, 7, "d", b"7");
     let replies = drain_and_ack(&mut node).2;

@@ -439,7 +439,7 @@ fn conditional_writes_are_decided_in_log_order() {
     assert_eq!(replies[0].result, Ok(Response::Set { revision: first }));
     let current = Some(KeyRevisions { create_index: first, mod_index: first, version: 1 });
     assert_eq!(replies[1].result, Ok(Response::ConditionFailed { revision: last, current }));
-    assert_eq!(node.state().get("lock").unwrap().value, b"a");
+    assert_eq!(node.state().get("lock").unwrap().value(), b"a");
 }
 
 fn tick_at(n: &mut Node, monotonic_ms: u64, wall_ms: u64) {
