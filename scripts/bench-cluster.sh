@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$mokvd" certs --out "$dir/certs" --node n1 --node n2 --node n3 --client root >/dev/null
+"$mokvd" certs --out "$dir/certs" --node n1 --node n2 --node n3 --node n4 --client root >/dev/null
 
 # Starts node $1 (extra flags after it) on ephemeral ports (or on RPC_PORT and GOSSIP_ADDR when
 # set: a restart at the same addresses); its log goes to $dir/$1.log (truncated), its pid to

@@ -8,10 +8,13 @@
 #      that size (`mokv bench` table: throughput at KEYS keys);
 #   3. restart: n3 is stopped (SIGTERM) and started again; the time from its start to its first
 #      answered linearizable read (a `mokv get` sent to n3 only, retried every 10 ms), and the
-#      time the same read takes against a running node (what one attempt costs the CLI).
+#      time the same read takes against a running node (what one attempt costs the CLI);
+#   4. with LEARNER=1: a fourth node with an empty data dir joins by gossip and catches up (by a
+#      streamed snapshot): the time from its start to its first linearizable read, its peak RSS
+#      (VmHWM) and disk use, beside the data set's size.
 # Usage: scripts/bench-scale.sh
 # Environment (defaults in brackets): KEYS [1000000]  CLIENTS [256]  SECONDS_MEASURED [10]
-#   WORKLOADS [put,get]  RESTARTS [3]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
+#   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
 #   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL).
 set -euo pipefail
 # shellcheck source=bench-cluster.sh
@@ -82,3 +85,22 @@ for run in $(seq "${RESTARTS:-3}"); do
     read -r rss hwm < <(rss_mib "$n3_pid")
     echo "restart $run: listening after $(( (t_listen - t0) / 1000000 )) ms, first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB"
 done
+
+if [ "${LEARNER:-0}" = 1 ]; then
+    echo "== n4 (empty data dir) joins and catches up"
+    t0=$(date +%s%N)
+    start n4 --start-join-addrs "$(field "$(listening n1)" gossip)"
+    n4_pid="$started_pid"
+    ep4="$(field "$(listening n4)" advertised)"
+    until one_read "$ep4"; do
+        if [ $(( $(date +%s%N) - t0 )) -gt 1800000000000 ]; then
+            echo "n4 served no read within 30 min" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    t_read=$(date +%s%N)
+    read -r rss hwm < <(rss_mib "$n4_pid")
+    # State bytes as the quota counts them: key + value + 32 bytes per key.
+    echo "n4: first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB, $(du -sm "$dir/data/n4" | cut -f1) MiB on disk; data set $(( keys * (16 + 256 + 32) / 1048576 )) MiB of state bytes"
+fi
