@@ -17,7 +17,7 @@ use crate::txn::TxnOpResult;
 
 mod entry;
 mod txn;
-use crate::watch::{WatchEvent, WatchEventKind};
+use crate::watch::WatchEvent;
 pub(crate) use entry::DataMap;
 pub use entry::Entry;
 
@@ -188,16 +188,11 @@ impl Keys {
             Some(e) => (e.create_index(), e.version().saturating_add(1)),
             None => (index, 1),
         };
-        let prev = self.map.insert(Entry::new(key, value, create_index, index, version));
+        let entry = Entry::new(key, value, create_index, index, version);
+        let prev = self.map.insert(entry.clone());
         let prev_bytes = prev.as_ref().map_or(0, |e| key_state_bytes(key, e.value()));
         self.state_bytes = self.state_bytes - prev_bytes + key_state_bytes(key, value);
-        self.events.push(WatchEvent {
-            kind: WatchEventKind::Put,
-            key: key.to_owned(),
-            value: value.to_vec(),
-            prev_value: prev.map(|e| e.value().to_vec()),
-            revision: index,
-        });
+        self.events.push(WatchEvent::put(index, entry, prev));
     }
 
     /// Deletes `key` at log index `index`; whether it existed. Deleting an absent key changes
@@ -206,13 +201,7 @@ impl Keys {
         let Some(prev) = self.map.remove(key) else { return false };
         self.state_bytes -= key_state_bytes(key, prev.value());
         self.leases.detach(key);
-        self.events.push(WatchEvent {
-            kind: WatchEventKind::Delete,
-            key: key.to_owned(),
-            value: Vec::new(),
-            prev_value: Some(prev.value().to_vec()),
-            revision: index,
-        });
+        self.events.push(WatchEvent::delete(index, prev));
         true
     }
 }

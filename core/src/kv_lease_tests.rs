@@ -41,12 +41,13 @@ fn revoke_deletes_every_attached_key_at_one_revision() {
     assert!(sm.get("plain").is_some());
     assert!(sm.state_bytes() < bytes_before);
     assert_eq!(sm.state_bytes(), key_state_bytes("plain", &[1]));
-    let events: Vec<_> = sm.take_events().map(|e| (e.key, e.kind, e.revision)).collect();
+    let events: Vec<_> =
+        sm.take_events().map(|e| (e.key().to_owned(), e.kind, e.revision)).collect();
     assert_eq!(
         events,
         vec![
-            ("a".to_owned(), WatchEventKind::Delete, 5),
-            ("b".to_owned(), WatchEventKind::Delete, 5)
+            ("a".to_owned(), crate::WatchEventKind::Delete, 5),
+            ("b".to_owned(), crate::WatchEventKind::Delete, 5)
         ]
     );
     assert_eq!(sm.lease_count(), 0);

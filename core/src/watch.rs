@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use crate::kv::Entry;
+
 /// What one event costs towards [`HistoryLimits::max_bytes`] besides its key and values: its
 /// fixed fields, and the fixed part of its gRPC encoding, rounded up.
 pub const EVENT_OVERHEAD_BYTES: usize = 48;
@@ -27,27 +29,71 @@ pub enum WatchEventKind {
 }
 
 /// One change of one key, as applied at log index `revision`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The key and values are the data map's own blocks ([`Entry`]), shared, not copied: an event
+/// costs its fixed fields plus, once its key is written again, the old value it keeps alive.
+#[derive(Debug, Clone)]
 pub struct WatchEvent {
     pub kind: WatchEventKind,
-    pub key: String,
-    /// The new value of a `Put`; empty for a `Delete`.
-    pub value: Vec<u8>,
-    /// The value before the change (`None`: the key did not exist).
-    pub prev_value: Option<Vec<u8>>,
     /// The log index of the write: the key's `mod_index` after a `Put`.
     pub revision: u64,
+    /// A `Put`'s new block; a `Delete`'s removed one.
+    entry: Entry,
+    /// A `Put`'s replaced block, if the key existed.
+    replaced: Option<Entry>,
 }
 
 impl WatchEvent {
-    /// What the event costs towards the history's byte bound (and a watcher's queue).
+    /// `entry` was written at `revision`, replacing `replaced`.
+    pub fn put(revision: u64, entry: Entry, replaced: Option<Entry>) -> Self {
+        WatchEvent { kind: WatchEventKind::Put, revision, entry, replaced }
+    }
+
+    /// `removed` was deleted at `revision`.
+    pub fn delete(revision: u64, removed: Entry) -> Self {
+        WatchEvent { kind: WatchEventKind::Delete, revision, entry: removed, replaced: None }
+    }
+
+    pub fn key(&self) -> &str {
+        self.entry.key()
+    }
+
+    /// The new value of a `Put`; empty for a `Delete`.
+    pub fn value(&self) -> &[u8] {
+        match self.kind {
+            WatchEventKind::Put => self.entry.value(),
+            WatchEventKind::Delete => &[],
+        }
+    }
+
+    /// The value before the change (`None`: the key did not exist).
+    pub fn prev_value(&self) -> Option<&[u8]> {
+        match self.kind {
+            WatchEventKind::Put => self.replaced.as_ref().map(Entry::value),
+            WatchEventKind::Delete => Some(self.entry.value()),
+        }
+    }
+
+    /// What the event costs towards the history's byte bound (and a watcher's queue): the
+    /// bytes its answer carries, as if key and values were its own.
     pub fn size_bytes(&self) -> usize {
-        self.key.len()
-            + self.value.len()
-            + self.prev_value.as_ref().map_or(0, Vec::len)
+        self.key().len()
+            + self.value().len()
+            + self.prev_value().map_or(0, <[u8]>::len)
             + EVENT_OVERHEAD_BYTES
     }
 }
+
+impl PartialEq for WatchEvent {
+    /// Same change: kind, revision, key, value and previous value (not only the key, which is
+    /// all an [`Entry`] compares).
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.revision, self.key(), self.value(), self.prev_value())
+            == (other.kind, other.revision, other.key(), other.value(), other.prev_value())
+    }
+}
+
+impl Eq for WatchEvent {}
 
 /// Which keys a watch follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +220,7 @@ impl WatchHistory {
                 return Ok(WatchPage { events, next_revision: e.revision });
             }
             last_revision = Some(e.revision);
-            if filter.matches(&e.key) {
+            if filter.matches(e.key()) {
                 bytes = bytes.saturating_add(e.size_bytes());
                 events.push(e.clone());
             }

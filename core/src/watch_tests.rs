@@ -1,16 +1,11 @@
 use super::*;
 use crate::command::{Command, Condition, Proposal};
-use crate::kv::StateMachine;
+use crate::kv::{Entry, StateMachine};
 use proptest::prelude::*;
 
+/// A write of a key that did not exist (events compare kind, revision, key and values only).
 fn put(revision: u64, key: &str, value: &[u8]) -> WatchEvent {
-    WatchEvent {
-        kind: WatchEventKind::Put,
-        key: key.into(),
-        value: value.to_vec(),
-        prev_value: None,
-        revision,
-    }
+    WatchEvent::put(revision, Entry::new(key, value, revision, revision, 1), None)
 }
 
 fn history(max_bytes: u64, max_revisions: u64) -> WatchHistory {
@@ -114,15 +109,12 @@ fn the_state_machine_records_one_event_per_change_with_the_previous_value() {
     let set = |k: &str, v: &[u8]| Command::Set { key: k.into(), value: v.to_vec() };
     assert_eq!(apply(&mut sm, set("k", b"1")), vec![put(1, "k", b"1")]);
     let over = apply(&mut sm, set("k", b"2"));
-    assert_eq!(over, vec![WatchEvent { prev_value: Some(b"1".to_vec()), ..put(2, "k", b"2") }]);
+    let replaced = Some(Entry::new("k", b"1", 1, 1, 1));
+    assert_eq!(over, vec![WatchEvent::put(2, Entry::new("k", b"2", 1, 2, 2), replaced)]);
+    assert_ne!(over, vec![put(2, "k", b"2")], "the previous value is part of the event");
     let del = apply(&mut sm, Command::Delete { key: "k".into() });
-    let deleted = WatchEvent {
-        kind: WatchEventKind::Delete,
-        key: "k".into(),
-        value: vec![],
-        prev_value: Some(b"2".to_vec()),
-        revision: 3,
-    };
+    let deleted = WatchEvent::delete(3, Entry::new("k", b"2", 1, 2, 2));
+    assert_eq!((deleted.value(), deleted.prev_value()), (&b""[..], Some(&b"2"[..])));
     assert_eq!(del, vec![deleted]);
     // Nothing changed, nothing to watch.
     assert_eq!(apply(&mut sm, Command::Delete { key: "k".into() }), vec![]);
@@ -157,7 +149,7 @@ proptest! {
         let filter = KeyFilter::Prefix("a".into());
         let from = h.first_revision() + start_offset;
         let expected: Vec<WatchEvent> =
-            h.events_from(from).filter(|e| e.key.starts_with('a')).cloned().collect();
+            h.events_from(from).filter(|e| e.key().starts_with('a')).cloned().collect();
         let mut got = Vec::new();
         let mut cursor = from;
         for _ in 0..1_000 {

@@ -235,22 +235,22 @@ impl Watches {
             let ok = match (&op.kind, recorded) {
                 (OpKind::Set { key, value }, Some([e])) => {
                     e.kind == WatchEventKind::Put
-                        && e.key == *key
-                        && e.value == encode_value(*value)
+                        && e.key() == key.as_str()
+                        && e.value() == encode_value(*value).as_slice()
                 }
                 (OpKind::Delete { .. }, None) => true,
                 (OpKind::Delete { key }, Some([e])) => {
-                    e.kind == WatchEventKind::Delete && e.key == *key
+                    e.kind == WatchEventKind::Delete && e.key() == key.as_str()
                 }
                 // A compare-and-swap acknowledged as written wrote its value (or deleted).
                 (OpKind::Cas { key, value: Some(value), .. }, Some([e])) => {
                     e.kind == WatchEventKind::Put
-                        && e.key == *key
-                        && e.value == encode_value(*value)
+                        && e.key() == key.as_str()
+                        && e.value() == encode_value(*value).as_slice()
                 }
                 (OpKind::Cas { value: None, .. }, None) => true,
                 (OpKind::Cas { key, value: None, .. }, Some([e])) => {
-                    e.kind == WatchEventKind::Delete && e.key == *key
+                    e.kind == WatchEventKind::Delete && e.key() == key.as_str()
                 }
                 _ => false,
             };
@@ -264,14 +264,14 @@ impl Watches {
                     .reference
                     .range(seg.start..seg.end)
                     .flat_map(|(_, (_, events))| events)
-                    .filter(|e| w.filter.matches(&e.key))
+                    .filter(|e| w.filter.matches(e.key()))
                     .collect();
                 let got: Vec<&WatchEvent> = seg.events.iter().collect();
                 if expected == got {
                     continue;
                 }
                 let at = expected.iter().zip(&got).take_while(|(a, b)| a == b).count();
-                let brief = |e: Option<&&WatchEvent>| e.map(|e| (e.revision, e.key.clone()));
+                let brief = |e: Option<&&WatchEvent>| e.map(|e| (e.revision, e.key().to_owned()));
                 let revision = expected.get(at).or(got.get(at)).map_or(seg.end, |e| e.revision);
                 self.violations.push(WatchViolation::WrongEvents {
                     watcher,

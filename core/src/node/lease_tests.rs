@@ -61,7 +61,7 @@ fn a_lease_expires_after_its_ttl_of_ticks_and_keep_alives_postpone_it() {
     assert!(node.state().get("k").is_none(), "expired at the keep-alive's deadline");
     assert_eq!(node.state().lease_count(), 0);
     let deleted = node.watch_history().events_from(0).last().unwrap().clone();
-    assert_eq!((deleted.key.as_str(), deleted.kind), ("k", crate::WatchEventKind::Delete));
+    assert_eq!((deleted.key(), deleted.kind), ("k", crate::WatchEventKind::Delete));
     let r = keep_alive(&mut node, &mut disk, lease);
     assert_eq!(r.result, Err(Error::Lease(LeaseError::NotFound)));
 }

@@ -139,10 +139,10 @@ impl Sender {
     ) -> bool {
         let events = events
             .into_iter()
-            .filter(|e| self.policy.allows(&self.caller, &e.key, Action::Consume))
+            .filter(|e| self.policy.allows(&self.caller, e.key(), Action::Consume))
             .map(|e| {
-                let (prev_value, has_prev_value) = match e.prev_value {
-                    Some(p) if self.prev_value => (p, true),
+                let (prev_value, has_prev_value) = match e.prev_value() {
+                    Some(p) if self.prev_value => (p.to_vec(), true),
                     _ => (Vec::new(), false),
                 };
                 WatchEvent {
@@ -150,8 +150,8 @@ impl Sender {
                         WatchEventKind::Put => EventType::Put,
                         WatchEventKind::Delete => EventType::Delete,
                     }),
-                    key: e.key,
-                    value: e.value,
+                    key: e.key().to_owned(),
+                    value: e.value().to_vec(),
                     revision: e.revision,
                     prev_value,
                     has_prev_value,

@@ -171,7 +171,7 @@ impl WatchHub {
         }
         for e in history.events_from(self.published + 1) {
             for (id, w) in &self.live {
-                if e.revision >= w.next_revision && w.filter.matches(&e.key) {
+                if e.revision >= w.next_revision && w.filter.matches(e.key()) {
                     let b = batches.entry(*id).or_insert_with(|| LiveBatch {
                         events: Vec::new(),
                         next_revision: applied + 1,
