@@ -58,6 +58,17 @@ gossip3="$(field "$l3" gossip)"
 one_read() { # $1 = endpoint; one linearizable get answered by that node
     client --endpoints "$1" --no-discovery --read-from any get "$key_hex" >/dev/null 2>&1
 }
+# Retries one_read against $1 every $3 s until it is answered; gives up (exit 1) once $2 s have
+# passed since t0, naming node $4.
+await_read() {
+    until one_read "$1"; do
+        if [ $(( $(date +%s%N) - t0 )) -gt $(( $2 * 1000000000 )) ]; then
+            echo "$4 served no read within $2 s" >&2
+            exit 1
+        fi
+        sleep "$3"
+    done
+}
 live="$(field "$(listening n1)" advertised)"
 for _ in 1 2 3; do one_read "$live"; done
 t0=$(date +%s%N)
@@ -74,13 +85,7 @@ for run in $(seq "${RESTARTS:-3}"); do
     l3="$(listening n3)"
     t_listen=$(date +%s%N)
     ep="$(field "$l3" advertised)"
-    until one_read "$ep"; do
-        if [ $(( $(date +%s%N) - t0 )) -gt 120000000000 ]; then
-            echo "n3 served no read within 120 s" >&2
-            exit 1
-        fi
-        sleep 0.01
-    done
+    await_read "$ep" 120 0.01 n3
     t_read=$(date +%s%N)
     read -r rss hwm < <(rss_mib "$n3_pid")
     echo "restart $run: listening after $(( (t_listen - t0) / 1000000 )) ms, first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB"
@@ -92,13 +97,7 @@ if [ "${LEARNER:-0}" = 1 ]; then
     start n4 --start-join-addrs "$(field "$(listening n1)" gossip)"
     n4_pid="$started_pid"
     ep4="$(field "$(listening n4)" advertised)"
-    until one_read "$ep4"; do
-        if [ $(( $(date +%s%N) - t0 )) -gt 1800000000000 ]; then
-            echo "n4 served no read within 30 min" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
+    await_read "$ep4" 1800 0.1 n4
     t_read=$(date +%s%N)
     read -r rss hwm < <(rss_mib "$n4_pid")
     # State bytes as the quota counts them: key + value + 32 bytes per key.
