@@ -43,10 +43,13 @@ pub struct Config {
     /// Take a snapshot (and compact the log) once the entries applied since the last one hold
     /// this many bytes, whatever their number.
     pub snapshot_threshold_bytes: u64,
-    /// Bound on the in-memory Raft log. Applied entries are compacted, oldest first (taking a
-    /// snapshot when the ones left are not yet covered by one), until the log fits again; the
-    /// leader also refuses proposals as busy once its uncommitted entries hold this many bytes
-    /// (raft-rs `max_uncommitted_size`). At least `max_append_bytes`.
+    /// Bound on the in-memory Raft log. Once over it, applied entries are dropped from memory,
+    /// oldest first, down to half of it — also past the last snapshot, without taking one: the
+    /// disk keeps them for a restart, and a follower that needs one of them gets a new snapshot
+    /// (see `node/log_trim.rs` for what stays: entries followers still need go last, those a
+    /// snapshot being taken or sent connects to never). The leader also refuses proposals as
+    /// busy once its uncommitted entries hold this many bytes (raft-rs
+    /// `max_uncommitted_size`). At least `max_append_bytes`.
     pub max_in_memory_log_bytes: u64,
     /// Entries kept in the log behind a snapshot so slightly lagging followers catch up from
     /// the log rather than by snapshot.
@@ -122,7 +125,7 @@ impl Config {
             snapshot_threshold_entries: 10_000,
             snapshot_threshold_bytes: 64 << 20,
             max_snapshot_bytes_per_log_byte: 4,
-            max_in_memory_log_bytes: 256 << 20,
+            max_in_memory_log_bytes: 32 << 20,
             log_keep_entries: 1_000,
             request_timeout_ticks: 50,
             read_retry_ticks: 10,

@@ -206,7 +206,10 @@ impl Storage for MemLog {
         let includes_receiver = [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
             .iter()
             .any(|ids| ids.contains(&to));
-        if meta.index == 0 || meta.index < request_index || !includes_receiver {
+        // Memory may have dropped entries past the snapshot (see `node::log_trim`): the
+        // receiver would need the entries after it at once, so it needs a newer one.
+        let connects = meta.index >= self.offset_index;
+        if meta.index == 0 || meta.index < request_index || !includes_receiver || !connects {
             self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
@@ -281,5 +284,21 @@ mod tests {
         assert!(Storage::snapshot(&log, 0, 2).is_err());
         assert!(log.take_snapshot_wanted());
         assert!(!log.take_snapshot_wanted());
+    }
+
+    #[test]
+    fn a_snapshot_behind_the_in_memory_log_is_not_sent() {
+        let mut log = MemLog::new();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().term = 1;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+        log.install_snapshot(snap);
+        log.append(&[ent(6, 1), ent(7, 1), ent(8, 1)]);
+        log.compact_to(5);
+        assert!(Storage::snapshot(&log, 0, 2).is_ok(), "entry 6 follows the snapshot");
+        log.compact_to(6);
+        assert!(Storage::snapshot(&log, 0, 2).is_err(), "entry 6 is gone");
+        assert!(log.take_snapshot_wanted());
     }
 }

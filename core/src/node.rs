@@ -11,6 +11,7 @@ mod gossip;
 #[cfg(test)]
 mod lease_tests;
 mod leases;
+mod log_trim;
 #[cfg(test)]
 mod lone_leader;
 mod membership;

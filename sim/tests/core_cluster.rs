@@ -173,6 +173,73 @@ fn node_behind_compaction_catches_up_by_snapshot() {
     assert_eq!(ld.state().digest(), lg.state().digest());
 }
 
+/// The in-memory log is trimmed past the last snapshot without taking one (the disk keeps
+/// those entries for a restart); a follower behind memory's first entry gets a new snapshot —
+/// one that connects to the log — and catches up.
+#[test]
+fn follower_behind_the_trimmed_in_memory_log_gets_a_new_snapshot() {
+    const BUDGET: u64 = 16 << 10;
+    let mut c = Cluster::form(9, 3, |c| {
+        c.snapshot_threshold_entries = 1_000_000;
+        c.snapshot_threshold_bytes = 1 << 30;
+        c.max_append_bytes = 4 << 10;
+        c.max_in_memory_log_bytes = BUDGET;
+    });
+    let leader = c.leader().unwrap();
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let snapshot_index =
+        |c: &Cluster| c.disk(leader).unwrap().snapshot.as_ref().map_or(0, |s| s.reference.index);
+    let snapshot_before = snapshot_index(&c);
+    let (taken_before, sent_before) = {
+        let stats = c.node(leader).unwrap().stats();
+        (stats.snapshots_taken, stats.snapshots_sent)
+    };
+    c.crash(lagging);
+    let value = "v".repeat(500);
+    for i in 0..200 {
+        assert!(is_ok(&c.call(leader, set(&format!("k{i:03}"), &value), 100)));
+        let bytes = c.node(leader).unwrap().stats().log_bytes_in_memory;
+        assert!(bytes <= BUDGET, "in-memory log at {bytes} bytes, budget {BUDGET}");
+    }
+    let ld = c.node(leader).unwrap();
+    assert_eq!(ld.stats().snapshots_taken, taken_before, "trimming took no snapshot");
+    let first_in_memory = ld.status().applied_index + 1 - ld.stats().log_entries_in_memory;
+    assert!(first_in_memory > snapshot_before + 100, "memory dropped entries past the snapshot");
+    let on_disk = c.disk(leader).unwrap().entries.first().map(|e| e.index).unwrap();
+    assert!(on_disk <= snapshot_before + 1, "the disk kept them: first record {on_disk}");
+
+    // It catches up while writes go on: the snapshot it is sent stays connected to the log
+    // however far memory is trimmed meanwhile.
+    c.restart(lagging);
+    let mut ids = Vec::new();
+    for tick in 0..100 {
+        let batch = (0..8).map(|i| set(&format!("k{:04}", 1_000 + tick * 8 + i), &value));
+        ids.extend(c.submit_batch(leader, batch.collect()));
+        c.step();
+    }
+    assert!(c.run_until(200, |c| ids.iter().all(|id| c.reply(*id).is_some())));
+    let written = ids.iter().filter(|id| is_ok(&c.reply(**id).cloned())).count();
+    assert!(written > 200, "only {written} writes went through");
+    assert!(c.run_until(1_000, |c| c.node(lagging).unwrap().state().len() == 200 + written));
+    assert!(c
+        .events()
+        .iter()
+        .any(|(_, id, e)| *id == lagging && matches!(e, Event::SnapshotInstalled { .. })));
+    let (ld, lg) = (c.node(leader).unwrap(), c.node(lagging).unwrap());
+    assert!(snapshot_index(&c) > snapshot_before + 100, "a new snapshot was taken for it");
+    assert_eq!(ld.status().applied_index, lg.status().applied_index);
+    assert_eq!(ld.state().digest(), lg.state().digest());
+    assert_eq!(ld.stats().snapshots_sent, sent_before + 1, "one snapshot was enough");
+
+    // The entries memory dropped past the snapshot come back from the disk at a restart.
+    let digest = ld.state().digest();
+    c.crash(leader);
+    c.restart(leader);
+    let restarted = c.node(leader).unwrap();
+    assert_eq!(restarted.state().len(), 200 + written);
+    assert_eq!(restarted.state().digest(), digest);
+}
+
 #[test]
 fn learner_is_added_then_promoted_once_caught_up() {
     let mut c = three(9);

@@ -132,7 +132,12 @@ impl Node {
     }
 
     /// Hands a batch to the persist pipeline with the messages that wait for it.
-    fn enqueue_persist(&mut self, ready: Option<u64>, batch: PersistBatch, held: Vec<Message>) {
+    pub(super) fn enqueue_persist(
+        &mut self,
+        ready: Option<u64>,
+        batch: PersistBatch,
+        held: Vec<Message>,
+    ) {
         match self.persist.push(ready, batch, held) {
             Pushed::Released(released) => self.release(released),
             Pushed::Queued(id) => {
@@ -377,31 +382,15 @@ impl Node {
         }
     }
 
-    /// Keeps the in-memory log within [`Config::max_in_memory_log_bytes`] and takes a snapshot
-    /// (compacting the log) once enough entries or bytes were applied since the last, or when
-    /// raft-rs needed one to catch a follower up.
-    ///
-    /// The byte budget, after every Ready: applied entries already covered by the snapshot go
-    /// first, oldest first; if the log is still over budget, a snapshot at the applied index
-    /// lets the rest go too. Only entries not yet applied can stay beyond the budget, and
-    /// raft-rs bounds those on the leader (`max_uncommitted_size`). Compacting down to half the
-    /// budget leaves room, so that compactions do not come at every Ready.
-    ///
-    /// [`Config::max_in_memory_log_bytes`]: crate::Config::max_in_memory_log_bytes
+    /// Keeps the in-memory log within its budget (see `log_trim`) and takes a snapshot
+    /// (compacting the log on disk) once enough entries or bytes were applied since the last,
+    /// or when raft-rs needed one to catch a follower up.
     fn maybe_snapshot(&mut self) {
+        self.trim_log();
         let applied = self.sm.applied_index();
-        let budget = self.config.max_in_memory_log_bytes;
-        let low_water = budget / 2;
         let store = self.raw.store();
         let last_snapshot = store.snapshot_index();
         let wanted = store.take_snapshot_wanted();
-        if store.bytes() > budget {
-            if let Some(to) = self.raw.mut_store().compact_to_fit(low_water, last_snapshot) {
-                let batch = PersistBatch { compact_to: Some(to), ..PersistBatch::default() };
-                self.enqueue_persist(None, batch, Vec::new());
-            }
-        }
-        let store = self.raw.store();
         // The entry count alone would make snapshots of a large state cost many times the log
         // they replace (see `Config::max_snapshot_bytes_per_log_byte`).
         let log_pays_for_snapshot = self
@@ -411,7 +400,6 @@ impl Node {
         let due = (applied.saturating_sub(last_snapshot) >= self.config.snapshot_threshold_entries
             && log_pays_for_snapshot)
             || self.applied_bytes_since_snapshot >= self.config.snapshot_threshold_bytes
-            || store.bytes() > budget
             || wanted;
         if applied <= last_snapshot || !due {
             return;
@@ -444,7 +432,10 @@ impl Node {
         let store = self.raw.mut_store();
         store.set_snapshot(snapshot);
         store.compact_to(keep_from);
-        let compact_to = store.compact_to_fit(low_water, index).unwrap_or(keep_from);
+        store.compact_to_fit(low_water, index);
+        // Memory may have dropped entries past the previous snapshot, never past this one
+        // (see `log_trim`): the disk now drops the same.
+        let compact_to = (store.first_index() - 1).min(index);
         self.stats.snapshots_taken += 1;
         self.stats.snapshots_taken_bytes += reference.len_bytes;
         let batch = PersistBatch {

@@ -71,6 +71,9 @@ pub struct FaultPlan {
     pub follower_read_permille: u64,
     /// Client-side timeout of one attempt, in ticks.
     pub client_timeout_ticks: u64,
+    /// `Config::max_in_memory_log_bytes` when small ([`super::small_log_budget`], not drawn
+    /// from the plan's stream); `None`: the default.
+    pub max_in_memory_log_bytes: Option<u64>,
 }
 
 impl FaultPlan {
@@ -112,6 +115,7 @@ impl FaultPlan {
             clients: 3 + rng.below(3),
             follower_read_permille: rng.below(700),
             client_timeout_ticks: 15 + rng.below(80),
+            max_in_memory_log_bytes: None,
         }
     }
 
@@ -143,9 +147,11 @@ impl Scenario for FaultScenario {
     const REPLAY_TEST: &'static str = "replay";
 
     fn draw(seed: u64, bugs: PlantedBugs, rng: &mut Rng) -> (Self, Setup) {
-        let plan = FaultPlan::draw(rng);
+        let mut plan = FaultPlan::draw(rng);
+        plan.max_in_memory_log_bytes = super::small_log_budget(seed);
         let mut base = Config::new(1, 0);
         plan.tweak(&mut base);
+        super::apply_log_budget(plan.max_in_memory_log_bytes, &mut base);
         base.planted_bugs = bugs;
         let request_timeout_ticks = base.request_timeout_ticks;
         let mut cluster = Cluster::form_with_config(seed, plan.voters, base);

@@ -177,6 +177,9 @@ pub struct GossipPlan {
     /// `Config::dead_member_timeout_ms` (0: off). A node removed by it that comes back
     /// gossips itself as leaving; the operator then wipes it and it rejoins under a new id.
     pub dead_member_timeout_ms: u64,
+    /// `Config::max_in_memory_log_bytes` when small ([`super::small_log_budget`], not drawn
+    /// from the plan's stream); `None`: the default.
+    pub max_in_memory_log_bytes: Option<u64>,
 }
 
 impl GossipPlan {
@@ -232,6 +235,7 @@ impl GossipPlan {
             } else {
                 4_000 + 1_000 * rng.below(12)
             },
+            max_in_memory_log_bytes: None,
         }
     }
 }
@@ -282,6 +286,7 @@ impl Scenario for GossipScenario {
 
     fn draw(seed: u64, bugs: PlantedBugs, rng: &mut Rng) -> (Self, Setup) {
         let mut plan = GossipPlan::draw(rng);
+        plan.max_in_memory_log_bytes = super::small_log_budget(seed);
         let forging = forging(seed);
         if forging {
             plan.kinds.push(GossipFault::Forge);
@@ -290,6 +295,7 @@ impl Scenario for GossipScenario {
         base.snapshot_threshold_entries = plan.snapshot_threshold_entries;
         base.log_keep_entries = plan.log_keep_entries;
         base.dead_member_timeout_ms = plan.dead_member_timeout_ms;
+        super::apply_log_budget(plan.max_in_memory_log_bytes, &mut base);
         base.planted_bugs = bugs;
         let request_timeout_ticks = base.request_timeout_ticks;
         let setup = Setup {
