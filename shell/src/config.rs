@@ -90,9 +90,10 @@ declare::settings! {
         /// Snapshot and compact the log once the entries applied since the last snapshot hold
         /// this many bytes.
         snapshot_threshold_bytes: u64 = core_defaults().snapshot_threshold_bytes,
-        /// Bound on the Raft log held in memory: applied entries are compacted (with a
-        /// snapshot when needed) to stay under it, and the leader refuses proposals as busy
-        /// while its uncommitted entries hold this much.
+        /// Bound on the Raft log held in memory: once over it, applied entries are dropped
+        /// from memory (the disk keeps those after the snapshot for a restart) down to half of
+        /// it; a follower that needs a dropped entry gets a snapshot. The leader refuses
+        /// proposals as busy while its uncommitted entries hold this much.
         max_in_memory_log_bytes: u64 = core_defaults().max_in_memory_log_bytes,
         /// Largest snapshot file accepted from the leader. Received snapshots go to disk one
         /// chunk at a time, never whole into memory, so the disk bounds them; this refuses

@@ -537,9 +537,14 @@ fn gossip_swarm() {
 /// - 18274: the leader had joined empty and never learned the cluster id, so later joiners
 ///   never did either, and an old member coming back with the id was refused for good
 ///   (`core/src/node/gossip.rs`: the id is learned from any member of the configuration).
+/// - 15270 (with a 3.5 KiB in-memory log budget): a forger gossiped "n2 is leaving" under a
+///   newer incarnation than n2's own; the leader n3, leaving itself with voters {2, 3}, only
+///   handed over to a voter gossip did not call leaving, and kept the lead for ever
+///   (`core/src/node/conf_change.rs`: `best_transferee` prefers a voter that stays but falls
+///   back to a live one that looks leaving).
 const REGRESSION_SEEDS: &[u64] = &[
     9, 17, 19, 36, 49, 129, 142, 460, 575, 17_957, 19_489, 1_016_210, 1_025_144, 1_025_181,
-    1_027_276, 1_028_710, 1_036_927, 2_015_852, 18_274,
+    1_027_276, 1_028_710, 1_036_927, 2_015_852, 18_274, 15_270,
 ];
 
 #[test]

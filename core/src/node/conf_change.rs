@@ -99,10 +99,12 @@ impl Node {
     }
 
     /// The most caught-up other voter that the leader heard from within the last election
-    /// timeout and that is not leaving. A transfer to a voter that is down times out after an
-    /// election timeout, and while it runs every proposal is refused: picking it again and
-    /// again would stall the cluster for as long as that voter stays down. One that is leaving
-    /// would only hand over again.
+    /// timeout, preferring one that is not leaving. A transfer to a voter that is down times
+    /// out after an election timeout, and while it runs every proposal is refused: picking it
+    /// again and again would stall the cluster for as long as that voter stays down. One that
+    /// is leaving would only hand over again — but "leaving" is what gossip says, and anyone
+    /// holding the cluster key can gossip it about a member: when every live voter looks
+    /// leaving, one of them still gets the lead, or a leaving leader would keep it for ever.
     pub(super) fn best_transferee(&self) -> Option<NodeId> {
         let prs = self.raw.raft.prs();
         let leaving = self.leaving_members();
@@ -110,9 +112,9 @@ impl Node {
             .conf()
             .voters
             .iter()
-            .filter(|v| **v != self.config.id && !leaving.contains(*v))
+            .filter(|v| **v != self.config.id)
             .filter_map(|v| prs.get(*v).filter(|p| p.recent_active).map(|p| (*v, p.matched)))
-            .max_by_key(|(_, matched)| *matched)
+            .max_by_key(|(v, matched)| (!leaving.contains(v), *matched))
             .map(|(v, _)| v)
     }
 
