@@ -340,6 +340,9 @@ pub enum DriverError {
     /// A snapshot file could not be written (the file system refused it).
     #[error("writing a snapshot file failed: {0}")]
     Snapshot(#[from] crate::storage::disk::DiskError),
+    /// The thread that writes a snapshot file could not be started.
+    #[error("starting the snapshot writer thread failed: {0}")]
+    SnapshotThread(#[source] std::io::Error),
 }
 
 /// The task that owns the core node.
@@ -417,6 +420,18 @@ fn view_of(node: &Node) -> View {
 
 fn peer_addrs_of(node: &Node) -> BTreeMap<NodeId, String> {
     node.directory().members.into_values().filter_map(|e| Some((e.id, e.peer_addr?))).collect()
+}
+
+/// Nice value of the thread that writes snapshot files (19 is the lowest priority).
+const SNAPSHOT_THREAD_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`SNAPSHOT_THREAD_NICE`]. On Linux the nice
+/// value is per thread, and `setpriority` on "this process" means the calling thread. Failing
+/// to lower it only costs latency, so it is logged, not returned.
+fn lower_this_threads_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, SNAPSHOT_THREAD_NICE) {
+        tracing::debug!(error = %e, "could not lower the snapshot thread's priority");
+    }
 }
 
 fn now_ms() -> u64 {
@@ -845,7 +860,12 @@ impl Driver {
         }
         let tx = self.snapshots_tx.clone();
         let files = self.snapshot_files.clone();
-        tokio::task::spawn_blocking(move || {
+        // Its own thread, niced: encoding a large state takes seconds of CPU, and on a machine
+        // with few cores it must not take them from the driver, the network and the disk
+        // writer (which would show as write latency). A blocking-pool thread would keep the
+        // lower priority for later work, and an unprivileged process cannot raise it again.
+        let spawned = std::thread::Builder::new().name("mokv-snapshot".into()).spawn(move || {
+            lower_this_threads_priority();
             let started = std::time::Instant::now();
             let index = job.index();
             let done = files.write_snapshot(job);
@@ -860,6 +880,7 @@ impl Driver {
             // The driver is gone only when the node stops.
             let _ = tx.blocking_send(done);
         });
+        spawned.map_err(DriverError::SnapshotThread)?;
         Ok(false)
     }
 
