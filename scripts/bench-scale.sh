@@ -56,7 +56,10 @@ l3="$(listening n3)"
 ep3="$(field "$l3" advertised)"
 gossip3="$(field "$l3" gossip)"
 one_read() { # $1 = endpoint; one linearizable get answered by that node
-    client --endpoints "$1" --no-discovery --read-from any get "$key_hex" >/dev/null 2>&1
+    # A short call timeout: the CLI's own retries back off to 1 s between attempts, which
+    # would measure its backoff rather than the node; the loop below starts a fresh attempt.
+    client --endpoints "$1" --no-discovery --read-from any --call-timeout-ms 250 \
+        get "$key_hex" >/dev/null 2>&1
 }
 # Retries one_read against $1 every $3 s until it is answered; gives up (exit 1) once $2 s have
 # passed since t0, naming node $4.

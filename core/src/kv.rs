@@ -649,18 +649,41 @@ impl StateHead {
 #[derive(Debug)]
 pub(crate) struct StateBuilder {
     head: StateHead,
-    data: DataMap,
+    keys: KeySink,
+    /// The last key decoded (a shared handle): the next one must sort after it.
+    last: Option<Entry>,
+    keys_decoded: u64,
     state_bytes: u64,
+}
+
+/// Where a [`StateBuilder`] puts the keys it decodes.
+#[derive(Debug)]
+enum KeySink {
+    /// Into the map at once.
+    Map(DataMap),
+    /// Into a batch the caller takes ([`StateBuilder::take_batch`]) and inserts elsewhere
+    /// (a [`SnapshotKeys`]), so that decoding and inserting can run on two threads.
+    Batch(Vec<Entry>),
 }
 
 impl StateBuilder {
     pub(crate) fn new(head: StateHead) -> Self {
-        Self { head, data: DataMap::new(), state_bytes: 0 }
+        Self::with_sink(head, KeySink::Map(DataMap::new()))
+    }
+
+    /// A builder whose keys are handed out in batches ([`StateBuilder::take_batch`]) instead
+    /// of inserted; finish it with [`StateBuilder::finish_with`].
+    pub(crate) fn handing_out_keys(head: StateHead) -> Self {
+        Self::with_sink(head, KeySink::Batch(Vec::new()))
+    }
+
+    fn with_sink(head: StateHead, keys: KeySink) -> Self {
+        Self { head, keys, last: None, keys_decoded: 0, state_bytes: 0 }
     }
 
     /// Keys still to decode.
     pub(crate) fn keys_left(&self) -> u64 {
-        self.head.key_count - self.data.len() as u64
+        self.head.key_count - self.keys_decoded
     }
 
     /// Decodes the next key. On an error nothing changed (a truncated key can be retried
@@ -669,25 +692,63 @@ impl StateBuilder {
         let key = r.get_str()?;
         let value = r.get_bytes()?;
         let (create_index, mod_index, version) = (r.get_u64()?, r.get_u64()?, r.get_u64()?);
-        if self.data.last().is_some_and(|prev| prev.key_bytes() >= key.as_bytes()) {
+        if self.last.as_ref().is_some_and(|prev| prev.key_bytes() >= key.as_bytes()) {
             return Err(DecodeError::Invalid("keys not ascending"));
         }
         if version == 0 || create_index > mod_index || mod_index > self.head.applied_index {
             return Err(DecodeError::Invalid("key version"));
         }
         self.state_bytes += key_state_bytes(key, value);
-        self.data.insert(Entry::new(key, value, create_index, mod_index, version));
+        let entry = Entry::new(key, value, create_index, mod_index, version);
+        match &mut self.keys {
+            KeySink::Map(map) => {
+                map.insert(entry.clone());
+            }
+            KeySink::Batch(batch) => batch.push(entry.clone()),
+        }
+        self.last = Some(entry);
+        self.keys_decoded += 1;
         Ok(())
     }
 
+    /// The keys decoded since the last call, in ascending order (none for a builder that
+    /// inserts them itself).
+    pub(crate) fn take_batch(&mut self) -> Option<KeyBatch> {
+        match &mut self.keys {
+            KeySink::Batch(batch) if !batch.is_empty() => Some(KeyBatch(std::mem::take(batch))),
+            _ => None,
+        }
+    }
+
     /// Decodes what follows the keys ([`StateMachine::encode_tail_to`]) and returns the state.
+    /// A builder handing out keys must be finished with [`StateBuilder::finish_with`].
     pub(crate) fn finish(
         self,
         r: &mut Reader<'_>,
         format: crate::snapshot::StateFormat,
     ) -> Result<StateMachine, DecodeError> {
-        let StateBuilder { head, data, state_bytes } = self;
-        let mut data = Keys::from_map(data, state_bytes);
+        self.finish_with(SnapshotKeys::default(), r, format)
+    }
+
+    /// [`StateBuilder::finish`] for a builder handing out its keys: `keys` holds every batch
+    /// taken from it (the batch not taken yet is added here).
+    pub(crate) fn finish_with(
+        self,
+        keys: SnapshotKeys,
+        r: &mut Reader<'_>,
+        format: crate::snapshot::StateFormat,
+    ) -> Result<StateMachine, DecodeError> {
+        let StateBuilder { head, keys: sink, last: _, keys_decoded: _, state_bytes } = self;
+        let mut map = keys.map;
+        match sink {
+            KeySink::Map(own) if map.is_empty() => map = own,
+            KeySink::Map(_) => return Err(DecodeError::Invalid("keys inserted twice")),
+            KeySink::Batch(rest) => map.extend_sorted(rest),
+        }
+        if map.len() as u64 != head.key_count {
+            return Err(DecodeError::Invalid("decoded keys missing from the map"));
+        }
+        let mut data = Keys::from_map(map, state_bytes);
         if format.leases {
             data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
         }
@@ -698,6 +759,49 @@ impl StateBuilder {
             conf: head.conf,
             applied_index: head.applied_index,
         })
+    }
+}
+
+/// Keys a [`crate::SnapshotDecoder`] handing out its keys decoded, in ascending order, for a
+/// [`SnapshotKeys`].
+#[derive(Debug)]
+pub struct KeyBatch(Vec<Entry>);
+
+impl KeyBatch {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The data map of a snapshot being decoded, built from the [`KeyBatch`]es of ONE
+/// [`crate::SnapshotDecoder`] in the order it handed them out (which may be on another thread
+/// than the decoder's: decoding a key and inserting it into the map cost about the same).
+#[derive(Debug, Default)]
+pub struct SnapshotKeys {
+    map: DataMap,
+}
+
+impl SnapshotKeys {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts the next batch.
+    pub fn insert(&mut self, batch: KeyBatch) {
+        self.map.extend_sorted(batch.0);
+    }
+
+    /// Keys inserted so far.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 

@@ -58,7 +58,9 @@ pub use error::{
     Error, ErrorClass, InvalidArgument, LeaderHint, PeerMessageError, QuorumGuard, QuotaExceeded,
     RecoveryError, Unavailable,
 };
-pub use kv::{Entry, RangeItem, RangePage, RangeQuery, StateMachine, Versioned};
+pub use kv::{
+    Entry, KeyBatch, RangeItem, RangePage, RangeQuery, SnapshotKeys, StateMachine, Versioned,
+};
 pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
 pub use node::{ClusterReport, MemberReport};

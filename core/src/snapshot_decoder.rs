@@ -3,7 +3,7 @@
 //! decoded state is one chunk plus the one item (the head, one key, the leases) being decoded.
 
 use crate::codec::{DecodeError, Reader};
-use crate::kv::{StateBuilder, StateHead, KEY_MIN_BYTES};
+use crate::kv::{KeyBatch, SnapshotKeys, StateBuilder, StateHead, KEY_MIN_BYTES};
 use crate::snapshot::{frame_format, SnapshotImage, StateFormat, HEADER_LEN, TRAILER_LEN};
 
 /// The most bytes a decoder buffers: one item (the state's head, one key with its value, or
@@ -23,11 +23,23 @@ enum Stage {
     /// Every key is decoded: waiting for the rest of the payload (the leases).
     Tail(StateBuilder),
     /// Waiting for the checksum.
-    Trailer(SnapshotImage),
+    Trailer(Decoded),
     /// Checked and complete.
-    Done(SnapshotImage),
+    Done(Decoded),
     /// An error was returned; nothing more is accepted.
     Failed,
+}
+
+/// A decoded payload.
+#[derive(Debug)]
+enum Decoded {
+    Image(SnapshotImage),
+    /// The keys were handed out: the state is built by [`SnapshotDecoder::finish_with`], from
+    /// the builder and the encoded rest of the payload (the leases, which name keys).
+    KeysHandedOut {
+        state: StateBuilder,
+        tail: Vec<u8>,
+    },
 }
 
 /// Decodes a snapshot (the frame [`SnapshotImage::decode`] reads) from chunks of any size.
@@ -37,12 +49,19 @@ enum Stage {
 /// snapshot is never half-restored. The result equals [`SnapshotImage::decode`] of the
 /// concatenated chunks, errors included in kind (a truncated input is
 /// [`DecodeError::Truncated`] at `finish`).
+///
+/// A decoder made by [`SnapshotDecoder::handing_out_keys`] does not build the data map
+/// itself: it hands the keys it decodes out in batches ([`SnapshotDecoder::take_keys`], after
+/// each `feed`) for a [`SnapshotKeys`] to insert, possibly on another thread, and
+/// [`SnapshotDecoder::finish_with`] puts the state together.
 #[derive(Debug)]
 pub struct SnapshotDecoder {
     /// Bytes received and not consumed yet start at `buf[pos]`.
     buf: Vec<u8>,
     pos: usize,
     stage: Stage,
+    /// Whether keys are handed out rather than inserted.
+    hands_out_keys: bool,
     format: StateFormat,
     index: u64,
     term: u64,
@@ -63,11 +82,31 @@ impl SnapshotDecoder {
             buf: Vec::new(),
             pos: 0,
             stage: Stage::Header,
+            hands_out_keys: false,
             format: StateFormat::CURRENT,
             index: 0,
             term: 0,
             payload_left: 0,
             crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// A decoder that hands the keys out ([`SnapshotDecoder::take_keys`]) instead of
+    /// building the map.
+    pub fn handing_out_keys() -> Self {
+        Self { hands_out_keys: true, ..Self::new() }
+    }
+
+    /// The keys decoded since the last call, in ascending order, if this decoder hands keys
+    /// out and decoded any. Take them after every [`SnapshotDecoder::feed`]: they are what
+    /// the decoder holds beyond one chunk.
+    pub fn take_keys(&mut self) -> Option<KeyBatch> {
+        match &mut self.stage {
+            Stage::Keys(state)
+            | Stage::Tail(state)
+            | Stage::Trailer(Decoded::KeysHandedOut { state, .. })
+            | Stage::Done(Decoded::KeysHandedOut { state, .. }) => state.take_batch(),
+            _ => None,
         }
     }
 
@@ -97,7 +136,29 @@ impl SnapshotDecoder {
     /// The image, once every byte was fed and checked.
     pub fn finish(self) -> Result<SnapshotImage, DecodeError> {
         match self.stage {
-            Stage::Done(image) => Ok(image),
+            Stage::Done(Decoded::Image(image)) => Ok(image),
+            Stage::Done(Decoded::KeysHandedOut { .. }) => {
+                Err(DecodeError::Invalid("the keys were handed out: finish_with builds the state"))
+            }
+            Stage::Failed => Err(DecodeError::Invalid("snapshot decoder failed before")),
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+
+    /// The image of a decoder handing out keys, once every byte was fed and checked: `keys`
+    /// holds every batch [`SnapshotDecoder::take_keys`] returned, inserted in order (a batch
+    /// not taken yet is added here).
+    pub fn finish_with(self, keys: SnapshotKeys) -> Result<SnapshotImage, DecodeError> {
+        match self.stage {
+            Stage::Done(Decoded::KeysHandedOut { state, tail }) => {
+                let mut r = Reader::new(&tail);
+                let state = state.finish_with(keys, &mut r, self.format)?;
+                r.finish()?;
+                Ok(SnapshotImage { index: self.index, term: self.term, state })
+            }
+            Stage::Done(Decoded::Image(_)) => {
+                Err(DecodeError::Invalid("the decoder built the state: finish returns it"))
+            }
             Stage::Failed => Err(DecodeError::Invalid("snapshot decoder failed before")),
             _ => Err(DecodeError::Truncated),
         }
@@ -161,7 +222,11 @@ impl SnapshotDecoder {
                         return Err(DecodeError::Truncated);
                     }
                     (self.index, self.term) = (index, term);
-                    self.stage = Stage::Keys(StateBuilder::new(head));
+                    self.stage = Stage::Keys(if self.hands_out_keys {
+                        StateBuilder::handing_out_keys(head)
+                    } else {
+                        StateBuilder::new(head)
+                    });
                 }
                 Stage::Keys(mut state) => {
                     while state.keys_left() > 0 {
@@ -187,18 +252,26 @@ impl SnapshotDecoder {
                         return Ok(());
                     }
                     let at_hand = self.payload_at_hand();
-                    let mut r = Reader::new(at_hand);
-                    let sm = state.finish(&mut r, self.format)?;
-                    r.finish()?;
                     let used = at_hand.len();
+                    let decoded = if self.hands_out_keys {
+                        Decoded::KeysHandedOut { state, tail: at_hand.to_vec() }
+                    } else {
+                        let mut r = Reader::new(at_hand);
+                        let sm = state.finish(&mut r, self.format)?;
+                        r.finish()?;
+                        Decoded::Image(SnapshotImage {
+                            index: self.index,
+                            term: self.term,
+                            state: sm,
+                        })
+                    };
                     self.consume_payload(used);
-                    let image = SnapshotImage { index: self.index, term: self.term, state: sm };
-                    self.stage = Stage::Trailer(image);
+                    self.stage = Stage::Trailer(decoded);
                 }
-                Stage::Trailer(image) => {
+                Stage::Trailer(decoded) => {
                     let rest = &self.buf[self.pos..];
                     if rest.len() < TRAILER_LEN {
-                        self.stage = Stage::Trailer(image);
+                        self.stage = Stage::Trailer(decoded);
                         return Ok(());
                     }
                     let crc = Reader::new(&rest[..TRAILER_LEN]).get_u32()?;
@@ -206,13 +279,13 @@ impl SnapshotDecoder {
                         return Err(DecodeError::BadChecksum);
                     }
                     self.pos += TRAILER_LEN;
-                    self.stage = Stage::Done(image);
+                    self.stage = Stage::Done(decoded);
                 }
-                Stage::Done(image) => {
+                Stage::Done(decoded) => {
                     if self.pos < self.buf.len() {
                         return Err(DecodeError::TrailingBytes);
                     }
-                    self.stage = Stage::Done(image);
+                    self.stage = Stage::Done(decoded);
                     return Ok(());
                 }
                 Stage::Failed => return Err(DecodeError::Invalid("snapshot decoder failed")),
@@ -235,6 +308,20 @@ mod tests {
         d.finish()
     }
 
+    /// Decodes with the keys handed out and inserted as they come (what a second thread does).
+    fn decode_handing_out_keys(bytes: &[u8], chunk: usize) -> Result<SnapshotImage, DecodeError> {
+        let mut d = SnapshotDecoder::handing_out_keys();
+        let mut keys = SnapshotKeys::new();
+        for c in bytes.chunks(chunk.max(1)) {
+            d.feed(c)?;
+            while let Some(batch) = d.take_keys() {
+                assert!(!batch.is_empty());
+                keys.insert(batch);
+            }
+        }
+        d.finish_with(keys)
+    }
+
     fn sample() -> SnapshotImage {
         let ops: Vec<Op> =
             (0..40).map(|i| Op::Set(format!("key{i:03}"), vec![i as u8; (i * 37) % 300])).collect();
@@ -248,6 +335,7 @@ mod tests {
         let bytes = image.encode();
         for chunk in [1, 2, 3, 7, 19, 64, 333, 4096, bytes.len(), bytes.len() + 5] {
             assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), image, "chunk {chunk}");
+            assert_eq!(decode_handing_out_keys(&bytes, chunk).unwrap(), image, "chunk {chunk}");
         }
         let empty = SnapshotImage { index: 0, term: 0, state: Default::default() };
         assert_eq!(decode_in_chunks(&empty.encode(), 3).unwrap(), empty);
@@ -284,6 +372,43 @@ mod tests {
         assert!(d.feed(&bytes).is_err());
     }
 
+    #[test]
+    fn every_handed_out_key_must_reach_the_map() {
+        let image = sample();
+        let bytes = image.encode();
+        // A batch lost on the way: refused, not a state with keys missing.
+        let mut d = SnapshotDecoder::handing_out_keys();
+        let mut keys = SnapshotKeys::new();
+        let mut lost = false;
+        for c in bytes.chunks(100) {
+            d.feed(c).unwrap();
+            while let Some(batch) = d.take_keys() {
+                if lost {
+                    keys.insert(batch);
+                } else {
+                    lost = true;
+                }
+            }
+        }
+        assert!(lost);
+        assert_eq!(
+            d.finish_with(keys).unwrap_err(),
+            DecodeError::Invalid("decoded keys missing from the map")
+        );
+        // Batches never taken are inserted by finish_with itself.
+        let mut d = SnapshotDecoder::handing_out_keys();
+        d.feed(&bytes).unwrap();
+        assert_eq!(d.finish_with(SnapshotKeys::new()).unwrap(), image);
+        // Each kind of decoder is finished its own way.
+        let mut d = SnapshotDecoder::handing_out_keys();
+        d.feed(&bytes).unwrap();
+        assert!(d.finish().is_err());
+        let mut d = SnapshotDecoder::new();
+        d.feed(&bytes).unwrap();
+        assert!(d.take_keys().is_none());
+        assert!(d.finish_with(SnapshotKeys::new()).is_err());
+    }
+
     proptest! {
         #[test]
         fn streaming_decode_equals_one_buffer_decode(
@@ -303,10 +428,20 @@ mod tests {
             }
             let want = SnapshotImage::decode(&bytes);
             let got = decode_in_chunks(&bytes, chunk);
-            match (want, got) {
-                (Ok(w), Ok(g)) => prop_assert_eq!(w, g),
-                (Err(_), Err(_)) => {}
-                (w, g) => prop_assert!(false, "one buffer {:?}, streaming {:?}", w.is_ok(), g.is_ok()),
+            let handed_out = decode_handing_out_keys(&bytes, chunk);
+            match (want, got, handed_out) {
+                (Ok(w), Ok(g), Ok(h)) => {
+                    prop_assert_eq!(&w, &g);
+                    prop_assert_eq!(&w, &h);
+                }
+                (Err(_), Err(_), Err(_)) => {}
+                (w, g, h) => prop_assert!(
+                    false,
+                    "one buffer {:?}, streaming {:?}, keys handed out {:?}",
+                    w.is_ok(),
+                    g.is_ok(),
+                    h.is_ok()
+                ),
             }
         }
     }

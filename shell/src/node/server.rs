@@ -204,7 +204,14 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
         leaving: false,
     };
     core_config.gossip = Some(cfg.gossip_config(identity));
+    let replay_started = std::time::Instant::now();
+    let log_entries = durable.entries.len();
     let node = Node::new(core_config, durable)?;
+    tracing::info!(
+        log_entries,
+        ms = replay_started.elapsed().as_millis() as u64,
+        "replayed the raft log on the snapshot"
+    );
     crate::metrics::quota_state_bytes(cfg.quota_state_bytes);
 
     // Reloaded peer certificates reach the driver's links through this channel.

@@ -39,6 +39,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use mokv_core::persist::{DurableState, LogRecord, PersistBatch, StoredSnapshot};
 use mokv_core::{is_full_snapshot, SnapshotImage, SnapshotRef};
@@ -111,6 +112,13 @@ pub enum DiskError {
     /// A snapshot file differs from what was expected of it.
     #[error("snapshot file {}: {what}", path.display())]
     SnapshotMismatch { path: PathBuf, what: &'static str },
+    /// A thread the store needs could not be started.
+    #[error("starting a thread to {what}: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> DiskError {
@@ -226,13 +234,38 @@ impl Disk {
 
     /// Reads back everything, exactly as written: hard state, the snapshot (its file streamed
     /// and checked against the stored reference), log records ascending, node metadata. Files
-    /// no reference names (temporary ones a crash left, older snapshots) are removed.
+    /// no reference names (temporary ones a crash left, older snapshots) are removed. The log
+    /// is read on a thread of its own while the snapshot file is decoded.
     pub fn load(&self) -> Result<DurableState, DiskError> {
+        let started = Instant::now();
         let hard_state = self.db.get(HARD_STATE_KEY).map_err(rocks("read hard state"))?;
-        let snapshot = self.load_snapshot()?;
-        self.snapshots.remove_all_but(snapshot.as_ref().map(|s| &s.reference))?;
         let node_meta = self.db.get(NODE_META_KEY).map_err(rocks("read node metadata"))?;
+        let (snapshot, entries) = std::thread::scope(|scope| {
+            let log = std::thread::Builder::new()
+                .name("mokv-log-load".into())
+                .spawn_scoped(scope, || self.load_log())
+                .map_err(|source| DiskError::Thread { what: "load the raft log", source })?;
+            let snapshot = self.load_snapshot().and_then(|snapshot| {
+                self.snapshots.remove_all_but(snapshot.as_ref().map(|s| &s.reference))?;
+                Ok(snapshot)
+            });
+            let entries = log.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, DiskError>((snapshot?, entries?))
+        })?;
+        tracing::info!(
+            keys = snapshot.as_ref().map(|s| s.image.state.len()),
+            snapshot = snapshot.as_ref().map(|s| s.reference.index),
+            log_entries = entries.len(),
+            first = entries.first().map(|e| e.index),
+            last = entries.last().map(|e| e.index),
+            ms = started.elapsed().as_millis() as u64,
+            "loaded raft store"
+        );
+        Ok(DurableState { hard_state, snapshot, entries, node_meta })
+    }
 
+    /// Every log record, ascending.
+    fn load_log(&self) -> Result<Vec<LogRecord>, DiskError> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(LOG_END);
         ro.fill_cache(false);
@@ -246,14 +279,7 @@ impl Disk {
                 .ok_or(DiskError::MalformedLogKey { len: key.len() })?;
             entries.push(LogRecord { index: u64::from_be_bytes(index), bytes: value.into_vec() });
         }
-        tracing::debug!(
-            entries = entries.len(),
-            first = entries.first().map(|e| e.index),
-            last = entries.last().map(|e| e.index),
-            snapshot = snapshot.as_ref().map(|s| s.reference.index),
-            "loaded raft store"
-        );
-        Ok(DurableState { hard_state, snapshot, entries, node_meta })
+        Ok(entries)
     }
 
     /// The stored snapshot: a reference (its file read back), or a whole snapshot stored by

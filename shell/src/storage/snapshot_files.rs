@@ -9,20 +9,29 @@
 //! be there. Files of older snapshots go once a newer reference is durable
 //! ([`SnapshotDir::remove_older_than`]). Reading ([`SnapshotDir::read_image`]) streams the
 //! file through the core's [`SnapshotDecoder`] and checks it against the reference: memory is
-//! one chunk plus the decoded state.
+//! a few chunks plus the decoded state. At a node's start that read is most of the time to its
+//! first answer, so it runs on two threads: this one reads, checks and decodes the keys (the
+//! allocations), a second one inserts them into the map (the B-tree), which costs about as
+//! much.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use mokv_core::{
-    SnapshotDecoder, SnapshotFileCheck, SnapshotImage, SnapshotJob, SnapshotRef, SnapshotRefBuilder,
+    KeyBatch, SnapshotDecoder, SnapshotFileCheck, SnapshotImage, SnapshotJob, SnapshotKeys,
+    SnapshotRef, SnapshotRefBuilder,
 };
 
 use crate::storage::disk::DiskError;
 
 /// Bytes per read or write of a snapshot file.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Batches of decoded keys on their way from the reading thread to the inserting one: each
+/// holds the keys of one chunk (at most [`CHUNK_BYTES`] plus one key), so this bounds the
+/// memory between the two.
+const KEY_BATCHES_IN_FLIGHT: usize = 4;
 
 /// The directory of one node's snapshot files.
 #[derive(Debug, Clone)]
@@ -100,19 +109,43 @@ impl SnapshotDir {
     }
 
     /// Reads the file `r` names, streaming, checked against `r`, into its image.
+    /// The decoded keys are inserted into the map by a second thread.
     pub fn read_image(&self, r: &SnapshotRef) -> Result<SnapshotImage, DiskError> {
         let path = self.path_of(r);
         let mut file = self.open_file(r)?;
-        let mut check = Receiving::new(*r);
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        loop {
-            let n = file.read(&mut buf).map_err(io_error("read", &path))?;
-            if n == 0 {
-                break;
-            }
-            check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
-        }
-        check.finish().map_err(|e| e.at(&path))
+        let mut check = Receiving::handing_out_keys(*r);
+        std::thread::scope(|scope| {
+            let (batches, inbox) = std::sync::mpsc::sync_channel::<KeyBatch>(KEY_BATCHES_IN_FLIGHT);
+            let inserter = std::thread::Builder::new()
+                .name("mokv-snapshot-load".into())
+                .spawn_scoped(scope, move || {
+                    let mut keys = SnapshotKeys::new();
+                    for batch in inbox {
+                        keys.insert(batch);
+                    }
+                    keys
+                })
+                .map_err(|source| DiskError::Thread { what: "load a snapshot", source })?;
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let read = (|| loop {
+                let n = file.read(&mut buf).map_err(io_error("read", &path))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
+                while let Some(batch) = check.take_keys() {
+                    // The inserter only stops once this sender is gone (or by a panic,
+                    // resumed below).
+                    if batches.send(batch).is_err() {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(batches);
+            let keys = inserter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            read?;
+            check.finish_with(keys).map_err(|e| e.at(&path))
+        })
     }
 
     /// Writes `image`'s file (a bootstrap's or a recovery's), durably; `Ok` if it is the file
@@ -198,11 +231,22 @@ pub struct Receiving {
 
 impl Receiving {
     pub fn new(reference: SnapshotRef) -> Self {
-        Self {
-            check: SnapshotFileCheck::new(reference),
-            decoder: SnapshotDecoder::new(),
-            reference,
-        }
+        Self::with_decoder(reference, SnapshotDecoder::new())
+    }
+
+    /// Hands the decoded keys out ([`Receiving::take_keys`]) for a [`SnapshotKeys`] to
+    /// insert; finish with [`Receiving::finish_with`].
+    pub fn handing_out_keys(reference: SnapshotRef) -> Self {
+        Self::with_decoder(reference, SnapshotDecoder::handing_out_keys())
+    }
+
+    fn with_decoder(reference: SnapshotRef, decoder: SnapshotDecoder) -> Self {
+        Self { check: SnapshotFileCheck::new(reference), decoder, reference }
+    }
+
+    /// The keys decoded since the last call ([`SnapshotDecoder::take_keys`]).
+    pub fn take_keys(&mut self) -> Option<KeyBatch> {
+        self.decoder.take_keys()
     }
 
     /// The next bytes.
@@ -215,7 +259,21 @@ impl Receiving {
     pub fn finish(self) -> Result<SnapshotImage, SnapshotBytesError> {
         self.check.finish().map_err(SnapshotBytesError::Mismatch)?;
         let image = self.decoder.finish().map_err(SnapshotBytesError::Decode)?;
-        if (image.index, image.term) != (self.reference.index, self.reference.term) {
+        Self::at_reference(image, &self.reference)
+    }
+
+    /// [`Receiving::finish`] of one handing out keys: `keys` holds every batch taken.
+    pub fn finish_with(self, keys: SnapshotKeys) -> Result<SnapshotImage, SnapshotBytesError> {
+        self.check.finish().map_err(SnapshotBytesError::Mismatch)?;
+        let image = self.decoder.finish_with(keys).map_err(SnapshotBytesError::Decode)?;
+        Self::at_reference(image, &self.reference)
+    }
+
+    fn at_reference(
+        image: SnapshotImage,
+        reference: &SnapshotRef,
+    ) -> Result<SnapshotImage, SnapshotBytesError> {
+        if (image.index, image.term) != (reference.index, reference.term) {
             return Err(SnapshotBytesError::Decode(mokv_core::codec::DecodeError::Invalid(
                 "snapshot position differs from its reference",
             )));
