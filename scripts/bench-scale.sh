@@ -83,7 +83,8 @@ for run in $(seq "${RESTARTS:-3}"); do
     t0=$(date +%s%N)
     # At the same addresses, as a restarted production node would be: the time measured is the
     # node's own start, not the cluster learning a new address.
-    RPC_PORT="${ep3##*:}" GOSSIP_ADDR="$gossip3" start n3
+    # At log level info: the node logs how long loading and replaying took.
+    LOG_LEVEL=info RPC_PORT="${ep3##*:}" GOSSIP_ADDR="$gossip3" start n3
     n3_pid="$started_pid"
     l3="$(listening n3)"
     t_listen=$(date +%s%N)
@@ -92,6 +93,8 @@ for run in $(seq "${RESTARTS:-3}"); do
     t_read=$(date +%s%N)
     read -r rss hwm < <(rss_mib "$n3_pid")
     echo "restart $run: listening after $(( (t_listen - t0) / 1000000 )) ms, first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB"
+    # "loaded raft store … ms=N" and "replayed the raft log on the snapshot log_entries=N ms=N"
+    sed -n -E 's/.*(loaded raft store|replayed the raft log on the snapshot) (.*)/  \1: \2/p' "$dir/n3.log"
 done
 
 if [ "${LEARNER:-0}" = 1 ]; then

@@ -9,10 +9,11 @@
 //! be there. Files of older snapshots go once a newer reference is durable
 //! ([`SnapshotDir::remove_older_than`]). Reading ([`SnapshotDir::read_image`]) streams the
 //! file through the core's [`SnapshotDecoder`] and checks it against the reference: memory is
-//! a few chunks plus the decoded state. At a node's start that read is most of the time to its
-//! first answer, so it runs on two threads: this one reads, checks and decodes the keys (the
-//! allocations), a second one inserts them into the map (the B-tree), which costs about as
-//! much.
+//! a few chunks plus the decoded state. Decoding a large state takes seconds (at a node's
+//! start it is most of the time to its first answer), so it runs on two threads: the caller's
+//! reads, checks and decodes the keys (the allocations), a second one inserts them into the map
+//! (the B-tree), which costs about as much. A snapshot received from the leader is decoded the
+//! same way as it arrives.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -93,7 +94,8 @@ impl SnapshotDir {
     pub fn receive(&self, reference: SnapshotRef) -> Result<ReceivingFile, DiskError> {
         let tmp = self.dir.join(format!("{}.recv.tmp", reference.file_name()));
         let file = File::create(&tmp).map_err(io_error("create", &tmp))?;
-        Ok(ReceivingFile { dir: self.clone(), tmp, file, check: Receiving::new(reference) })
+        let check = Receiving::with_inserter(reference)?;
+        Ok(ReceivingFile { dir: self.clone(), tmp, file, check })
     }
 
     /// Opens the file `r` names for reading ([`DiskError::SnapshotMissing`] if it is gone).
@@ -113,39 +115,16 @@ impl SnapshotDir {
     pub fn read_image(&self, r: &SnapshotRef) -> Result<SnapshotImage, DiskError> {
         let path = self.path_of(r);
         let mut file = self.open_file(r)?;
-        let mut check = Receiving::handing_out_keys(*r);
-        std::thread::scope(|scope| {
-            let (batches, inbox) = std::sync::mpsc::sync_channel::<KeyBatch>(KEY_BATCHES_IN_FLIGHT);
-            let inserter = std::thread::Builder::new()
-                .name("mokv-snapshot-load".into())
-                .spawn_scoped(scope, move || {
-                    let mut keys = SnapshotKeys::new();
-                    for batch in inbox {
-                        keys.insert(batch);
-                    }
-                    keys
-                })
-                .map_err(|source| DiskError::Thread { what: "load a snapshot", source })?;
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let read = (|| loop {
-                let n = file.read(&mut buf).map_err(io_error("read", &path))?;
-                if n == 0 {
-                    return Ok(());
-                }
-                check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
-                while let Some(batch) = check.take_keys() {
-                    // The inserter only stops once this sender is gone (or by a panic,
-                    // resumed below).
-                    if batches.send(batch).is_err() {
-                        return Ok(());
-                    }
-                }
-            })();
-            drop(batches);
-            let keys = inserter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            read?;
-            check.finish_with(keys).map_err(|e| e.at(&path))
-        })
+        let mut check = Receiving::with_inserter(*r)?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            let n = file.read(&mut buf).map_err(io_error("read", &path))?;
+            if n == 0 {
+                break;
+            }
+            check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
+        }
+        check.finish().map_err(|e| e.at(&path))
     }
 
     /// Writes `image`'s file (a bootstrap's or a recovery's), durably; `Ok` if it is the file
@@ -226,59 +205,98 @@ impl SnapshotBytesError {
 pub struct Receiving {
     check: SnapshotFileCheck,
     decoder: SnapshotDecoder,
+    /// The thread inserting the decoded keys into the map, if not this one.
+    inserter: Option<KeyInserter>,
     reference: SnapshotRef,
 }
 
 impl Receiving {
+    /// Decodes and inserts on the caller's thread.
     pub fn new(reference: SnapshotRef) -> Self {
-        Self::with_decoder(reference, SnapshotDecoder::new())
+        Self {
+            check: SnapshotFileCheck::new(reference),
+            decoder: SnapshotDecoder::new(),
+            inserter: None,
+            reference,
+        }
     }
 
-    /// Hands the decoded keys out ([`Receiving::take_keys`]) for a [`SnapshotKeys`] to
-    /// insert; finish with [`Receiving::finish_with`].
-    pub fn handing_out_keys(reference: SnapshotRef) -> Self {
-        Self::with_decoder(reference, SnapshotDecoder::handing_out_keys())
-    }
-
-    fn with_decoder(reference: SnapshotRef, decoder: SnapshotDecoder) -> Self {
-        Self { check: SnapshotFileCheck::new(reference), decoder, reference }
-    }
-
-    /// The keys decoded since the last call ([`SnapshotDecoder::take_keys`]).
-    pub fn take_keys(&mut self) -> Option<KeyBatch> {
-        self.decoder.take_keys()
+    /// Decodes on the caller's thread and inserts the keys into the map on a thread of its
+    /// own: the two cost about the same, so a large snapshot loads in about half the time.
+    pub fn with_inserter(reference: SnapshotRef) -> Result<Self, DiskError> {
+        Ok(Self {
+            check: SnapshotFileCheck::new(reference),
+            decoder: SnapshotDecoder::handing_out_keys(),
+            inserter: Some(KeyInserter::start()?),
+            reference,
+        })
     }
 
     /// The next bytes.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SnapshotBytesError> {
         self.check.feed(bytes).map_err(SnapshotBytesError::Mismatch)?;
-        self.decoder.feed(bytes).map_err(SnapshotBytesError::Decode)
+        self.decoder.feed(bytes).map_err(SnapshotBytesError::Decode)?;
+        if let Some(inserter) = &self.inserter {
+            while let Some(batch) = self.decoder.take_keys() {
+                inserter.send(batch);
+            }
+        }
+        Ok(())
     }
 
     /// The image, once the bytes are exactly the referenced file and decode completely.
     pub fn finish(self) -> Result<SnapshotImage, SnapshotBytesError> {
-        self.check.finish().map_err(SnapshotBytesError::Mismatch)?;
-        let image = self.decoder.finish().map_err(SnapshotBytesError::Decode)?;
-        Self::at_reference(image, &self.reference)
-    }
-
-    /// [`Receiving::finish`] of one handing out keys: `keys` holds every batch taken.
-    pub fn finish_with(self, keys: SnapshotKeys) -> Result<SnapshotImage, SnapshotBytesError> {
-        self.check.finish().map_err(SnapshotBytesError::Mismatch)?;
-        let image = self.decoder.finish_with(keys).map_err(SnapshotBytesError::Decode)?;
-        Self::at_reference(image, &self.reference)
-    }
-
-    fn at_reference(
-        image: SnapshotImage,
-        reference: &SnapshotRef,
-    ) -> Result<SnapshotImage, SnapshotBytesError> {
+        let Receiving { check, decoder, inserter, reference } = self;
+        check.finish().map_err(SnapshotBytesError::Mismatch)?;
+        let image = match inserter {
+            Some(inserter) => decoder.finish_with(inserter.finish()),
+            None => decoder.finish(),
+        }
+        .map_err(SnapshotBytesError::Decode)?;
         if (image.index, image.term) != (reference.index, reference.term) {
             return Err(SnapshotBytesError::Decode(mokv_core::codec::DecodeError::Invalid(
                 "snapshot position differs from its reference",
             )));
         }
         Ok(image)
+    }
+}
+
+/// A thread inserting the keys a [`SnapshotDecoder`] hands out into a [`SnapshotKeys`], in
+/// the order they are sent. Dropped unfinished (a failed read or transfer), it lets the
+/// thread drop what it built and end.
+#[derive(Debug)]
+struct KeyInserter {
+    batches: std::sync::mpsc::SyncSender<KeyBatch>,
+    thread: std::thread::JoinHandle<SnapshotKeys>,
+}
+
+impl KeyInserter {
+    fn start() -> Result<Self, DiskError> {
+        let (batches, inbox) = std::sync::mpsc::sync_channel::<KeyBatch>(KEY_BATCHES_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("mokv-snapshot-keys".into())
+            .spawn(move || {
+                let mut keys = SnapshotKeys::new();
+                for batch in inbox {
+                    keys.insert(batch);
+                }
+                keys
+            })
+            .map_err(|source| DiskError::Thread { what: "insert snapshot keys", source })?;
+        Ok(Self { batches, thread })
+    }
+
+    /// Hands `batch` over, waiting while [`KEY_BATCHES_IN_FLIGHT`] batches are queued.
+    fn send(&self, batch: KeyBatch) {
+        // Fails only if the thread panicked; `finish` resumes that panic.
+        let _ = self.batches.send(batch);
+    }
+
+    /// Every key sent, in the map.
+    fn finish(self) -> SnapshotKeys {
+        drop(self.batches);
+        self.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
