@@ -8,7 +8,8 @@
 #      that size (`mokv bench` table: throughput at KEYS keys);
 #   3. restart: n3 is stopped (SIGTERM) and started again; the time from its start to its first
 #      answered linearizable read (a `mokv get` sent to n3 only, retried every 10 ms), and the
-#      time the same read takes against a running node (what one attempt costs the CLI);
+#      time the same read takes against a running node (what one attempt costs the CLI), and
+#      the restarted node's own account: loading (snapshot + log) and replaying, in ms;
 #   4. with LEARNER=1: a fourth node with an empty data dir joins by gossip and catches up (by a
 #      streamed snapshot): the time from its start to its first linearizable read, its peak RSS
 #      (VmHWM) and disk use, beside the data set's size.
