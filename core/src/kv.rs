@@ -768,10 +768,7 @@ impl StateBuilder {
 pub struct KeyBatch(Vec<Entry>);
 
 impl KeyBatch {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
+    /// Never true for a batch a decoder handed out.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -793,15 +790,6 @@ impl SnapshotKeys {
     /// Inserts the next batch.
     pub fn insert(&mut self, batch: KeyBatch) {
         self.map.extend_sorted(batch.0);
-    }
-
-    /// Keys inserted so far.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
