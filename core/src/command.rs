@@ -116,11 +116,8 @@ pub struct KeyRevisions {
 
 impl From<&Entry> for KeyRevisions {
     fn from(v: &Entry) -> Self {
-        KeyRevisions {
-            create_index: v.create_index(),
-            mod_index: v.mod_index(),
-            version: v.version(),
-        }
+        let p = v.parts();
+        KeyRevisions { create_index: p.create_index, mod_index: p.mod_index, version: p.version }
     }
 }
 

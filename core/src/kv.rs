@@ -19,7 +19,7 @@ mod entry;
 mod txn;
 use crate::watch::WatchEvent;
 pub(crate) use entry::DataMap;
-pub use entry::Entry;
+pub use entry::{Entry, EntryParts};
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -75,12 +75,13 @@ pub struct RangeItem {
 impl RangeItem {
     /// `e` as a listed item, its value left out unless `with_value`.
     pub(crate) fn of(e: &Entry, with_value: bool) -> Self {
+        let p = e.parts();
         RangeItem {
             key: e.key().to_owned(),
-            value: if with_value { e.value().to_vec() } else { Vec::new() },
-            create_index: e.create_index(),
-            mod_index: e.mod_index(),
-            version: e.version(),
+            value: if with_value { p.value.to_vec() } else { Vec::new() },
+            create_index: p.create_index,
+            mod_index: p.mod_index,
+            version: p.version,
         }
     }
 }
@@ -795,11 +796,12 @@ impl SnapshotKeys {
 
 /// One key in the canonical encoding: [`key_state_bytes`] long.
 pub(crate) fn encode_key_to(w: &mut Writer, e: &Entry) {
-    w.put_bytes(e.key_bytes());
-    w.put_bytes(e.value());
-    w.put_u64(e.create_index());
-    w.put_u64(e.mod_index());
-    w.put_u64(e.version());
+    let e = e.parts();
+    w.put_bytes(e.key);
+    w.put_bytes(e.value);
+    w.put_u64(e.create_index);
+    w.put_u64(e.mod_index);
+    w.put_u64(e.version);
 }
 
 /// By how much applying `command` would grow [`StateMachine::state_bytes`] (0 if it would not;

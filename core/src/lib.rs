@@ -59,7 +59,8 @@ pub use error::{
     RecoveryError, Unavailable,
 };
 pub use kv::{
-    Entry, KeyBatch, RangeItem, RangePage, RangeQuery, SnapshotKeys, StateMachine, Versioned,
+    Entry, EntryParts, KeyBatch, RangeItem, RangePage, RangeQuery, SnapshotKeys, StateMachine,
+    Versioned,
 };
 pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};
