@@ -2,8 +2,10 @@
 //! mTLS, batching Raft messages on ONE long-lived `Peer.Raft` client stream, and sending
 //! snapshot messages in chunks on `Peer.Snapshot`.
 //!
-//! The link's queue is bounded: when it is full the driver drops the message and tells the
-//! core the peer is unreachable (raft-rs resends). When the stream breaks the link reports the
+//! The link's queue is bounded, by messages and by bytes ([`MAX_QUEUED_BYTES`], from the
+//! driver's hand-off until the stream hands the batch to HTTP/2, whose window bounds the rest):
+//! when it is full the driver drops the message and tells the core the peer is unreachable
+//! (raft-rs resends). When the stream breaks the link reports the
 //! peer unreachable and opens a new stream for the next messages (at most one attempt per
 //! [`REOPEN_INTERVAL`]; HTTP/2 keepalive notices dead connections).
 
@@ -16,10 +18,11 @@ use std::sync::Arc;
 use mokv_core::{NodeId, SnapshotRef, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 // tokio's clock, not std's: the same in mokvd, and simulated time under a simulator.
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::net::transport::PeerConnector;
@@ -43,6 +46,10 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Limit on any one peer gRPC message (both directions).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+/// Bytes of messages queued on one link, its stream's queue included: a peer that stops
+/// reading holds at most this much of the sender's memory (the message counts alone allowed
+/// gigabytes). As large as the largest message, so that any message fits in an empty queue.
+pub const MAX_QUEUED_BYTES: usize = MAX_PEER_MESSAGE_BYTES;
 
 /// What a link tells the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,8 +132,21 @@ impl Links {
 #[derive(Debug)]
 struct Link {
     addr: String,
-    tx: mpsc::Sender<Transmit>,
+    tx: mpsc::Sender<Queued>,
+    /// One permit per queued byte ([`MAX_QUEUED_BYTES`] in all); each message holds its own
+    /// until the stream hands it to HTTP/2 (or it is dropped).
+    bytes: Arc<Semaphore>,
 }
+
+/// A message on its way to the peer, holding its share of the link's byte budget.
+#[derive(Debug)]
+struct Queued {
+    transmit: Transmit,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A batch on the stream's queue, holding its messages' bytes of the link's budget.
+type QueuedBatch = (RaftBatch, OwnedSemaphorePermit);
 
 impl Link {
     fn spawn(
@@ -139,12 +159,17 @@ impl Link {
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback, storage));
-        Link { addr, tx }
+        Link { addr, tx, bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)) }
     }
 
-    /// Queues without waiting; `false` when the queue is full (or the task ended).
-    fn try_send(&self, t: Transmit) -> bool {
-        self.tx.try_send(t).is_ok()
+    /// Queues without waiting; `false` when the queue is full, by count or by bytes (or the
+    /// task ended).
+    fn try_send(&self, transmit: Transmit) -> bool {
+        let len = transmit.payload.0.len().clamp(1, MAX_QUEUED_BYTES);
+        let Ok(permit) = self.bytes.clone().try_acquire_many_owned(len as u32) else {
+            return false;
+        };
+        self.tx.try_send(Queued { transmit, permit }).is_ok()
     }
 
     fn is_closed(&self) -> bool {
@@ -175,7 +200,7 @@ async fn run(
     to: NodeId,
     addr: String,
     peer: PeerConnector,
-    mut rx: mpsc::Receiver<Transmit>,
+    mut rx: mpsc::Receiver<Queued>,
     feedback: mpsc::Sender<Feedback>,
     storage: Arc<dyn SnapshotStore>,
 ) {
@@ -184,24 +209,25 @@ async fn run(
         Err(e) => {
             tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
             // Keep reporting until the driver replaces the link (address change).
-            while let Some(t) = rx.recv().await {
-                report_failure(&feedback, to, t.is_snapshot).await;
+            while let Some(q) = rx.recv().await {
+                report_failure(&feedback, to, q.transmit.is_snapshot).await;
             }
             return;
         }
     };
-    let mut stream: Option<mpsc::Sender<RaftBatch>> = None;
+    let mut stream: Option<mpsc::Sender<QueuedBatch>> = None;
     let mut last_open: Option<Instant> = None;
-    let mut held: Option<Transmit> = None;
+    let mut held: Option<Queued> = None;
     loop {
-        let first = match held.take() {
-            Some(t) => t,
+        let Queued { transmit: first, permit: mut batch_permit } = match held.take() {
+            Some(q) => q,
             None => match rx.recv().await {
-                Some(t) => t,
+                Some(q) => q,
                 None => return,
             },
         };
         if first.is_snapshot {
+            drop(batch_permit);
             let started = Instant::now();
             let delivered = match first.snapshot {
                 Some(file) => {
@@ -218,13 +244,14 @@ async fn run(
         let mut messages = vec![first.payload.0];
         while bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(t) if t.is_snapshot => {
-                    held = Some(t);
+                Ok(q) if q.transmit.is_snapshot => {
+                    held = Some(q);
                     break;
                 }
-                Ok(t) => {
-                    bytes += t.payload.0.len();
-                    messages.push(t.payload.0);
+                Ok(Queued { transmit, permit }) => {
+                    bytes += transmit.payload.0.len();
+                    messages.push(transmit.payload.0);
+                    batch_permit.merge(permit);
                 }
                 Err(_) => break,
             }
@@ -239,8 +266,10 @@ async fn run(
                     last_open = Some(Instant::now());
                     let (tx, srx) = mpsc::channel(STREAM_QUEUE);
                     let mut c = client.clone();
+                    // A batch's bytes leave the budget as HTTP/2 takes the batch.
+                    let batches = ReceiverStream::new(srx).map(|(batch, _permit)| batch);
                     tokio::spawn(async move {
-                        if let Err(e) = c.raft(ReceiverStream::new(srx)).await {
+                        if let Err(e) = c.raft(batches).await {
                             tracing::debug!(peer = to, error = %e, "raft stream ended");
                         }
                     });
@@ -250,7 +279,7 @@ async fn run(
             }
         };
         let sent = match open {
-            Some(s) => s.try_send(RaftBatch { from, to, messages }).is_ok(),
+            Some(s) => s.try_send((RaftBatch { from, to, messages }, batch_permit)).is_ok(),
             None => false,
         };
         if !sent {
@@ -389,4 +418,41 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mokv_core::PeerPayload;
+    use tonic::transport::ClientTlsConfig;
+
+    use crate::storage::MemorySnapshots;
+
+    /// A peer that never answers (its TLS handshake never completes) holds at most
+    /// `MAX_QUEUED_BYTES` of the sender's memory: messages past that are refused, although the
+    /// queue has room for many more by count.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_peer_holds_at_most_the_queued_byte_budget() {
+        crate::install_crypto_provider();
+        // Connections complete in the kernel's backlog; nothing ever reads or answers them.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let tls = ClientTlsConfig::new().domain_name("localhost");
+        let (_connector_tx, connector) = watch::channel(PeerConnector::Tls(tls));
+        let (feedback, _feedback_rx) = mpsc::channel(16);
+        let mut links = Links::new(1, connector, feedback, Arc::new(MemorySnapshots::default()));
+        let message_bytes = 1 << 20;
+        let fit = MAX_QUEUED_BYTES / message_bytes;
+        assert!(fit + 16 < LINK_QUEUE, "the count bound alone would take every message");
+        // No await between the sends: the link's task does not run, so every accepted
+        // message is still queued when the next one is offered.
+        let accepted: Vec<bool> = (0..fit + 16)
+            .map(|_| {
+                let payload = PeerPayload(vec![7; message_bytes]);
+                links.send(&addr, Transmit { to: 2, payload, is_snapshot: false, snapshot: None })
+            })
+            .collect();
+        assert!(accepted[..fit].iter().all(|a| *a), "messages within the budget are queued");
+        assert!(accepted[fit..].iter().all(|a| !*a), "messages past the budget are refused");
+    }
 }
