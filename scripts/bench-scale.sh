@@ -6,7 +6,7 @@
 #      100 ms), whether the leader changed while loading;
 #   2. each node's RSS and peak RSS (VmHWM) once loaded, and again after a put/get window at
 #      that size (`mokv bench` table: throughput at KEYS keys);
-#   3. restart: n3 is stopped (SIGTERM) and started again; the time from its start to its first
+#   3. restart: n3 is stopped (SIGTERM: the time to its exit) and started again; the time from its start to its first
 #      answered linearizable read (a `mokv get` sent to n3 only, retried every 10 ms), and the
 #      time the same read takes against a running node (what one attempt costs the CLI), and
 #      the restarted node's own account: loading (snapshot + log) and replaying, in ms;
@@ -79,9 +79,13 @@ t0=$(date +%s%N)
 for _ in 1 2 3 4 5; do one_read "$live"; done
 echo "one CLI read against a running node: $(( ($(date +%s%N) - t0) / 5000000 )) ms"
 for run in $(seq "${RESTARTS:-3}"); do
+    t_stop=$(date +%s%N)
     kill -TERM "$n3_pid"
     wait "$n3_pid" 2>/dev/null || true
     t0=$(date +%s%N)
+    echo "restart $run: stopped (SIGTERM to exit) after $(( (t0 - t_stop) / 1000000 )) ms"
+    # "server drained" (info, restarts after the first) or the drain bound's warning.
+    { grep -h -E "server drained|drain bound" "$dir/n3.log" || true; } | sed 's/^/  /'
     # At the same addresses, as a restarted production node would be: the time measured is the
     # node's own start, not the cluster learning a new address.
     # At log level info: the node logs how long loading and replaying took.

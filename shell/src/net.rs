@@ -1,6 +1,6 @@
 //! The network: the gRPC services a node serves ([`kv_service`], [`peer_service`],
 //! [`watch_service`]; opaque
-//! page tokens: [`page_token`]) and the one
+//! page tokens: [`page_token`]; the stop their long streams end on: [`server_stop`]) and the one
 //! mapping of core errors to their status codes ([`status`]); the outgoing peer links
 //! ([`peer_link`]) and how they dial ([`transport`]); the gossip socket ([`gossip_net`]), bound here or
 //! inherited ([`inherited`]).
@@ -20,6 +20,7 @@ pub mod page_token;
 pub mod peer_link;
 pub mod peer_refusals;
 pub mod peer_service;
+pub mod server_stop;
 pub mod status;
 pub mod transport;
 pub mod watch_service;

@@ -304,8 +304,12 @@ impl NodeSpec {
         arg("--server-tls-key-file", certs.path(&format!("{name}-key.pem")).into());
         arg("--server-tls-ca-file", certs.path("ca.pem").into());
         arg("--tick-ms", TICK_MS.to_string().into());
-        // The driver's info lines say when a snapshot was installed; the rest stays quiet.
-        arg("--log-level", "warn,mokv_shell::node::driver=info".into());
+        // The driver's info lines say when a snapshot was installed, the server's how a stop
+        // went (e.g. "server drained"); the rest stays quiet.
+        arg(
+            "--log-level",
+            "warn,mokv_shell::node::driver=info,mokv_shell::node::server=info".into(),
+        );
         NodeSpec { name: name.to_owned(), data_dir, args }
     }
 

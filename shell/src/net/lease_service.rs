@@ -10,8 +10,9 @@
 //! KeepAlive is a bidirectional stream: one answer per request, in order, each after the
 //! leader confirmed it still leads (the core's ReadIndex round). The stream ends with the
 //! status of the first refused keep-alive (UNAVAILABLE with the leader hint on a follower,
-//! NOT_FOUND for a lease that is gone); at most one keep-alive per stream is in flight, so a
-//! client that sends faster than it reads is slowed down rather than buffered.
+//! NOT_FOUND for a lease that is gone, UNAVAILABLE when the node's server stops); at most one
+//! keep-alive per stream is in flight, so a client that sends faster than it reads is slowed
+//! down rather than buffered.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
+use crate::net::server_stop::ServerStop;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::{Action, Authorizer};
@@ -44,12 +46,19 @@ const KEEPALIVE_BUFFER: usize = 1;
 pub struct LeaseService {
     handle: DriverHandle,
     stopping: Arc<AtomicBool>,
+    /// Ends every keep-alive stream (UNAVAILABLE) when the server stops.
+    stop: ServerStop,
     authz: Authorizer,
 }
 
 impl LeaseService {
-    pub fn new(handle: DriverHandle, stopping: Arc<AtomicBool>, authz: Authorizer) -> Self {
-        Self { handle, stopping, authz }
+    pub fn new(
+        handle: DriverHandle,
+        stopping: Arc<AtomicBool>,
+        stop: ServerStop,
+        authz: Authorizer,
+    ) -> Self {
+        Self { handle, stopping, stop, authz }
     }
 
     /// Checks `action` on leases; returns the caller (whose name owns its sessions).
@@ -140,9 +149,19 @@ impl Lease for LeaseService {
         counted("lease_keep_alive", self.admit(&request, Action::Produce))?;
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
-        let handle = self.handle.clone();
+        let (handle, stop) = (self.handle.clone(), self.stop.clone());
         tokio::spawn(async move {
-            while let Some(next) = requests.next().await {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.stopped() => {
+                        // A full buffer means a client that does not read: it sees the end.
+                        let _ = tx.try_send(Err(status::shutting_down()));
+                        return;
+                    }
+                    next = requests.next() => next,
+                };
+                let Some(next) = next else { return };
                 let answer = match next {
                     Ok(req) => keep_alive(&handle, req.id).await,
                     // The client's side broke; nobody is left to answer.

@@ -1,5 +1,6 @@
 //! The `Peer` gRPC service (node to node): Raft message streams and snapshot chunks.
-//! (Members join through gossip; see `mokv_core::gossip`.)
+//! (Members join through gossip; see `mokv_core::gossip`.) A Raft stream ends with
+//! UNAVAILABLE when the server stops ([`ServerStop`]).
 //!
 //! Only callers with a node certificate get in ([`crate::security::authz::authorize_peer`]): raft-rs's
 //! decoder must only see bytes from authenticated peers, and every message is size-bounded.
@@ -21,6 +22,8 @@ use mokv_proto::peer::{
 use tonic::{Status, Streaming};
 
 use crate::net::peer_refusals::PeerRefusals;
+use crate::net::server_stop::ServerStop;
+use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::security::authz::authorize_peer;
 use crate::security::identity::{identity_of, Identity};
@@ -33,6 +36,8 @@ pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     handle: DriverHandle,
+    /// Ends incoming `Raft` streams when the server stops (they never end on their own).
+    stop: ServerStop,
     refusals: Arc<PeerRefusals>,
     max_snapshot_bytes: u64,
 }
@@ -62,8 +67,13 @@ async fn run_io<T: Send + 'static>(
 }
 
 impl PeerService {
-    pub fn new(handle: DriverHandle) -> Self {
-        Self { handle, refusals: Arc::default(), max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES }
+    pub fn new(handle: DriverHandle, stop: ServerStop) -> Self {
+        Self {
+            handle,
+            stop,
+            refusals: Arc::default(),
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+        }
     }
 
     /// Refuses snapshot files larger than `bytes` (`max-snapshot-bytes`).
@@ -106,7 +116,13 @@ impl Peer for PeerService {
         let caller = authorize_peer(identity_of(&request))?;
         let me = self.handle.id();
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.stop.stopped() => return Err(status::shutting_down()),
+                next = stream.message() => next?,
+            };
+            let Some(batch) = next else { break };
             if batch.to != me {
                 return Err(Status::failed_precondition("raft batch for another node"));
             }

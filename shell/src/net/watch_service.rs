@@ -13,7 +13,8 @@
 //! oldest available revision in the `mokv-oldest-revision` metadata (another node may retain
 //! more: a node that installed a snapshot keeps no history before it); a watcher whose live
 //! queue passes `watch-queue-max-bytes` is cancelled with RESOURCE_EXHAUSTED "watcher too slow"
-//! (resume from the last revision + 1); a node that stops ends its watches with UNAVAILABLE.
+//! (resume from the last revision + 1); a node that stops ends its watches with UNAVAILABLE
+//! (when its server stops, [`ServerStop`]: a watch does not hold the drain open).
 //! Messages never carry keys or values.
 //!
 //! Authorization: a key watch needs `consume` on the key; a prefix watch `consume` on
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::net::server_stop::ServerStop;
 use crate::net::status;
 use crate::node::driver::DriverHandle;
 use crate::node::watch_hub::{
@@ -65,6 +67,8 @@ pub struct WatchLimits {
 pub struct WatchService {
     handle: DriverHandle,
     stopping: Arc<AtomicBool>,
+    /// Ends every watch (UNAVAILABLE) when the server stops.
+    stop: ServerStop,
     authz: Authorizer,
     limits: WatchLimits,
 }
@@ -73,10 +77,11 @@ impl WatchService {
     pub fn new(
         handle: DriverHandle,
         stopping: Arc<AtomicBool>,
+        stop: ServerStop,
         authz: Authorizer,
         limits: WatchLimits,
     ) -> Self {
-        Self { handle, stopping, authz, limits }
+        Self { handle, stopping, stop, authz, limits }
     }
 }
 
@@ -288,8 +293,16 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let end = Arc::new(OnceLock::new());
         let sender = Sender { tx, prev_value: r.prev_value, policy, caller: caller.name };
-        let handle = self.handle.clone();
-        tokio::spawn(run(handle, filter, self.limits, first, (live, side), sender, end.clone()));
+        let (handle, stop, ended, limits) =
+            (self.handle.clone(), self.stop.clone(), end.clone(), self.limits);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = run(handle, filter, limits, first, (live, side), sender, ended.clone()) => {}
+                () = stop.stopped() => {
+                    let _ = ended.set(status::shutting_down());
+                }
+            }
+        });
         Ok(tonic::Response::new(WatchResponses { rx, end, done: false }))
     }
 }

@@ -31,6 +31,7 @@ use crate::net::maintenance_service::MaintenanceService;
 use crate::net::page_token::PageTokens;
 use crate::net::peer_link::MAX_PEER_MESSAGE_BYTES;
 use crate::net::peer_service::PeerService;
+use crate::net::server_stop;
 use crate::net::transport::PeerConnector;
 use crate::net::watch_service::{WatchLimits, WatchService};
 use crate::node::driver::{Driver, DriverConfig, DriverError, DriverHandle, View};
@@ -48,8 +49,9 @@ const LEGACY_META_CLUSTER_ID: &str = "cluster-id";
 const LEGACY_META_GOSSIP_PEERS: &str = "gossip-peers";
 /// How long a leader waits for its leadership transfer at shutdown.
 const TRANSFER_WAIT: Duration = Duration::from_secs(3);
-/// How long the server gets to finish in-flight requests at shutdown (peer streams never end
-/// on their own, so this is a bound, not an expectation).
+/// How long the server gets to finish in-flight requests at shutdown. Long-lived streams end
+/// on the server's stop (`net::server_stop`), so only a client that stops reading (or a
+/// snapshot transfer in flight) is still open when this runs out.
 const DRAIN_WAIT: Duration = Duration::from_secs(3);
 /// How long a leaving node waits to see its removal before it stops gossiping anyway (the
 /// leader removes a leaving member even once it is gone).
@@ -373,22 +375,31 @@ where
         queue_max_bytes: s.watch_queue_max_bytes,
         max_key_bytes: s.max_key_bytes,
     };
+    // Both servers stop on the one signal, and with them the streams that would otherwise
+    // hold their drain open until `DRAIN_WAIT` (see `net::server_stop`).
+    let (stop_trigger, stop) = server_stop::server_stop();
     let watch = WatchServer::new(WatchService::new(
         s.handle.clone(),
         s.stopping.clone(),
+        stop.clone(),
         s.authz.clone(),
         watch_limits,
     ))
     .max_decoding_message_size(request_limit)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let lease =
-        LeaseServer::new(LeaseService::new(s.handle.clone(), s.stopping.clone(), s.authz.clone()))
-            .max_decoding_message_size(request_limit)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-    let peer =
-        PeerServer::new(PeerService::new(s.handle).with_max_snapshot_bytes(s.max_snapshot_bytes))
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let lease = LeaseServer::new(LeaseService::new(
+        s.handle.clone(),
+        s.stopping.clone(),
+        stop.clone(),
+        s.authz.clone(),
+    ))
+    .max_decoding_message_size(request_limit)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer = PeerServer::new(
+        PeerService::new(s.handle, stop.clone()).with_max_snapshot_bytes(s.max_snapshot_bytes),
+    )
+    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
@@ -403,13 +414,9 @@ where
     let routes = routes.routes().prepare();
 
     let (server_stop, stop_rx) = oneshot::channel::<()>();
-    // Both servers stop on the one signal.
-    let (stopped_tx, stopped) = watch::channel(false);
     let stop_signal = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
+        let stop = stop.clone();
+        async move { stop.stopped().await }
     };
     let builder = || {
         tonic::transport::Server::builder()
@@ -434,7 +441,7 @@ where
     let server = async move {
         let stop = async move {
             let _ = stop_rx.await;
-            let _ = stopped_tx.send(true);
+            stop_trigger.stop();
         };
         let anonymous = async move {
             match anonymous {
@@ -627,8 +634,15 @@ impl RunningNode {
         if let Some(s) = self.server_stop.take() {
             let _ = s.send(());
         }
+        let draining = std::time::Instant::now();
         if tokio::time::timeout(DRAIN_WAIT, &mut self.server).await.is_err() {
+            tracing::warn!(
+                bound_ms = DRAIN_WAIT.as_millis() as u64,
+                "requests still open at the drain bound; closing their connections"
+            );
             self.server.abort();
+        } else {
+            tracing::info!(took_ms = draining.elapsed().as_millis() as u64, "server drained");
         }
         for b in &self.background {
             b.abort();
