@@ -100,6 +100,63 @@ fn serializable_read_is_local_and_may_be_stale() {
     assert_eq!(r.result, Err(Error::Unavailable(Unavailable::ReadTimedOut)));
 }
 
+/// A restarted follower knows no leader until the leader's next heartbeat, and raft-rs drops
+/// a read index request it gets before then without a word. A linearizable read sent to it at
+/// once must not wait out `read_retry_ticks` for a round that cannot be answered: it is
+/// answered within a few ticks of the follower hearing the leader.
+#[test]
+fn read_on_a_just_restarted_follower_waits_for_the_leader_not_for_a_retry() {
+    let mut c = three(8);
+    let leader = c.leader().unwrap();
+    assert!(is_ok(&c.call(leader, set("k", "v"), 100)));
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.crash(follower);
+    c.restart(follower);
+    assert_eq!(c.node(follower).unwrap().status().leader, None, "restarted: no leader known");
+    let asked = c.now();
+    let id = c.submit(follower, get("k"));
+    assert!(c.run_until(100, |c| c.node(follower).unwrap().status().leader == Some(leader)));
+    let heard = c.now();
+    assert!(c.run_until(100, |c| c.reply(id).is_some()), "the read was never answered");
+    assert_eq!(get_value(&c.reply(id).cloned()), Some(b"v".to_vec()));
+    let answered = c.reply_tick(id).unwrap();
+    let retry_ticks = Config::new(follower, 0).read_retry_ticks;
+    assert!(
+        answered - heard < retry_ticks && answered - asked < retry_ticks,
+        "asked at tick {asked}, leader heard at {heard}, answered at {answered}: the read \
+         waited for a retry ({retry_ticks} ticks)"
+    );
+}
+
+/// A leader just elected drops read index requests until it has committed an entry of its
+/// term: a read sent to it the moment it leads is answered once that entry commits, not after
+/// a retry.
+#[test]
+fn read_on_a_just_elected_leader_waits_for_its_first_commit_not_for_a_retry() {
+    let mut c = three(9);
+    let old = c.leader().unwrap();
+    assert!(is_ok(&c.call(old, set("k", "v"), 100)));
+    c.crash(old);
+    let leads = |c: &Cluster| {
+        c.ids()
+            .into_iter()
+            .find(|id| *id != old && c.node(*id).is_some_and(|n| n.status().role == Role::Leader))
+    };
+    assert!(c.run_until(300, |c| leads(c).is_some()), "no new leader");
+    let new = leads(&c).unwrap();
+    let elected = c.now();
+    let id = c.submit(new, get("k"));
+    assert!(c.run_until(100, |c| c.reply(id).is_some()), "the read was never answered");
+    assert_eq!(get_value(&c.reply(id).cloned()), Some(b"v".to_vec()));
+    let answered = c.reply_tick(id).unwrap();
+    let retry_ticks = Config::new(new, 0).read_retry_ticks;
+    assert!(
+        answered - elected < retry_ticks,
+        "leader since tick {elected}, answered at {answered}: the read waited for a retry \
+         ({retry_ticks} ticks)"
+    );
+}
+
 #[test]
 fn leader_failover_keeps_acknowledged_writes() {
     let mut c = three(6);

@@ -47,12 +47,30 @@ impl Node {
     }
 
     pub(super) fn start_read_round(&mut self) {
+        if !self.read_index_is_taken() {
+            return;
+        }
         let term = self.raw.raft.term;
         if let Some(ctx) =
             self.reads.start_round(term, self.tick, self.config.max_read_rounds_in_flight)
         {
             self.stats.read_index_rounds_started += 1;
             self.raw.read_index(ctx);
+        }
+    }
+
+    /// Whether raft-rs would act on a read index request now. It drops one silently on a node
+    /// that knows no leader (a follower just restarted, a candidate) and on a leader that has
+    /// not committed an entry of its term yet: a round issued then holds the round slot for
+    /// `read_retry_ticks` with no chance of an answer, and every read behind it waits that
+    /// long. Reads stay queued instead; the round starts with the Ready that makes this true
+    /// (the first message from the leader, the commit of the leader's first entry).
+    fn read_index_is_taken(&self) -> bool {
+        let raft = &self.raw.raft;
+        match raft.state {
+            StateRole::Leader => raft.commit_to_current_term(),
+            StateRole::Follower => raft.leader_id != raft::INVALID_ID,
+            StateRole::Candidate | StateRole::PreCandidate => false,
         }
     }
 
