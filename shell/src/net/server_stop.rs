@@ -5,7 +5,7 @@
 //! a `Watch` and a lease `KeepAlive`. Each of them waits on this signal too and ends when the
 //! server stops: the Raft stream with UNAVAILABLE (the peer's link reopens elsewhere or later),
 //! a watch and a keep-alive with UNAVAILABLE "the node is shutting down", after which clients
-//! resume on another node. Without it every graceful stop waited out the whole drain bound.
+//! resume on another node. Otherwise every graceful stop would wait out the whole drain bound.
 
 use tokio::sync::watch;
 
