@@ -7,6 +7,7 @@ mod admin_tests;
 mod budget_tests;
 mod conf_change;
 mod directory;
+mod entry_blocks;
 mod gossip;
 #[cfg(test)]
 mod lease_tests;
@@ -51,6 +52,7 @@ use crate::kv::StateMachine;
 use crate::lease::LeaseClock;
 use crate::log::MemLog;
 use crate::members::{Conf, MemberInfo, MemberTable, NodeId};
+use crate::node::entry_blocks::EntryBlocks;
 use crate::persist::{
     DurableState, NodeMeta, PersistBatch, PersistId, SnapshotRecord, StoredSnapshot,
 };
@@ -267,6 +269,8 @@ pub struct Node {
     meta: NodeMeta,
     /// Read-index contexts other nodes asked about (duplicates are dropped).
     seen_read_contexts: SeenReadContexts,
+    /// The bytes of the entries this node proposes.
+    entry_blocks: EntryBlocks,
     /// Inputs arrived since the last Ready (see the contract on [`Node`]).
     ready_due: bool,
     /// Bytes of the entries applied since the last snapshot (taken or installed), for
@@ -454,6 +458,7 @@ impl Node {
             verifier: crate::gossip::Verifier::default(),
             meta,
             seen_read_contexts: SeenReadContexts::default(),
+            entry_blocks: EntryBlocks::default(),
             ready_due: false,
             applied_bytes_since_snapshot: 0,
             snapshot_job: None,
@@ -1022,7 +1027,9 @@ impl Node {
         match result {
             Ok(p) => {
                 let data = p.encode();
-                self.propose(Some(id), WriteKind::Kv, |raw, ctx| raw.propose(ctx, data));
+                self.propose(Some(id), WriteKind::Kv, |raw, blocks, ctx| {
+                    propose_data(raw, blocks, &ctx, &data)
+                });
             }
             Err(e) => self.reply(id, Err(e)),
         }
@@ -1034,11 +1041,11 @@ impl Node {
         &mut self,
         id: Option<RequestId>,
         kind: WriteKind,
-        f: impl FnOnce(&mut RawNode<MemLog>, Vec<u8>) -> raft::Result<()>,
+        f: impl FnOnce(&mut RawNode<MemLog>, &mut EntryBlocks, Vec<u8>) -> raft::Result<()>,
     ) {
         let token = self.writes.next_token();
         let before = self.raw.raft.raft_log.last_index();
-        let result = f(&mut self.raw, token.to_le_bytes().to_vec());
+        let result = f(&mut self.raw, &mut self.entry_blocks, token.to_le_bytes().to_vec());
         let index = self.raw.raft.raft_log.last_index();
         let Some(id) = id else { return };
         match result {
@@ -1063,6 +1070,24 @@ impl Node {
             }
         }
     }
+}
+
+/// [`RawNode::propose`], with the entry's context and data copied into `blocks` (see
+/// `entry_blocks`).
+fn propose_data(
+    raw: &mut RawNode<MemLog>,
+    blocks: &mut EntryBlocks,
+    context: &[u8],
+    data: &[u8],
+) -> raft::Result<()> {
+    let mut entry = Entry::default();
+    entry.context = blocks.copy(context);
+    entry.data = blocks.copy(data);
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgPropose);
+    m.from = raw.raft.id;
+    m.set_entries(vec![entry].into());
+    raw.raft.step(m)
 }
 
 fn promote_change(node: NodeId) -> ConfChange {

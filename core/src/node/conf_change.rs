@@ -21,7 +21,7 @@ impl Node {
     }
 
     pub(super) fn propose_conf_change(&mut self, id: Option<RequestId>, cc: ConfChange) {
-        self.propose(id, WriteKind::Membership, |raw, ctx| raw.propose_conf_change(ctx, cc));
+        self.propose(id, WriteKind::Membership, |raw, _, ctx| raw.propose_conf_change(ctx, cc));
     }
 
     pub(super) fn add_learner(&mut self, id: RequestId, info: MemberInfo) {

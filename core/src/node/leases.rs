@@ -204,7 +204,9 @@ impl Node {
                 command: Command::LeaseExpire { id },
             };
             let data = proposal.encode();
-            self.propose(None, WriteKind::Kv, |raw, ctx| raw.propose(ctx, data));
+            self.propose(None, WriteKind::Kv, |raw, blocks, ctx| {
+                super::propose_data(raw, blocks, &ctx, &data)
+            });
         }
     }
 }

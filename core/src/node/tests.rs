@@ -531,3 +531,22 @@ fn transactions_are_bounded_before_they_are_proposed() {
     assert_eq!(replies[2].result, Err(Error::InvalidArgument(InvalidArgument::EmptyKey)));
     assert_eq!(node.status().last_index, last, "nothing was proposed");
 }
+
+#[test]
+fn proposed_entries_are_packed_into_shared_blocks() {
+    let mut node = leader_of_three();
+    let first = node.status().last_index + 1;
+    for i in 0..100 {
+        node.handle_request(i as RequestId, set(i));
+    }
+    let entries = node.raw.raft.raft_log.unstable_entries();
+    let ours: Vec<_> = entries.iter().filter(|e| e.index >= first).collect();
+    assert_eq!(ours.len(), 100);
+    // Each entry's context, then its data, then the next entry's context, back to back: one
+    // allocation each would leave the allocator's header between them.
+    for pair in ours.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert_eq!(a.context.as_ptr().wrapping_add(a.context.len()), a.data.as_ptr());
+        assert_eq!(a.data.as_ptr().wrapping_add(a.data.len()), b.context.as_ptr());
+    }
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use mokv_core::{NodeId, SnapshotRef, Transmit};
 use mokv_proto::peer::peer_client::PeerClient;
 use mokv_proto::peer::{RaftBatch, SnapshotChunk};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 // tokio's clock, not std's: the same in mokvd, and simulated time under a simulator.
 use tokio::time::Instant;
@@ -72,17 +73,22 @@ pub struct Links {
     links: BTreeMap<NodeId, Link>,
     /// Where the snapshot files that snapshot messages name are read from.
     storage: Arc<dyn SnapshotStore>,
+    /// The runtime the links run on: the one `new` was called on, even when the driver that
+    /// owns them runs on a thread of its own (the links' TLS and HTTP/2 work stays off it).
+    io: Handle,
 }
 
 impl Links {
-    /// Links of node `from`, reporting to `feedback`, sending snapshot files from `storage`.
+    /// Links of node `from`, reporting to `feedback`, sending snapshot files from `storage`,
+    /// run on the current runtime. Panics outside a runtime.
     pub fn new(
         from: NodeId,
         connector: watch::Receiver<PeerConnector>,
         feedback: mpsc::Sender<Feedback>,
         storage: Arc<dyn SnapshotStore>,
     ) -> Self {
-        Self { from, connector, feedback, links: BTreeMap::new(), storage }
+        let io = Handle::current();
+        Self { from, connector, feedback, links: BTreeMap::new(), storage, io }
     }
 
     /// Queues `t` on the link to `t.to` at `addr` without waiting, first making that link if
@@ -99,6 +105,7 @@ impl Links {
         if !usable {
             let peer = self.connector.borrow().clone();
             let link = Link::spawn(
+                &self.io,
                 self.from,
                 to,
                 addr.to_owned(),
@@ -150,6 +157,7 @@ type QueuedBatch = (RaftBatch, OwnedSemaphorePermit);
 
 impl Link {
     fn spawn(
+        io: &Handle,
         from: NodeId,
         to: NodeId,
         addr: String,
@@ -158,7 +166,7 @@ impl Link {
         storage: Arc<dyn SnapshotStore>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run(from, to, addr.clone(), peer, rx, feedback, storage));
+        io.spawn(run(from, to, addr.clone(), peer, rx, feedback, storage));
         Link { addr, tx, bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)) }
     }
 

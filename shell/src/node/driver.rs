@@ -343,6 +343,9 @@ pub enum DriverError {
     /// The thread that writes a snapshot file could not be started.
     #[error("starting the snapshot writer thread failed: {0}")]
     SnapshotThread(#[source] std::io::Error),
+    /// The driver's own thread or runtime could not be started.
+    #[error("starting the driver's thread failed: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// The task that owns the core node.
@@ -364,6 +367,9 @@ pub struct Driver {
     encode_off_thread: bool,
     /// Where snapshot files are written (and read by the peer links).
     snapshot_files: Arc<dyn SnapshotStore>,
+    /// The runtime `new` was called on: network work the driver starts (peer links, identity
+    /// checks, the leave round) runs there, also when the driver runs on a thread of its own.
+    io: tokio::runtime::Handle,
     /// Durable snapshot files (or the error writing one) coming back from the blocking threads.
     snapshots_tx: mpsc::Sender<Result<SnapshotRef, DiskError>>,
     snapshots_done: mpsc::Receiver<Result<SnapshotRef, DiskError>>,
@@ -494,6 +500,7 @@ impl Driver {
             disk_writer,
             encode_off_thread,
             snapshot_files: snapshot_files.clone(),
+            io: tokio::runtime::Handle::current(),
             snapshots_tx,
             snapshots_done,
             now_ms,
@@ -536,6 +543,35 @@ impl Driver {
     fn now(&self) -> Now {
         let monotonic_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Now { monotonic_ms, wall_ms: (self.now_ms)() }
+    }
+
+    /// [`Driver::run`] on a thread of its own (`mokv-driver`), in a single-threaded runtime;
+    /// the network work it starts stays on the calling runtime. The state machine's entries
+    /// are then allocated by that one thread, in an allocator arena of their own, instead of
+    /// among the short-lived buffers of the request handlers on the worker threads, whose
+    /// freed holes a map of long-lived entries pins (`docs/operations.md`, "Sizing").
+    ///
+    /// The task resolves once the driver stopped and its runtime is gone (so is everything it
+    /// held, the disk among them); it panics if the driver did. A plain thread rather than a
+    /// blocking task: the process never waits for it to exit.
+    pub fn spawn_on_own_thread(self) -> tokio::task::JoinHandle<Result<(), DriverError>> {
+        let (done_tx, done) = oneshot::channel();
+        let spawned = std::thread::Builder::new().name("mokv-driver".into()).spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(self.run()),
+                Err(e) => Err(DriverError::Runtime(e)),
+            };
+            let _ = done_tx.send(result);
+        });
+        tokio::spawn(async move {
+            if let Err(e) = spawned {
+                return Err(DriverError::Runtime(e));
+            }
+            match done.await {
+                Ok(result) => result,
+                Err(_) => panic!("the driver's thread panicked"),
+            }
+        })
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
@@ -702,7 +738,7 @@ impl Driver {
             .filter_map(|e| Some((e.name, e.peer_addr?)))
             .collect();
         let connector = self.verify_with.borrow().clone();
-        self.leave_round = Some(tokio::spawn(async move {
+        self.leave_round = Some(self.io.spawn(async move {
             let acknowledged = crate::net::leave::announce(connector, me, to).await;
             tracing::info!(acknowledged, "told the other members that this node leaves");
         }));
@@ -788,7 +824,7 @@ impl Driver {
             while let Some(request) = self.node.poll_verify() {
                 let connector = self.verify_with.borrow().clone();
                 let tx = self.verified_tx.clone();
-                tokio::spawn(async move {
+                self.io.spawn(async move {
                     let claim = crate::net::identify::verify(&connector, &request).await;
                     let _ = tx.send((request, claim)).await;
                 });

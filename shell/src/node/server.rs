@@ -230,7 +230,7 @@ pub async fn start(cfg: &NodeConfig) -> Result<RunningNode, StartError> {
     let key = gossip_crypto::ClusterKey::new(&cfg.cluster_key.0);
     let gossip = gossip_net::spawn(udp, key, handle.gossip_inbound());
     driver.set_gossip_outbound(gossip.outbound.clone());
-    let driver = tokio::spawn(driver.run());
+    let driver = driver.spawn_on_own_thread();
 
     let stopping = Arc::new(AtomicBool::new(false));
     // TLS is terminated here rather than by tonic so that certificates can be reloaded.

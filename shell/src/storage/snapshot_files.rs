@@ -29,6 +29,35 @@ use crate::storage::disk::DiskError;
 /// Bytes per read or write of a snapshot file.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Bytes written to a snapshot file between two syncs of its data. Synced only at its end, a
+/// file of hundreds of MiB reaches the disk in one burst, and the log's fsyncs, which every
+/// write waits for, queue behind it; synced as it is written, each burst stays small.
+const SYNC_EVERY_BYTES: u64 = 8 << 20;
+
+/// A snapshot file being written: its data synced every [`SYNC_EVERY_BYTES`].
+#[derive(Debug)]
+struct SyncedFile {
+    file: File,
+    unsynced_bytes: u64,
+}
+
+impl SyncedFile {
+    fn create(path: &Path) -> Result<SyncedFile, DiskError> {
+        let file = File::create(path).map_err(io_error("create", path))?;
+        Ok(SyncedFile { file, unsynced_bytes: 0 })
+    }
+
+    fn write_all(&mut self, bytes: &[u8], path: &Path) -> Result<(), DiskError> {
+        self.file.write_all(bytes).map_err(io_error("write", path))?;
+        self.unsynced_bytes += bytes.len() as u64;
+        if self.unsynced_bytes >= SYNC_EVERY_BYTES {
+            self.file.sync_data().map_err(io_error("sync", path))?;
+            self.unsynced_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
 /// Batches of decoded keys on their way from the reading thread to the inserting one: each
 /// holds the keys of one chunk (at most [`CHUNK_BYTES`] plus one key), so this bounds the
 /// memory between the two.
@@ -69,14 +98,14 @@ impl SnapshotDir {
         let (index, term) = (job.index(), job.term());
         let name = SnapshotRef { index, term, len_bytes: 0, crc32: 0 }.file_name();
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+        let mut file = SyncedFile::create(&tmp)?;
         let mut reference = SnapshotRefBuilder::default();
         for chunk in job.encoder(CHUNK_BYTES) {
-            file.write_all(&chunk).map_err(io_error("write", &tmp))?;
+            file.write_all(&chunk, &tmp)?;
             reference.feed(&chunk);
         }
         let reference = reference.finish(index, term);
-        self.commit(file, &tmp, &reference)?;
+        self.commit(file.file, &tmp, &reference)?;
         Ok(reference)
     }
 
@@ -93,7 +122,7 @@ impl SnapshotDir {
     /// decoded as it arrives ([`ReceivingFile`]).
     pub fn receive(&self, reference: SnapshotRef) -> Result<ReceivingFile, DiskError> {
         let tmp = self.dir.join(format!("{}.recv.tmp", reference.file_name()));
-        let file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+        let file = SyncedFile::create(&tmp)?;
         let check = Receiving::with_inserter(reference)?;
         Ok(ReceivingFile { dir: self.clone(), tmp, file, check })
     }
@@ -305,7 +334,7 @@ impl KeyInserter {
 pub struct ReceivingFile {
     dir: SnapshotDir,
     tmp: PathBuf,
-    file: File,
+    file: SyncedFile,
     check: Receiving,
 }
 
@@ -313,7 +342,7 @@ impl ReceivingFile {
     /// Writes and checks the next bytes.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), DiskError> {
         self.check.feed(bytes).map_err(|e| e.at(&self.tmp))?;
-        self.file.write_all(bytes).map_err(io_error("write", &self.tmp))
+        self.file.write_all(bytes, &self.tmp)
     }
 
     /// Checks the whole file, makes it durable under its name and returns its image. On an
@@ -324,10 +353,32 @@ impl ReceivingFile {
         let result = check
             .finish()
             .map_err(|e| e.at(&tmp))
-            .and_then(|image| dir.commit(file, &tmp, &reference).map(|()| image));
+            .and_then(|image| dir.commit(file.file, &tmp, &reference).map(|()| image));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_synced_every_sync_every_bytes_as_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = SyncedFile::create(&path).unwrap();
+        let chunk = vec![1u8; CHUNK_BYTES];
+        let per_sync = (SYNC_EVERY_BYTES / CHUNK_BYTES as u64) as usize;
+        for written in 1..=2 * per_sync + 1 {
+            file.write_all(&chunk, &path).unwrap();
+            let unsynced_chunks = written % per_sync;
+            assert_eq!(file.unsynced_bytes, (unsynced_chunks * CHUNK_BYTES) as u64);
+        }
+        drop(file);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, ((2 * per_sync + 1) * CHUNK_BYTES) as u64);
     }
 }
