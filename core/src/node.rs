@@ -654,6 +654,18 @@ impl Node {
         self.after_input();
     }
 
+    /// Peer `from` just started (the shell heard its greeting): it learns who leads, and so
+    /// can serve its first read, only from the leader's messages. A leader sends heartbeats at
+    /// once instead of at its next heartbeat tick; any other node ignores it. A spurious call
+    /// costs one round of heartbeats.
+    pub fn handle_peer_started(&mut self, from: NodeId) {
+        let leads = self.raw.raft.state == StateRole::Leader;
+        if leads && from != self.config.id && self.raw.raft.prs().get(from).is_some() {
+            self.raw.ping();
+            self.after_input();
+        }
+    }
+
     /// A client request; its answer comes out of [`poll_reply`](Self::poll_reply) with `id`.
     pub fn handle_request(&mut self, id: RequestId, request: Request) {
         if self.membership.is_removed() {

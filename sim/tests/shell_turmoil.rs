@@ -15,6 +15,9 @@
 //!   in a term far ahead, while clients write and the leader is cut off once: every forged call
 //!   is refused (PERMISSION_DENIED), no node ever reaches the forged term, and the history stays
 //!   linearizable.
+//! - `restarted_follower_learns_its_leader`: with the leader's heartbeats 20 s apart, a
+//!   follower that crashed and restarted knows its leader within 2 s of its start: its
+//!   greeting to the other nodes has the leader stream back and send heartbeats at once.
 //! - `planted_*`: the core's planted bugs (stale follower reads, skipped session dedup) make
 //!   those scenarios fail, so the checks can fail.
 //! - `swarm`: 200 seeds with random partitions, one-way cuts, held links and crashes, on every
@@ -36,8 +39,10 @@ use std::time::Duration;
 
 use level2::cluster::{self, others, Registry, NODE_HOSTS};
 use level2::net;
-use level2::run::{control, finish, formed, heal_all, run, seed_or, wait_until, Verdict};
-use level2::workload::{add_workload_client, now_ms, Recorder, Shared, CLIENT_TIMEOUT};
+use level2::run::{
+    control, finish, formed, heal_all, run, run_tuned, seed_or, wait_until, Verdict,
+};
+use level2::workload::{add_workload_client, now_ms, HostAction, Recorder, Shared, CLIENT_TIMEOUT};
 use mokv_client::ReadMode;
 use mokv_core::{PlantedBugs, Rng, Role};
 use mokv_proto::peer::peer_client::PeerClient;
@@ -437,6 +442,73 @@ fn planted_skip_session_dedup_is_caught() {
         "the scenario missed a retried write applied twice: {:?}",
         v.violations
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) A restarted follower learns its leader from its own greeting, not the next heartbeat.
+
+/// Heartbeat interval of the scenario below, in ticks: 20 s, far longer than it waits.
+const SLOW_HEARTBEAT_TICKS: usize = 200;
+/// How long after its start the restarted follower may take to know its leader: a few
+/// network round trips (connect, greeting, greeting back, heartbeat), at most 42 ms each way.
+const LEARN_LEADER_WITHIN: Duration = Duration::from_secs(2);
+
+fn restarted_follower_learns_its_leader_run(seed: u64) -> Verdict {
+    let slow_heartbeats = |core: &mut mokv_core::Config| {
+        core.heartbeat_ticks = SLOW_HEARTBEAT_TICKS;
+        core.election_ticks = 3 * SLOW_HEARTBEAT_TICKS;
+    };
+    let scenario = "restarted_follower_learns_its_leader";
+    run_tuned(seed, scenario, PlantedBugs::default(), slow_heartbeats, |sim, registry, shared| {
+        let (registry, shared) = (registry.clone(), shared.clone());
+        control(sim, async move {
+            if !formed(&registry, &shared).await {
+                return;
+            }
+            let Some(leader) = cluster::leader(&registry) else { return };
+            let follower = others(&leader)[0];
+            shared.note(format!("crash the follower {follower}"));
+            shared.host_actions.borrow_mut().push(HostAction::Crash(follower.to_owned()));
+            let in_registry = || registry.borrow().contains_key(follower);
+            if !wait_until(Duration::from_secs(5), || !in_registry()).await {
+                shared.problem(format!("{follower} was not crashed"));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            shared.note(format!("restart {follower}"));
+            shared.host_actions.borrow_mut().push(HostAction::Restart(follower.to_owned()));
+            // Its driver runs from the moment its handle is in the registry.
+            if !wait_until(Duration::from_secs(5), in_registry).await {
+                shared.problem(format!("{follower} did not restart"));
+                return;
+            }
+            let started = tokio::time::Instant::now();
+            let knows_leader = || {
+                registry.borrow().get(follower).is_some_and(|h| h.view().status.leader.is_some())
+            };
+            if wait_until(LEARN_LEADER_WITHIN, knows_leader).await {
+                let ms = started.elapsed().as_millis();
+                shared.note(format!("{follower} knew its leader {ms} ms after its start"));
+            } else {
+                shared.problem(format!(
+                    "{follower} did not learn its leader within {LEARN_LEADER_WITHIN:?} of its \
+                     restart (the leader's heartbeats come every {SLOW_HEARTBEAT_TICKS} ticks)"
+                ));
+            }
+            finish(&registry, &shared, seed).await;
+        });
+    })
+}
+
+/// Several seeds: without the greeting, one run in ten would still pass by a heartbeat that
+/// happens to come within the bound.
+#[test]
+fn restarted_follower_learns_its_leader() {
+    for seed in [5, 6, 7] {
+        let v = restarted_follower_learns_its_leader_run(seed_or(seed));
+        report(&v);
+        v.assert_clean();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -550,3 +550,32 @@ fn proposed_entries_are_packed_into_shared_blocks() {
         assert_eq!(a.data.as_ptr().wrapping_add(a.data.len()), b.context.as_ptr());
     }
 }
+
+#[test]
+fn a_leader_sends_heartbeats_at_once_to_a_peer_that_started() {
+    let heartbeats_to = |transmits: &[Transmit], to: NodeId| {
+        transmits
+            .iter()
+            .filter(|t| t.to == to)
+            .map(|t| Message::parse_from_bytes(&t.payload.0).unwrap())
+            .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat)
+            .count()
+    };
+    let mut node = leader_of_three();
+    node.handle_peer_started(3);
+    let (_, transmits, _) = drain_and_ack(&mut node);
+    assert_eq!(heartbeats_to(&transmits, 3), 1, "without waiting for a heartbeat tick");
+
+    // Not a member, or this node itself: nothing to send.
+    node.handle_peer_started(9);
+    node.handle_peer_started(1);
+    let (_, transmits, _) = drain_and_ack(&mut node);
+    assert!(transmits.is_empty());
+
+    // A follower does not know better than the leader: it sends nothing.
+    let mut follower = Node::new(Config::new(1, 7), three_voters_at_one()).unwrap();
+    drain_and_ack(&mut follower);
+    follower.handle_peer_started(2);
+    let (_, transmits, _) = drain_and_ack(&mut follower);
+    assert!(transmits.is_empty());
+}

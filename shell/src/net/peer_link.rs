@@ -8,6 +8,12 @@
 //! (raft-rs resends). When the stream breaks the link reports the
 //! peer unreachable and opens a new stream for the next messages (at most one attempt per
 //! [`REOPEN_INTERVAL`]; HTTP/2 keepalive notices dead connections).
+//!
+//! A node greets every peer when it starts ([`Links::greet`]: an empty batch on a new stream).
+//! A peer that receives a greeting replaces its link to the greeter ([`Links::renew`]), whose
+//! old connection died with the greeter's previous process, and a leader sends heartbeats at
+//! once: a restarted node hears from its leader a round trip after it starts instead of at the
+//! leader's next heartbeat after its link reopened.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,11 +101,31 @@ impl Links {
     /// there is none, its address changed or its task ended; `false` when the message was
     /// dropped (the queue is full).
     pub fn send(&mut self, addr: &str, t: Transmit) -> bool {
+        let to = t.to;
+        self.link_to(addr, to).try_send(t)
+    }
+
+    /// Greets `to` at `addr`: the link opens a stream now unless it has one and sends an empty
+    /// batch on it (nothing when its queue is full).
+    pub fn greet(&mut self, addr: &str, to: NodeId) {
+        let _ = self.link_to(addr, to).tx.try_send(Queued::Greeting);
+    }
+
+    /// Replaces the link to `to` with a new one to `addr`, on a new connection, whose first
+    /// message opens a stream without waiting out the reopen interval. What the old link has
+    /// queued still goes out on the old connection.
+    pub fn renew(&mut self, addr: &str, to: NodeId) {
+        self.links.remove(&to);
+        self.link_to(addr, to);
+    }
+
+    /// The link to `to`, first made if there is none, its address changed, its task ended or
+    /// the connector was replaced.
+    fn link_to(&mut self, addr: &str, to: NodeId) -> &Link {
         if self.connector.has_changed().unwrap_or(false) {
             self.connector.mark_unchanged();
             self.links.clear();
         }
-        let to = t.to;
         // The address is copied only when a link is (re)made, not per message.
         let usable = self.links.get(&to).is_some_and(|l| l.addr == addr && !l.is_closed());
         if !usable {
@@ -115,7 +141,7 @@ impl Links {
             );
             self.links.insert(to, link);
         }
-        self.links.get(&to).is_some_and(|l| l.try_send(t))
+        &self.links[&to]
     }
 
     /// Drops the links to the peers `keep` refuses.
@@ -145,15 +171,18 @@ struct Link {
     bytes: Arc<Semaphore>,
 }
 
-/// A message on its way to the peer, holding its share of the link's byte budget.
+/// What a link's task is handed.
 #[derive(Debug)]
-struct Queued {
-    transmit: Transmit,
-    permit: OwnedSemaphorePermit,
+enum Queued {
+    /// A message on its way to the peer, holding its share of the link's byte budget.
+    Message { transmit: Transmit, permit: OwnedSemaphorePermit },
+    /// See [`Links::greet`].
+    Greeting,
 }
 
-/// A batch on the stream's queue, holding its messages' bytes of the link's budget.
-type QueuedBatch = (RaftBatch, OwnedSemaphorePermit);
+/// A batch on the stream's queue, holding its messages' bytes of the link's budget (a
+/// greeting has none).
+type QueuedBatch = (RaftBatch, Option<OwnedSemaphorePermit>);
 
 impl Link {
     fn spawn(
@@ -177,7 +206,7 @@ impl Link {
         let Ok(permit) = self.bytes.clone().try_acquire_many_owned(len as u32) else {
             return false;
         };
-        self.tx.try_send(Queued { transmit, permit }).is_ok()
+        self.tx.try_send(Queued::Message { transmit, permit }).is_ok()
     }
 
     fn is_closed(&self) -> bool {
@@ -218,7 +247,9 @@ async fn run(
             tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
             // Keep reporting until the driver replaces the link (address change).
             while let Some(q) = rx.recv().await {
-                report_failure(&feedback, to, q.transmit.is_snapshot).await;
+                if let Queued::Message { transmit, .. } = q {
+                    report_failure(&feedback, to, transmit.is_snapshot).await;
+                }
             }
             return;
         }
@@ -227,12 +258,24 @@ async fn run(
     let mut last_open: Option<Instant> = None;
     let mut held: Option<Queued> = None;
     loop {
-        let Queued { transmit: first, permit: mut batch_permit } = match held.take() {
+        let next = match held.take() {
             Some(q) => q,
             None => match rx.recv().await {
                 Some(q) => q,
                 None => return,
             },
+        };
+        let (first, mut batch_permit) = match next {
+            Queued::Message { transmit, permit } => (transmit, permit),
+            Queued::Greeting => {
+                if stream.as_ref().is_none_or(|s| s.is_closed()) {
+                    last_open = Some(Instant::now());
+                    let s = open_stream(&client, to);
+                    let _ = s.try_send((RaftBatch { from, to, messages: Vec::new() }, None));
+                    stream = Some(s);
+                }
+                continue;
+            }
         };
         if first.is_snapshot {
             drop(batch_permit);
@@ -252,14 +295,15 @@ async fn run(
         let mut messages = vec![first.payload.0];
         while bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(q) if q.transmit.is_snapshot => {
-                    held = Some(q);
-                    break;
-                }
-                Ok(Queued { transmit, permit }) => {
+                Ok(Queued::Message { transmit, permit }) if !transmit.is_snapshot => {
                     bytes += transmit.payload.0.len();
                     messages.push(transmit.payload.0);
                     batch_permit.merge(permit);
+                }
+                // A snapshot goes on a stream of its own; a greeting after this batch.
+                Ok(q) => {
+                    held = Some(q);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -272,22 +316,14 @@ async fn run(
                     None
                 } else {
                     last_open = Some(Instant::now());
-                    let (tx, srx) = mpsc::channel(STREAM_QUEUE);
-                    let mut c = client.clone();
-                    // A batch's bytes leave the budget as HTTP/2 takes the batch.
-                    let batches = ReceiverStream::new(srx).map(|(batch, _permit)| batch);
-                    tokio::spawn(async move {
-                        if let Err(e) = c.raft(batches).await {
-                            tracing::debug!(peer = to, error = %e, "raft stream ended");
-                        }
-                    });
+                    let tx = open_stream(&client, to);
                     stream = Some(tx.clone());
                     Some(tx)
                 }
             }
         };
         let sent = match open {
-            Some(s) => s.try_send((RaftBatch { from, to, messages }, batch_permit)).is_ok(),
+            Some(s) => s.try_send((RaftBatch { from, to, messages }, Some(batch_permit))).is_ok(),
             None => false,
         };
         if !sent {
@@ -295,6 +331,20 @@ async fn run(
             let _ = feedback.try_send(Feedback::Unreachable(to));
         }
     }
+}
+
+/// Opens a `Peer.Raft` stream on `client` (connecting if needed) fed by the returned queue.
+fn open_stream(client: &PeerClient<Channel>, to: NodeId) -> mpsc::Sender<QueuedBatch> {
+    let (tx, srx) = mpsc::channel(STREAM_QUEUE);
+    let mut c = client.clone();
+    // A batch's bytes leave the budget as HTTP/2 takes the batch.
+    let batches = ReceiverStream::new(srx).map(|(batch, _permit)| batch);
+    tokio::spawn(async move {
+        if let Err(e) = c.raft(batches).await {
+            tracing::debug!(peer = to, error = %e, "raft stream ended");
+        }
+    });
+    tx
 }
 
 async fn report_failure(feedback: &mpsc::Sender<Feedback>, to: NodeId, is_snapshot: bool) {

@@ -116,6 +116,7 @@ impl Peer for PeerService {
         let caller = authorize_peer(identity_of(&request))?;
         let me = self.handle.id();
         let mut stream = request.into_inner();
+        let mut first = true;
         loop {
             let next = tokio::select! {
                 biased;
@@ -127,6 +128,10 @@ impl Peer for PeerService {
                 return Err(Status::failed_precondition("raft batch for another node"));
             }
             self.admit("raft", &caller, batch.from)?;
+            if std::mem::take(&mut first) && batch.messages.is_empty() {
+                // A greeting: the sender just started (see `net::peer_link`).
+                self.handle.peer_started(batch.from);
+            }
             for m in &batch.messages {
                 self.check_inner("raft", &caller, batch.from, m)?;
             }

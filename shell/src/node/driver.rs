@@ -122,6 +122,10 @@ enum Control {
         done: oneshot::Sender<Result<(), mokv_core::gossip::LeaveRefused>>,
     },
     GossipStop,
+    /// Peer `id` greeted this node: it just started.
+    PeerStarted {
+        id: NodeId,
+    },
     Stop,
 }
 
@@ -296,6 +300,14 @@ impl DriverHandle {
     /// A receiver that changes whenever the view does.
     pub fn watch(&self) -> watch::Receiver<View> {
         self.view.clone()
+    }
+
+    /// Peer `id` greeted this node (an admitted empty first batch on a Raft stream, which a
+    /// node sends each peer when it starts; see `net::peer_link`): the link to it is renewed
+    /// and, if this node leads, it sends heartbeats at once (`Node::handle_peer_started`). A
+    /// hint: dropped when the control queue is full.
+    pub fn peer_started(&self, id: NodeId) {
+        let _ = self.control.try_send(Control::PeerStarted { id });
     }
 
     /// Asks the driver to stop: it finishes writing what is queued, then returns.
@@ -578,6 +590,7 @@ impl Driver {
     pub async fn run(mut self) -> Result<(), DriverError> {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.greet_peers();
         // Outputs of Node::new (a lone voter campaigns at once).
         let mut result = self.drain().await;
         while result.is_ok() {
@@ -653,6 +666,16 @@ impl Driver {
         result
     }
 
+    /// Greets every other member at start (see `net::peer_link`): a restarted node learns who
+    /// leads a round trip later, rather than at the leader's next heartbeat after its link to
+    /// this node reopened.
+    fn greet_peers(&mut self) {
+        let me = self.node.id();
+        for (id, addr) in self.peer_addrs.iter().filter(|(id, _)| **id != me) {
+            self.links.greet(addr, *id);
+        }
+    }
+
     /// Hands the core every input that is waiting now, up to the per-step bounds.
     fn take_waiting_inputs(&mut self) -> Result<Step, DriverError> {
         match self.disk_progress.has_changed() {
@@ -717,6 +740,12 @@ impl Driver {
                 let _ = done.send(self.node.handle_peer_leave(&caller, id));
             }
             Control::GossipStop => self.node.handle_gossip_stop(),
+            Control::PeerStarted { id } => {
+                if let Some(addr) = self.peer_addrs.get(&id).or_else(|| self.learned.get(&id)) {
+                    self.links.renew(addr, id);
+                }
+                self.node.handle_peer_started(id);
+            }
         }
         Step::Go
     }

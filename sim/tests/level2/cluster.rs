@@ -51,8 +51,14 @@ pub fn addr(host: &str) -> String {
 }
 
 /// Adds the node hosts to `sim`. Node ids are 1, 2, ...; each core's seed derives from `seed`.
-/// `bugs` switches planted core bugs on (tests that show a checker catches them).
-pub fn add_nodes(sim: &mut Sim<'_>, seed: u64, bugs: PlantedBugs) -> Registry {
+/// `bugs` switches planted core bugs on (tests that show a checker catches them); `tune`
+/// changes every core's configuration last (a scenario's own timing).
+pub fn add_nodes(
+    sim: &mut Sim<'_>,
+    seed: u64,
+    bugs: PlantedBugs,
+    tune: fn(&mut mokv_core::Config),
+) -> Registry {
     let registry: Registry = Rc::new(RefCell::new(BTreeMap::new()));
     let mut rng = Rng::new(seed ^ 0x6e6f_6465);
     for (i, name) in NODE_HOSTS.iter().map(|n| n.to_string()).enumerate() {
@@ -63,6 +69,7 @@ pub fn add_nodes(sim: &mut Sim<'_>, seed: u64, bugs: PlantedBugs) -> Registry {
         // for a while catches up through the real snapshot transfer (Peer.Snapshot chunks).
         core.snapshot_threshold_entries = SNAPSHOT_THRESHOLD_ENTRIES;
         core.log_keep_entries = SNAPSHOT_THRESHOLD_ENTRIES / 4;
+        tune(&mut core);
         let cfg = EmbeddedConfig {
             name: name.clone(),
             core,

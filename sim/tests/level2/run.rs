@@ -89,6 +89,17 @@ pub fn run(
     bugs: PlantedBugs,
     setup: impl FnOnce(&mut Sim<'_>, &Registry, &Rc<Shared>),
 ) -> Verdict {
+    run_tuned(seed, scenario, bugs, |_| {}, setup)
+}
+
+/// [`run`] with every core's configuration changed by `tune` (see `cluster::add_nodes`).
+pub fn run_tuned(
+    seed: u64,
+    scenario: &'static str,
+    bugs: PlantedBugs,
+    tune: fn(&mut mokv_core::Config),
+    setup: impl FnOnce(&mut Sim<'_>, &Registry, &Rc<Shared>),
+) -> Verdict {
     if let Ok(filter) = std::env::var("MOKV_SIM_LOG") {
         // The shell's own logs, e.g. MOKV_SIM_LOG=mokv_shell=info (turmoil names the host).
         let _ = tracing_subscriber::fmt()
@@ -97,7 +108,7 @@ pub fn run(
             .try_init();
     }
     let mut sim = sim(seed);
-    let registry = cluster::add_nodes(&mut sim, seed, bugs);
+    let registry = cluster::add_nodes(&mut sim, seed, bugs, tune);
     let shared = Shared::new();
     setup(&mut sim, &registry, &shared);
     let mut leaders = LeadersPerTerm::default();
