@@ -159,9 +159,13 @@ fn lock_example() -> std::path::PathBuf {
     };
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    // The same packages as `Bins::get` builds (plus the example), so that cargo resolves the
+    // same features and reuses that build's dependencies instead of compiling most of them
+    // again for `mokv-client` alone.
     let status = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "-p", "mokv-client", "--example", "lock", "--profile", profile])
+        .args(["build", "-p", "mokv-shell", "--bin", "mokvd", "-p", "mokv-client", "--bin", "mokv"])
+        .args(["--example", "lock", "--profile", profile])
         .arg("--target-dir")
         .arg(target_dir)
         .stdout(Stdio::null())
