@@ -651,8 +651,11 @@ impl StateHead {
 pub(crate) struct StateBuilder {
     head: StateHead,
     keys: KeySink,
-    /// The last key decoded (a shared handle): the next one must sort after it.
-    last: Option<Entry>,
+    /// The last key decoded (a copy, so that the decoding thread never touches the reference
+    /// count of an entry another thread is inserting): the next one must sort after it.
+    last_key: Option<Vec<u8>>,
+    /// Where each entry's block is put together (one buffer for all, not one per key).
+    scratch: Vec<u8>,
     keys_decoded: u64,
     state_bytes: u64,
 }
@@ -679,7 +682,7 @@ impl StateBuilder {
     }
 
     fn with_sink(head: StateHead, keys: KeySink) -> Self {
-        Self { head, keys, last: None, keys_decoded: 0, state_bytes: 0 }
+        Self { head, keys, last_key: None, scratch: Vec::new(), keys_decoded: 0, state_bytes: 0 }
     }
 
     /// Keys still to decode.
@@ -693,21 +696,23 @@ impl StateBuilder {
         let key = r.get_str()?;
         let value = r.get_bytes()?;
         let (create_index, mod_index, version) = (r.get_u64()?, r.get_u64()?, r.get_u64()?);
-        if self.last.as_ref().is_some_and(|prev| prev.key_bytes() >= key.as_bytes()) {
+        if self.last_key.as_deref().is_some_and(|prev| prev >= key.as_bytes()) {
             return Err(DecodeError::Invalid("keys not ascending"));
         }
         if version == 0 || create_index > mod_index || mod_index > self.head.applied_index {
             return Err(DecodeError::Invalid("key version"));
         }
         self.state_bytes += key_state_bytes(key, value);
-        let entry = Entry::new(key, value, create_index, mod_index, version);
+        let entry = Entry::new_in(&mut self.scratch, key, value, create_index, mod_index, version);
         match &mut self.keys {
             KeySink::Map(map) => {
-                map.insert(entry.clone());
+                map.insert(entry);
             }
-            KeySink::Batch(batch) => batch.push(entry.clone()),
+            KeySink::Batch(batch) => batch.push(entry),
         }
-        self.last = Some(entry);
+        let last_key = self.last_key.get_or_insert_with(Vec::new);
+        last_key.clear();
+        last_key.extend_from_slice(key.as_bytes());
         self.keys_decoded += 1;
         Ok(())
     }
@@ -739,7 +744,7 @@ impl StateBuilder {
         r: &mut Reader<'_>,
         format: crate::snapshot::StateFormat,
     ) -> Result<StateMachine, DecodeError> {
-        let StateBuilder { head, keys: sink, last: _, keys_decoded: _, state_bytes } = self;
+        let StateBuilder { head, keys: sink, state_bytes, .. } = self;
         let mut map = keys.map;
         match sink {
             KeySink::Map(own) if map.is_empty() => map = own,

@@ -1,6 +1,10 @@
 //! Reads a snapshot file fed chunk by chunk ([`SnapshotDecoder`]), so that a node restores a
 //! snapshot from disk or from the network without holding its encoding: memory beyond the
-//! decoded state is one chunk plus the one item (the head, one key, the leases) being decoded.
+//! decoded state is the one item (the head, one key, the leases) split across two chunks.
+//!
+//! Items are decoded straight from the fed chunk; only an item a chunk boundary cuts is
+//! copied, into a buffer that grows by the piece it needs. Copying every chunk into the
+//! buffer first cost a copy of the whole file (and a move per chunk) on a node's restart.
 
 use crate::codec::{DecodeError, Reader};
 use crate::kv::{KeyBatch, SnapshotKeys, StateBuilder, StateHead, KEY_MIN_BYTES};
@@ -10,6 +14,10 @@ use crate::snapshot::{frame_format, SnapshotImage, StateFormat, HEADER_LEN, TRAI
 /// the leases) plus one fed chunk. Values are at most 16 MiB (the shell's limit on
 /// `max-value-bytes`); sessions and leases are bounded by their settings.
 pub const MAX_BUFFERED_BYTES: usize = 256 << 20;
+
+/// The first piece of a new chunk appended to a cut item: most items (keys with their values)
+/// are far smaller, so completing one rarely copies more.
+const FIRST_PIECE_BYTES: usize = 4 << 10;
 
 /// Where a [`SnapshotDecoder`] stands.
 #[derive(Debug)]
@@ -56,9 +64,9 @@ enum Decoded {
 /// [`SnapshotDecoder::finish_with`] puts the state together.
 #[derive(Debug)]
 pub struct SnapshotDecoder {
-    /// Bytes received and not consumed yet start at `buf[pos]`.
+    /// The start of an item a chunk boundary cut (received, not consumed yet); empty
+    /// between items.
     buf: Vec<u8>,
-    pos: usize,
     stage: Stage,
     /// Whether keys are handed out rather than inserted.
     hands_out_keys: bool,
@@ -67,7 +75,9 @@ pub struct SnapshotDecoder {
     term: u64,
     /// Payload bytes not consumed yet.
     payload_left: u64,
-    crc: crc32fast::Hasher,
+    /// The payload's running checksum, unless the caller checks every byte itself
+    /// ([`SnapshotDecoder::checked_by_caller`]).
+    crc: Option<crc32fast::Hasher>,
 }
 
 impl Default for SnapshotDecoder {
@@ -80,15 +90,23 @@ impl SnapshotDecoder {
     pub fn new() -> Self {
         Self {
             buf: Vec::new(),
-            pos: 0,
             stage: Stage::Header,
             hands_out_keys: false,
             format: StateFormat::CURRENT,
             index: 0,
             term: 0,
             payload_left: 0,
-            crc: crc32fast::Hasher::new(),
+            crc: Some(crc32fast::Hasher::new()),
         }
+    }
+
+    /// This decoder without its own checksum of the payload, for a caller that checks the
+    /// whole file against its reference ([`crate::SnapshotFileCheck`], whose checksum covers
+    /// every byte the frame's does) and uses the image only if that check passes. The frame's
+    /// checksum is then still read but not computed: on a node's restart the two checksums
+    /// cost a tenth of the decoding thread's time.
+    pub fn checked_by_caller(self) -> Self {
+        Self { crc: None, ..self }
     }
 
     /// A decoder that hands the keys out ([`SnapshotDecoder::take_keys`]) instead of
@@ -116,11 +134,7 @@ impl SnapshotDecoder {
         if matches!(self.stage, Stage::Failed) {
             return Err(DecodeError::Invalid("snapshot decoder failed before"));
         }
-        self.buf.extend_from_slice(bytes);
-        let result = self.advance();
-        // Consumed bytes go; what is left is one partial item.
-        self.buf.drain(..self.pos);
-        self.pos = 0;
+        let result = self.feed_inner(bytes);
         let result = if result.is_ok() && self.buf.len() > MAX_BUFFERED_BYTES {
             Err(DecodeError::Invalid("snapshot item too large"))
         } else {
@@ -131,6 +145,36 @@ impl SnapshotDecoder {
             self.buf = Vec::new();
         }
         result
+    }
+
+    fn feed_inner(&mut self, mut bytes: &[u8]) -> Result<(), DecodeError> {
+        // First complete the cut item: append the new bytes piece by piece (each piece twice
+        // the last, so an item of n bytes costs O(n) copying) until decoding gets past it.
+        let mut piece_bytes = FIRST_PIECE_BYTES;
+        while !self.buf.is_empty() && !bytes.is_empty() {
+            let held = self.buf.len();
+            let (piece, rest) = bytes.split_at(piece_bytes.min(bytes.len()));
+            self.buf.extend_from_slice(piece);
+            let buf = std::mem::take(&mut self.buf);
+            let (used, result) = self.advance(&buf);
+            self.buf = buf;
+            result?;
+            if used >= held {
+                // Past the cut item: go on from the new bytes themselves.
+                bytes = &bytes[used - held..];
+                self.buf.clear();
+                break;
+            }
+            self.buf.drain(..used);
+            bytes = rest;
+            piece_bytes = piece_bytes.saturating_mul(2);
+        }
+        if self.buf.is_empty() {
+            let (used, result) = self.advance(bytes);
+            result?;
+            self.buf.extend_from_slice(&bytes[used..]);
+        }
+        Ok(())
     }
 
     /// The image, once every byte was fed and checked.
@@ -164,31 +208,40 @@ impl SnapshotDecoder {
         }
     }
 
-    /// The unconsumed payload bytes at hand, at most the rest of the payload.
-    fn payload_at_hand(&self) -> &[u8] {
-        let rest = &self.buf[self.pos..];
+    /// The unconsumed payload bytes of `input` from `pos`, at most the rest of the payload.
+    fn payload_at_hand<'a>(&self, input: &'a [u8], pos: usize) -> &'a [u8] {
+        let rest = &input[pos..];
         let n = usize::try_from(self.payload_left).unwrap_or(usize::MAX).min(rest.len());
         &rest[..n]
     }
 
-    /// Whether the whole rest of the payload is at hand.
-    fn whole_payload_at_hand(&self) -> bool {
-        (self.buf.len() - self.pos) as u64 >= self.payload_left
+    /// Whether the whole rest of the payload is in `input` from `pos`.
+    fn whole_payload_at_hand(&self, input: &[u8], pos: usize) -> bool {
+        (input.len() - pos) as u64 >= self.payload_left
     }
 
-    /// Marks `n` payload bytes consumed.
-    fn consume_payload(&mut self, n: usize) {
-        self.crc.update(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+    /// Marks the `n` payload bytes of `input` at `*pos` consumed.
+    fn consume_payload(&mut self, input: &[u8], pos: &mut usize, n: usize) {
+        if let Some(crc) = &mut self.crc {
+            crc.update(&input[*pos..*pos + n]);
+        }
+        *pos += n;
         self.payload_left -= n as u64;
     }
 
-    /// Decodes as far as the bytes at hand go.
-    fn advance(&mut self) -> Result<(), DecodeError> {
+    /// Decodes `input` as far as it goes: how many bytes it consumed (whole items only; the
+    /// rest starts an item `input` does not hold whole) and whether it failed.
+    fn advance(&mut self, input: &[u8]) -> (usize, Result<(), DecodeError>) {
+        let mut pos = 0;
+        let result = self.advance_from(input, &mut pos);
+        (pos, result)
+    }
+
+    fn advance_from(&mut self, input: &[u8], pos: &mut usize) -> Result<(), DecodeError> {
         loop {
             match std::mem::replace(&mut self.stage, Stage::Failed) {
                 Stage::Header => {
-                    let rest = &self.buf[self.pos..];
+                    let rest = &input[*pos..];
                     if rest.len() < HEADER_LEN {
                         self.stage = Stage::Header;
                         return Ok(());
@@ -197,11 +250,11 @@ impl SnapshotDecoder {
                     let (format, payload_len) = frame_format(&mut r)?;
                     self.format = format;
                     self.payload_left = payload_len;
-                    self.pos += HEADER_LEN;
+                    *pos += HEADER_LEN;
                     self.stage = Stage::Head;
                 }
                 Stage::Head => {
-                    let at_hand = self.payload_at_hand();
+                    let at_hand = self.payload_at_hand(input, *pos);
                     let mut r = Reader::new(at_hand);
                     let parsed = (|| {
                         let index = r.get_u64()?;
@@ -210,14 +263,14 @@ impl SnapshotDecoder {
                     })();
                     let (index, term, head) = match parsed {
                         Ok(v) => v,
-                        Err(DecodeError::Truncated) if !self.whole_payload_at_hand() => {
+                        Err(DecodeError::Truncated) if !self.whole_payload_at_hand(input, *pos) => {
                             self.stage = Stage::Head;
                             return Ok(());
                         }
                         Err(e) => return Err(e),
                     };
                     let used = at_hand.len() - r.remaining();
-                    self.consume_payload(used);
+                    self.consume_payload(input, pos, used);
                     if head.key_count > self.payload_left / KEY_MIN_BYTES as u64 {
                         return Err(DecodeError::Truncated);
                     }
@@ -230,14 +283,16 @@ impl SnapshotDecoder {
                 }
                 Stage::Keys(mut state) => {
                     while state.keys_left() > 0 {
-                        let at_hand = self.payload_at_hand();
+                        let at_hand = self.payload_at_hand(input, *pos);
                         let mut r = Reader::new(at_hand);
                         match state.decode_key(&mut r) {
                             Ok(()) => {
                                 let used = at_hand.len() - r.remaining();
-                                self.consume_payload(used);
+                                self.consume_payload(input, pos, used);
                             }
-                            Err(DecodeError::Truncated) if !self.whole_payload_at_hand() => {
+                            Err(DecodeError::Truncated)
+                                if !self.whole_payload_at_hand(input, *pos) =>
+                            {
                                 self.stage = Stage::Keys(state);
                                 return Ok(());
                             }
@@ -247,11 +302,11 @@ impl SnapshotDecoder {
                     self.stage = Stage::Tail(state);
                 }
                 Stage::Tail(state) => {
-                    if !self.whole_payload_at_hand() {
+                    if !self.whole_payload_at_hand(input, *pos) {
                         self.stage = Stage::Tail(state);
                         return Ok(());
                     }
-                    let at_hand = self.payload_at_hand();
+                    let at_hand = self.payload_at_hand(input, *pos);
                     let used = at_hand.len();
                     let decoded = if self.hands_out_keys {
                         Decoded::KeysHandedOut { state, tail: at_hand.to_vec() }
@@ -265,24 +320,24 @@ impl SnapshotDecoder {
                             state: sm,
                         })
                     };
-                    self.consume_payload(used);
+                    self.consume_payload(input, pos, used);
                     self.stage = Stage::Trailer(decoded);
                 }
                 Stage::Trailer(decoded) => {
-                    let rest = &self.buf[self.pos..];
+                    let rest = &input[*pos..];
                     if rest.len() < TRAILER_LEN {
                         self.stage = Stage::Trailer(decoded);
                         return Ok(());
                     }
                     let crc = Reader::new(&rest[..TRAILER_LEN]).get_u32()?;
-                    if std::mem::take(&mut self.crc).finalize() != crc {
+                    if self.crc.take().is_some_and(|ours| ours.finalize() != crc) {
                         return Err(DecodeError::BadChecksum);
                     }
-                    self.pos += TRAILER_LEN;
+                    *pos += TRAILER_LEN;
                     self.stage = Stage::Done(decoded);
                 }
                 Stage::Done(decoded) => {
-                    if self.pos < self.buf.len() {
+                    if *pos < input.len() {
                         return Err(DecodeError::TrailingBytes);
                     }
                     self.stage = Stage::Done(decoded);
@@ -342,6 +397,25 @@ mod tests {
     }
 
     #[test]
+    fn items_cut_by_chunks_far_smaller_than_them_are_put_together() {
+        // Values several times the first piece appended to a cut item, between small ones: a
+        // cut item takes several growing pieces of one chunk, or several chunks.
+        let sizes = [0, 5_000, 3, 70_000, 4_096, 1, 300_000, 17];
+        let ops: Vec<Op> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Op::Set(format!("big{i}"), vec![i as u8 + 1; n]))
+            .collect();
+        let state = build(&ops);
+        let image = SnapshotImage { index: state.applied_index(), term: 3, state };
+        let bytes = image.encode();
+        for chunk in [1, 100, 4_095, 4_096, 4_097, 9_000, 70_001, 1 << 20] {
+            assert_eq!(decode_in_chunks(&bytes, chunk).unwrap(), image, "chunk {chunk}");
+            assert_eq!(decode_handing_out_keys(&bytes, chunk).unwrap(), image, "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn torn_and_corrupt_snapshots_are_refused() {
         let bytes = sample().encode();
         // Torn anywhere: never an image.
@@ -370,6 +444,28 @@ mod tests {
         let mut d = SnapshotDecoder::new();
         assert!(d.feed(b"XXXXXXXXXXXXXXXXXXXXXXXXXX").is_err());
         assert!(d.feed(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_decoder_checked_by_its_caller_leaves_the_checksum_to_it() {
+        let image = sample();
+        let bytes = image.encode();
+        let decode = |bytes: &[u8], checked_by_caller: bool| {
+            let mut d = SnapshotDecoder::new();
+            if checked_by_caller {
+                d = d.checked_by_caller();
+            }
+            d.feed(bytes)?;
+            d.finish()
+        };
+        assert_eq!(decode(&bytes, true).unwrap(), image);
+        let mut wrong = bytes.clone();
+        *wrong.last_mut().unwrap() ^= 1;
+        assert_eq!(decode(&wrong, false), Err(DecodeError::BadChecksum));
+        assert_eq!(decode(&wrong, true).unwrap(), image);
+        // Everything else is still checked.
+        assert_eq!(decode(&bytes[..bytes.len() - 1], true), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[&bytes[..], b"x"].concat(), true), Err(DecodeError::TrailingBytes));
     }
 
     #[test]

@@ -765,6 +765,14 @@ mod tests {
             "{err}"
         );
 
+        // The frame's own checksum is not computed on load (the reference's covers every
+        // byte): a wrong one is still refused, by the reference.
+        let mut wrong_frame_checksum = good.clone();
+        *wrong_frame_checksum.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &wrong_frame_checksum).unwrap();
+        let err = Disk::open(dir.path()).unwrap().load().unwrap_err();
+        assert!(matches!(err, DiskError::SnapshotWrongFile { .. }), "{err}");
+
         std::fs::remove_file(&path).unwrap();
         let err = Disk::open(dir.path()).unwrap().load().unwrap_err();
         assert!(matches!(err, DiskError::SnapshotMissing { .. }), "{err}");

@@ -232,6 +232,8 @@ impl SnapshotBytesError {
 /// A snapshot file's bytes checked against their reference and decoded as they arrive.
 #[derive(Debug)]
 pub struct Receiving {
+    /// The file's length and checksum against the reference: checked before the image is
+    /// returned, so the decoder does not compute the frame's own checksum as well.
     check: SnapshotFileCheck,
     decoder: SnapshotDecoder,
     /// The thread inserting the decoded keys into the map, if not this one.
@@ -244,7 +246,7 @@ impl Receiving {
     pub fn new(reference: SnapshotRef) -> Self {
         Self {
             check: SnapshotFileCheck::new(reference),
-            decoder: SnapshotDecoder::new(),
+            decoder: SnapshotDecoder::new().checked_by_caller(),
             inserter: None,
             reference,
         }
@@ -255,7 +257,7 @@ impl Receiving {
     pub fn with_inserter(reference: SnapshotRef) -> Result<Self, DiskError> {
         Ok(Self {
             check: SnapshotFileCheck::new(reference),
-            decoder: SnapshotDecoder::handing_out_keys(),
+            decoder: SnapshotDecoder::handing_out_keys().checked_by_caller(),
             inserter: Some(KeyInserter::start()?),
             reference,
         })
