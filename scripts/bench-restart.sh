@@ -4,7 +4,8 @@
 # with several binary directories the runs alternate between them (before/after pairs on the
 # same data, in one run of the script). Per binary directory it prints min/median/max of the
 # node's own account of loading (snapshot + log, `loaded raft store ms=`), of replaying the log
-# on the snapshot (`replayed the raft log ms=`) and of exec-to-listening. The node cannot reach
+# on the snapshot (`replayed the raft log ms=`), of exec-to-listening, and of the time from a
+# SIGTERM sent once it listens to its exit. The node cannot reach
 # its peers, so this is its start alone; scripts/bench-scale.sh measures the restart to a
 # first linearizable read in a running cluster.
 # Usage: BENCH_DIR=<dir scripts/bench-scale.sh kept> scripts/bench-restart.sh BIN_DIR [BIN_DIR ...]
@@ -46,12 +47,19 @@ for run in $(seq "$runs"); do
             sleep 0.005
         done
         t_listen=$(date +%s%N)
-        kill -9 "$pid"
+        # Stopped as an operator stops it; the time to its exit is the stop half of a restart.
+        kill -TERM "$pid"
+        for _ in $(seq 1 6000); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.005
+        done
+        t_exit=$(date +%s%N)
+        kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
         pid=""
         load="$(sed -n -E 's/.*loaded raft store.* ms=([0-9]+).*/\1/p' "$log" | head -1)"
         replay="$(sed -n -E 's/.*replayed the raft log on the snapshot.* ms=([0-9]+).*/\1/p' "$log" | head -1)"
-        echo "$bin ${load:-?} ${replay:-?} $(( (t_listen - t0) / 1000000 ))" >>"$results"
+        echo "$bin ${load:-?} ${replay:-?} $(( (t_listen - t0) / 1000000 )) $(( (t_exit - t_listen) / 1000000 ))" >>"$results"
         rm -f "$log"
     done
 done
@@ -64,8 +72,8 @@ for line in open(sys.argv[1]):
 def mmm(xs):
     xs = sorted(int(x) for x in xs if x != "?")
     return f"{xs[0]}/{statistics.median(xs):g}/{xs[-1]}" if xs else "?"
-print(f"{'binaries':40} {'load ms':>14} {'replay ms':>14} {'to listening ms':>16}   (min/median/max)")
+print(f"{'binaries':32} {'load ms':>14} {'replay ms':>14} {'to listening ms':>16} {'SIGTERM to exit ms':>19}   (min/median/max)")
 for b, vs in rows.items():
     cols = list(zip(*vs))
-    print(f"{b:40} {mmm(cols[0]):>14} {mmm(cols[1]):>14} {mmm(cols[2]):>16}")
+    print(f"{b:32} {mmm(cols[0]):>14} {mmm(cols[1]):>14} {mmm(cols[2]):>16} {mmm(cols[3]):>19}")
 EOF

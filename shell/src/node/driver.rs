@@ -569,11 +569,19 @@ impl Driver {
     pub fn spawn_on_own_thread(self) -> tokio::task::JoinHandle<Result<(), DriverError>> {
         let (done_tx, done) = oneshot::channel();
         let spawned = std::thread::Builder::new().name("mokv-driver".into()).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(self.run()),
-                Err(e) => Err(DriverError::Runtime(e)),
-            };
+            let (result, node) =
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => {
+                        let (result, node) = runtime.block_on(self.run_to_end());
+                        (result, Some(node))
+                    }
+                    Err(e) => (Err(DriverError::Runtime(e)), None),
+                };
             let _ = done_tx.send(result);
+            // The node is stopped and what it owed is durable: it is freed after the caller
+            // heard so. Freeing a large state block by block takes a while (≈ 120 ms of a
+            // 1M-key node's stop), and a process that exits meanwhile need not wait for it.
+            drop(node);
         });
         tokio::spawn(async move {
             if let Err(e) = spawned {
@@ -587,7 +595,13 @@ impl Driver {
     }
 
     /// Runs until stopped ([`DriverHandle::stop`]) or until the disk fails.
-    pub async fn run(mut self) -> Result<(), DriverError> {
+    pub async fn run(self) -> Result<(), DriverError> {
+        self.run_to_end().await.0
+    }
+
+    /// [`Driver::run`], handing the stopped node back instead of dropping it (everything else
+    /// of the driver is dropped here, its disk writer joined).
+    async fn run_to_end(mut self) -> (Result<(), DriverError>, Node) {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.greet_peers();
@@ -663,7 +677,8 @@ impl Driver {
             }
         }
         self.finish().await;
-        result
+        let Driver { node, .. } = self;
+        (result, node)
     }
 
     /// Greets every other member at start (see `net::peer_link`): a restarted node learns who
