@@ -651,9 +651,10 @@ impl StateHead {
 pub(crate) struct StateBuilder {
     head: StateHead,
     keys: KeySink,
-    /// The last key decoded (a copy, so that the decoding thread never touches the reference
-    /// count of an entry another thread is inserting): the next one must sort after it.
-    last_key: Option<Vec<u8>>,
+    /// The last key decoded, once `keys_decoded > 0` (a copy, so that the decoding thread
+    /// never touches the reference count of an entry another thread is inserting): the next
+    /// one must sort after it.
+    last_key: Vec<u8>,
     /// Where each entry's block is put together (one buffer for all, not one per key).
     scratch: Vec<u8>,
     keys_decoded: u64,
@@ -682,7 +683,14 @@ impl StateBuilder {
     }
 
     fn with_sink(head: StateHead, keys: KeySink) -> Self {
-        Self { head, keys, last_key: None, scratch: Vec::new(), keys_decoded: 0, state_bytes: 0 }
+        Self {
+            head,
+            keys,
+            last_key: Vec::new(),
+            scratch: Vec::new(),
+            keys_decoded: 0,
+            state_bytes: 0,
+        }
     }
 
     /// Keys still to decode.
@@ -696,7 +704,7 @@ impl StateBuilder {
         let key = r.get_str()?;
         let value = r.get_bytes()?;
         let (create_index, mod_index, version) = (r.get_u64()?, r.get_u64()?, r.get_u64()?);
-        if self.last_key.as_deref().is_some_and(|prev| prev >= key.as_bytes()) {
+        if self.keys_decoded > 0 && self.last_key.as_slice() >= key.as_bytes() {
             return Err(DecodeError::Invalid("keys not ascending"));
         }
         if version == 0 || create_index > mod_index || mod_index > self.head.applied_index {
@@ -710,9 +718,8 @@ impl StateBuilder {
             }
             KeySink::Batch(batch) => batch.push(entry),
         }
-        let last_key = self.last_key.get_or_insert_with(Vec::new);
-        last_key.clear();
-        last_key.extend_from_slice(key.as_bytes());
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key.as_bytes());
         self.keys_decoded += 1;
         Ok(())
     }
