@@ -1,13 +1,14 @@
 //! Memory per key of the data map, and the memory peak of taking a snapshot, for three maps a
-//! node's state can hold: `entries` (what the core uses: a persistent B-tree of one shared
-//! block per key, `imbl::OrdSet<Entry>`; a snapshot job is an O(1) clone encoded on another
-//! thread while writes continue), `imbl` (the same B-tree of `String` keys to `Versioned`
-//! values, as before the entries) and `btree` (a `std::collections::BTreeMap`, as before that:
+//! node's state can hold: `entries` (what the core uses, `mokv_core::DataMap`: its own
+//! persistent B+tree of one shared block per key; a snapshot job is an O(1) clone encoded on
+//! another thread while writes continue), `imbl-entries` (the same blocks in
+//! `imbl::OrdSet<Entry>`, as before the core's own tree), `imbl` (imbl's B-tree of `String`
+//! keys to `Versioned` values, as before the entries) and `btree` (a `std::collections::BTreeMap`, as before that:
 //! the snapshot is encoded from the live map on the driver, so no write is applied until it is
 //! done).
 //!
 //! Loads KEYS keys (default 1,000,000; 16-byte keys, VALUE_BYTES-byte values, default 256) as
-//! entries into the map named by MAP (`entries`, `imbl` or `btree`), then:
+//! entries into the map named by MAP (`entries`, `imbl-entries`, `imbl` or `btree`), then:
 //! - reports the growth of the process RSS per key (the workspace forbids `unsafe`, so no
 //!   counting allocator; the example allocates nothing else that lives);
 //! - takes a snapshot the way the map allows and encodes it (per key, the canonical encoding:
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant};
 use mokv_core::codec::Writer;
 use mokv_core::{Entry, Versioned};
 
+type Tree = mokv_core::DataMap;
+
 /// What `DataMap::visit` passes each key to: key, value, `[create, mod, version]`.
 type Visitor<'a> = dyn FnMut(&[u8], &[u8], [u64; 3]) + 'a;
 
@@ -39,6 +42,23 @@ trait DataMap: Send + 'static {
 
 fn revisions(v: &Versioned) -> [u64; 3] {
     [v.create_index, v.mod_index, v.version]
+}
+
+impl DataMap for Tree {
+    fn new() -> Self {
+        Tree::new()
+    }
+    fn insert(&mut self, key: String, v: Versioned) {
+        Tree::insert(self, Entry::new(&key, &v.value, v.create_index, v.mod_index, v.version));
+    }
+    fn len(&self) -> usize {
+        Tree::len(self)
+    }
+    fn visit(&self, f: &mut Visitor<'_>) {
+        for e in self.iter() {
+            f(e.key_bytes(), e.value(), [e.create_index(), e.mod_index(), e.version()]);
+        }
+    }
 }
 
 impl DataMap for imbl::OrdSet<Entry> {
@@ -184,10 +204,11 @@ fn main() {
     let value_bytes = env("VALUE_BYTES", 256);
     let map = std::env::var("MAP").unwrap_or_else(|_| "imbl".into());
     let report = match map.as_str() {
-        "entries" => run::<imbl::OrdSet<Entry>>(keys, value_bytes, true),
+        "entries" => run::<Tree>(keys, value_bytes, true),
+        "imbl-entries" => run::<imbl::OrdSet<Entry>>(keys, value_bytes, true),
         "imbl" => run::<imbl::OrdMap<String, Versioned>>(keys, value_bytes, true),
         "btree" => run::<BTreeMap<String, Versioned>>(keys, value_bytes, false),
-        other => panic!("MAP must be entries, imbl or btree, not {other}"),
+        other => panic!("MAP must be entries, imbl-entries, imbl or btree, not {other}"),
     };
     let per_key = |b: u64| b as f64 / keys as f64;
     println!(

@@ -203,7 +203,7 @@ fn record_bytes(key: &[u8], value: &[u8]) -> u64 {
 
 /// Yields a backup file chunk by chunk (see [`BackupSource::encoder`]).
 pub struct BackupEncoder {
-    items: imbl::ordset::ConsumingIter<Entry, imbl::shared_ptr::DefaultSharedPtr>,
+    items: crate::kv::IntoEntries,
     chunk_bytes: usize,
     /// Encoded bytes not handed out yet start at `pos`.
     buf: Vec<u8>,

@@ -16,10 +16,12 @@ use crate::session::{SessionLimits, Sessions};
 use crate::txn::TxnOpResult;
 
 mod entry;
+mod tree;
 mod txn;
 use crate::watch::WatchEvent;
-pub(crate) use entry::DataMap;
+pub use entry::DataMap;
 pub use entry::{Entry, EntryParts};
+pub(crate) use tree::{IntoEntries, SortedBuilder};
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -664,8 +666,8 @@ pub(crate) struct StateBuilder {
 /// Where a [`StateBuilder`] puts the keys it decodes.
 #[derive(Debug)]
 enum KeySink {
-    /// Into the map at once.
-    Map(DataMap),
+    /// Into the leaves of a map built bottom-up as they come.
+    Sorted(SortedBuilder),
     /// Into a batch the caller takes ([`StateBuilder::take_batch`]) and inserts elsewhere
     /// (a [`SnapshotKeys`]), so that decoding and inserting can run on two threads.
     Batch(Vec<Entry>),
@@ -673,7 +675,7 @@ enum KeySink {
 
 impl StateBuilder {
     pub(crate) fn new(head: StateHead) -> Self {
-        Self::with_sink(head, KeySink::Map(DataMap::new()))
+        Self::with_sink(head, KeySink::Sorted(SortedBuilder::default()))
     }
 
     /// A builder whose keys are handed out in batches ([`StateBuilder::take_batch`]) instead
@@ -713,9 +715,7 @@ impl StateBuilder {
         self.state_bytes += key_state_bytes(key, value);
         let entry = Entry::new_in(&mut self.scratch, key, value, create_index, mod_index, version);
         match &mut self.keys {
-            KeySink::Map(map) => {
-                map.insert(entry);
-            }
+            KeySink::Sorted(builder) => builder.push(entry),
             KeySink::Batch(batch) => batch.push(entry),
         }
         self.last_key.clear();
@@ -752,15 +752,16 @@ impl StateBuilder {
         format: crate::snapshot::StateFormat,
     ) -> Result<StateMachine, DecodeError> {
         let StateBuilder { head, keys: sink, state_bytes, .. } = self;
-        let mut map = keys.map;
+        let mut builder = keys.builder;
         match sink {
-            KeySink::Map(own) if map.is_empty() => map = own,
-            KeySink::Map(_) => return Err(DecodeError::Invalid("keys inserted twice")),
-            KeySink::Batch(rest) => map.extend_sorted(rest),
+            KeySink::Sorted(own) if builder.len() == 0 => builder = own,
+            KeySink::Sorted(_) => return Err(DecodeError::Invalid("keys inserted twice")),
+            KeySink::Batch(rest) => rest.into_iter().for_each(|e| builder.push(e)),
         }
-        if map.len() as u64 != head.key_count {
+        if builder.len() as u64 != head.key_count {
             return Err(DecodeError::Invalid("decoded keys missing from the map"));
         }
+        let map = DataMap::from_sorted(builder);
         let mut data = Keys::from_map(map, state_bytes);
         if format.leases {
             data.leases = Leases::decode_from(r, |key| data.map.contains_key(key))?;
@@ -788,11 +789,12 @@ impl KeyBatch {
 }
 
 /// The data map of a snapshot being decoded, built from the [`KeyBatch`]es of ONE
-/// [`crate::SnapshotDecoder`] in the order it handed them out (which may be on another thread
-/// than the decoder's: decoding a key and inserting it into the map cost about the same).
+/// [`crate::SnapshotDecoder`] in the order it handed them out, on any thread: the entries
+/// fill the map's leaves as they come (hinting each leaf reads its keys), and the branches
+/// over them are built when the decoder finishes.
 #[derive(Debug, Default)]
 pub struct SnapshotKeys {
-    map: DataMap,
+    builder: SortedBuilder,
 }
 
 impl SnapshotKeys {
@@ -802,7 +804,7 @@ impl SnapshotKeys {
 
     /// Inserts the next batch.
     pub fn insert(&mut self, batch: KeyBatch) {
-        self.map.extend_sorted(batch.0);
+        batch.0.into_iter().for_each(|e| self.builder.push(e));
     }
 }
 

@@ -59,8 +59,8 @@ pub use error::{
     RecoveryError, Unavailable,
 };
 pub use kv::{
-    Entry, EntryParts, KeyBatch, RangeItem, RangePage, RangeQuery, SnapshotKeys, StateMachine,
-    Versioned,
+    DataMap, Entry, EntryParts, KeyBatch, RangeItem, RangePage, RangeQuery, SnapshotKeys,
+    StateMachine, Versioned,
 };
 pub use lease::{LeaseError, LeaseTtl};
 pub use members::{Conf, MemberInfo, MemberTable, NodeId};

@@ -5,8 +5,9 @@
 //! the B-tree per key (which splits nodes in half when keys arrive in order, so the inline part
 //! counts about twice): ~467 bytes per key for 16-byte keys and 256-byte values. One
 //! reference-counted byte block per key behind a thin (8-byte) pointer, with the revisions as
-//! varints, costs the key and value plus ~60 bytes: 331 bytes per key for 16-byte keys and
-//! 256-byte values, against 381 with `Arc<[u8]>` (a 16-byte pointer) and fixed-width revisions
+//! varints, costs the key and value plus ~45 bytes: 317 bytes per key for 16-byte keys and
+//! 256-byte values in the core's B+tree (331 in `imbl`'s, whose leaves filled in key order are
+//! half empty), against 381 with `Arc<[u8]>` (a 16-byte pointer) and fixed-width revisions
 //! (`scripts/bench-state-memory.sh`). The block's size matters to the byte: glibc rounds each
 //! allocation up to 16 bytes with 8 of its own, so those keys' blocks take 304 bytes, not 336.
 //! Cloning an entry is a reference-count increment, so the copy-on-write B-tree copies nodes,
@@ -18,6 +19,7 @@ use std::ops::Bound;
 
 use triomphe::ThinArc;
 
+use super::tree::{IntoEntries, SortedBuilder, Tree};
 use crate::kv::Versioned;
 
 /// Appends `n` as an unsigned LEB128 varint (7 bits per byte, low bits first).
@@ -140,9 +142,9 @@ impl Entry {
         }
     }
 
-    /// Inlined, as is every step of a comparison: imbl's search loops compare entries a few
-    /// dozen times per insert or lookup, and a call per step cost the thread building a 1M-key
-    /// map from a snapshot a third of its time (`perf`, release build).
+    /// Inlined, as is every step of a comparison: a search compares keys at every level of
+    /// the map, and a call per step once cost the thread building a 1M-key map from a
+    /// snapshot a third of its time (`perf`, release build).
     #[inline]
     pub fn key_bytes(&self) -> &[u8] {
         let block = self.block();
@@ -238,7 +240,7 @@ impl Ord for Entry {
 /// keys this short a call into `memcmp` costs more than the comparison (building a 1M-key map
 /// from a snapshot spent half its time in `Entry::cmp` and `memcmp`).
 #[inline]
-fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
+pub(super) fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
     const INLINE_BYTES: usize = 64;
     let common = a.len().min(b.len());
     if common > INLINE_BYTES {
@@ -269,44 +271,43 @@ impl Borrow<[u8]> for Entry {
     }
 }
 
-/// The data: a persistent B-tree of entries in key (byte) order, so cloning the state (a
-/// snapshot job) is O(1) and later writes copy only the nodes they change while the clone is
-/// alive. `str` order is byte order, so lookups by `&str` go through the key's bytes.
+/// The data: a persistent B+tree of entries in key (byte) order ([`super::tree`]), so cloning
+/// the state (a snapshot job) is O(1) and later writes copy only the nodes they change while
+/// the clone is alive. `str` order is byte order, so lookups by `&str` go through the key's
+/// bytes. Public for the benchmarks of its memory (`examples/state_memory.rs`); the state
+/// machine owns the one a node serves from.
 #[derive(Clone, Default)]
-pub(crate) struct DataMap(imbl::OrdSet<Entry>);
+pub struct DataMap(Tree);
 
 impl DataMap {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
+    pub fn get(&self, key: &str) -> Option<&Entry> {
         self.0.get(key.as_bytes())
     }
 
     pub(crate) fn contains_key(&self, key: &str) -> bool {
-        self.0.contains(key.as_bytes())
+        self.0.get(key.as_bytes()).is_some()
     }
 
     /// Inserts `entry`, replacing (and returning) the entry with the same key.
-    pub(crate) fn insert(&mut self, entry: Entry) -> Option<Entry> {
+    pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
         self.0.insert(entry)
     }
 
-    /// Inserts entries of keys that ascend and are not in the map yet (a decoded snapshot's).
-    pub(crate) fn extend_sorted(&mut self, entries: Vec<Entry>) {
-        for entry in entries {
-            let replaced = self.0.insert(entry);
-            debug_assert!(replaced.is_none(), "a decoded key is in the map twice");
-        }
+    /// The map of the entries a builder was given (in ascending key order).
+    pub(crate) fn from_sorted(builder: SortedBuilder) -> Self {
+        Self(builder.finish())
     }
 
     pub(crate) fn remove(&mut self, key: &str) -> Option<Entry> {
@@ -314,7 +315,7 @@ impl DataMap {
     }
 
     /// Every entry in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.0.iter()
     }
 
@@ -325,20 +326,22 @@ impl DataMap {
             Bound::Excluded(k) => Bound::Excluded(k.as_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.0.range::<_, [u8]>((lower, Bound::Unbounded))
+        self.0.starting_at(lower)
     }
 
     /// The entries in key order, taking the map.
-    pub(crate) fn into_entries(
-        self,
-    ) -> imbl::ordset::ConsumingIter<Entry, imbl::shared_ptr::DefaultSharedPtr> {
-        self.0.into_iter()
+    pub(crate) fn into_entries(self) -> IntoEntries {
+        self.0.into_entries()
     }
 }
 
 impl FromIterator<Entry> for DataMap {
     fn from_iter<I: IntoIterator<Item = Entry>>(entries: I) -> Self {
-        Self(entries.into_iter().collect())
+        let mut map = Self::new();
+        for entry in entries {
+            map.insert(entry);
+        }
+        map
     }
 }
 
@@ -346,8 +349,7 @@ impl PartialEq for DataMap {
     /// Equal keys with equal values and revisions (not only equal keys, which is what the
     /// entries' own equality compares).
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len()
-            && self.0.iter().zip(other.0.iter()).all(|(a, b)| a.same_contents(b))
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a.same_contents(b))
     }
 }
 
@@ -355,7 +357,7 @@ impl Eq for DataMap {}
 
 impl std::fmt::Debug for DataMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.iter()).finish()
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 

@@ -252,8 +252,10 @@ impl Receiving {
         }
     }
 
-    /// Decodes on the caller's thread and inserts the keys into the map on a thread of its
-    /// own: the two cost about the same, so a large snapshot loads in about half the time.
+    /// Decodes on the caller's thread and puts the keys into the map's leaves on a thread of
+    /// its own. Decoding (allocating each key's block, most of it faulting in fresh heap
+    /// pages) is by far the larger part since the map is built bottom-up; the leaves still
+    /// take ≈ 20 ms of 1M keys off the caller's thread, `perf record`.
     pub fn with_inserter(reference: SnapshotRef) -> Result<Self, DiskError> {
         Ok(Self {
             check: SnapshotFileCheck::new(reference),
