@@ -5,7 +5,8 @@
 # same data, in one run of the script). Per binary directory it prints min/median/max of the
 # node's own account of loading (snapshot + log, `loaded raft store ms=`), of replaying the log
 # on the snapshot (`replayed the raft log ms=`), of exec-to-listening, and of the time from a
-# SIGTERM sent once it listens to its exit. The node cannot reach
+# SIGTERM sent once it listens to its exit, and its resident and peak memory when it listens
+# (VmRSS, VmHWM). The node cannot reach
 # its peers, so this is its start alone; scripts/bench-scale.sh measures the restart to a
 # first linearizable read in a running cluster.
 # Usage: BENCH_DIR=<dir scripts/bench-scale.sh kept> scripts/bench-restart.sh BIN_DIR [BIN_DIR ...]
@@ -47,6 +48,9 @@ for run in $(seq "$runs"); do
             sleep 0.005
         done
         t_listen=$(date +%s%N)
+        # Memory once it serves: resident and peak, MiB.
+        rss=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$pid/status")
+        hwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$pid/status")
         # Stopped as an operator stops it; the time to its exit is the stop half of a restart.
         kill -TERM "$pid"
         for _ in $(seq 1 6000); do
@@ -59,7 +63,7 @@ for run in $(seq "$runs"); do
         pid=""
         load="$(sed -n -E 's/.*loaded raft store.* ms=([0-9]+).*/\1/p' "$log" | head -1)"
         replay="$(sed -n -E 's/.*replayed the raft log on the snapshot.* ms=([0-9]+).*/\1/p' "$log" | head -1)"
-        echo "$bin ${load:-?} ${replay:-?} $(( (t_listen - t0) / 1000000 )) $(( (t_exit - t_listen) / 1000000 ))" >>"$results"
+        echo "$bin ${load:-?} ${replay:-?} $(( (t_listen - t0) / 1000000 )) $(( (t_exit - t_listen) / 1000000 )) $rss $hwm" >>"$results"
         rm -f "$log"
     done
 done
@@ -72,8 +76,8 @@ for line in open(sys.argv[1]):
 def mmm(xs):
     xs = sorted(int(x) for x in xs if x != "?")
     return f"{xs[0]}/{statistics.median(xs):g}/{xs[-1]}" if xs else "?"
-print(f"{'binaries':32} {'load ms':>14} {'replay ms':>14} {'to listening ms':>16} {'SIGTERM to exit ms':>19}   (min/median/max)")
+print(f"{'binaries':32} {'load ms':>14} {'replay ms':>14} {'to listening ms':>16} {'SIGTERM to exit ms':>19} {'RSS MiB':>12} {'peak MiB':>12}   (min/median/max)")
 for b, vs in rows.items():
     cols = list(zip(*vs))
-    print(f"{b:32} {mmm(cols[0]):>14} {mmm(cols[1]):>14} {mmm(cols[2]):>16} {mmm(cols[3]):>19}")
+    print(f"{b:32} {mmm(cols[0]):>14} {mmm(cols[1]):>14} {mmm(cols[2]):>16} {mmm(cols[3]):>19} {mmm(cols[4]):>12} {mmm(cols[5]):>12}")
 EOF
