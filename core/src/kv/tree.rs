@@ -2,13 +2,16 @@
 //!
 //! Cloning the tree is O(1) (a snapshot job holds a clone while writes go on); a write copies
 //! the nodes on its path that a clone still shares. Written for this map rather than taken
-//! from a crate for three reasons a 1M-key state measured:
+//! from a crate for four reasons a 1M-key state measured:
 //! - a sorted snapshot is built bottom-up into full leaves ([`SortedBuilder`]), where inserting
 //!   key by key cost the restart ≈ 250 ms of CPU and left leaves ≈ 56 % full;
 //! - keys put in ascending order (a load) also fill leaves: a full node split by an item put
 //!   past its end keeps its left part full ([`node::split_point`]);
 //! - a branch holds copies of its separator keys in one buffer, so a lookup touches the
-//!   entries' blocks only in the leaf it ends in, not at every level.
+//!   entries' blocks only in the leaf it ends in, not at every level;
+//! - a leaf holds a two-byte hint of each key ([`leaf`]), so a lookup reads about two of its
+//!   entries' blocks rather than one per binary-search step (each one a cache miss in a
+//!   large map: the lookups were 39 % of a restart's replay in imbl).
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -24,8 +27,7 @@ mod tests;
 
 pub(crate) use build::SortedBuilder;
 pub(crate) use iter::{IntoEntries, Iter};
-use node::BRANCH_CAPACITY;
-use node::{rebalance, split_point, Branch, Leaf, Node, Rebalanced};
+use node::{rebalance, split_point, Branch, Leaf, Node, Rebalanced, BRANCH_CAPACITY};
 
 #[derive(Clone)]
 pub(crate) struct Tree {

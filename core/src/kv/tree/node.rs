@@ -2,18 +2,18 @@
 //! a clone of the tree shares them and a write copies only the nodes on its path
 //! (`Arc::make_mut`).
 //!
-//! Invariants (checked by `Tree::check` in tests):
+//! Invariants (checked after every case by `check` in `tests.rs`):
 //! - every leaf is at the same depth;
-//! - a leaf ([`Leaf`]) holds 1..=[`LEAF_CAPACITY`] entries in ascending key order (an empty tree is one
-//!   empty leaf), a branch 1..=[`BRANCH_CAPACITY`] children (a root branch at least two) and one
-//!   separator fewer;
+//! - a leaf ([`Leaf`]) holds 1..=[`LEAF_CAPACITY`] entries in ascending key order (an empty
+//!   tree is one empty leaf), a branch 1..=[`BRANCH_CAPACITY`] children (a root branch at
+//!   least two) and one separator fewer;
 //! - a node that is not the last of its level holds at least [`LEAF_MIN`] entries or
 //!   [`BRANCH_MIN`] children. The last ones (the root and the right edge below it) may hold
 //!   fewer: keys put in ascending order fill the left node of every split there
 //!   ([`split_point`]);
 //! - separator `i` is greater than every key under children `..=i` and at most every key under
-//!   children `i + 1..` (a B+tree: separators are copies of key bytes, never entries, so a branch
-//!   is searched without touching the entries' blocks, one cache miss each).
+//!   children `i + 1..` (a B+tree: separators are copies of key bytes, not entries, so searching
+//!   a branch reads the branch only, never an entry's block elsewhere in memory).
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use crate::kv::entry::compare_keys;
 
 /// Children per branch at most.
 pub(super) const BRANCH_CAPACITY: usize = 32;
-/// A non-root branch with fewer children is merged with or refilled from a neighbour.
+/// A branch that is not the last of its level and has fewer children is merged with or
+/// refilled from a neighbour.
 pub(super) const BRANCH_MIN: usize = BRANCH_CAPACITY / 2;
 
 /// A child: a leaf or a branch, shared between the versions of the tree that hold it.
@@ -150,7 +151,7 @@ impl Branch {
 }
 
 impl Node {
-    /// Whether a non-root node is below its minimum.
+    /// Whether the node is below the minimum of a node that is not the last of its level.
     pub(super) fn is_underfull(&self) -> bool {
         match self {
             Node::Leaf(leaf) => leaf.len() < LEAF_MIN,
