@@ -12,10 +12,13 @@
 #      the restarted node's own account: loading (snapshot + log) and replaying, in ms;
 #   4. with LEARNER=1: a fourth node with an empty data dir joins by gossip and catches up (by a
 #      streamed snapshot): the time from its start to its first linearizable read, its peak RSS
-#      (VmHWM) and disk use, beside the data set's size.
+#      (VmHWM) and disk use, beside the data set's size;
+#   5. with REWRITE=1: every key written once more, then each node's RSS. A node that loaded its
+#      state at a restart (n3) or from a streamed snapshot (n4) holds keys its driver did not
+#      allocate; this shows whether replacing them all leaves their old memory behind.
 # Usage: scripts/bench-scale.sh
 # Environment (defaults in brackets): KEYS [1000000]  CLIENTS [256]  SECONDS_MEASURED [10]
-#   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
+#   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  REWRITE [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
 #   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL).
 set -euo pipefail
 # shellcheck source=bench-cluster.sh
@@ -113,4 +116,21 @@ if [ "${LEARNER:-0}" = 1 ]; then
     read -r rss hwm < <(rss_mib "$n4_pid")
     # State bytes as the quota counts them: key + value + 32 bytes per key.
     echo "n4: first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB, $(du -sm "$dir/data/n4" | cut -f1) MiB on disk; data set $(( keys * (16 + 256 + 32) / 1048576 )) MiB of state bytes"
+fi
+
+if [ "${REWRITE:-0}" = 1 ]; then
+    echo "== every key written once more"
+    client --endpoints "$endpoints" bench --clients "${CLIENTS:-256}" --seconds 1 \
+        --warmup-seconds 0 --keys "$keys" --workloads put 2>&1 | grep -E "^preloaded" || true
+    rewritten=(n1 n2 n3)
+    [ "${LEARNER:-0}" = 1 ] && rewritten+=(n4)
+    for name in "${rewritten[@]}"; do
+        case "$name" in
+            n3) pid="$n3_pid" ;;
+            n4) pid="$n4_pid" ;;
+            *) pid="${pids[$(( ${name#n} - 1 ))]}" ;;
+        esac
+        read -r rss hwm < <(rss_mib "$pid")
+        echo "$name: RSS $rss MiB, peak $hwm MiB after the rewrite"
+    done
 fi

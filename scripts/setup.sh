@@ -33,6 +33,8 @@ have_libclang() {
 missing=()
 have_libclang || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# jemalloc (mokvd's allocator) is built from source by its crate's build script: configure + make.
+command -v make >/dev/null 2>&1 || missing+=(make)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     sudo=()

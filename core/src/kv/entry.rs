@@ -8,8 +8,10 @@
 //! varints, costs the key and value plus ~45 bytes: 317 bytes per key for 16-byte keys and
 //! 256-byte values in the core's B+tree (331 in `imbl`'s, whose leaves filled in key order are
 //! half empty), against 381 with `Arc<[u8]>` (a 16-byte pointer) and fixed-width revisions
-//! (`scripts/bench-state-memory.sh`). The block's size matters to the byte: glibc rounds each
-//! allocation up to 16 bytes with 8 of its own, so those keys' blocks take 304 bytes, not 336.
+//! (`scripts/bench-state-memory.sh`, glibc's allocator). The block's size matters to the byte:
+//! glibc rounds each allocation up to 16 bytes with 8 of its own, so those keys' blocks take 304
+//! bytes, not 336; jemalloc (`mokvd`'s allocator) has four size classes per doubling above 128
+//! bytes and no header, so they take 320 there.
 //! Cloning an entry is a reference-count increment, so the copy-on-write B-tree copies nodes,
 //! never values, while a snapshot job holds an old version of the map.
 
