@@ -3,7 +3,9 @@
 # fsync; see bench-cluster.sh): loads KEYS keys (16-byte keys, 256-byte values) from empty and
 # prints
 #   1. the load: keys/s and write latency while the state grows (p50/p99/p99.9/max, writes over
-#      100 ms), whether the leader changed while loading;
+#      100 ms, and those grouped into stall episodes: ms since a unix time, so they line up
+#      with the nodes' logs — `snapshot file written`, `slow raft store write` — kept in
+#      BENCH_DIR with LOG_LEVEL=info), whether the leader changed while loading;
 #   2. each node's RSS and peak RSS (VmHWM) once loaded, and again after a put/get window at
 #      that size (`mokv bench` table: throughput at KEYS keys);
 #   3. restart: n3 is stopped (SIGTERM: the time to its exit) and started again; the time from its start to its first

@@ -1081,6 +1081,10 @@ async fn disk_writer_task(
     }
 }
 
+/// A raft store write (with its sync) that took this long is logged: writes wait for it,
+/// and on a shared disk a snapshot file or another program's I/O shows up here first.
+const SLOW_WRITE_SECONDS: f64 = 0.1;
+
 /// Writes `first` and whatever else is queued with one `write`; `false` once it failed.
 fn write_group(
     disk: &dyn Storage,
@@ -1108,6 +1112,16 @@ fn write_group(
         Ok(()) => {
             let has_snapshot = group.iter().any(|b| b.snapshot.is_some());
             let seconds = started.elapsed().as_secs_f64();
+            if seconds >= SLOW_WRITE_SECONDS {
+                // At most one line per SLOW_WRITE_SECONDS: the writer is the one logging.
+                tracing::warn!(
+                    ms = (seconds * 1000.0) as u64,
+                    bytes,
+                    batches = group.len(),
+                    has_snapshot,
+                    "slow raft store write: every write of this node waited for it"
+                );
+            }
             crate::metrics::persist_group(group.len(), bytes, seconds, has_snapshot);
             progress.send_modify(|p| p.persisted = p.persisted.max(last));
         }

@@ -45,6 +45,7 @@ use mokv_core::persist::{DurableState, LogRecord, PersistBatch, StoredSnapshot};
 use mokv_core::{is_full_snapshot, SnapshotImage, SnapshotRef};
 
 use crate::storage::snapshot_files::SnapshotDir;
+use crate::storage::snapshot_remover::SnapshotRemover;
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 const HARD_STATE_KEY: &[u8] = b"h";
@@ -161,6 +162,8 @@ pub struct Disk {
     /// Files of snapshots older than this index go after the next synced write (0: none):
     /// a newer reference was written, and is durable once a write is synced.
     remove_snapshots_below: AtomicU64,
+    /// Removes them, off the disk writer.
+    remover: SnapshotRemover,
 }
 
 impl Drop for Disk {
@@ -212,6 +215,7 @@ impl Disk {
         };
         tracing::debug!(dir = %dir.display(), last, "opened raft store");
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
+        let remover = SnapshotRemover::start(snapshots.clone());
         Ok(Disk {
             db,
             dir: dir.to_path_buf(),
@@ -219,6 +223,7 @@ impl Disk {
             max_value_bytes: MAX_VALUE_BYTES,
             snapshots,
             remove_snapshots_below: AtomicU64::new(0),
+            remover,
         })
     }
 
@@ -328,7 +333,7 @@ impl Disk {
             // (unsynced) write durable.
             if sync {
                 self.db.flush_wal(true).map_err(rocks("sync wal"))?;
-                self.remove_old_snapshots()?;
+                self.remove_old_snapshots();
             }
             return Ok(());
         }
@@ -340,16 +345,17 @@ impl Disk {
             self.remove_snapshots_below.fetch_max(newest.reference.index, Ordering::AcqRel);
         }
         if sync {
-            self.remove_old_snapshots()?;
+            self.remove_old_snapshots();
         }
         Ok(())
     }
 
-    /// Deletes the files older than the newest durable reference.
-    fn remove_old_snapshots(&self) -> Result<(), DiskError> {
+    /// Has the files older than the newest durable reference deleted, off this thread (see
+    /// `snapshot_remover`).
+    fn remove_old_snapshots(&self) {
         match self.remove_snapshots_below.swap(0, Ordering::AcqRel) {
-            0 => Ok(()),
-            below => self.snapshots.remove_older_than(below),
+            0 => {}
+            below => self.remover.remove_older_than(below, &self.snapshots),
         }
     }
 
@@ -687,6 +693,20 @@ mod tests {
         names
     }
 
+    /// Waits (up to 10 s) until the snapshot directory holds exactly `expected`: old files go
+    /// on the removal thread, after the synced write that made a newer reference durable.
+    fn await_snapshot_files(dir: &Path, expected: &[&str]) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let names = snapshot_files(dir);
+            if names == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "snapshot files {names:?}, expected {expected:?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn image_at(index: u64, term: u64) -> SnapshotImage {
         SnapshotImage { index, term, state: mokv_core::StateMachine::default() }
     }
@@ -732,7 +752,7 @@ mod tests {
             ..Default::default()
         }])
         .unwrap();
-        assert_eq!(snapshot_files(dir.path()), ["12-2.snap", "notes.txt"]);
+        await_snapshot_files(dir.path(), &["12-2.snap", "notes.txt"]);
         drop(disk);
         let disk = Disk::open(dir.path()).unwrap();
         assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));

@@ -208,6 +208,45 @@ impl Rng {
 /// A write slower than this during the preload counts as a stall (the scale target: loading
 /// 0 → 1M keys with no stall over 100 ms).
 const PRELOAD_STALL_US: u64 = 100_000;
+/// Stalled writes the preload keeps for its report of stall episodes.
+const MAX_STALLS_KEPT: usize = 100_000;
+/// Stalled writes sent at most this far apart belong to one episode.
+const STALL_EPISODE_GAP_MS: u64 = 100;
+/// Episodes listed at most (the largest, in time order).
+const MAX_EPISODES_LISTED: usize = 20;
+
+/// `stalls` ((sent ms, latency µs)) grouped into episodes: "start+length ms: count, max ms".
+fn stall_episodes(stalls: &mut [(u64, u64)]) -> String {
+    stalls.sort_unstable();
+    // (start ms, last sent ms, count, max latency µs)
+    let mut episodes: Vec<(u64, u64, u64, u64)> = Vec::new();
+    for &(sent_ms, us) in stalls.iter() {
+        match episodes.last_mut() {
+            Some(e) if sent_ms - e.1 <= STALL_EPISODE_GAP_MS => {
+                e.1 = sent_ms;
+                e.2 += 1;
+                e.3 = e.3.max(us);
+            }
+            _ => episodes.push((sent_ms, sent_ms, 1, us)),
+        }
+    }
+    let total = episodes.len();
+    if total > MAX_EPISODES_LISTED {
+        let mut by_count: Vec<usize> = (0..total).collect();
+        by_count.sort_by_key(|&i| std::cmp::Reverse(episodes[i].2));
+        let mut keep: Vec<usize> = by_count[..MAX_EPISODES_LISTED].to_vec();
+        keep.sort_unstable();
+        episodes = keep.into_iter().map(|i| episodes[i]).collect();
+    }
+    let mut out: Vec<String> = episodes
+        .iter()
+        .map(|(start, last, n, us)| format!("{start}+{}: {n}, max {} ms", last - start, us / 1000))
+        .collect();
+    if total > MAX_EPISODES_LISTED {
+        out.push(format!("({} smaller episodes not listed)", total - MAX_EPISODES_LISTED));
+    }
+    out.join("; ")
+}
 /// The preload gives up when no write succeeded for this long.
 const PRELOAD_GIVE_UP: Duration = Duration::from_secs(30);
 
@@ -222,6 +261,12 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
     // Retried errors by status code, to say why a preload gave up.
     let codes = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let gave_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stalled writes (sent at ms since `started`, latency in µs), to line them up with what
+    // the nodes log (snapshots, elections, flushes); at most MAX_STALLS_KEPT of them.
+    let stalls_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut tasks = Vec::new();
     for c in 0..args.clients.max(1) {
         let mut kv = KvClient::new(s.leader[c % s.leader.len()].clone());
@@ -233,6 +278,7 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
         let (next, errors, codes) = (next.clone(), errors.clone(), codes.clone());
         let progress_ms = progress_ms.clone();
         let gave_up = gave_up.clone();
+        let stalls_seen = stalls_seen.clone();
         let (keys, key_bytes) = (args.keys, args.key_bytes);
         let value = vec![b'v'; args.value_bytes];
         tasks.push(tokio::spawn(async move {
@@ -271,6 +317,14 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
                 }
                 let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let _ = hist.record(us.max(1));
+                if us >= PRELOAD_STALL_US {
+                    let sent_ms = sent.duration_since(started).as_millis() as u64;
+                    if let Ok(mut seen) = stalls_seen.lock() {
+                        if seen.len() < MAX_STALLS_KEPT {
+                            seen.push((sent_ms, us));
+                        }
+                    }
+                }
                 progress_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             }
         }));
@@ -307,6 +361,15 @@ async fn preload(s: &Setup, args: &BenchArgs) -> Result<(), String> {
         hist.max() as f64 / 1000.0,
         PRELOAD_STALL_US / 1000,
     );
+    if stalls > 0 {
+        let mut seen = stalls_seen.lock().map(|s| s.clone()).unwrap_or_default();
+        eprintln!(
+            "stalls (writes over {} ms sent within {STALL_EPISODE_GAP_MS} ms of each other; \
+             ms since unix ms {started_unix_ms}): {}",
+            PRELOAD_STALL_US / 1000,
+            stall_episodes(&mut seen)
+        );
+    }
     Ok(())
 }
 
