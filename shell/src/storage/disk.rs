@@ -250,9 +250,14 @@ impl Disk {
                 .name("mokv-log-load".into())
                 .spawn_scoped(scope, || self.load_log())
                 .map_err(|source| DiskError::Thread { what: "load the raft log", source })?;
-            let snapshot = self.load_snapshot().and_then(|snapshot| {
-                self.snapshots.remove_all_but(snapshot.as_ref().map(|s| &s.reference))?;
-                Ok(snapshot)
+            let snapshot = self.load_snapshot().inspect(|snapshot| {
+                // Files no reference names are never read: one that cannot go stays, and the
+                // start goes on.
+                if let Err(e) =
+                    self.snapshots.remove_all_but(snapshot.as_ref().map(|s| &s.reference))
+                {
+                    tracing::warn!(error = %e, "removing snapshot files no reference names");
+                }
             });
             let entries = log.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             Ok::<_, DiskError>((snapshot?, entries?))
@@ -753,6 +758,41 @@ mod tests {
         }])
         .unwrap();
         await_snapshot_files(dir.path(), &["12-2.snap", "notes.txt"]);
+        drop(disk);
+        let disk = Disk::open(dir.path()).unwrap();
+        assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));
+    }
+
+    /// A replaced file that cannot be removed (here a directory under an old file's name)
+    /// does not fail the write that made a newer reference durable, nor keep the other
+    /// replaced files, nor stop the next start: removal happens off the writer, and is
+    /// retried at start-up.
+    #[test]
+    fn a_snapshot_file_that_cannot_be_removed_fails_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        let first = snap(4, 1);
+        disk.write(&[PersistBatch {
+            id: 1,
+            snapshot: Some(first),
+            must_sync: true,
+            ..Default::default()
+        }])
+        .unwrap();
+        let stuck = dir.path().join("snapshots").join("2-1.snap");
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("inside"), b"x").unwrap();
+
+        let newer = snap(12, 2);
+        disk.write(&[PersistBatch {
+            id: 2,
+            snapshot: Some(newer.clone()),
+            compact_to: Some(12),
+            must_sync: true,
+            ..Default::default()
+        }])
+        .expect("a removal that fails is not the write's failure");
+        await_snapshot_files(dir.path(), &["12-2.snap", "2-1.snap"]);
         drop(disk);
         let disk = Disk::open(dir.path()).unwrap();
         assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));

@@ -185,9 +185,12 @@ impl SnapshotDir {
         })
     }
 
+    /// Removes every file `doomed` names; one that cannot go does not keep the others. The
+    /// first failure is returned.
     fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<(), DiskError> {
         let entries = std::fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))?;
         let mut removed = false;
+        let mut failed = None;
         for entry in entries {
             let entry = entry.map_err(io_error("list", &self.dir))?;
             let name = entry.file_name();
@@ -195,19 +198,25 @@ impl SnapshotDir {
             if doomed(name) {
                 let path = entry.path();
                 match std::fs::remove_file(&path) {
-                    Ok(()) => removed = true,
+                    Ok(()) => {
+                        removed = true;
+                        tracing::debug!(file = name, "removed snapshot file");
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
-                        return Err(DiskError::SnapshotFile { op: "remove", path, source })
+                        failed.get_or_insert(DiskError::SnapshotFile {
+                            op: "remove",
+                            path,
+                            source,
+                        });
                     }
                 }
-                tracing::debug!(file = name, "removed snapshot file");
             }
         }
         if removed {
             self.sync_dir()?;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 
