@@ -5,7 +5,8 @@
 # Environment: NO_BUILD=1 (use the release binaries already built), BIN_DIR (take mokvd and mokv
 # from here; implies NO_BUILD=1), BENCH_DIR (where data and certificates go; default: a fresh
 # directory under the target dir, on the disk the build uses, not a tmpfs), MOKVD_ARGS (extra
-# flags for every node), LOG_LEVEL (of every node; default warn).
+# flags for every node), LOG_LEVEL (of every node; default warn), METRICS=1 (every node serves
+# plain-HTTP metrics on a free port, written with its other ports to $dir/<node>.ports).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=env.sh
@@ -49,6 +50,7 @@ start() {
         --server-tls-key-file "$dir/certs/$name-key.pem" \
         --server-tls-ca-file "$dir/certs/ca.pem" \
         --rpc-port "${RPC_PORT:-0}" --bind-addr "${GOSSIP_ADDR:-127.0.0.1:0}" --log-level "${LOG_LEVEL:-warn}" \
+        --ports-file "$dir/$name.ports" ${METRICS:+--metrics-port 0 --metrics-plain-http} \
         ${MOKVD_ARGS:-} "$@" >"$dir/$name.log" 2>&1 &
     started_pid=$!
     pids+=("$started_pid")
@@ -68,6 +70,26 @@ listening() {
     echo "$0: $1 did not start:" >&2
     cat "$log" >&2
     return 1
+}
+
+# With METRICS=1 (nodes started with a plain-HTTP metrics port): node $1's memory gauges in
+# MiB, "process P, allocated A, allocator resident R, state S" (empty if it serves none).
+memory_gauges() {
+    local addr
+    addr="$(sed -n 's/^metrics //p' "$dir/$1.ports" 2>/dev/null)"
+    [ -n "$addr" ] || return 0
+    python3 - "$addr" <<'PY' || true
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+v = {}
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        name, _, value = line.partition(" ")
+        v[name] = float(value)
+mib = lambda n: f"{v[n] / 1048576:.0f}" if n in v else "?"
+print(f"process {mib('mokv_process_resident_bytes')}, allocated {mib('mokv_allocator_allocated_bytes')}, "
+      f"allocator resident {mib('mokv_allocator_resident_bytes')}, state {mib('mokv_state_bytes')} MiB")
+PY
 }
 
 field() { # $1 = line, $2 = "advertised" | "gossip"

@@ -21,7 +21,8 @@
 # Usage: scripts/bench-scale.sh
 # Environment (defaults in brackets): KEYS [1000000]  CLIENTS [256]  SECONDS_MEASURED [10]
 #   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  REWRITE [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
-#   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL).
+#   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL, METRICS: 1 also prints each node's memory gauges after
+#   the load — process RSS, jemalloc's allocated and resident bytes, state bytes).
 set -euo pipefail
 # shellcheck source=bench-cluster.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-cluster.sh"
@@ -53,6 +54,8 @@ echo "leader before the load: ${leader_before:-?}, after: ${leader_after:-?}"
 for i in 0 1 2; do
     read -r rss hwm < <(rss_mib "${pids[$i]}")
     echo "n$((i + 1)): RSS $rss MiB, peak $hwm MiB ($(du -sm "$dir/data/n$((i + 1))" | cut -f1) MiB on disk)"
+    gauges="$(memory_gauges "n$((i + 1))")"
+    [ -z "$gauges" ] || echo "n$((i + 1)) gauges: $gauges"
 done
 
 echo "== restart of n3 to its first linearizable read"

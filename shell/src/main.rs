@@ -17,6 +17,34 @@ use mokv_shell::config::{self, Cli, Command, ConfigCommand, NodeConfig, Settings
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How often jemalloc's statistics are refreshed and published.
+const ALLOCATOR_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// jemalloc's allocated, resident and retained bytes, refreshed (`epoch`) first.
+fn allocator_stats() -> Option<(u64, u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let read = |r: Result<usize, tikv_jemalloc_ctl::Error>| r.ok().map(|b| b as u64);
+    Some((
+        read(stats::allocated::read())?,
+        read(stats::resident::read())?,
+        read(stats::retained::read())?,
+    ))
+}
+
+/// Publishes [`allocator_stats`] now and every [`ALLOCATOR_STATS_INTERVAL`] (with metrics on):
+/// beside the process's RSS, they tell live data (allocated) from pages the allocator keeps.
+fn spawn_allocator_metrics() {
+    tokio::spawn(async {
+        loop {
+            if let Some((allocated, resident, retained)) = allocator_stats() {
+                mokv_shell::metrics::allocator_bytes(allocated, resident, retained);
+            }
+            tokio::time::sleep(ALLOCATOR_STATS_INTERVAL).await;
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let cli = config::parse_cli();
     if let Some(Command::Config(ConfigCommand::Reference)) = &cli.command {
@@ -159,7 +187,9 @@ async fn run(
                 )?;
                 MetricsTransport::Https { tls, client_auth: cfg.metrics_client_auth }
             };
-            Some(mokv_shell::metrics::install(addr, transport).await?)
+            let bound = mokv_shell::metrics::install(addr, transport).await?;
+            spawn_allocator_metrics();
+            Some(bound)
         }
         None => None,
     };

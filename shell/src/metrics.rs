@@ -72,10 +72,12 @@ pub async fn install(addr: SocketAddr, transport: MetricsTransport) -> Result<So
     };
     let client_auth = matches!(transport, MetricsTransport::Https { client_auth: true, .. });
     let upkeep = handle.clone();
+    process_resident_bytes();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(UPKEEP_INTERVAL).await;
             upkeep.run_upkeep();
+            process_resident_bytes();
         }
     });
     if let MetricsTransport::Https { tls: t, .. } = transport {
@@ -174,6 +176,24 @@ pub(crate) fn node_status(s: &Status) {
 /// Bytes of the replicated data (`StateMachine::state_bytes`: what the state quota bounds).
 pub fn state_bytes(bytes: u64) {
     metrics::gauge!("mokv_state_bytes").set(bytes as f64);
+}
+
+/// The process's resident memory (`/proc/self/statm`; not exported where that file is
+/// missing): what the sizing guide and the per-node RSS figures are about.
+fn process_resident_bytes() {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return };
+    // Fields: size resident shared text lib data dt, in pages.
+    let Some(Ok(pages)) = statm.split_whitespace().nth(1).map(str::parse::<u64>) else { return };
+    let bytes = pages.saturating_mul(rustix::param::page_size() as u64);
+    metrics::gauge!("mokv_process_resident_bytes").set(bytes as f64);
+}
+
+/// The allocator's own accounting (`mokvd`: jemalloc's `stats.allocated`, `stats.resident`,
+/// `stats.retained`), published by the program that chose the allocator.
+pub fn allocator_bytes(allocated: u64, resident: u64, retained: u64) {
+    metrics::gauge!("mokv_allocator_allocated_bytes").set(allocated as f64);
+    metrics::gauge!("mokv_allocator_resident_bytes").set(resident as f64);
+    metrics::gauge!("mokv_allocator_retained_bytes").set(retained as f64);
 }
 
 /// The configured state quota; not exported without one.

@@ -201,6 +201,21 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // The memory gauges hold real readings: jemalloc's live bytes within its resident pages,
+    // and a process RSS above what the allocator alone holds resident.
+    let text = scrape_https(&cluster.certs, ports[0]).await.expect("a scrape of node 1");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in the scrape"))
+    };
+    let allocated = value("mokv_allocator_allocated_bytes");
+    let resident = value("mokv_allocator_resident_bytes");
+    let process = value("mokv_process_resident_bytes");
+    assert!(allocated > 1e6, "jemalloc holds some allocations: {allocated}");
+    assert!(resident >= allocated, "resident {resident} < allocated {allocated}");
+    assert!(process >= resident, "process RSS {process} < allocator resident {resident}");
 }
 
 #[test]

@@ -158,6 +158,37 @@ pub const SERIES: &[Series] = &[
         true,
     ),
     s("mokv_quota_state_bytes", G, B, "The configured state quota (absent without one).", false),
+    // Memory.
+    s(
+        "mokv_process_resident_bytes",
+        G,
+        B,
+        "Resident memory of the node's process (RSS, from /proc/self/statm).",
+        false,
+    ),
+    s(
+        "mokv_allocator_allocated_bytes",
+        G,
+        B,
+        "Bytes the program holds in allocations (jemalloc stats.allocated; mokvd only).",
+        false,
+    ),
+    s(
+        "mokv_allocator_resident_bytes",
+        G,
+        B,
+        "Bytes of the allocator's pages that are resident, its own metadata and free pages \
+         not yet returned included (jemalloc stats.resident; mokvd only).",
+        false,
+    ),
+    s(
+        "mokv_allocator_retained_bytes",
+        G,
+        B,
+        "Address space the allocator returned to the OS but keeps mapped for reuse, not \
+         resident (jemalloc stats.retained; mokvd only).",
+        false,
+    ),
     s("mokv_quota_refused_writes_total", C, N, "Writes refused by the state quota.", true),
     s("mokv_sessions", G, N, "Client sessions in the replicated state.", true),
     // Disk.

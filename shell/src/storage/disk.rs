@@ -698,6 +698,27 @@ mod tests {
         names
     }
 
+    /// Stores `newer`'s reference (compacting the log up to it) with a synced write: the
+    /// files of older snapshots are then due for removal.
+    fn store_newer_reference(
+        disk: &Disk,
+        id: u64,
+        newer: &SnapshotRecord,
+    ) -> Result<(), DiskError> {
+        disk.write(&[PersistBatch {
+            id,
+            snapshot: Some(newer.clone()),
+            compact_to: Some(newer.reference.index),
+            must_sync: true,
+            ..Default::default()
+        }])
+    }
+
+    /// The snapshot reference a fresh open of `dir` loads.
+    fn reopened_reference(dir: &Path) -> Option<SnapshotRef> {
+        Disk::open(dir).unwrap().load().unwrap().snapshot.map(|s| s.reference)
+    }
+
     /// Waits (up to 10 s) until the snapshot directory holds exactly `expected`: old files go
     /// on the removal thread, after the synced write that made a newer reference durable.
     fn await_snapshot_files(dir: &Path, expected: &[&str]) {
@@ -749,18 +770,10 @@ mod tests {
 
         // A newer reference: the older file goes once it is durable (this write syncs).
         let newer = snap(12, 2);
-        disk.write(&[PersistBatch {
-            id: 2,
-            snapshot: Some(newer.clone()),
-            compact_to: Some(12),
-            must_sync: true,
-            ..Default::default()
-        }])
-        .unwrap();
+        store_newer_reference(&disk, 2, &newer).unwrap();
         await_snapshot_files(dir.path(), &["12-2.snap", "notes.txt"]);
         drop(disk);
-        let disk = Disk::open(dir.path()).unwrap();
-        assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));
+        assert_eq!(reopened_reference(dir.path()), Some(newer.reference));
     }
 
     /// A replaced file that cannot be removed (here a directory under an old file's name)
@@ -784,18 +797,11 @@ mod tests {
         std::fs::write(stuck.join("inside"), b"x").unwrap();
 
         let newer = snap(12, 2);
-        disk.write(&[PersistBatch {
-            id: 2,
-            snapshot: Some(newer.clone()),
-            compact_to: Some(12),
-            must_sync: true,
-            ..Default::default()
-        }])
-        .expect("a removal that fails is not the write's failure");
+        store_newer_reference(&disk, 2, &newer)
+            .expect("a removal that fails is not the write's failure");
         await_snapshot_files(dir.path(), &["12-2.snap", "2-1.snap"]);
         drop(disk);
-        let disk = Disk::open(dir.path()).unwrap();
-        assert_eq!(disk.load().unwrap().snapshot.map(|s| s.reference), Some(newer.reference));
+        assert_eq!(reopened_reference(dir.path()), Some(newer.reference));
     }
 
     /// The referenced file missing, torn or replaced by other bytes: a clear error at load,
