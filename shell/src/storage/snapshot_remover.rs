@@ -2,10 +2,8 @@
 //!
 //! A replaced file is as large as the state (hundreds of MiB at 1M keys). Unlinking it frees
 //! its blocks and page cache, and the directory sync after it commits the file system's
-//! journal: done on the disk writer, between two log writes, that stalled every write of the
-//! cluster for 40–170 ms at each snapshot (`scripts/bench-scale.sh` stall episodes lined up
-//! with the slow disk writes that carried a snapshot reference). Nothing waits for the
-//! removal: a file left behind by a crash or a failed removal is removed by the next removal
+//! journal: tens to hundreds of ms that, on the disk writer, every write of the node would
+//! wait for (README, Performance: stalls while loading). Nothing waits for the removal: a file left behind by a crash or a failed removal is removed by the next removal
 //! or at start-up ([`SnapshotDir::remove_all_but`]).
 //!
 //! Invariant: only files older than a reference that is already durable are ever requested
@@ -20,8 +18,8 @@ use super::snapshot_files::SnapshotDir;
 /// What the disk writer asked for and the thread has not done yet.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Remove the files of snapshots older than this index (0: nothing asked).
-    below: u64,
+    /// Remove the files of snapshots older than this index.
+    below: Option<u64>,
     stop: bool,
 }
 
@@ -62,7 +60,7 @@ impl SnapshotRemover {
             return;
         }
         let mut pending = self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.below = pending.below.max(below);
+        pending.below = Some(pending.below.map_or(below, |b| b.max(below)));
         self.shared.wake.notify_one();
     }
 }
@@ -81,13 +79,13 @@ fn run(dir: &SnapshotDir, shared: &Shared) {
     loop {
         let below = {
             let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            while pending.below == 0 && !pending.stop {
+            while pending.below.is_none() && !pending.stop {
                 pending = shared.wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
             }
-            if pending.below == 0 {
-                return; // stopped, nothing left to do
+            match pending.below.take() {
+                Some(below) => below,
+                None => return, // stopped, nothing left to do
             }
-            std::mem::take(&mut pending.below)
         };
         if let Err(e) = dir.remove_older_than(below) {
             tracing::warn!(error = %e, "removing old snapshot files; retried at the next snapshot or start-up");
