@@ -73,7 +73,8 @@ listening() {
 }
 
 # With METRICS=1 (nodes started with a plain-HTTP metrics port): node $1's memory gauges in
-# MiB, "process P, allocated A, allocator resident R, state S" (empty if it serves none).
+# MiB, "process P, allocated A, allocator resident R, state S, log in memory L" (empty if it
+# serves none).
 memory_gauges() {
     local addr
     addr="$(sed -n 's/^metrics //p' "$dir/$1.ports" 2>/dev/null)"
@@ -88,7 +89,8 @@ for line in text.splitlines():
         v[name] = float(value)
 mib = lambda n: f"{v[n] / 1048576:.0f}" if n in v else "?"
 print(f"process {mib('mokv_process_resident_bytes')}, allocated {mib('mokv_allocator_allocated_bytes')}, "
-      f"allocator resident {mib('mokv_allocator_resident_bytes')}, state {mib('mokv_state_bytes')} MiB")
+      f"allocator resident {mib('mokv_allocator_resident_bytes')}, state {mib('mokv_state_bytes')}, "
+      f"log in memory {mib('mokv_log_in_memory_bytes')} MiB")
 PY
 }
 

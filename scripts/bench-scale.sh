@@ -22,7 +22,8 @@
 # Environment (defaults in brackets): KEYS [1000000]  CLIENTS [256]  SECONDS_MEASURED [10]
 #   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  REWRITE [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
 #   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL, METRICS: 1 also prints each node's memory gauges after
-#   the load — process RSS, jemalloc's allocated and resident bytes, state bytes).
+#   the load — process RSS, jemalloc's allocated and resident bytes, state bytes, Raft log
+#   bytes in memory).
 set -euo pipefail
 # shellcheck source=bench-cluster.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-cluster.sh"
