@@ -187,12 +187,15 @@ impl Keys {
     /// lease.
     pub(crate) fn put(&mut self, index: u64, key: &str, value: &[u8]) {
         self.leases.detach(key);
-        let (create_index, version) = match self.map.get(key) {
-            Some(e) => (e.create_index(), e.version().saturating_add(1)),
-            None => (index, 1),
-        };
-        let entry = Entry::new(key, value, create_index, index, version);
-        let prev = self.map.insert(entry.clone());
+        let mut new_entry = None;
+        let prev = self.map.upsert(key, |prev| {
+            let (create_index, version) = match prev {
+                Some(e) => (e.create_index(), e.version().saturating_add(1)),
+                None => (index, 1),
+            };
+            new_entry.insert(Entry::new(key, value, create_index, index, version)).clone()
+        });
+        let entry = new_entry.expect("upsert makes the entry");
         let prev_bytes = prev.as_ref().map_or(0, |e| key_state_bytes(key, e.value()));
         self.state_bytes = self.state_bytes - prev_bytes + key_state_bytes(key, value);
         self.events.push(WatchEvent::put(index, entry, prev));

@@ -307,6 +307,16 @@ impl DataMap {
         self.0.insert(entry)
     }
 
+    /// Puts `make(the entry of key, if any)` in the place of `key` with one descent of the
+    /// tree, returning the entry it replaces. `make` must return an entry of `key`.
+    pub(crate) fn upsert(
+        &mut self,
+        key: &str,
+        make: impl FnOnce(Option<&Entry>) -> Entry,
+    ) -> Option<Entry> {
+        self.0.upsert(key.as_bytes(), make)
+    }
+
     /// The map of the entries a builder was given (in ascending key order).
     pub(crate) fn from_sorted(builder: SortedBuilder) -> Self {
         Self(builder.finish())

@@ -3,11 +3,16 @@
 //! step of a binary search (one cache miss each: in a 1M-key map, the leaf's binary search
 //! was a third of replaying the log at a restart, `perf record`).
 //!
+//! A search compares the key with the bytes all the leaf's keys share first; up to
+//! [`INLINE_PREFIX_BYTES`] of them are kept inline too, so that it need not read the first
+//! entry's block for them (another cache miss per lookup in a big map).
+//!
 //! Invariants: every key in the leaf is at least `shared` bytes long and all of them share
 //! their first `shared` bytes; `hints[i]` is [`hint`] of entry `i` at `shared`. A key sharing
 //! those bytes orders against entry `i` as its hint does against `hints[i]`, unless the hints
 //! are equal. `shared` may be shorter than the keys' longest common prefix (a removal never
-//! lengthens it), only ever not longer.
+//! lengthens it), only ever not longer. If the leaf has entries, `prefix` starts with the first
+//! `min(shared, INLINE_PREFIX_BYTES)` of those shared bytes.
 
 use std::cmp::Ordering;
 
@@ -24,12 +29,16 @@ pub(super) const LEAF_CAPACITY: usize = 32;
 /// A leaf that is not the last of its level and has fewer entries is merged with or refilled
 /// from a neighbour.
 pub(super) const LEAF_MIN: usize = LEAF_CAPACITY / 2;
+/// Shared key bytes a leaf keeps inline (see the module comment); a longer shared prefix is
+/// read from the first entry.
+const INLINE_PREFIX_BYTES: usize = 16;
 
 #[derive(Clone, Default)]
 pub(super) struct Leaf {
     entries: SmallVec<[Entry; LEAF_CAPACITY]>,
     hints: [u16; LEAF_CAPACITY],
     shared: usize,
+    prefix: [u8; INLINE_PREFIX_BYTES],
 }
 
 /// The two bytes of `key` at `offset`, big-endian, zero past its end: among keys sharing
@@ -37,6 +46,14 @@ pub(super) struct Leaf {
 fn hint(key: &[u8], offset: usize) -> u16 {
     let byte = |i: usize| key.get(offset + i).copied().unwrap_or(0);
     u16::from_be_bytes([byte(0), byte(1)])
+}
+
+/// The first `min(shared, INLINE_PREFIX_BYTES)` bytes of `key`, zero-padded.
+fn inline_prefix(key: &[u8], shared: usize) -> [u8; INLINE_PREFIX_BYTES] {
+    let n = shared.min(INLINE_PREFIX_BYTES);
+    let mut prefix = [0; INLINE_PREFIX_BYTES];
+    prefix[..n].copy_from_slice(&key[..n]);
+    prefix
 }
 
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
@@ -52,7 +69,11 @@ impl Leaf {
             (Some(first), Some(last)) => common_prefix(first.key_bytes(), last.key_bytes()),
             _ => 0,
         };
-        let mut leaf = Leaf { entries, hints: [0; LEAF_CAPACITY], shared };
+        let mut leaf =
+            Leaf { entries, hints: [0; LEAF_CAPACITY], shared, prefix: [0; INLINE_PREFIX_BYTES] };
+        if let Some(first) = leaf.entries.first() {
+            leaf.prefix = inline_prefix(first.key_bytes(), shared);
+        }
         leaf.rehint();
         leaf
     }
@@ -77,7 +98,10 @@ impl Leaf {
             return Err(0);
         };
         let shared = self.shared;
-        let prefix = &first.key_bytes()[..shared];
+        let prefix = match self.prefix.get(..shared) {
+            Some(inline) => inline,
+            None => &first.key_bytes()[..shared],
+        };
         match compare_keys(&key[..shared.min(key.len())], prefix) {
             Ordering::Less => return Err(0),
             Ordering::Greater => return Err(self.len()),
@@ -147,6 +171,9 @@ impl Leaf {
             None => key.len(),
             Some(first) => self.shared.min(common_prefix(first.key_bytes(), key)),
         };
+        if self.entries.is_empty() {
+            self.prefix = inline_prefix(key, shared);
+        }
         let h = hint(key, shared);
         let n = self.len();
         self.entries.insert(at, entry);
@@ -164,7 +191,7 @@ impl Leaf {
         let entries: SmallVec<[Entry; LEAF_CAPACITY]> = self.entries.drain(at..).collect();
         let mut hints = [0; LEAF_CAPACITY];
         hints[..entries.len()].copy_from_slice(&self.hints[at..at + entries.len()]);
-        Leaf { entries, hints, shared: self.shared }
+        Leaf { entries, hints, shared: self.shared, prefix: self.prefix }
     }
 
     /// This leaf's entries followed by `right`'s, which all sort after them, if they fit one
@@ -200,6 +227,8 @@ impl Leaf {
     pub(super) fn check_hints(&self) {
         let Some(first) = self.entries.first() else { return };
         let prefix = &first.key_bytes()[..self.shared];
+        let inline = self.shared.min(INLINE_PREFIX_BYTES);
+        assert_eq!(self.prefix[..inline], prefix[..inline], "the inline prefix is the keys'");
         for (e, &h) in self.entries.iter().zip(&self.hints) {
             assert!(e.key_bytes().starts_with(prefix), "keys share the leaf's prefix");
             assert_eq!(h, hint(e.key_bytes(), self.shared));

@@ -219,19 +219,37 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Keys of different lengths that are prefixes of one another and hold zero bytes (whose
-    /// hints pad with zeros): searches, inserts and removes agree with a `BTreeMap`.
+    /// hints pad with zeros), behind a common prefix of 0–23 bytes (so that leaves share fewer
+    /// and more bytes than they keep inline): searches, inserts, upserts and removes agree
+    /// with a `BTreeMap`.
     #[test]
     fn keys_that_prefix_one_another_agree_with_a_btreemap(
+        prefix_len in 0usize..24,
         ops in proptest::collection::vec(("[ab\u{0}]{0,7}", proptest::option::of(any::<u8>())), 0..2_500),
         probes in proptest::collection::vec("[ab\u{0}]{0,8}", 1..20),
     ) {
+        let prefix = "p".repeat(prefix_len);
+        let ops: Vec<(String, Option<u8>)> = ops.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+        let probes: Vec<String> = probes.into_iter().map(|k| format!("{prefix}{k}")).collect();
         let mut tree = Tree::default();
         let mut model: BTreeMap<String, u8> = BTreeMap::new();
-        for (k, v) in &ops {
+        for (i, (k, v)) in ops.iter().enumerate() {
             match v {
-                Some(v) => {
+                Some(v) if i % 2 == 0 => {
                     let old = tree.insert(Entry::new(k, &[*v], 1, 1, 1)).map(|e| e.value()[0]);
                     prop_assert_eq!(old, model.insert(k.clone(), *v));
+                }
+                Some(v) => {
+                    let mut seen = None;
+                    let old = tree
+                        .upsert(k.as_bytes(), |old| {
+                            seen = Some(old.map(|e| e.value()[0]));
+                            Entry::new(k, &[*v], 1, 1, 1)
+                        })
+                        .map(|e| e.value()[0]);
+                    let want = model.insert(k.clone(), *v);
+                    prop_assert_eq!(seen, Some(want), "make sees the entry it replaces");
+                    prop_assert_eq!(old, want);
                 }
                 None => {
                     let old = tree.remove(k.as_bytes()).map(|e| e.value()[0]);
