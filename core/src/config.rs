@@ -43,14 +43,19 @@ pub struct Config {
     /// Take a snapshot (and compact the log) once the entries applied since the last one hold
     /// this many bytes, whatever their number.
     pub snapshot_threshold_bytes: u64,
-    /// Bound on the in-memory Raft log. Once over it, applied entries are dropped from memory,
-    /// oldest first, down to half of it — also past the last snapshot, without taking one: the
-    /// disk keeps them for a restart, and a follower that needs one of them gets a new snapshot
-    /// (see `node/log_trim.rs` for what stays: entries followers still need go last, those a
-    /// snapshot being taken or sent connects to never). The leader also refuses proposals as
-    /// busy once its uncommitted entries hold this many bytes (raft-rs
-    /// `max_uncommitted_size`). At least `max_append_bytes`.
+    /// Bound on the applied entries of the in-memory Raft log. Once they hold more, they are
+    /// dropped from memory, oldest first, down to half of it — also past the last snapshot,
+    /// without taking one: the disk keeps them for a restart, and a follower that needs one of
+    /// them gets a new snapshot (see `node/log_trim.rs` for what stays: entries followers
+    /// still need go last, those a snapshot being taken or sent connects to never). Entries
+    /// not applied yet are never dropped and do not count here; they are bounded by
+    /// [`max_uncommitted_log_bytes`](Self::max_uncommitted_log_bytes). At least
+    /// `max_append_bytes`, so that one append message's worth stays for a follower.
     pub max_in_memory_log_bytes: u64,
+    /// The leader refuses proposals as busy once its uncommitted entries hold this many bytes
+    /// (raft-rs `max_uncommitted_size`): what a slow quorum can pile up in memory. At least
+    /// `max_append_bytes` (raft-rs refuses less).
+    pub max_uncommitted_log_bytes: u64,
     /// Entries kept in the log behind a snapshot so slightly lagging followers catch up from
     /// the log rather than by snapshot.
     pub log_keep_entries: u64,
@@ -125,7 +130,8 @@ impl Config {
             snapshot_threshold_entries: 10_000,
             snapshot_threshold_bytes: 64 << 20,
             max_snapshot_bytes_per_log_byte: 4,
-            max_in_memory_log_bytes: 32 << 20,
+            max_in_memory_log_bytes: 8 << 20,
+            max_uncommitted_log_bytes: 32 << 20,
             log_keep_entries: 1_000,
             request_timeout_ticks: 50,
             read_retry_ticks: 10,
@@ -186,9 +192,12 @@ impl Config {
         if self.max_snapshot_bytes_per_log_byte == 0 {
             return bad("max_snapshot_bytes_per_log_byte", "must be positive");
         }
-        // raft-rs refuses an uncommitted-size limit below its message size.
         if self.max_in_memory_log_bytes < self.max_append_bytes {
             return bad("max_in_memory_log_bytes", "must be at least max_append_bytes");
+        }
+        // raft-rs refuses an uncommitted-size limit below its message size.
+        if self.max_uncommitted_log_bytes < self.max_append_bytes {
+            return bad("max_uncommitted_log_bytes", "must be at least max_append_bytes");
         }
         if self.max_page_bytes == 0 {
             return bad("max_page_bytes", "must be positive");

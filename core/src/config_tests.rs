@@ -10,7 +10,7 @@ fn defaults_are_valid() {
 #[test]
 fn each_check_names_its_field() {
     type BreakIt = fn(&mut Config);
-    let cases: [(&str, BreakIt); 9] = [
+    let cases: [(&str, BreakIt); 10] = [
         ("id", |c| c.id = 0),
         ("election_ticks", |c| c.election_ticks = 1),
         ("heartbeat_ticks", |c| c.heartbeat_ticks = c.election_ticks),
@@ -19,6 +19,7 @@ fn each_check_names_its_field() {
         ("snapshot_threshold_bytes", |c| c.snapshot_threshold_bytes = 0),
         ("max_snapshot_bytes_per_log_byte", |c| c.max_snapshot_bytes_per_log_byte = 0),
         ("max_in_memory_log_bytes", |c| c.max_in_memory_log_bytes = c.max_append_bytes - 1),
+        ("max_uncommitted_log_bytes", |c| c.max_uncommitted_log_bytes = c.max_append_bytes - 1),
         ("max_page_bytes", |c| c.max_page_bytes = 0),
     ];
     for (field, break_it) in cases {

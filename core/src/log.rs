@@ -42,6 +42,13 @@ impl MemLog {
         self.bytes
     }
 
+    /// Bytes of the entries after `index` (all of them if `index` is before the first). Walks
+    /// those entries: meant for the few not applied yet.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        let skip = index.saturating_sub(self.offset_index).min(self.entries.len() as u64);
+        self.entries[skip as usize..].iter().map(entry_bytes).sum()
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }

@@ -389,7 +389,7 @@ impl Node {
             applied: sm.applied_index(),
             max_size_per_msg: config.max_append_bytes,
             max_inflight_msgs: config.max_inflight_appends,
-            max_uncommitted_size: config.max_in_memory_log_bytes,
+            max_uncommitted_size: config.max_uncommitted_log_bytes,
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,

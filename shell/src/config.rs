@@ -90,11 +90,13 @@ declare::settings! {
         /// Snapshot and compact the log once the entries applied since the last snapshot hold
         /// this many bytes.
         snapshot_threshold_bytes: u64 = core_defaults().snapshot_threshold_bytes,
-        /// Bound on the Raft log held in memory: once over it, applied entries are dropped
-        /// from memory (the disk keeps those after the snapshot for a restart) down to half of
-        /// it; a follower that needs a dropped entry gets a snapshot. The leader refuses
-        /// proposals as busy while its uncommitted entries hold this much.
+        /// Bound on the applied entries of the Raft log held in memory: once over it, they are
+        /// dropped from memory (the disk keeps those after the snapshot for a restart) down to
+        /// half of it; a follower that needs a dropped entry gets a snapshot.
         max_in_memory_log_bytes: u64 = core_defaults().max_in_memory_log_bytes,
+        /// The leader refuses proposals as busy (UNAVAILABLE, retryable) while its uncommitted
+        /// Raft entries hold this many bytes.
+        max_uncommitted_log_bytes: u64 = core_defaults().max_uncommitted_log_bytes,
         /// Largest snapshot file accepted from the leader. Received snapshots go to disk one
         /// chunk at a time, never whole into memory, so the disk bounds them; this refuses
         /// absurd sizes early (default 1 TiB).
@@ -510,6 +512,7 @@ impl NodeConfig {
         c.log_keep_entries = c.log_keep_entries.min(self.snapshot_threshold_entries);
         c.snapshot_threshold_bytes = self.snapshot_threshold_bytes;
         c.max_in_memory_log_bytes = self.max_in_memory_log_bytes;
+        c.max_uncommitted_log_bytes = self.max_uncommitted_log_bytes;
         c.max_page_bytes = self.max_page_bytes;
         c.max_txn_ops = self.max_txn_ops;
         c.max_txn_bytes = self.max_txn_bytes;

@@ -1,10 +1,10 @@
 //! Byte budgets on one single-node cluster: the in-memory log, the state quota and range
 //! pages.
 
-use super::lone_leader::{call, lone_leader};
+use super::lone_leader::{call, drain, lone_leader};
 use super::Node;
 use crate::config::Config;
-use crate::error::{Error, QuotaExceeded};
+use crate::error::{Error, QuotaExceeded, Unavailable};
 use crate::kv::RangeQuery;
 use crate::persist::DurableState;
 use crate::request::{Consistency, Request, Response};
@@ -50,6 +50,38 @@ fn max_log_bytes_in_memory_holds_for_10_000_writes_of_1_mib_to_one_key() {
     let v = restarted.state().get("k").unwrap();
     assert_eq!(v.value()[..8], 9_999u64.to_le_bytes());
     assert_eq!(v.version(), 10_000);
+}
+
+/// Entries not applied yet count against `max_uncommitted_log_bytes`, not against the
+/// in-memory log's budget (applied entries only): with a 1 MiB log budget and a 4 MiB
+/// uncommitted limit, a leader whose disk has not acknowledged anything takes four writes of
+/// 900 KiB, refuses the next ones as busy, and answers the four once they are durable.
+#[test]
+fn uncommitted_writes_are_bounded_by_their_own_limit_not_the_log_budget() {
+    let mut config = Config::new(1, 3);
+    config.max_in_memory_log_bytes = MIB as u64;
+    config.max_uncommitted_log_bytes = 4 * MIB as u64;
+    let (mut node, mut disk) = lone_leader(config);
+    for id in 0..6 {
+        node.handle_request(id, set(&format!("k{id}"), 900 << 10));
+    }
+    let mut refused = Vec::new();
+    while let Some(reply) = node.poll_reply() {
+        assert!(matches!(reply.result, Err(Error::Unavailable(Unavailable::Busy))), "{reply:?}");
+        refused.push(reply.id);
+    }
+    assert_eq!(refused, [4, 5], "only writes past the uncommitted limit are refused");
+    let mut answered: Vec<_> = drain(&mut node, &mut disk)
+        .into_iter()
+        .map(|r| {
+            assert!(matches!(r.result, Ok(Response::Set { .. })), "{r:?}");
+            r.id
+        })
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, [0, 1, 2, 3]);
+    let bytes = node.raw.store().bytes();
+    assert!(bytes <= MIB as u64, "applied, the log is trimmed to its budget: {bytes} bytes");
 }
 
 #[test]

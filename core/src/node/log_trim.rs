@@ -4,9 +4,11 @@
 //! durable snapshot (a restart replays them onto it), plus `log_keep_entries` behind it. Memory
 //! only needs what raft-rs reads: entries not applied yet, entries followers still need, and
 //! entries a snapshot being taken or sent must connect to. So memory drops applied entries,
-//! oldest first, down to half of [`Config::max_in_memory_log_bytes`] once it is over budget —
-//! also past the snapshot, without taking one — and the disk drops only what memory dropped up
-//! to the snapshot.
+//! oldest first, down to half of [`Config::max_in_memory_log_bytes`] once they hold more than
+//! it — also past the snapshot, without taking one — and the disk drops only what memory
+//! dropped up to the snapshot. Entries not applied yet do not count against that budget (a
+//! slow quorum would otherwise make memory drop what followers still need); raft-rs bounds
+//! them with the uncommitted-size limit.
 //!
 //! Invariants:
 //! - the disk's first kept index is `min(memory's first index, snapshot index + 1)`;
@@ -27,13 +29,16 @@ use super::Node;
 use crate::persist::PersistBatch;
 
 impl Node {
-    /// Trims the in-memory log once it holds more than its budget (see the module comment).
+    /// Trims the in-memory log once its applied entries hold more than its budget (see the
+    /// module comment).
     pub(super) fn trim_log(&mut self) {
-        let budget = self.config.max_in_memory_log_bytes;
+        if self.raw.store().bytes() <= self.config.max_in_memory_log_bytes {
+            return;
+        }
+        let (budget, low_water) = self.log_budget_with_unapplied();
         if self.raw.store().bytes() <= budget {
             return;
         }
-        let low_water = budget / 2;
         let (needed, wanted_by_followers) = self.log_trim_limits();
         let snapshot = self.raw.store().snapshot_index();
         let disk_before = self.raw.store().first_index().saturating_sub(1).min(snapshot);
@@ -47,6 +52,18 @@ impl Node {
             let batch = PersistBatch { compact_to: Some(disk_to), ..PersistBatch::default() };
             self.enqueue_persist(None, batch, Vec::new());
         }
+    }
+
+    /// The in-memory log's budget and low-water mark in bytes of the whole log: those of the
+    /// applied entries ([`Config::max_in_memory_log_bytes`] and half of it) plus the entries not
+    /// applied yet, which memory keeps whatever their size (raft-rs bounds them:
+    /// [`Config::max_uncommitted_log_bytes`]).
+    ///
+    /// [`Config::max_uncommitted_log_bytes`]: crate::Config::max_uncommitted_log_bytes
+    pub(super) fn log_budget_with_unapplied(&self) -> (u64, u64) {
+        let budget = self.config.max_in_memory_log_bytes;
+        let unapplied = self.raw.store().bytes_after(self.sm.applied_index());
+        (budget + unapplied, budget / 2 + unapplied)
     }
 
     /// The last index memory may drop, and the lower one that also keeps every entry an

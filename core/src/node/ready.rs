@@ -426,7 +426,7 @@ impl Node {
         if index <= store.snapshot_index() || store.term(index).ok() != Some(term) {
             return;
         }
-        let low_water = self.config.max_in_memory_log_bytes / 2;
+        let (_, low_water) = self.log_budget_with_unapplied();
         let snapshot = raft_snapshot(&reference, image.state.conf());
         let keep_from = index.saturating_sub(self.config.log_keep_entries);
         let store = self.raw.mut_store();

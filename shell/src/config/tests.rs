@@ -155,6 +155,7 @@ const KEYS: &[&str] = &[
     "gossip-max-members",
     "snapshot-threshold-bytes",
     "max-in-memory-log-bytes",
+    "max-uncommitted-log-bytes",
     "max-snapshot-bytes",
     "max-page-bytes",
     "quota-state-bytes",
@@ -234,6 +235,7 @@ fn defaults_of_core_settings_come_from_the_core() {
     assert_eq!(c.snapshot_threshold_entries, core.snapshot_threshold_entries);
     assert_eq!(c.snapshot_threshold_bytes, core.snapshot_threshold_bytes);
     assert_eq!(c.max_in_memory_log_bytes, core.max_in_memory_log_bytes);
+    assert_eq!(c.max_uncommitted_log_bytes, core.max_uncommitted_log_bytes);
     assert_eq!(c.max_page_bytes, core.max_page_bytes);
     assert_eq!(c.max_txn_ops, core.max_txn_ops);
     assert_eq!(c.max_txn_bytes, core.max_txn_bytes);
@@ -254,6 +256,8 @@ fn core_checks_are_reported_with_the_key() {
     assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("max-key-bytes:"));
     let s = Settings { max_in_memory_log_bytes: Some(1), ..minimal() };
     assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("max-in-memory-log-bytes:"));
+    let s = Settings { max_uncommitted_log_bytes: Some(1), ..minimal() };
+    assert!(NodeConfig::resolve(s).unwrap_err().0.starts_with("max-uncommitted-log-bytes:"));
     let s = Settings { quota_state_bytes: Some(1 << 20), ..minimal() };
     let c = NodeConfig::resolve(s).unwrap();
     assert_eq!(c.core_config(1, 0).quota_state_bytes, Some(1 << 20));

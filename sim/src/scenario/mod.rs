@@ -27,10 +27,12 @@ pub fn small_log_budget(seed: u64) -> Option<u64> {
     (rng.below(2) == 0).then(|| (2 << 10) + rng.below(14 << 10))
 }
 
-/// Applies a plan's [`small_log_budget`] (an append message must fit in the budget).
+/// Applies a plan's [`small_log_budget`] to the in-memory log and to the uncommitted bytes (so
+/// that leaders also refuse proposals as busy), with append messages that fit in it.
 fn apply_log_budget(budget: Option<u64>, c: &mut Config) {
     if let Some(budget) = budget {
         c.max_in_memory_log_bytes = budget;
+        c.max_uncommitted_log_bytes = budget;
         c.max_append_bytes = c.max_append_bytes.min(budget);
     }
 }
