@@ -233,10 +233,15 @@ impl WatchHistory {
     }
 
     /// Appends the events one applied entry produced (all at its revision) and evicts whole
-    /// old revisions beyond the bounds.
+    /// old revisions beyond the bounds. Events before [`WatchHistory::first_revision`] are
+    /// dropped: a restarting node replays entries older than its history's window (see
+    /// `Node::new`).
     pub(crate) fn record(&mut self, events: impl IntoIterator<Item = WatchEvent>) {
         let mut newest = None;
         for e in events {
+            if e.revision < self.first_revision {
+                continue;
+            }
             debug_assert!(self.events.back().is_none_or(|b| b.revision <= e.revision));
             newest = Some(e.revision);
             self.bytes += e.size_bytes() as u64;

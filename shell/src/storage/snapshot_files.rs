@@ -9,11 +9,11 @@
 //! be there. Files of older snapshots go once a newer reference is durable
 //! ([`SnapshotDir::remove_older_than`]). Reading ([`SnapshotDir::read_image`]) streams the
 //! file through the core's [`SnapshotDecoder`] and checks it against the reference: memory is
-//! a few chunks plus the decoded state. Decoding a large state takes seconds (at a node's
-//! start it is most of the time to its first answer), so it runs on two threads: the caller's
-//! reads, checks and decodes the keys (the allocations), a second one inserts them into the map
-//! (the B-tree), which costs about as much. A snapshot received from the leader is decoded the
-//! same way as it arrives.
+//! a few chunks plus the decoded state. Decoding a large state is most of a node's time to its
+//! first answer at a start, so it runs on three threads: one reads the file and checks it
+//! against the reference, the caller decodes the keys (allocating their blocks), a third
+//! inserts them into the map (the B-tree). A snapshot received from the leader is decoded as it
+//! arrives, checked and decoded on the receiving thread, inserted on a second.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -62,6 +62,10 @@ impl SyncedFile {
 /// holds the keys of one chunk (at most [`CHUNK_BYTES`] plus one key), so this bounds the
 /// memory between the two.
 const KEY_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Chunks read ahead of the decoder when a node reads its snapshot file at a start: bounds
+/// the memory between the reading thread and the decoding one to this many [`CHUNK_BYTES`].
+const CHUNKS_READ_AHEAD: usize = 4;
 
 /// The directory of one node's snapshot files.
 #[derive(Debug, Clone)]
@@ -139,21 +143,53 @@ impl SnapshotDir {
         }
     }
 
-    /// Reads the file `r` names, streaming, checked against `r`, into its image.
-    /// The decoded keys are inserted into the map by a second thread.
+    /// Reads the file `r` names, streaming, checked against `r`, into its image, on three
+    /// threads: one reads the file and checks it against `r`, the caller decodes the keys
+    /// (allocating their blocks), a third inserts them into the map. A read chunk is a fresh
+    /// buffer, handed over and freed once decoded: the blocks decoded next then reuse its
+    /// pages, so the reading thread takes most of the page faults a restart's heap costs.
     pub fn read_image(&self, r: &SnapshotRef) -> Result<SnapshotImage, DiskError> {
         let path = self.path_of(r);
         let mut file = self.open_file(r)?;
-        let mut check = Receiving::with_inserter(*r)?;
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        loop {
-            let n = file.read(&mut buf).map_err(io_error("read", &path))?;
-            if n == 0 {
-                break;
+        let mut decoding = Receiving::with_inserter(*r)?;
+        let reference = *r;
+        std::thread::scope(|scope| {
+            let (chunks, inbox) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_READ_AHEAD);
+            let reading_path = &path;
+            let reader = std::thread::Builder::new()
+                .name("mokv-snapshot-read".into())
+                .spawn_scoped(scope, move || -> Result<SnapshotFileCheck, DiskError> {
+                    let mut check = SnapshotFileCheck::new(reference);
+                    loop {
+                        let mut chunk = vec![0u8; CHUNK_BYTES];
+                        let n = file.read(&mut chunk).map_err(io_error("read", reading_path))?;
+                        if n == 0 {
+                            return Ok(check);
+                        }
+                        chunk.truncate(n);
+                        check
+                            .feed(&chunk)
+                            .map_err(|e| SnapshotBytesError::Mismatch(e).at(reading_path))?;
+                        if chunks.send(chunk).is_err() {
+                            // The decoder failed and stopped listening; its error is returned.
+                            return Ok(check);
+                        }
+                    }
+                })
+                .map_err(|source| DiskError::Thread { what: "read a snapshot file", source })?;
+            let mut decoded = Ok(());
+            for chunk in &inbox {
+                decoded = decoding.feed_unchecked(&chunk);
+                if decoded.is_err() {
+                    break;
+                }
             }
-            check.feed(&buf[..n]).map_err(|e| e.at(&path))?;
-        }
-        check.finish().map_err(|e| e.at(&path))
+            drop(inbox);
+            let check = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            decoded.map_err(|e| e.at(&path))?;
+            check.finish().map_err(|e| SnapshotBytesError::Mismatch(e).at(&path))?;
+            decoding.finish_unchecked().map_err(|e| e.at(&path))
+        })
     }
 
     /// Writes `image`'s file (a bootstrap's or a recovery's), durably; `Ok` if it is the file
@@ -277,6 +313,12 @@ impl Receiving {
     /// The next bytes.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SnapshotBytesError> {
         self.check.feed(bytes).map_err(SnapshotBytesError::Mismatch)?;
+        self.feed_unchecked(bytes)
+    }
+
+    /// The next bytes, which the caller checks against the reference itself (with a
+    /// [`SnapshotFileCheck`] of its own, before it uses the image).
+    fn feed_unchecked(&mut self, bytes: &[u8]) -> Result<(), SnapshotBytesError> {
         self.decoder.feed(bytes).map_err(SnapshotBytesError::Decode)?;
         if let Some(inserter) = &self.inserter {
             while let Some(batch) = self.decoder.take_keys() {
@@ -287,9 +329,16 @@ impl Receiving {
     }
 
     /// The image, once the bytes are exactly the referenced file and decode completely.
-    pub fn finish(self) -> Result<SnapshotImage, SnapshotBytesError> {
-        let Receiving { check, decoder, inserter, reference } = self;
+    pub fn finish(mut self) -> Result<SnapshotImage, SnapshotBytesError> {
+        let check = std::mem::replace(&mut self.check, SnapshotFileCheck::new(self.reference));
         check.finish().map_err(SnapshotBytesError::Mismatch)?;
+        self.finish_unchecked()
+    }
+
+    /// The image, once the bytes decode completely: for a caller that checked them against
+    /// the reference itself.
+    fn finish_unchecked(self) -> Result<SnapshotImage, SnapshotBytesError> {
+        let Receiving { decoder, inserter, reference, .. } = self;
         let image = match inserter {
             Some(inserter) => decoder.finish_with(inserter.finish()),
             None => decoder.finish(),
