@@ -357,6 +357,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The one key this command writes, if it writes exactly one.
+    pub(crate) fn single_key(&self) -> Option<&str> {
+        match self {
+            Command::Set { key, .. }
+            | Command::Delete { key }
+            | Command::SetIf { key, .. }
+            | Command::DeleteIf { key, .. }
+            | Command::SetLeased { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// One replicated write: the command plus what the state machine needs to apply it
 /// deterministically on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ mod txn;
 use crate::watch::WatchEvent;
 pub use entry::DataMap;
 pub use entry::{Entry, EntryParts};
-pub(crate) use tree::{IntoEntries, SortedBuilder};
+pub(crate) use tree::{IntoEntries, SortedBuilder, WARM_GROUP_KEYS};
 
 /// What a key costs towards [`StateMachine::state_bytes`] besides its key and value bytes: its
 /// fixed part in the snapshot encoding (two length prefixes and three u64s).
@@ -254,6 +254,12 @@ impl StateMachine {
     #[cfg(test)]
     pub(crate) fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<WriteOutcome, Error> {
         self.apply_with_reads(index, proposal, usize::MAX).0
+    }
+
+    /// Brings the map's paths to `keys` (the keys of the next few entries to apply) into the
+    /// CPU's caches at once, so that applying them one by one finds them there.
+    pub(crate) fn warm_keys(&self, keys: &[&[u8]]) {
+        self.data.map.warm(keys);
     }
 
     /// [`StateMachine::apply`], also returning the per-operation results of a transaction

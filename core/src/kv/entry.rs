@@ -298,6 +298,12 @@ impl DataMap {
         self.0.get(key.as_bytes())
     }
 
+    /// Brings the paths to a few keys (`WARM_GROUP_KEYS` at most) into the CPU's caches at once,
+    /// before they are looked up or written one by one (`tree/warm.rs`).
+    pub(crate) fn warm(&self, keys: &[&[u8]]) {
+        self.0.warm(keys);
+    }
+
     pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.0.get(key.as_bytes()).is_some()
     }

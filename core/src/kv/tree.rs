@@ -24,10 +24,12 @@ mod leaf;
 mod node;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 pub(crate) use build::SortedBuilder;
 pub(crate) use iter::{IntoEntries, Iter};
 use node::{rebalance, split_point, Branch, Leaf, Node, Rebalanced, BRANCH_CAPACITY};
+pub(crate) use warm::WARM_GROUP_KEYS;
 
 #[derive(Clone)]
 pub(crate) struct Tree {

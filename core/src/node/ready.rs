@@ -8,6 +8,7 @@ use raft::eraftpb::{
 };
 use raft::{StateRole, Storage};
 use raft_proto::ConfChangeI as _;
+use smallvec::SmallVec;
 
 use super::pipeline::{Pushed, Released};
 use super::writes::WriteKind;
@@ -15,6 +16,7 @@ use super::{encode_pb, raft_snapshot, Event, Node, PeerPayload, Role, Transmit};
 use crate::command::WriteOutcome;
 use crate::command::{Command, Proposal};
 use crate::error::{Error, InvalidArgument, Unavailable};
+use crate::kv::WARM_GROUP_KEYS;
 
 use crate::log::entry_bytes;
 use crate::members::{Conf, MemberInfo};
@@ -211,38 +213,62 @@ impl Node {
         self.push_event(Event::MembershipChanged);
     }
 
+    /// Applies committed entries in groups of [`WARM_GROUP_KEYS`]: a group's proposals are
+    /// decoded first and the map's paths to their keys warmed together (`kv/tree/warm.rs`),
+    /// so that the cache misses of those lookups overlap instead of following one another.
+    /// A restart replaying a long log tail onto a large map is where that counts.
     fn apply_entries(&mut self, entries: Vec<Entry>) {
-        for e in entries {
-            if e.index <= self.sm.applied_index() {
-                continue;
+        for group in entries.chunks(WARM_GROUP_KEYS) {
+            let applied = self.sm.applied_index();
+            let proposals: SmallVec<[Option<Proposal>; WARM_GROUP_KEYS]> = group
+                .iter()
+                .map(|e| {
+                    // Empty: a new leader's entry, never a client's proposal.
+                    let normal = e.get_entry_type() == EntryType::EntryNormal;
+                    let wanted = normal && e.index > applied && !e.data.is_empty();
+                    wanted.then(|| Proposal::decode(&e.data).ok()).flatten()
+                })
+                .collect();
+            {
+                let keys: SmallVec<[&[u8]; WARM_GROUP_KEYS]> = proposals
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.command.single_key().map(str::as_bytes))
+                    .collect();
+                self.sm.warm_keys(&keys);
             }
-            self.applied_bytes_since_snapshot += entry_bytes(&e);
-            let outcome = match e.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(&e),
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).ok();
-                    self.apply_conf_change(
-                        e.index,
-                        cc.map(|cc| (cc.context.to_vec(), cc.into_v2())),
-                    )
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).ok();
-                    self.apply_conf_change(e.index, cc.map(|cc| (cc.context.to_vec(), cc)))
-                }
-            };
-            self.finish_write(&e, outcome);
+            for (e, proposal) in group.iter().zip(proposals) {
+                self.apply_entry(e, proposal);
+            }
         }
     }
 
-    fn apply_normal(&mut self, e: &Entry) -> Result<Response, Error> {
-        if e.data.is_empty() {
-            // A new leader's empty entry: never a client's proposal.
-            self.sm.skip(e.index);
-            return Err(Unavailable::Dropped.into());
+    /// Applies `e`; `proposal` is its data decoded (`None` for a normal entry that is empty or
+    /// does not decode).
+    fn apply_entry(&mut self, e: &Entry, proposal: Option<Proposal>) {
+        if e.index <= self.sm.applied_index() {
+            return;
         }
-        let Ok(mut proposal) = Proposal::decode(&e.data) else {
-            // Every node decodes the same bytes the same way, so skipping keeps replicas equal.
+        self.applied_bytes_since_snapshot += entry_bytes(e);
+        let outcome = match e.get_entry_type() {
+            EntryType::EntryNormal => self.apply_normal(e, proposal),
+            EntryType::EntryConfChange => {
+                let cc = ConfChange::parse_from_bytes(&e.data).ok();
+                self.apply_conf_change(e.index, cc.map(|cc| (cc.context.to_vec(), cc.into_v2())))
+            }
+            EntryType::EntryConfChangeV2 => {
+                let cc = ConfChangeV2::parse_from_bytes(&e.data).ok();
+                self.apply_conf_change(e.index, cc.map(|cc| (cc.context.to_vec(), cc)))
+            }
+        };
+        self.finish_write(e, outcome);
+    }
+
+    fn apply_normal(&mut self, e: &Entry, proposal: Option<Proposal>) -> Result<Response, Error> {
+        // `None`: a new leader's empty entry (never a client's proposal), or data that does not
+        // decode — every node decodes the same bytes the same way, so skipping keeps replicas
+        // equal.
+        let Some(mut proposal) = proposal else {
             self.sm.skip(e.index);
             return Err(Unavailable::Dropped.into());
         };

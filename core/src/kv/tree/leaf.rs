@@ -123,6 +123,26 @@ impl Leaf {
         Err(end)
     }
 
+    /// Where `key` probably is, judged by the inline prefix and the hints alone (no entry's
+    /// block is read): the first entry whose hint equals `key`'s. `None` if the hints say
+    /// it is not here, or the keys' shared prefix is longer than the inline one.
+    pub(super) fn candidate(&self, key: &[u8]) -> Option<usize> {
+        let shared = self.shared;
+        let prefix = self.prefix.get(..shared)?;
+        if key.get(..shared)? != prefix {
+            return None;
+        }
+        let h = hint(key, shared);
+        let hints = &self.hints[..self.len()];
+        let i = hints.partition_point(|&x| x < h);
+        (hints.get(i) == Some(&h)).then_some(i)
+    }
+
+    /// Loads the fields a search reads before any entry's block (see `tree/warm.rs`).
+    pub(super) fn touch(&self) {
+        std::hint::black_box((self.entries.len(), self.shared, self.prefix[0], self.hints[0]));
+    }
+
     /// The first position whose key is at least (`inclusive`) or greater than `key`.
     pub(super) fn position_from(&self, key: &[u8], inclusive: bool) -> usize {
         match self.find(key) {
@@ -232,6 +252,16 @@ impl Leaf {
         for (e, &h) in self.entries.iter().zip(&self.hints) {
             assert!(e.key_bytes().starts_with(prefix), "keys share the leaf's prefix");
             assert_eq!(h, hint(e.key_bytes(), self.shared));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            let candidate = self.candidate(e.key_bytes());
+            if self.shared > INLINE_PREFIX_BYTES {
+                assert_eq!(candidate, None, "no guess past the inline prefix");
+                continue;
+            }
+            let j = candidate.expect("a key the leaf holds has a candidate");
+            assert!(j <= i && self.hints[j] == self.hints[i], "the candidate has the key's hint");
+            assert!(j == 0 || self.hints[j - 1] < self.hints[i], "the first with that hint");
         }
     }
 }

@@ -67,6 +67,11 @@ impl Separators {
         &self.bytes[start..end]
     }
 
+    /// Loads the first bytes of the separators (see `tree/warm.rs`).
+    pub(super) fn touch(&self) {
+        std::hint::black_box(self.bytes.first().copied());
+    }
+
     pub(super) fn push(&mut self, key: &[u8]) {
         self.bytes.extend_from_slice(key);
         self.ends.push(end_offset(self.bytes.len()));
