@@ -88,7 +88,7 @@ declare::settings! {
         snapshot_threshold_entries as "snapshot-threshold": u64 =
             core_defaults().snapshot_threshold_entries,
         /// Snapshot and compact the log once the entries applied since the last snapshot hold
-        /// this many bytes.
+        /// this many bytes: what a restart replays on top of the snapshot is at most this.
         snapshot_threshold_bytes: u64 = core_defaults().snapshot_threshold_bytes,
         /// Bound on the applied entries of the Raft log held in memory: once over it, they are
         /// dropped from memory (the disk keeps those after the snapshot for a restart) down to
