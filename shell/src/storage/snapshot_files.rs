@@ -329,28 +329,38 @@ impl Receiving {
     }
 
     /// The image, once the bytes are exactly the referenced file and decode completely.
-    pub fn finish(mut self) -> Result<SnapshotImage, SnapshotBytesError> {
-        let check = std::mem::replace(&mut self.check, SnapshotFileCheck::new(self.reference));
+    pub fn finish(self) -> Result<SnapshotImage, SnapshotBytesError> {
+        let Receiving { check, decoder, inserter, reference } = self;
         check.finish().map_err(SnapshotBytesError::Mismatch)?;
-        self.finish_unchecked()
+        decoded_image(decoder, inserter, reference)
     }
 
     /// The image, once the bytes decode completely: for a caller that checked them against
     /// the reference itself.
     fn finish_unchecked(self) -> Result<SnapshotImage, SnapshotBytesError> {
         let Receiving { decoder, inserter, reference, .. } = self;
-        let image = match inserter {
-            Some(inserter) => decoder.finish_with(inserter.finish()),
-            None => decoder.finish(),
-        }
-        .map_err(SnapshotBytesError::Decode)?;
-        if (image.index, image.term) != (reference.index, reference.term) {
-            return Err(SnapshotBytesError::Decode(mokv_core::codec::DecodeError::Invalid(
-                "snapshot position differs from its reference",
-            )));
-        }
-        Ok(image)
+        decoded_image(decoder, inserter, reference)
     }
+}
+
+/// The image `decoder` decoded (its keys inserted by `inserter`, if any), if it is the one
+/// `reference` names.
+fn decoded_image(
+    decoder: SnapshotDecoder,
+    inserter: Option<KeyInserter>,
+    reference: SnapshotRef,
+) -> Result<SnapshotImage, SnapshotBytesError> {
+    let image = match inserter {
+        Some(inserter) => decoder.finish_with(inserter.finish()),
+        None => decoder.finish(),
+    }
+    .map_err(SnapshotBytesError::Decode)?;
+    if (image.index, image.term) != (reference.index, reference.term) {
+        return Err(SnapshotBytesError::Decode(mokv_core::codec::DecodeError::Invalid(
+            "snapshot position differs from its reference",
+        )));
+    }
+    Ok(image)
 }
 
 /// A thread inserting the keys a [`SnapshotDecoder`] hands out into a [`SnapshotKeys`], in
