@@ -90,7 +90,8 @@ for line in text.splitlines():
 mib = lambda n: f"{v[n] / 1048576:.0f}" if n in v else "?"
 print(f"process {mib('mokv_process_resident_bytes')}, allocated {mib('mokv_allocator_allocated_bytes')}, "
       f"allocator resident {mib('mokv_allocator_resident_bytes')}, state {mib('mokv_state_bytes')}, "
-      f"log in memory {mib('mokv_log_in_memory_bytes')} MiB")
+      f"log in memory {mib('mokv_log_in_memory_bytes')}, "
+      f"watch history {mib('mokv_watch_history_bytes')} MiB")
 PY
 }
 
@@ -124,6 +125,16 @@ machine_line() {
 }
 
 # "VmRSS VmHWM" of process $1 in MiB.
+cpu_ms() { # CPU time (user + system) process $1 has used so far, in ms; 0 once it is gone
+    if [ -r "/proc/$1/stat" ]; then
+        # Past the command name (which may hold spaces), utime and stime are fields 12 and 13.
+        awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1000 / hz }' \
+            "/proc/$1/stat"
+    else
+        echo 0
+    fi
+}
+
 rss_mib() {
     if [ -r "/proc/$1/status" ]; then
         awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f %.0f\n", r/1024, h/1024}' "/proc/$1/status"

@@ -56,6 +56,10 @@ pub struct NodeStats {
     pub state_bytes: u64,
     /// Client sessions the replicated state holds.
     pub sessions: u64,
+    /// Changes the watch history retains (every node keeps one; see `HistoryLimits`).
+    pub watch_history_events: u64,
+    /// Their bytes as the history counts them (what `HistoryLimits::max_bytes` bounds).
+    pub watch_history_bytes: u64,
     /// Writes proposed by this node and not answered yet.
     pub pending_writes: u64,
     /// Linearizable reads waiting for a ReadIndex round or for their index to be applied.
@@ -108,6 +112,8 @@ impl Node {
         s.keys = self.sm.len() as u64;
         s.state_bytes = self.sm.state_bytes();
         s.sessions = self.sm.session_count() as u64;
+        s.watch_history_events = self.history.len() as u64;
+        s.watch_history_bytes = self.history.bytes();
         s.pending_writes = self.writes.len() as u64;
         s.pending_reads = self.reads.len() as u64;
         if self.raw.raft.state == StateRole::Leader {
@@ -224,6 +230,10 @@ mod tests {
         assert!(s.log_bytes_in_memory > 30, "{s:?}");
         assert!(s.peers.is_empty(), "a lone voter has no peers: {s:?}");
         assert_eq!((s.pending_writes, s.pending_reads), (0, 0));
+        // Three puts of 10-byte values to new keys, each counted with its 48 bytes.
+        assert_eq!(s.watch_history_events, 3, "{s:?}");
+        assert_eq!(s.watch_history_bytes, 3 * (1 + 10 + 48), "{s:?}");
+        assert_eq!(s.watch_history_bytes, node.watch_history().bytes());
     }
 
     #[test]

@@ -158,6 +158,14 @@ pub const SERIES: &[Series] = &[
         true,
     ),
     s("mokv_quota_state_bytes", G, B, "The configured state quota (absent without one).", false),
+    s("mokv_watch_history_events", G, N, "Changes the watch history retains.", true),
+    s(
+        "mokv_watch_history_bytes",
+        G,
+        B,
+        "Bytes of the changes the watch history retains, as watch-history-max-bytes counts them.",
+        true,
+    ),
     // Memory.
     s(
         "mokv_process_resident_bytes",

@@ -60,7 +60,7 @@ impl NodeMetrics {
         for (name, value) in counters {
             metrics::counter!(name).absolute(value);
         }
-        let gauges: [(&'static str, u64); 7] = [
+        let gauges: [(&'static str, u64); 9] = [
             ("mokv_log_entries_in_memory", s.log_entries_in_memory),
             ("mokv_log_in_memory_bytes", s.log_bytes_in_memory),
             ("mokv_keys", s.keys),
@@ -68,6 +68,8 @@ impl NodeMetrics {
             ("mokv_pending_writes", s.pending_writes),
             ("mokv_pending_reads", s.pending_reads),
             ("mokv_state_bytes", s.state_bytes),
+            ("mokv_watch_history_events", s.watch_history_events),
+            ("mokv_watch_history_bytes", s.watch_history_bytes),
         ];
         for (name, value) in gauges {
             metrics::gauge!(name).set(value as f64);
