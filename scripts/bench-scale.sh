@@ -11,7 +11,8 @@
 #   3. restart: n3 is stopped (SIGTERM: the time to its exit) and started again; the time from its start to its first
 #      answered linearizable read (a `mokv get` sent to n3 only, retried every 10 ms), and the
 #      time the same read takes against a running node (what one attempt costs the CLI), and
-#      the restarted node's own account: loading (snapshot + log) and replaying, in ms;
+#      the restarted node's own account: loading (snapshot + log) and replaying, in ms, and the
+#      CPU the other two nodes used meanwhile (they share the machine's cores with n3);
 #   4. with LEARNER=1: a fourth node with an empty data dir joins by gossip and catches up (by a
 #      streamed snapshot): the time from its start to its first linearizable read, its peak RSS
 #      (VmHWM) and disk use, beside the data set's size;
@@ -89,6 +90,7 @@ for _ in 1 2 3 4 5; do one_read "$live"; done
 echo "one CLI read against a running node: $(( ($(date +%s%N) - t0) / 5000000 )) ms"
 for run in $(seq "${RESTARTS:-3}"); do
     t_stop=$(date +%s%N)
+    cpu1="$(cpu_ms "${pids[0]}")" cpu2="$(cpu_ms "${pids[1]}")"
     kill -TERM "$n3_pid"
     wait "$n3_pid" 2>/dev/null || true
     t0=$(date +%s%N)
@@ -107,6 +109,9 @@ for run in $(seq "${RESTARTS:-3}"); do
     t_read=$(date +%s%N)
     read -r rss hwm < <(rss_mib "$n3_pid")
     echo "restart $run: listening after $(( (t_listen - t0) / 1000000 )) ms, first linearizable read after $(( (t_read - t0) / 1000000 )) ms; RSS $rss MiB, peak $hwm MiB"
+    # The other nodes share the machine's cores: their work (a snapshot, a compaction, catching
+    # up) while n3 stops and starts is time n3 may wait for a core.
+    echo "  meanwhile n1 used $(( $(cpu_ms "${pids[0]}") - cpu1 )) ms of CPU, n2 $(( $(cpu_ms "${pids[1]}") - cpu2 )) ms (in $(( (t_read - t_stop) / 1000000 )) ms)"
     # "loaded raft store … ms=N" and "replayed the raft log on the snapshot log_entries=N ms=N"
     sed -n -E 's/.*(loaded raft store|replayed the raft log on the snapshot) (.*)/  \1: \2/p' "$dir/n3.log"
 done

@@ -176,7 +176,7 @@ impl Drop for Disk {
 }
 
 /// RocksDB memtable size (see [`Disk::open`]).
-const WRITE_BUFFER_BYTES: usize = 16 << 20;
+const WRITE_BUFFER_BYTES: usize = 4 << 20;
 
 impl Disk {
     /// Opens (creating if missing) the store under `dir` (e.g. `<data-dir>/raft`).
@@ -197,9 +197,13 @@ impl Disk {
         // (`tests/tests/power_loss.rs`) see a missing sync with kill -9 alone.
         opts.set_manual_wal_flush(true);
         // The store holds the Raft log, which the node already keeps in memory and compacts
-        // after each snapshot: memtables only need to absorb writes between flushes. RocksDB's
-        // 64 MiB default (two of them while one flushes) cost a node up to 128 MiB of RSS for
-        // entries it also holds itself.
+        // after each snapshot: memtables only need to absorb writes between flushes. A
+        // memtable is resident memory (RocksDB allocates through glibc, which keeps what a
+        // flushed one freed), up to two of them while one flushes: RocksDB's 64 MiB default
+        // cost a node up to 128 MiB of RSS for entries it also holds itself, and 16 MiB ones
+        // still left a 1M-key node ≈ 12 MiB above 4 MiB ones (`scripts/bench-scale.sh`). More
+        // flushes are cheap here: log keys only grow, so a new level-0 file overlaps nothing
+        // below it.
         opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
         // Opening replays the write-ahead log into a memtable; by default RocksDB then flushes
         // it to a new level-0 file, which (with the files already there) often starts a
