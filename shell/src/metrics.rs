@@ -228,6 +228,11 @@ pub(crate) fn persist_group(batches: usize, bytes: usize, seconds: f64, has_snap
     }
 }
 
+/// A driver pass kept the node's driver busy past `node::slow_pass::SLOW_PASS`.
+pub(crate) fn slow_driver_pass() {
+    metrics::counter!("mokv_driver_slow_passes_total").increment(1);
+}
+
 /// A message to peer `to` was dropped (queue full or no connection).
 pub(crate) fn peer_dropped(to: mokv_core::NodeId) {
     metrics::counter!("mokv_peer_messages_dropped_total", "peer" => to.to_string()).increment(1);

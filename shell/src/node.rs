@@ -8,4 +8,5 @@ pub mod handle;
 mod health;
 pub mod quota;
 pub mod server;
+mod slow_pass;
 pub mod watch_hub;

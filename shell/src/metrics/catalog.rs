@@ -209,6 +209,14 @@ pub const SERIES: &[Series] = &[
     ),
     s("mokv_persist_group_batches", H, N, "Persist batches written by one group commit.", true),
     s(
+        "mokv_driver_slow_passes_total",
+        C,
+        N,
+        "Driver passes that kept the node busy for 100 ms or more (waits for the disk left \
+         out): every request and Raft message of the node waited for each.",
+        true,
+    ),
+    s(
         "mokv_persist_group_bytes",
         H,
         B,

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::net::peer_link::{Feedback, Links};
 use crate::net::transport::PeerConnector;
+use crate::node::slow_pass::PassClock;
 use crate::node::watch_hub::{WatchHub, WatchPageRequest};
 use crate::storage::disk::DiskError;
 use crate::storage::{SnapshotStore, Storage};
@@ -416,6 +417,8 @@ pub struct Driver {
     quota_refusals: crate::node::quota::QuotaRefusals,
     metrics: crate::metrics::publish::NodeMetrics,
     request_times: crate::metrics::timing::RequestTimes,
+    /// How long the pass under way has kept the driver busy (see `slow_pass`).
+    pass: PassClock,
 }
 
 impl std::fmt::Debug for Driver {
@@ -535,6 +538,7 @@ impl Driver {
             quota_refusals: crate::node::quota::QuotaRefusals::default(),
             metrics: crate::metrics::publish::NodeMetrics::default(),
             request_times: crate::metrics::timing::RequestTimes::default(),
+            pass: PassClock::default(),
         };
         (driver, handle)
     }
@@ -660,6 +664,9 @@ impl Driver {
                     Ok(Step::Go)
                 }
             };
+            // The input that woke the driver was handled above; the rest of its pass (the
+            // inputs waiting, the outputs of all of them) is timed.
+            self.pass.start(tokio::time::Instant::now());
             // Everything else already waiting joins the same Ready.
             let step = step.and_then(|s| match s {
                 Step::Go => self.take_waiting_inputs(),
@@ -831,8 +838,19 @@ impl Driver {
         loop {
             while let Some(batch) = self.node.poll_persist() {
                 let Some(tx) = &self.disk_tx else { return Err(DriverError::DiskWriterGone) };
-                // Waits for room: the disk is the bottleneck and everything should slow down.
-                tx.send(batch).await.map_err(|_| DriverError::DiskWriterGone)?;
+                match tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                        // Waits for room: the disk is the bottleneck and everything should
+                        // slow down.
+                        let waiting = tokio::time::Instant::now();
+                        tx.send(batch).await.map_err(|_| DriverError::DiskWriterGone)?;
+                        self.pass.waited_for_disk(waiting.elapsed());
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(DriverError::DiskWriterGone)
+                    }
+                }
             }
             let mut encoded_here = false;
             while let Some(job) = self.node.poll_snapshot_job() {
@@ -887,6 +905,15 @@ impl Driver {
         }
         self.watches.publish(&self.node);
         let status = self.node.status();
+        if let Some(slow) = self.pass.finish(tokio::time::Instant::now(), status.applied_index) {
+            crate::metrics::slow_driver_pass();
+            tracing::warn!(
+                busy_ms = slow.busy.as_millis() as u64,
+                disk_wait_ms = slow.disk_wait.as_millis() as u64,
+                applied_entries = slow.applied_entries,
+                "slow driver pass: every request and Raft message of this node waited for it"
+            );
+        }
         crate::metrics::node_status(&status);
         crate::metrics::state_bytes(self.node.state().state_bytes());
         self.metrics.after_step(&self.node, self.links.queue_depths());
