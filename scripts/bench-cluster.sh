@@ -124,7 +124,6 @@ machine_line() {
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${BIN_DIR:+  binaries: $BIN_DIR (not built from this commit)}"
 }
 
-# "VmRSS VmHWM" of process $1 in MiB.
 cpu_ms() { # CPU time (user + system) process $1 has used so far, in ms; 0 once it is gone
     if [ -r "/proc/$1/stat" ]; then
         # Past the command name (which may hold spaces), utime and stime are fields 12 and 13.
@@ -135,6 +134,7 @@ cpu_ms() { # CPU time (user + system) process $1 has used so far, in ms; 0 once 
     fi
 }
 
+# "VmRSS VmHWM" of process $1 in MiB.
 rss_mib() {
     if [ -r "/proc/$1/status" ]; then
         awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.0f %.0f\n", r/1024, h/1024}' "/proc/$1/status"
