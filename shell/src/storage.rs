@@ -19,6 +19,7 @@ use crate::storage::snapshot_files::{Receiving, ReceivingFile, SnapshotDir};
 pub mod disk;
 pub mod restore;
 pub mod snapshot_files;
+pub mod snapshot_readers;
 mod snapshot_remover;
 
 /// A node's durable store: the core's persist batches plus a few metadata values the shell owns.

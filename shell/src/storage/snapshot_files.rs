@@ -25,6 +25,7 @@ use mokv_core::{
 };
 
 use crate::storage::disk::DiskError;
+use crate::storage::snapshot_readers::{SnapshotReader, SnapshotReaders};
 
 /// Bytes per read or write of a snapshot file.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -71,6 +72,7 @@ const CHUNKS_READ_AHEAD: usize = 4;
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    readers: SnapshotReaders,
 }
 
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError {
@@ -82,7 +84,7 @@ impl SnapshotDir {
     /// The directory `dir`, created if missing.
     pub fn open(dir: PathBuf) -> Result<SnapshotDir, DiskError> {
         std::fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
-        Ok(SnapshotDir { dir })
+        Ok(SnapshotDir { dir, readers: SnapshotReaders::default() })
     }
 
     /// Where the file `r` names lives.
@@ -132,9 +134,9 @@ impl SnapshotDir {
     }
 
     /// Opens the file `r` names for reading ([`DiskError::SnapshotMissing`] if it is gone).
-    pub fn open_file(&self, r: &SnapshotRef) -> Result<File, DiskError> {
+    pub fn open_file(&self, r: &SnapshotRef) -> Result<SnapshotReader, DiskError> {
         let path = self.path_of(r);
-        match File::open(&path) {
+        match self.readers.open(&path) {
             Ok(f) => Ok(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(DiskError::SnapshotMissing { path })
@@ -207,23 +209,45 @@ impl SnapshotDir {
 
     /// Deletes the files of snapshots older than `index` (a newer reference is durable).
     /// Temporary files are left alone: one may be a job or a transfer under way.
+    /// Each is unlinked at once: its blocks are freed in one go.
     pub fn remove_older_than(&self, index: u64) -> Result<(), DiskError> {
-        self.remove_where(|name| SnapshotRef::parse_file_name(name).is_some_and(|(i, _)| i < index))
+        self.remove_where(older_than(index), |path| std::fs::remove_file(path))
+    }
+
+    /// As [`Self::remove_older_than`], but each file no one reads is handed to `free` after
+    /// it is unlinked, still open: its blocks are freed as `free` shortens it and when it
+    /// drops it. A file being read is unlinked only (freed when its last reader closes it).
+    pub(crate) fn remove_older_than_freeing(
+        &self,
+        index: u64,
+        free: impl Fn(File),
+    ) -> Result<(), DiskError> {
+        self.remove_where(older_than(index), |path| {
+            if let Some(file) = self.readers.unlink(path)? {
+                free(file);
+            }
+            Ok(())
+        })
     }
 
     /// At start-up: deletes every file but the one `keep` names (temporary files of writes a
     /// crash cut short, files no durable reference names).
     pub fn remove_all_but(&self, keep: Option<&SnapshotRef>) -> Result<(), DiskError> {
         let keep = keep.map(SnapshotRef::file_name);
-        self.remove_where(|name| {
+        let doomed = |name: &str| {
             let ours = name.ends_with(".tmp") || SnapshotRef::parse_file_name(name).is_some();
             ours && Some(name) != keep.as_deref()
-        })
+        };
+        self.remove_where(doomed, |path| std::fs::remove_file(path))
     }
 
-    /// Removes every file `doomed` names; one that cannot go does not keep the others. The
-    /// first failure is returned.
-    fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<(), DiskError> {
+    /// Removes (with `remove`) every file `doomed` names; one that cannot go does not keep the
+    /// others. The first failure is returned.
+    fn remove_where(
+        &self,
+        doomed: impl Fn(&str) -> bool,
+        remove: impl Fn(&Path) -> std::io::Result<()>,
+    ) -> Result<(), DiskError> {
         let entries = std::fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))?;
         let mut removed = false;
         let mut failed = None;
@@ -233,7 +257,7 @@ impl SnapshotDir {
             let Some(name) = name.to_str() else { continue };
             if doomed(name) {
                 let path = entry.path();
-                match std::fs::remove_file(&path) {
+                match remove(&path) {
                     Ok(()) => {
                         removed = true;
                         tracing::debug!(file = name, "removed snapshot file");
@@ -254,6 +278,11 @@ impl SnapshotDir {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// Names the files of snapshots older than `index`.
+fn older_than(index: u64) -> impl Fn(&str) -> bool {
+    move |name| SnapshotRef::parse_file_name(name).is_some_and(|(i, _)| i < index)
 }
 
 /// Why a snapshot file's bytes were refused, before the path is known.
