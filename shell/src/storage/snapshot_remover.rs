@@ -1,20 +1,21 @@
 //! Deletes the files of replaced snapshots on a thread of its own.
 //!
 //! A replaced file is as large as the state (hundreds of MiB at 1M keys). Unlinking it frees
-//! its blocks and page cache, and the directory sync after it commits the file system's
-//! journal: tens to hundreds of ms that, on the disk writer, every write of the node would
+//! its blocks and page cache, and the directory sync after it writes the file system's
+//! metadata: tens to hundreds of ms that, on the disk writer, every write of the node would
 //! wait for (README, Performance: stalls while loading). Nothing waits for the removal: a file
 //! left behind by a crash or a failed removal is removed by the next removal or at start-up
 //! ([`SnapshotDir::remove_all_but`]).
 //!
-//! Off the writer is not enough: freeing a file's blocks in one go holds up the file system's
-//! journal (on ext4, and with `discard` the trim of every freed block) until it is done, and
-//! the log's fsyncs of every node sharing the disk wait for that commit — measured at 1M keys:
-//! unlinks of 190–270 MB files took 80–160 ms, and synced log writes finished the moment an
-//! unlink did. So a file no one reads is unlinked and then shortened through a descriptor kept
-//! open, [`FREE_STEP_BYTES`] at a time, [`FREE_STEP_PAUSE`] apart: each commit waits for one
-//! step at most. A file being read (a transfer to a follower) is only unlinked; its blocks go
-//! when the transfer closes it (`snapshot_readers`).
+//! Off the writer is not enough: freeing a file's blocks in one go is one long operation for
+//! the disk (on a file system mounted with `discard`, as ext4 here, every freed block is
+//! trimmed as it is freed), and the log's fsyncs of every node sharing the disk wait behind
+//! it — measured at 1M keys: unlinks of 190–270 MB files took 80–160 ms, and synced log
+//! writes of all three nodes finished the moment an unlink did. So a file no one reads is
+//! unlinked and then shortened through a descriptor kept open, [`FREE_STEP_BYTES`] at a time,
+//! [`FREE_STEP_PAUSE`] apart: an fsync waits for one step at most. A file being read (a
+//! transfer to a follower) is only unlinked; its blocks go when the transfer closes it
+//! (`snapshot_readers`).
 //!
 //! Invariant: only files older than a reference that is already durable are ever requested
 //! ([`Disk::write`](super::disk::Disk::write) asks after a synced write), so no reference on
@@ -27,11 +28,11 @@ use std::time::Duration;
 
 use super::snapshot_files::SnapshotDir;
 
-/// Bytes a replaced file is shortened by in one step: what one journal commit may have to
-/// free (about 3 ms of work on the machine measured).
+/// Bytes a replaced file is shortened by in one step: what an fsync may have to wait for
+/// (about 3 ms of freeing and trimming on the machine measured).
 const FREE_STEP_BYTES: u64 = 8 << 20;
 
-/// Pause between two steps: lets the commits the log's fsyncs ask for through. A 270 MB file
+/// Pause between two steps: lets the log's fsyncs through. A 270 MB file
 /// is freed in about half a second, well within the seconds between two snapshots.
 const FREE_STEP_PAUSE: Duration = Duration::from_millis(10);
 
