@@ -178,6 +178,10 @@ impl Drop for Disk {
 /// RocksDB memtable size (see [`Disk::open`]).
 const WRITE_BUFFER_BYTES: usize = 4 << 20;
 
+/// Level-0 files (flushed memtables) that start a compaction (RocksDB's default: 4). Writes
+/// slow down at 5 times as many and stop at 9 times, RocksDB's default ratios.
+const LEVEL0_COMPACTION_TRIGGER_FILES: i32 = 16;
+
 impl Disk {
     /// Opens (creating if missing) the store under `dir` (e.g. `<data-dir>/raft`).
     pub fn open(dir: &Path) -> Result<Disk, DiskError> {
@@ -201,11 +205,17 @@ impl Disk {
         // memtable is resident memory (RocksDB allocates through glibc, which keeps what a
         // flushed one freed), up to two of them while one flushes: RocksDB's 64 MiB default
         // cost a node up to 128 MiB of RSS for entries it also holds itself, and 16 MiB ones
-        // still left a 1M-key node ≈ 12 MiB above 4 MiB ones (`scripts/bench-scale.sh`). The
-        // price is four times the flushes and compactions (each compaction rewrites the log
-        // not yet deleted below it): ≈ 0.7 s more compaction CPU per node over a 1M-key load
-        // and a 10 s put window, ≈ 0.5 µs per write, with no throughput difference measured.
+        // still left a 1M-key node ≈ 12 MiB above 4 MiB ones (`scripts/bench-scale.sh`).
         opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
+        // Small memtables make four times the level-0 files, and each compaction rewrites the
+        // log not yet deleted below it, though most of it is deleted by the next snapshot
+        // anyway: at RocksDB's default trigger (4 files) a 1M-key load cost a node 0.86–0.95 s
+        // of compaction CPU in 23 compactions; at 16 files, 0.33–0.43 s in 5–6, with the same
+        // restart times (the log tail is read from a few more files). Reads of the log are
+        // rare (a follower behind the in-memory log), so more level-0 files cost little.
+        opts.set_level_zero_file_num_compaction_trigger(LEVEL0_COMPACTION_TRIGGER_FILES);
+        opts.set_level_zero_slowdown_writes_trigger(5 * LEVEL0_COMPACTION_TRIGGER_FILES);
+        opts.set_level_zero_stop_writes_trigger(9 * LEVEL0_COMPACTION_TRIGGER_FILES);
         // Opening replays the write-ahead log into a memtable; by default RocksDB then flushes
         // it to a new level-0 file, which (with the files already there) often starts a
         // compaction: on a node with a long log tail that was ≈ 20 ms of the open and ≈ 120 ms

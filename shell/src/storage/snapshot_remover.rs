@@ -32,8 +32,8 @@ use super::snapshot_files::SnapshotDir;
 /// (about 3 ms of freeing and trimming on the machine measured).
 const FREE_STEP_BYTES: u64 = 8 << 20;
 
-/// Pause between two steps: lets the log's fsyncs through. A 270 MB file
-/// is freed in about half a second, well within the seconds between two snapshots.
+/// Pause between two steps: lets the log's fsyncs through. A 270 MB file is freed in about
+/// half a second, well within the seconds between two snapshots.
 const FREE_STEP_PAUSE: Duration = Duration::from_millis(10);
 
 /// What the disk writer asked for and the thread has not done yet.
@@ -156,6 +156,24 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// An unlinked file is shortened step by step down to less than a step (the rest goes when
+    /// it is dropped); a stop ends the shortening after the step under way.
+    #[test]
+    fn a_file_is_shortened_in_steps_until_a_stop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("replaced");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(3 * FREE_STEP_BYTES + 5).unwrap();
+        free_in_steps(&file, &Shared::default());
+        assert_eq!(file.metadata().unwrap().len(), 5);
+
+        file.set_len(3 * FREE_STEP_BYTES + 5).unwrap();
+        let stopped = Shared::default();
+        stopped.pending.lock().unwrap().stop = true;
+        free_in_steps(&file, &stopped);
+        assert_eq!(file.metadata().unwrap().len(), 2 * FREE_STEP_BYTES + 5);
     }
 
     /// Replaced files larger than a step go, freed in steps, except that one a transfer
