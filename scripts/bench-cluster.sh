@@ -6,7 +6,10 @@
 # from here; implies NO_BUILD=1), BENCH_DIR (where data and certificates go; default: a fresh
 # directory under the target dir, on the disk the build uses, not a tmpfs), MOKVD_ARGS (extra
 # flags for every node), LOG_LEVEL (of every node; default warn), METRICS=1 (every node serves
-# plain-HTTP metrics on a free port, written with its other ports to $dir/<node>.ports).
+# plain-HTTP metrics on a free port, written with its other ports to $dir/<node>.ports),
+# TMPFS_NODES (node names, e.g. "n2 n3": their data dirs go to a fresh directory on /dev/shm,
+# removed at exit, so that the other nodes have the disk to themselves; this machine has one
+# disk, and a node with its own disk is what a real cluster runs).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=env.sh
@@ -20,7 +23,16 @@ mokvd="$bin/mokvd"
 mokv="$bin/mokv"
 
 dir="${BENCH_DIR:-$(mktemp -d "$CARGO_TARGET_DIR/bench.XXXXXX")}"
-mkdir -p "$dir"
+mkdir -p "$dir/data"
+shm=""
+if [ -n "${TMPFS_NODES:-}" ]; then
+    shm="$(mktemp -d /dev/shm/mokv-bench.XXXXXX)"
+    for name in ${TMPFS_NODES//,/ }; do
+        rm -rf "${dir:?}/data/$name"
+        mkdir -p "$shm/$name"
+        ln -s "$shm/$name" "$dir/data/$name"
+    done
+fi
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do
@@ -29,6 +41,9 @@ cleanup() {
     for p in "${pids[@]}"; do
         wait "$p" 2>/dev/null || true
     done
+    if [ -n "$shm" ]; then
+        rm -rf "$shm"
+    fi
     if [ -z "${BENCH_DIR:-}" ]; then
         rm -rf "$dir"
     fi
@@ -92,6 +107,29 @@ print(f"process {mib('mokv_process_resident_bytes')}, allocated {mib('mokv_alloc
       f"allocator resident {mib('mokv_allocator_resident_bytes')}, state {mib('mokv_state_bytes')}, "
       f"log in memory {mib('mokv_log_in_memory_bytes')}, "
       f"watch history {mib('mokv_watch_history_bytes')} MiB")
+PY
+}
+
+# With METRICS=1: node $1's synced raft store writes since it started (every write waits for
+# the one under way), "N synced writes: A over 20 ms, B over 50 ms, C over 100 ms" from the
+# `mokv_persist_write_seconds` histogram (empty if it serves no metrics).
+slow_writes() {
+    local addr
+    addr="$(sed -n 's/^metrics //p' "$dir/$1.ports" 2>/dev/null)"
+    [ -n "$addr" ] || return 0
+    python3 - "$addr" <<'PY' || true
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+count, le = 0, {}
+for line in text.splitlines():
+    name, _, value = line.partition(" ")
+    if name == "mokv_persist_write_seconds_count":
+        count = int(float(value))
+    elif name.startswith('mokv_persist_write_seconds_bucket{le="'):
+        le[name.split('"')[1]] = int(float(value))
+over = lambda bound: count - le.get(bound, count)
+print(f"{count} synced writes: {over('0.02')} over 20 ms, {over('0.05')} over 50 ms, "
+      f"{over('0.1')} over 100 ms")
 PY
 }
 

@@ -24,7 +24,8 @@
 #   WORKLOADS [put,get]  RESTARTS [3]  LEARNER [0]  REWRITE [0]  and those of bench-cluster.sh (NO_BUILD, BIN_DIR,
 #   BENCH_DIR, MOKVD_ARGS, LOG_LEVEL, METRICS: 1 also prints each node's memory gauges after
 #   the load — process RSS, jemalloc's allocated and resident bytes, state bytes, Raft log
-#   bytes in memory).
+#   bytes in memory — and how many of its synced raft store writes took over 20, 50 and 100 ms;
+#   TMPFS_NODES="n2 n3" leaves n1, the leader, alone on the disk).
 set -euo pipefail
 # shellcheck source=bench-cluster.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench-cluster.sh"
@@ -55,9 +56,11 @@ leader_after="$(leader)"
 echo "leader before the load: ${leader_before:-?}, after: ${leader_after:-?}"
 for i in 0 1 2; do
     read -r rss hwm < <(rss_mib "${pids[$i]}")
-    echo "n$((i + 1)): RSS $rss MiB, peak $hwm MiB ($(du -sm "$dir/data/n$((i + 1))" | cut -f1) MiB on disk)"
+    echo "n$((i + 1)): RSS $rss MiB, peak $hwm MiB ($(du -smD "$dir/data/n$((i + 1))" | cut -f1) MiB on disk)"
     gauges="$(memory_gauges "n$((i + 1))")"
     [ -z "$gauges" ] || echo "n$((i + 1)) gauges: $gauges"
+    writes="$(slow_writes "n$((i + 1))")"
+    [ -z "$writes" ] || echo "n$((i + 1)) disk: $writes"
 done
 
 echo "== restart of n3 to its first linearizable read"
