@@ -87,16 +87,21 @@ listening() {
     return 1
 }
 
-# With METRICS=1 (nodes started with a plain-HTTP metrics port): node $1's memory gauges in
-# MiB, "process P, allocated A, allocator resident R, state S, log in memory L" (empty if it
-# serves none).
-memory_gauges() {
+# With METRICS=1 (nodes started with a plain-HTTP metrics port): runs the Python program on
+# stdin with node $1's /metrics text in `text` (nothing if the node serves none).
+with_metrics() {
     local addr
     addr="$(sed -n 's/^metrics //p' "$dir/$1.ports" 2>/dev/null)"
     [ -n "$addr" ] || return 0
-    python3 - "$addr" <<'PY' || true
-import sys, urllib.request
+    python3 -c 'import sys, urllib.request
 text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+exec(sys.stdin.read())' "$addr" || true
+}
+
+# Node $1's memory gauges in MiB, "process P, allocated A, allocator resident R, state S, log
+# in memory L" (empty without METRICS=1).
+memory_gauges() {
+    with_metrics "$1" <<'PY'
 v = {}
 for line in text.splitlines():
     if line and not line.startswith("#"):
@@ -110,16 +115,11 @@ print(f"process {mib('mokv_process_resident_bytes')}, allocated {mib('mokv_alloc
 PY
 }
 
-# With METRICS=1: node $1's synced raft store writes since it started (every write waits for
-# the one under way), "N synced writes: A over 20 ms, B over 50 ms, C over 100 ms" from the
-# `mokv_persist_write_seconds` histogram (empty if it serves no metrics).
+# Node $1's synced raft store writes since it started (every write waits for the one under
+# way), "N synced writes: A over 20 ms, B over 50 ms, C over 100 ms" from the
+# `mokv_persist_write_seconds` histogram (empty without METRICS=1).
 slow_writes() {
-    local addr
-    addr="$(sed -n 's/^metrics //p' "$dir/$1.ports" 2>/dev/null)"
-    [ -n "$addr" ] || return 0
-    python3 - "$addr" <<'PY' || true
-import sys, urllib.request
-text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+    with_metrics "$1" <<'PY'
 count, le = 0, {}
 for line in text.splitlines():
     name, _, value = line.partition(" ")
