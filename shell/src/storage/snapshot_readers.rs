@@ -42,9 +42,10 @@ impl SnapshotReaders {
     pub(crate) fn unlink(&self, path: &Path) -> std::io::Result<Option<File>> {
         let open = self.lock();
         // Not openable for writing (a directory under the name, say): unlinked as it is.
-        let writable = match open.contains_key(path) {
-            true => None,
-            false => OpenOptions::new().write(true).open(path).ok(),
+        let writable = if open.contains_key(path) {
+            None
+        } else {
+            OpenOptions::new().write(true).open(path).ok()
         };
         std::fs::remove_file(path)?;
         Ok(writable)
